@@ -1,0 +1,2 @@
+//! `dvipsec-hwtest`: the hardware-in-the-loop harness.
+fn main() {}

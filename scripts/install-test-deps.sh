@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Rust, gcc and Python on a fresh Debian machine:
+# tshark and scapy (independent ESP checkers), iproute2 (network namespaces).
+# Idempotent: it only installs what is missing. Needs root for apt-get.
+set -euo pipefail
+
+apt_packages=()
+command -v tshark >/dev/null 2>&1 || apt_packages+=(tshark)
+command -v ip >/dev/null 2>&1 || apt_packages+=(iproute2)
+
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: need root to apt-get install ${apt_packages[*]}" >&2
+        exit 1
+    fi
+    echo "install-test-deps: apt-get install ${apt_packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import scapy.layers.ipsec, cryptography' >/dev/null 2>&1; then
+    echo "install-test-deps: pip install scapy cryptography"
+    python3 -m pip install --quiet --disable-pip-version-check scapy cryptography
+fi
