@@ -1,2 +1,41 @@
 //! `dvipsec-hwtest`: the hardware-in-the-loop harness.
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dvipsec_hwtest::preflight;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dvipsec-hwtest",
+    version,
+    about = "Hardware-in-the-loop tests for dvipsec"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check that this machine can build the harness's namespace topologies.
+    Preflight,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Preflight => run_preflight(),
+    }
+}
+
+fn run_preflight() -> ExitCode {
+    let checks = preflight::run(&std::process::id().to_string());
+    for check in &checks {
+        println!("{check}");
+    }
+    if checks.iter().all(preflight::Check::passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

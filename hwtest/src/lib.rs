@@ -1,0 +1,9 @@
+//! Hardware-in-the-loop harness for dvipsec.
+//!
+//! Owns the test topologies built from Linux network namespaces and veth pairs (every one of
+//! them removed again by a guard's `Drop`), and the preflight that tells an operator whether
+//! this machine can run them. It never touches interfaces or namespaces it did not create.
+#![forbid(unsafe_code)]
+
+pub mod netns;
+pub mod preflight;
