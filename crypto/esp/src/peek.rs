@@ -1,0 +1,354 @@
+//! Peek (seed figure 8): read the inner 5-tuple of an inbound ESP/AH packet by decrypting only up
+//! to the end of the inner TCP/UDP header, without verifying the ICV.
+
+use crate::error::EspError;
+use crate::esp::{self, ESP_HEADER_LEN};
+use crate::ip::{self, proto, Family};
+use crate::sa::{Cipher, IpsecProtocol, Mode, Sa};
+use crate::suite::ICV_LEN;
+use aws_lc_rs::cipher::DecryptionContext;
+use aws_lc_rs::iv::FixedLength;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A value derived from a packet whose ICV has NOT been verified. Anyone can forge it: use it
+/// only to choose where a packet goes, never to accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unauthenticated<T>(T);
+
+impl<T> Unauthenticated<T> {
+    /// The unverified value.
+    pub fn unverified(&self) -> &T {
+        &self.0
+    }
+
+    /// Takes the unverified value out.
+    pub fn into_unverified(self) -> T {
+        self.0
+    }
+}
+
+/// What peek read from a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeekInfo {
+    /// SPI of the packet.
+    pub spi: u32,
+    /// Full sequence number (high bits inferred from the window when ESN is on).
+    pub seq: u64,
+    /// Outer source address.
+    pub outer_src: IpAddr,
+    /// Outer destination address.
+    pub outer_dst: IpAddr,
+    /// Inner source address (the outer one in transport mode).
+    pub src: IpAddr,
+    /// Inner destination address (the outer one in transport mode).
+    pub dst: IpAddr,
+    /// Inner transport protocol.
+    pub protocol: u8,
+    /// Source port (0 unless TCP or UDP).
+    pub src_port: u16,
+    /// Destination port (0 unless TCP or UDP).
+    pub dst_port: u16,
+    /// TCP flags byte (byte 13 of the TCP header), if TCP.
+    pub tcp_flags: Option<u8>,
+    /// A connection request: TCP with SYN set and ACK clear.
+    pub syn: bool,
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+/// Bytes of TCP header holding ports and flags.
+const TCP_PEEK_LEN: usize = 14;
+const UDP_PEEK_LEN: usize = 8;
+/// Largest inner prefix peek decrypts: IPv4 with 40 bytes of options + TCP up to its flags.
+const MAX_HEAD: usize = 128;
+
+/// The encrypted payload of an ESP packet as seen by peek.
+struct Ciphertext<'a> {
+    pkt: &'a [u8],
+    iv_at: usize,
+    text_at: usize,
+    text_end: usize,
+}
+
+impl Sa {
+    /// Peeks into an inbound packet for this SA (seed figure 8): returns the inner addresses, ports,
+    /// TCP flags and SYN-ness, decrypting only the first blocks (and, in transport mode, the trailer
+    /// for the next header). Changes nothing: no replay update, no counters. The ICV is not checked.
+    pub fn peek(&self, packet: &[u8]) -> Result<Unauthenticated<PeekInfo>, EspError> {
+        match self.params.protocol {
+            IpsecProtocol::Esp => self.peek_esp(packet),
+            IpsecProtocol::Ah => self.peek_ah(packet),
+        }
+        .map(Unauthenticated)
+    }
+
+    fn peek_esp(&self, packet: &[u8]) -> Result<PeekInfo, EspError> {
+        let loc = esp::locate(self, packet)?;
+        let pkt = &packet[..loc.outer.total_len];
+        let suite = self.params.suite;
+        let iv_at = loc.esp_at + ESP_HEADER_LEN;
+        let text_at = iv_at + suite.iv_len();
+        ip::need(
+            pkt,
+            "ESP packet",
+            loc.esp_at,
+            text_at - loc.esp_at + 2 + ICV_LEN,
+        )?;
+        let (spi, seq) = self.peek_spi_seq(pkt, loc.esp_at)?;
+        let ct = Ciphertext {
+            pkt,
+            iv_at,
+            text_at,
+            text_end: pkt.len() - ICV_LEN,
+        };
+        let (outer_src, outer_dst) = ip::addresses(pkt, loc.outer.family);
+        let mut head = [0u8; MAX_HEAD];
+        let head_len = ct.len().min(16);
+        self.decrypt_range(&ct, seq, 0, &mut head[..head_len])?;
+        let flow = match self.params.mode {
+            Mode::Transport => {
+                let mut trailer = [0u8; 2];
+                self.decrypt_range(&ct, seq, ct.len() - 2, &mut trailer)?;
+                let needed = l4_peek_len(trailer[1]).min(ct.len());
+                self.decrypt_more(&ct, seq, &mut head, head_len, needed)?;
+                read_l4(&head[..needed], trailer[1], outer_src, outer_dst, 0)?
+            }
+            Mode::Tunnel => {
+                let needed = tunnel_peek_len(&head[..head_len], text_at)?.min(ct.len());
+                self.decrypt_more(&ct, seq, &mut head, head_len, needed)?;
+                read_inner_ip(&head[..needed], text_at)?
+            }
+        };
+        Ok(PeekInfo {
+            spi,
+            seq,
+            outer_src,
+            outer_dst,
+            ..flow
+        })
+    }
+
+    fn peek_spi_seq(&self, pkt: &[u8], spi_at: usize) -> Result<(u32, u64), EspError> {
+        let spi = ip::be32(pkt, spi_at);
+        if spi != self.params.spi {
+            return Err(EspError::WrongSpi {
+                expected: self.params.spi,
+                got: spi,
+                offset: spi_at,
+            });
+        }
+        Ok((spi, self.full_seq(ip::be32(pkt, spi_at + 4))))
+    }
+
+    fn decrypt_more(
+        &self,
+        ct: &Ciphertext<'_>,
+        seq: u64,
+        head: &mut [u8; MAX_HEAD],
+        have: usize,
+        needed: usize,
+    ) -> Result<(), EspError> {
+        if needed > have {
+            self.decrypt_range(ct, seq, have, &mut head[have..needed])?;
+        }
+        Ok(())
+    }
+
+    /// Decrypts plaintext bytes `offset..offset + out.len()` of the ESP payload into `out`.
+    fn decrypt_range(
+        &self,
+        ct: &Ciphertext<'_>,
+        seq: u64,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), EspError> {
+        let from = ct.text_at + offset;
+        out.copy_from_slice(&ct.pkt[from..from + out.len()]);
+        match &self.cipher {
+            Cipher::Null { .. } => Ok(()),
+            Cipher::Aead { aead, salt } => {
+                let mut iv = [0u8; 8];
+                iv.copy_from_slice(&ct.pkt[ct.iv_at..ct.iv_at + 8]);
+                let nonce = esp::aead_nonce(salt, u64::from_be_bytes(iv));
+                let _ = seq;
+                aead.apply_keystream(&nonce, offset, out)?;
+                Ok(())
+            }
+            Cipher::CbcHmac(keys) => cbc_decrypt_range(&keys.decrypt, ct, offset, out),
+        }
+    }
+}
+
+impl Ciphertext<'_> {
+    fn len(&self) -> usize {
+        self.text_end - self.text_at
+    }
+}
+
+/// CBC: plaintext block i needs only ciphertext blocks i-1 and i, so decrypt just the blocks
+/// covering the range, chained from the block before them (or the IV).
+fn cbc_decrypt_range(
+    key: &aws_lc_rs::cipher::DecryptingKey,
+    ct: &Ciphertext<'_>,
+    offset: usize,
+    out: &mut [u8],
+) -> Result<(), EspError> {
+    let first = offset / 16 * 16;
+    let last = (offset + out.len()).div_ceil(16) * 16;
+    if last > ct.len() || last - first > MAX_HEAD {
+        return Err(EspError::Malformed {
+            field: "ESP ciphertext length",
+            offset: ct.text_at,
+            reason: "not a multiple of the AES block",
+        });
+    }
+    let chain_at = if first == 0 {
+        ct.iv_at
+    } else {
+        ct.text_at + first - 16
+    };
+    let mut iv = [0u8; 16];
+    iv.copy_from_slice(&ct.pkt[chain_at..chain_at + 16]);
+    let mut blocks = [0u8; MAX_HEAD];
+    let blocks = &mut blocks[..last - first];
+    blocks.copy_from_slice(&ct.pkt[ct.text_at + first..ct.text_at + last]);
+    key.decrypt(blocks, DecryptionContext::Iv128(FixedLength::from(iv)))
+        .map_err(|_| {
+            EspError::Crypto(crate::CryptoError::Provider {
+                operation: "AES-CBC peek",
+            })
+        })?;
+    let skip = offset - first;
+    out.copy_from_slice(&blocks[skip..skip + out.len()]);
+    Ok(())
+}
+
+fn l4_peek_len(protocol: u8) -> usize {
+    match protocol {
+        proto::TCP => TCP_PEEK_LEN,
+        proto::UDP => UDP_PEEK_LEN,
+        _ => 0,
+    }
+}
+
+/// How many plaintext bytes a tunnel-mode peek needs, from the first block of the inner header.
+fn tunnel_peek_len(first: &[u8], at: usize) -> Result<usize, EspError> {
+    ip::need(first, "inner IP header", 0, 10)?;
+    match first[0] >> 4 {
+        4 => Ok(usize::from(first[0] & 0x0f) * 4 + l4_peek_len(first[9])),
+        6 => Ok(40 + l4_peek_len(first[6])),
+        _ => Err(EspError::Malformed {
+            field: "inner IP version",
+            offset: at,
+            reason: "neither 4 nor 6",
+        }),
+    }
+}
+
+fn read_inner_ip(head: &[u8], at: usize) -> Result<PeekInfo, EspError> {
+    let view = ip::parse_header_only(head).map_err(|e| shift(e, at))?;
+    let (src, dst) = ip::addresses(head, view.family);
+    let first_fragment = view.family == Family::V6 || ip::be16(head, 6) & 0x1fff == 0;
+    let protocol = view.proto;
+    if !first_fragment {
+        return read_l4(&[], proto::NONE, src, dst, at).map(|p| PeekInfo { protocol, ..p });
+    }
+    read_l4(
+        &head[view.header_len..],
+        protocol,
+        src,
+        dst,
+        at + view.header_len,
+    )
+}
+
+fn shift(error: EspError, by: usize) -> EspError {
+    match error {
+        EspError::Truncated {
+            layer,
+            offset,
+            needed,
+            len,
+        } => EspError::Truncated {
+            layer,
+            offset: offset + by,
+            needed,
+            len: len + by,
+        },
+        EspError::Malformed {
+            field,
+            offset,
+            reason,
+        } => EspError::Malformed {
+            field,
+            offset: offset + by,
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn read_l4(
+    l4: &[u8],
+    protocol: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    at: usize,
+) -> Result<PeekInfo, EspError> {
+    let needed = l4_peek_len(protocol);
+    if l4.len() < needed {
+        return Err(ip::truncated(
+            "inner transport header",
+            at,
+            needed,
+            at + l4.len(),
+        ));
+    }
+    let (src_port, dst_port) = if needed > 0 {
+        (ip::be16(l4, 0), ip::be16(l4, 2))
+    } else {
+        (0, 0)
+    };
+    let tcp_flags = (protocol == proto::TCP).then(|| l4[13]);
+    let syn = tcp_flags.is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0);
+    Ok(PeekInfo {
+        spi: 0,
+        seq: 0,
+        outer_src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        outer_dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        src,
+        dst,
+        protocol,
+        src_port,
+        dst_port,
+        tcp_flags,
+        syn,
+    })
+}
+
+impl Sa {
+    fn peek_ah(&self, packet: &[u8]) -> Result<PeekInfo, EspError> {
+        let loc = crate::ah::locate(packet)?;
+        let pkt = &packet[..loc.outer.total_len];
+        let (spi, seq) = self.peek_spi_seq(pkt, loc.ah_at + 4)?;
+        let (outer_src, outer_dst) = ip::addresses(pkt, loc.outer.family);
+        let payload = &pkt[loc.payload_at..];
+        let flow = match self.params.mode {
+            Mode::Transport => read_l4(
+                payload,
+                loc.next_header,
+                outer_src,
+                outer_dst,
+                loc.payload_at,
+            )?,
+            Mode::Tunnel => read_inner_ip(payload, loc.payload_at)?,
+        };
+        Ok(PeekInfo {
+            spi,
+            seq,
+            outer_src,
+            outer_dst,
+            ..flow
+        })
+    }
+}
