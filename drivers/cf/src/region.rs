@@ -246,6 +246,21 @@ impl Region {
         self.mapping.slot_count
     }
 
+    /// Checks that the file at the region's path is still the region this handle maps (a
+    /// distributor that lost the region and created a new one gives it a new incarnation).
+    /// Cheap enough for a timer, not meant for every packet.
+    pub fn check_backing(&self) -> Result<(), CfError> {
+        let current = map_existing(&self.path)?;
+        let found = current.header_u64(H_INCARNATION);
+        if found != self.incarnation {
+            return Err(CfError::StateLost {
+                expected: self.incarnation,
+                found,
+            });
+        }
+        Ok(())
+    }
+
     fn check_fence(&self) -> Result<(), CfError> {
         let found = self.mapping.header_u64(H_INCARNATION);
         if found != self.incarnation {
@@ -314,7 +329,9 @@ impl Region {
                 Ok(_) => break,
                 Err(owner) => {
                     spins += 1;
-                    if spins & (SPINS_BEFORE_OWNER_CHECK - 1) == 0 && owner != 0 && !process_alive(owner)
+                    if spins & (SPINS_BEFORE_OWNER_CHECK - 1) == 0
+                        && owner != 0
+                        && !process_alive(owner)
                     {
                         // The owner died holding the lock; the replay math leaves a safe state
                         // at every step (see replay.rs), so taking the lock over is sound.
