@@ -248,6 +248,9 @@ impl NetClient {
 
 impl SequenceFacility for NetClient {
     fn fetch_add(&self, slot: SlotId, n: u32) -> Result<SeqRange, CfError> {
+        if n == 0 {
+            return Err(CfError::InvalidArgument("fetch_add of zero numbers"));
+        }
         match self.call_one(Op::FetchAdd { slot, count: n })? {
             OpResult::Range(range) if range.count == n => Ok(range),
             _ => Err(unexpected()),

@@ -177,11 +177,10 @@ impl<S: StateStore> ServerCore<S> {
         self.stats
     }
 
-    /// Counts a frame dropped by the transport.
+    /// Counts a frame dropped because its length or its body was bad.
     pub fn count_drop(&mut self, error: &DecodeError) {
         match error {
             DecodeError::Oversized { .. } => self.stats.oversized += 1,
-            DecodeError::Truncated { .. } => self.stats.truncated += 1,
             _ => self.stats.malformed += 1,
         }
     }
