@@ -1,5 +1,16 @@
 //! Packet ports: the burst receive/transmit interface the polling loops use, and its backends.
 //!
-//! Owns the `PacketPort` trait, the in-memory fabric that joins boxes inside one process, and
-//! the kernel-socket backends. Unsafe code (mmap rings, raw sockets) lives here, each block
-//! with its `// SAFETY:` reasoning.
+//! Owns the `PacketPort` trait, the preallocated buffer pools with headroom and tailroom for
+//! sealing ESP in place, per-port counters, the in-memory fabric that joins boxes inside one
+//! process, and the AF_PACKET (TPACKET_V3) kernel backend. Unsafe code (mmap rings, raw
+//! sockets, namespace switching) lives here, each block with its `// SAFETY:` reasoning.
+
+pub mod buf;
+pub mod counters;
+pub mod fabric;
+pub mod port;
+
+pub use buf::{BufError, BufLayout, PacketBuf, Pool};
+pub use counters::{DropCause, PortCounters, PortStats};
+pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};
+pub use port::{Burst, PacketPort};
