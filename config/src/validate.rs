@@ -820,15 +820,18 @@ impl Validator<'_> {
         let min = &lifesize.adaptive.min_percent;
         let threshold = &lifesize.threshold_percent;
         let max = &lifesize.adaptive.max_percent;
-        // Point at the first value that breaks the chain 1 <= min <= threshold <= max <= 100.
+        // Point at the value that breaks 1 <= min <= threshold <= max <= 100; a threshold
+        // outside its bounds is blamed on the threshold.
         let culprit = if min.value < 1 {
             Some(min)
-        } else if threshold.value < min.value {
-            Some(pick_known(threshold, min))
-        } else if max.value < threshold.value {
-            Some(pick_known(max, threshold))
         } else if max.value > 100 {
             Some(max)
+        } else if min.value > max.value {
+            Some(pick_known(max, min))
+        } else if threshold.value < min.value {
+            Some(pick_known(threshold, min))
+        } else if threshold.value > max.value {
+            Some(pick_known(threshold, max))
         } else {
             None
         };
