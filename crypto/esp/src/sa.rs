@@ -309,6 +309,21 @@ impl Sa {
         }
     }
 
+    /// Inbound: restarts the replay window with `top` as the highest number seen and nothing
+    /// recorded below it (a target taking over an SA's inbound state, or a test starting deep in
+    /// the ESN space).
+    pub fn set_replay_top(&mut self, top: u64) {
+        self.replay = ReplayWindow::new(self.replay.size());
+        if top > 0 {
+            self.replay.accept(top);
+        }
+    }
+
+    /// Outbound: sets the last sequence number used, so [`Sa::seal`] continues after it.
+    pub fn set_last_sequence(&mut self, last: u64) {
+        self.last_seq = last;
+    }
+
     /// Where the SA stands against its lifetime limits.
     pub fn lifetime_state(&self) -> LifetimeState {
         let limits = &self.params.lifetime;
