@@ -1,20 +1,31 @@
 //! `dvipsec`: the firmware binary. Each subcommand lives in its own module.
 
+mod cmd_cf;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "dvipsec", version, about = "IPsec for a distributed virtual IP address")]
+#[command(
+    name = "dvipsec",
+    version,
+    about = "IPsec for a distributed virtual IP address"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// The coupling facility: serve it over the network.
+    Cf(cmd_cf::CfArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Cf(args) => cmd_cf::run(args),
+    }
 }
