@@ -93,6 +93,11 @@ pub struct PeerView {
 }
 
 impl NodeView {
+    /// The view as YAML.
+    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+        serde_saphyr::to_string(self)
+    }
+
     /// The roles this node plays, for one-line summaries.
     pub fn roles(&self) -> Vec<&'static str> {
         let mut roles = Vec::new();

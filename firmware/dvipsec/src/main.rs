@@ -1,6 +1,7 @@
 //! `dvipsec`: the firmware binary. Each subcommand lives in its own module.
 
 mod cmd_cf;
+mod cmd_config;
 
 use std::process::ExitCode;
 
@@ -21,11 +22,14 @@ struct Cli {
 enum Command {
     /// The coupling facility: serve it over the network.
     Cf(cmd_cf::CfArgs),
+    /// The site configuration: check a file, show a node's resolved view.
+    Config(cmd_config::ConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Cf(args) => cmd_cf::run(args),
+        Command::Config(args) => cmd_config::run(args),
     }
 }
