@@ -3,3 +3,8 @@
 //! Owns the distributor's key manager (seed figure 5, block 100). It has no sockets and no
 //! clocks: callers feed datagrams and the current time in and take datagrams and events out.
 #![forbid(unsafe_code)]
+
+mod error;
+pub mod wire;
+
+pub use error::{CryptoError, IkeError, ParseError};
