@@ -219,14 +219,9 @@ fn packet_error(packet: &InputPacket, cause: EspError) -> EspCommandError {
 fn build_receiver(args: &SaArgs) -> Result<Sa, EspCommandError> {
     let highest_accepted = args.seq.unwrap_or(0);
     check_seq_fits(args, highest_accepted)?;
-    if highest_accepted > 0 {
-        // dvipsec-esp has no call yet to start an inbound window at a given number.
-        return Err(EspCommandError::Flags(format!(
-            "--seq {highest_accepted} for open/peek is not supported yet: the engine cannot start \
-             the replay window at a given sequence number"
-        )));
-    }
-    build_sa(args, Direction::Inbound)
+    let mut sa = build_sa(args, Direction::Inbound)?;
+    sa.set_replay_top(highest_accepted);
+    Ok(sa)
 }
 
 fn check_seq_fits(args: &SaArgs, seq: u64) -> Result<(), EspCommandError> {

@@ -81,7 +81,7 @@ fn advanced(case: &Case) -> Case {
 
 /// `later` is the same packet sealed by scapy `REPLAY_WINDOW + 5` numbers later.
 fn open_damaged(case: &Case, sealed: &[u8], later: &[u8], damage: &Damage) -> Output {
-    let receiver_seq = 0;
+    let receiver_seq = case.seq - 1;
     let line = |bytes: &[u8]| format!("{}\n", hex::encode(bytes));
     let mut packet = sealed.to_vec();
     let last = packet.len() - 1;
@@ -128,6 +128,17 @@ fn open_damaged(case: &Case, sealed: &[u8], later: &[u8], damage: &Damage) -> Ou
             args.extend(["--replay-window".to_owned(), REPLAY_WINDOW.to_string()]);
             format!("{}{}", line(later), line(&packet))
         }
+        "already accepted by the receiver" => {
+            let at = args.iter().position(|a| a == "--seq").expect("seq flag") + 1;
+            args[at] = case.seq.to_string();
+            line(&packet)
+        }
+        "left of the receiver's window" => {
+            let at = args.iter().position(|a| a == "--seq").expect("seq flag") + 1;
+            args[at] = (case.seq + REPLAY_WINDOW).to_string();
+            args.extend(["--replay-window".to_owned(), REPLAY_WINDOW.to_string()]);
+            line(&packet)
+        }
         other => panic!("unknown damage {other}"),
     };
     dvipsecctl(&args, input.as_bytes())
@@ -144,7 +155,7 @@ fn esp_header_end(case: &Case) -> usize {
     ip + if case.natt { 8 } else { 0 } + 8
 }
 
-const DAMAGES: [Damage; 8] = [
+const DAMAGES: [Damage; 10] = [
     Damage {
         name: "ciphertext bit flipped",
         exit: 1,
@@ -182,6 +193,16 @@ const DAMAGES: [Damage; 8] = [
     },
     Damage {
         name: "older than the window",
+        exit: 2,
+        message: &["replay"],
+    },
+    Damage {
+        name: "already accepted by the receiver",
+        exit: 2,
+        message: &["replay"],
+    },
+    Damage {
+        name: "left of the receiver's window",
         exit: 2,
         message: &["replay"],
     },
@@ -262,7 +283,7 @@ fn authentic_packet_with_bad_padding_is_rejected() {
     for (case, answer) in cases.iter().zip(answers.as_array().expect("a list")) {
         let sealed = support::hex_field(answer, "sealed");
         let output = dvipsecctl(
-            &case.cli_args("open", 0),
+            &case.cli_args("open", case.seq - 1),
             format!("{}\n", hex::encode(&sealed)).as_bytes(),
         );
         let stderr = stderr_text(&output);
