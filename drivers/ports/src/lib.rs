@@ -5,11 +5,14 @@
 //! process, and the AF_PACKET (TPACKET_V3) kernel backend. Unsafe code (mmap rings, raw
 //! sockets, namespace switching) lives here, each block with its `// SAFETY:` reasoning.
 
+pub mod af_packet;
 pub mod buf;
 pub mod counters;
 pub mod fabric;
+pub mod netns;
 pub mod port;
 
+pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};
 pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};
 pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};
