@@ -681,3 +681,52 @@ fn rebuild_transport(
     ip::set_total_len(out, loc.outer.family, total);
     start..payload.end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 4868 section 2.7.2.1, test cases AUTH256-1..3: HMAC-SHA-256 with 32-byte keys,
+    /// truncated to 128 bits for ESP/AH.
+    #[test]
+    fn hmac_sha256_128_matches_rfc4868() {
+        let cases: [(Vec<u8>, Vec<u8>, &str); 3] = [
+            (
+                vec![0x0b; 32],
+                b"Hi There".to_vec(),
+                "198a607eb44bfbc69903a0f1cf2bbdc5",
+            ),
+            (
+                b"JefeJefeJefeJefeJefeJefeJefeJefe".to_vec(),
+                b"what do ya want for nothing?".to_vec(),
+                "167f928588c5cc2eef8e3093caa0e87c",
+            ),
+            (
+                vec![0xaa; 32],
+                vec![0xdd; 50],
+                "cdcb1220d1ecccea91e53aba3092f962",
+            ),
+        ];
+        for (key, data, expected) in cases {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
+            assert_eq!(esp_icv(&key, &data, 0, false).to_vec(), unhex(expected));
+        }
+    }
+
+    #[test]
+    fn esn_high_bits_are_appended_to_the_hmac_input() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[0x0b; 32]);
+        let with = esp_icv(&key, b"Hi The", 0x7265_0000_0000, true);
+        // The high half 0x00007265 goes after the data as 00 00 72 65.
+        let plain = esp_icv(&key, b"Hi The\x00\x00\x72\x65", 0, false);
+        assert_eq!(with, plain);
+        assert_ne!(with, esp_icv(&key, b"Hi The", 0x7265_0000_0000, false));
+    }
+}

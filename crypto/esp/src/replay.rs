@@ -106,3 +106,60 @@ pub fn infer_esn(top: u64, window: u64, seq_lo: u32) -> u64 {
     };
     (u64::from(seq_hi) << 32) | u64::from(seq_lo)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_window_size_accepts_exactly_its_width() {
+        for size in [32u32, 33, 64, 100, 128, 1000, 4095, 4096] {
+            let mut w = ReplayWindow::new(size);
+            let top = 10_000u64;
+            assert!(w.accept(top));
+            let oldest = top - u64::from(size) + 1;
+            assert!(!w.check(oldest - 1), "size {size}");
+            for seq in oldest..top {
+                assert!(w.accept(seq), "size {size} seq {seq}");
+                assert!(!w.check(seq), "size {size} seq {seq} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_far_clears_old_bits() {
+        let mut w = ReplayWindow::new(64);
+        for seq in 1..=64 {
+            assert!(w.accept(seq));
+        }
+        assert!(w.accept(1_000_000));
+        // Numbers whose bits were set long ago map to the same ring slots but are now fresh.
+        for seq in 1_000_000 - 63..1_000_000 {
+            assert!(w.check(seq), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn zero_is_never_accepted() {
+        let mut w = ReplayWindow::new(32);
+        assert!(!w.accept(0));
+    }
+
+    #[test]
+    fn esn_inference_follows_rfc4303_appendix_a() {
+        let hi = 5u64 << 32;
+        // Window inside one subspace: numbers below it belong to the next subspace.
+        assert_eq!(infer_esn(hi | 1000, 64, 990), hi | 990);
+        assert_eq!(infer_esn(hi | 1000, 64, 2000), hi | 2000);
+        assert_eq!(infer_esn(hi | 1000, 64, 10), (6u64 << 32) | 10);
+        // Window spanning two subspaces: numbers near the top of u32 belong to the previous one.
+        assert_eq!(
+            infer_esn(hi | 10, 64, 0xffff_fff0),
+            (4u64 << 32) | 0xffff_fff0
+        );
+        assert_eq!(infer_esn(hi | 10, 64, 5), hi | 5);
+        assert_eq!(infer_esn(hi | 10, 64, 500), hi | 500);
+        // At the very start there is no previous subspace.
+        assert_eq!(infer_esn(3, 64, 0xffff_fff0), 0xffff_fff0);
+    }
+}
