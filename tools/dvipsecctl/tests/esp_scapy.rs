@@ -89,6 +89,13 @@ fn scapy_opens_our_packets_to_the_exact_input() {
     let answers = python_helper("decrypt", &input);
     let answers = answers.as_array().expect("decrypt answers a list");
     for ((case, plain, _), answer) in sealed_cases.iter().zip(answers) {
+        let outer_problems = answer["outer_problems"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("decrypt answered without outer_problems: {answer}"));
+        failures.check(outer_problems.is_empty(), &case.name, || {
+            format!("outer header is not what scapy computes: {outer_problems:?}")
+        });
         if let Some(error) = answer.get("error") {
             failures.add(&case.name, format!("scapy rejected our packet: {error}"));
             continue;

@@ -235,6 +235,40 @@ mod tests {
         assert_eq!(packets[1].location, "line 3");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hex_lines_round_trip_whatever_the_separators(
+            packets in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..80), 1..5),
+            separator in proptest::sample::select(vec!["", " ", ":", "\t"]),
+            upper in proptest::bool::ANY,
+        ) {
+            let mut text = String::new();
+            for packet in &packets {
+                let digits: Vec<String> = packet.iter().map(|b| format!("{b:02x}")).collect();
+                let line = digits.join(separator);
+                text.push_str(&if upper { line.to_uppercase() } else { line });
+                text.push_str("\r\n\n");
+            }
+            let parsed = parse_hex_lines(text.as_bytes(), "stdin").unwrap();
+            let bytes: Vec<Vec<u8>> = parsed.into_iter().map(|p| p.bytes).collect();
+            proptest::prop_assert_eq!(bytes, packets);
+        }
+
+        #[test]
+        fn any_input_parses_or_fails_cleanly(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            // Never a panic: either packets (none empty, each located) or an error naming its line.
+            match parse_hex_lines(&raw, "stdin") {
+                Ok(packets) => {
+                    for packet in packets {
+                        proptest::prop_assert!(!packet.bytes.is_empty());
+                        proptest::prop_assert!(packet.location.starts_with("line "));
+                    }
+                }
+                Err(err) => proptest::prop_assert!(err.to_string().starts_with("stdin line ")),
+            }
+        }
+    }
+
     #[test]
     fn bad_hex_names_line_and_column() {
         let err = parse_hex_lines(b"4500\n45x0\n", "in.hex").unwrap_err();

@@ -132,13 +132,47 @@ class BadPaddingAlgo:
 
 
 def decrypt(case):
+    sealed = bytes.fromhex(case["sealed"])
+    problems = outer_header_problems(sealed)
     sa = security_association(case)
-    packet = parse_ip(bytes.fromhex(case["sealed"]))
+    packet = parse_ip(sealed)
     try:
         plain = sa.decrypt(packet)
     except IPSecIntegrityError as err:
-        return {"error": "integrity: %s" % err}
-    return {"plain": bytes(plain).hex()}
+        return {"error": "integrity: %s" % err, "outer_problems": problems}
+    return {"plain": bytes(plain).hex(), "outer_problems": problems}
+
+
+def outer_header_problems(sealed):
+    """Lists what is wrong in the outer IP (and NAT-T UDP) header of a sealed packet.
+
+    scapy recomputes the length and checksum fields from the bytes; a correct header is
+    rebuilt unchanged. An IPv4 UDP checksum of 0 is allowed (RFC 3948 section 2.1).
+    """
+    problems = []
+    packet = parse_ip(sealed)
+    rebuilt = packet.copy()
+    if packet.version == 4:
+        del rebuilt.len
+        del rebuilt.chksum
+        if packet.ihl != 5:
+            problems.append("IPv4 header length %d words" % packet.ihl)
+    else:
+        del rebuilt.plen
+    if UDP in packet:
+        udp = rebuilt[UDP]
+        del udp.len
+        if packet.version == 4 and packet[UDP].chksum == 0:
+            udp.chksum = 0
+        else:
+            del udp.chksum
+    rebuilt_bytes = bytes(rebuilt)
+    if rebuilt_bytes != sealed:
+        at = next((i for i, (a, b) in enumerate(zip(rebuilt_bytes, sealed)) if a != b),
+                  min(len(rebuilt_bytes), len(sealed)))
+        problems.append("header field differs at byte %d: sealed %s, scapy computes %s" %
+                        (at, sealed[at:at + 2].hex(), rebuilt_bytes[at:at + 2].hex()))
+    return problems
 
 
 def run_case(action, case):
