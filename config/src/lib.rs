@@ -10,6 +10,8 @@
 mod error;
 mod located;
 mod model;
+#[cfg(test)]
+mod roundtrip_tests;
 mod secret;
 mod validate;
 mod values;
