@@ -5,7 +5,8 @@
 //! accessed only through atomics):
 //!
 //! ```text
-//! header (128 bytes): magic u64, version u32, slot_count u32, size u64, incarnation u64, epoch u64
+//! header (128 bytes): magic u64, version u32, slot_count u32, size u64 (the file's length, rounded
+//!   up to the filesystem's block: whole huge pages on hugetlbfs), incarnation u64, epoch u64
 //! slot i at 128 + i * 384, six cache lines:
 //!   line 0  state u32, generation u32, lock u32 (owner pid), window u32, spi u32, family u32,
 //!           address 16 bytes
@@ -125,6 +126,24 @@ fn open_mapping(path: &Path, file: &File) -> Result<MmapRaw, CfError> {
         .map_err(|e| CfError::io(format!("mapping CF region {}", path.display()), e))
 }
 
+/// The block size of the file's filesystem: the huge page size on hugetlbfs, whose files must be
+/// sized in whole pages.
+fn filesystem_block(file: &File) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: the descriptor is open for the duration of the call (`file` is borrowed) and
+    // `stats` points to writable memory of the size fstatfs fills.
+    let result = unsafe { libc::fstatfs(file.as_raw_fd(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs returned 0, so it filled the whole struct.
+    let stats = unsafe { stats.assume_init() };
+    Ok(usize::try_from(stats.f_bsize)
+        .unwrap_or(4096)
+        .clamp(64, 1 << 30))
+}
+
 fn bad(path: &Path, reason: &'static str) -> CfError {
     CfError::BadRegion {
         path: path.to_path_buf(),
@@ -164,7 +183,7 @@ fn map_existing(path: &Path) -> Result<Mapping, CfError> {
         return Err(bad(path, "slot count out of range"));
     }
     let declared = provisional.header_u64(H_SIZE);
-    if declared != region_size(slot_count) as u64 || declared != len as u64 {
+    if declared < region_size(slot_count) as u64 || declared != len as u64 {
         return Err(bad(path, "size does not match the slot count or the file"));
     }
     Ok(Mapping {
@@ -475,7 +494,9 @@ impl RegionOwner {
             .create_new(true)
             .open(path)
             .map_err(|e| CfError::io(format!("creating CF region {}", path.display()), e))?;
-        let size = region_size(slot_count);
+        let unit = filesystem_block(&file)
+            .map_err(|e| CfError::io(format!("statfs of {}", path.display()), e))?;
+        let size = region_size(slot_count).div_ceil(unit) * unit;
         file.set_len(size as u64)
             .map_err(|e| CfError::io(format!("sizing CF region {}", path.display()), e))?;
         let raw = open_mapping(path, &file)?;

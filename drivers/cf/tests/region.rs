@@ -238,7 +238,7 @@ fn a_bad_header_is_an_error_not_a_mapping() {
     assert_eq!(attach_error(&bad), "unsupported version");
 
     let mut slots = good.clone();
-    slots[12..16].copy_from_slice(&3u32.to_le_bytes());
+    slots[12..16].copy_from_slice(&100u32.to_le_bytes());
     write_file(&bad, &slots);
     assert_eq!(
         attach_error(&bad),
