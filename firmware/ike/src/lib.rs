@@ -8,3 +8,4 @@ mod error;
 pub mod wire;
 
 pub use error::{CryptoError, IkeError, ParseError};
+pub mod crypto;
