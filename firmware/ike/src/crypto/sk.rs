@@ -184,7 +184,7 @@ fn open_cbc(
 ) -> Result<Vec<u8>, CryptoError> {
     let icv_len = integ.icv_len();
     let cipher_len = body.len().saturating_sub(CBC_BLOCK + icv_len);
-    if body.len() < CBC_BLOCK * 2 + icv_len || cipher_len % CBC_BLOCK != 0 {
+    if body.len() < CBC_BLOCK * 2 + icv_len || !cipher_len.is_multiple_of(CBC_BLOCK) {
         return Err(CryptoError::BadCiphertextLength(body.len()));
     }
     let mac_end = body.len() - icv_len;
