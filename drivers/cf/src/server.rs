@@ -15,6 +15,11 @@
 //! incarnation they first saw; when another one answers they get [`CfError::StateLost`] and
 //! the SAs must be rekeyed. A state file that exists but is corrupt stops the server with an
 //! error naming the byte: it is never silently replaced.
+//!
+//! Lifesize counters are stored whenever the image is written (with a mark, a slot or an
+//! epoch change), so after a crash they may be behind by what was added since; they steer
+//! rekeying, not safety. The TCP loop runs a thread per connection: the clients are the
+//! cluster's own boxes, a handful per server.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -535,21 +540,16 @@ fn lock<S: StateStore>(core: &SharedCore<S>) -> MutexGuard<'_, ServerCore<S>> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Accepts connections forever, one thread each.
+/// Accepts connections forever, one thread each. A failed accept (out of descriptors, say) is
+/// waited out rather than ending the server.
 pub fn serve<S: StateStore + Send + 'static>(
     listener: TcpListener,
     core: SharedCore<S>,
 ) -> Result<(), CfError> {
     for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e)
-                if e.kind() == ErrorKind::ConnectionAborted
-                    || e.kind() == ErrorKind::Interrupted =>
-            {
-                continue
-            }
-            Err(e) => return Err(CfError::io("accepting a CF connection", e)),
+        let Ok(stream) = stream else {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
         };
         let core = Arc::clone(&core);
         std::thread::spawn(move || serve_connection(stream, &core));
