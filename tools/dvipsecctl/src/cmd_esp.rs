@@ -189,14 +189,21 @@ fn peek(args: &PacketArgs) -> Result<(), EspCommandError> {
     finish(sink, result)
 }
 
-/// peek's output: `{"src","dst","proto","sport","dport","syn"}` of the inner packet.
+/// IP protocol numbers whose headers carry the ports peek reports.
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// peek's output: `{"src","dst","proto","sport","dport","syn"}` of the inner packet. The ports
+/// are null for protocols without ports (ICMP, ...), so they cannot be mistaken for port 0.
 fn peek_json(info: &dvipsec_esp::PeekInfo) -> serde_json::Value {
+    let has_ports = matches!(info.protocol, TCP | UDP);
+    let port = |p: u16| has_ports.then_some(p);
     serde_json::json!({
         "src": info.src.to_string(),
         "dst": info.dst.to_string(),
         "proto": info.protocol,
-        "sport": info.src_port,
-        "dport": info.dst_port,
+        "sport": port(info.src_port),
+        "dport": port(info.dst_port),
         "syn": info.syn,
     })
 }

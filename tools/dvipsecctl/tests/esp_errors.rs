@@ -7,7 +7,7 @@ use std::process::Output;
 
 use support::{
     dvipsecctl, exit_code, hex_lines, require_scapy, scapy_encrypt, stderr_text, Case, Failures,
-    Inner,
+    Inner, Shape,
 };
 
 /// One SA per suite family (AEAD, CBC + HMAC, null + HMAC), in different modes and families.
@@ -24,6 +24,7 @@ fn error_cases() -> Vec<Case> {
         seq: 100,
         inner: Inner::Tcp("S"),
         payload_len: 48,
+        shape: Shape::Plain,
     };
     vec![
         base(

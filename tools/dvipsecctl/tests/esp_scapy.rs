@@ -1,13 +1,13 @@
 //! Interoperability of `dvipsecctl esp` with scapy's ESP implementation (code we did not write):
 //! we open what scapy sealed, scapy opens what we sealed, and peek agrees with the packet scapy
-//! built. Each test runs python once for the whole table of cases.
+//! built. Each test runs python once per batch for its whole table of cases.
 
 mod support;
 
 use serde_json::{json, Value};
 use support::{
     dvipsecctl, exit_code, hex_field, hex_lines, interop_matrix, python_helper, require_scapy,
-    scapy_encrypt, stderr_text, Case, Failures, Inner,
+    scapy_encrypt, stderr_text, Case, Failures, Inner, Shape,
 };
 
 /// The receiver's --seq (highest number already accepted): one below the packet's own number,
@@ -16,28 +16,22 @@ fn receiver_seq(case: &Case) -> u64 {
     case.seq - 1
 }
 
-#[test]
-fn we_open_scapys_packets_to_its_exact_plaintext() {
-    let test = "we_open_scapys_packets_to_its_exact_plaintext";
-    let Some(checkers) = require_scapy(test) else {
-        return;
-    };
-    let cases = interop_matrix(checkers);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
-    for (case, (plain, sealed)) in cases.iter().zip(&packets) {
+fn hex_line(packet: &[u8]) -> Vec<u8> {
+    format!("{}\n", hex::encode(packet)).into_bytes()
+}
+
+/// Opens each scapy-sealed packet with the CLI and compares with scapy's plaintext.
+fn check_we_open(cases: &[Case], packets: &[(Vec<u8>, Vec<u8>)], failures: &mut Failures) {
+    for (case, (plain, sealed)) in cases.iter().zip(packets) {
         let output = dvipsecctl(
             &case.cli_args("open", receiver_seq(case)),
-            format!("{}\n", hex::encode(sealed)).as_bytes(),
+            &hex_line(sealed),
         );
         if !output.status.success() {
+            let code = exit_code(&output);
             failures.add(
                 &case.name,
-                format!(
-                    "open exited {}: {}",
-                    exit_code(&output),
-                    stderr_text(&output)
-                ),
+                format!("open exited {code}: {}", stderr_text(&output)),
             );
             continue;
         }
@@ -50,45 +44,33 @@ fn we_open_scapys_packets_to_its_exact_plaintext() {
             )
         });
     }
-    failures.assert_none(test, cases.len());
 }
 
-#[test]
-fn scapy_opens_our_packets_to_the_exact_input() {
-    let test = "scapy_opens_our_packets_to_the_exact_input";
-    let Some(checkers) = require_scapy(test) else {
-        return;
-    };
-    let cases = interop_matrix(checkers);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
+/// Seals each plaintext with the CLI; scapy must decrypt it to the same bytes, parse the same
+/// ESP header and compute the same outer header fields.
+fn check_scapy_opens(cases: &[Case], packets: &[(Vec<u8>, Vec<u8>)], failures: &mut Failures) {
     let mut sealed_cases = Vec::new();
-    for (case, (plain, _)) in cases.iter().zip(&packets) {
-        let output = dvipsecctl(
-            &case.cli_args("seal", case.seq),
-            format!("{}\n", hex::encode(plain)).as_bytes(),
-        );
+    for (case, (plain, _)) in cases.iter().zip(packets) {
+        let output = dvipsecctl(&case.cli_args("seal", case.seq), &hex_line(plain));
         let sealed = hex_lines(&output);
         if !output.status.success() || sealed.len() != 1 {
+            let code = exit_code(&output);
             failures.add(
                 &case.name,
-                format!(
-                    "seal exited {}: {}",
-                    exit_code(&output),
-                    stderr_text(&output)
-                ),
+                format!("seal exited {code}: {}", stderr_text(&output)),
             );
             continue;
         }
-        check_esp_header(case, &sealed[0], &mut failures);
-        let mut answer_case = case.to_json();
-        answer_case["sealed"] = json!(hex::encode(&sealed[0]));
-        sealed_cases.push((case, plain, answer_case));
+        let mut question = case.to_json();
+        question["sealed"] = json!(hex::encode(&sealed[0]));
+        sealed_cases.push((case, plain, question));
     }
-    let input = Value::Array(sealed_cases.iter().map(|(_, _, j)| j.clone()).collect());
+    let input = Value::Array(sealed_cases.iter().map(|(_, _, q)| q.clone()).collect());
     let answers = python_helper("decrypt", &input);
     let answers = answers.as_array().expect("decrypt answers a list");
+    assert_eq!(answers.len(), sealed_cases.len(), "one answer per packet");
     for ((case, plain, _), answer) in sealed_cases.iter().zip(answers) {
+        check_esp_header(case, &answer["esp"], failures);
         let outer_problems = answer["outer_problems"]
             .as_array()
             .cloned()
@@ -109,51 +91,100 @@ fn scapy_opens_our_packets_to_the_exact_input() {
             )
         });
     }
-    failures.assert_none(test, cases.len());
 }
 
-/// Checks the ESP header of a packet we sealed: SPI, the low 32 bits of the sequence number on
-/// the wire, and for the AEADs the explicit IV equal to the 64-bit sequence number (RFC 4106).
-fn check_esp_header(case: &Case, sealed: &[u8], failures: &mut Failures) {
-    let Some(esp) = esp_offset(case, sealed) else {
+/// The ESP header scapy parsed from our packet: our SPI, the low half of the sequence number,
+/// and for the AEADs an explicit IV equal to the 64-bit sequence number (RFC 4106 section 3.1).
+fn check_esp_header(case: &Case, esp: &Value, failures: &mut Failures) {
+    if esp.is_null() {
         failures.add(
             &case.name,
-            "sealed packet too short for an ESP header".into(),
+            "scapy finds no ESP header in our packet".to_owned(),
         );
         return;
-    };
-    let field = |at: usize, len: usize| sealed.get(esp + at..esp + at + len).unwrap_or(&[]);
-    failures.check(field(0, 4) == case.spi.to_be_bytes(), &case.name, || {
-        format!("SPI on the wire is {}", hex::encode(field(0, 4)))
+    }
+    failures.check(esp["spi"] == json!(case.spi), &case.name, || {
+        format!("scapy reads SPI {}", esp["spi"])
     });
-    let seq_lo = (case.seq as u32).to_be_bytes();
-    failures.check(field(4, 4) == seq_lo, &case.name, || {
-        format!("sequence on the wire is {}", hex::encode(field(4, 4)))
+    failures.check(
+        esp["seq"] == json!(case.seq & 0xffff_ffff),
+        &case.name,
+        || format!("scapy reads sequence number {}", esp["seq"]),
+    );
+    let aead = case.suite.contains("gcm") || case.suite.contains("chacha");
+    let iv = hex::encode(case.seq.to_be_bytes());
+    failures.check(!aead || esp["head"] == json!(iv), &case.name, || {
+        format!(
+            "explicit IV {} is not the sequence number {iv}",
+            esp["head"]
+        )
     });
-    if case.suite.contains("gcm") || case.suite.contains("chacha") {
-        failures.check(field(8, 8) == case.seq.to_be_bytes(), &case.name, || {
+}
+
+/// Peeks at each scapy-sealed packet and compares the JSON with what scapy was asked to build.
+fn check_peek(cases: &[Case], packets: &[(Vec<u8>, Vec<u8>)], failures: &mut Failures) {
+    for (case, (_, sealed)) in cases.iter().zip(packets) {
+        let output = dvipsecctl(
+            &case.cli_args("peek", receiver_seq(case)),
+            &hex_line(sealed),
+        );
+        if !output.status.success() {
+            let code = exit_code(&output);
+            failures.add(
+                &case.name,
+                format!("peek exited {code}: {}", stderr_text(&output)),
+            );
+            continue;
+        }
+        let printed: Result<Value, _> = serde_json::from_slice(&output.stdout);
+        let expected = expected_peek(case);
+        failures.check(printed.as_ref().ok() == Some(&expected), &case.name, || {
             format!(
-                "explicit IV {} is not the sequence number",
-                hex::encode(field(8, 8))
+                "peek printed {} expected {expected}",
+                String::from_utf8_lossy(&output.stdout).trim()
             )
         });
     }
 }
 
-/// Offset of the ESP header in a sealed packet (no IPv6 extension headers in these cases).
-fn esp_offset(case: &Case, sealed: &[u8]) -> Option<usize> {
-    let outer_v6 = if case.tunnel {
-        case.outer_v6
-    } else {
-        case.inner_v6
+fn expected_peek(case: &Case) -> Value {
+    let (src, dst) = case.inner_addresses();
+    let (sport, dport) = case.ports();
+    let (proto, ports, syn) = match case.inner {
+        // A connection request: SYN set, ACK clear.
+        Inner::Tcp(flags) => (6, true, flags.contains('S') && !flags.contains('A')),
+        Inner::Udp => (17, true, false),
+        Inner::Icmp if case.inner_v6 => (58, false, false),
+        Inner::Icmp => (1, false, false),
     };
-    let ip_len = if outer_v6 {
-        40
-    } else {
-        usize::from(sealed.first()? & 0x0f) * 4
+    let port = |p: u16| if ports { json!(p) } else { Value::Null };
+    json!({"src": src, "dst": dst, "proto": proto, "sport": port(sport), "dport": port(dport), "syn": syn})
+}
+
+#[test]
+fn we_open_scapys_packets_to_its_exact_plaintext() {
+    let test = "we_open_scapys_packets_to_its_exact_plaintext";
+    let Some(checkers) = require_scapy(test) else {
+        return;
     };
-    let offset = ip_len + if case.natt { 8 } else { 0 };
-    (sealed.len() >= offset + 16).then_some(offset)
+    let cases = interop_matrix(checkers);
+    let packets = scapy_encrypt(&cases);
+    let mut failures = Failures::default();
+    check_we_open(&cases, &packets, &mut failures);
+    failures.assert_none(test, cases.len());
+}
+
+#[test]
+fn scapy_opens_our_packets_to_the_exact_input() {
+    let test = "scapy_opens_our_packets_to_the_exact_input";
+    let Some(checkers) = require_scapy(test) else {
+        return;
+    };
+    let cases = interop_matrix(checkers);
+    let packets = scapy_encrypt(&cases);
+    let mut failures = Failures::default();
+    check_scapy_opens(&cases, &packets, &mut failures);
+    failures.assert_none(test, cases.len());
 }
 
 #[test]
@@ -177,43 +208,67 @@ fn peek_reports_the_inner_header_scapy_built() {
     cases.extend(extra);
     let packets = scapy_encrypt(&cases);
     let mut failures = Failures::default();
-    for (case, (_, sealed)) in cases.iter().zip(&packets) {
-        let output = dvipsecctl(
-            &case.cli_args("peek", receiver_seq(case)),
-            format!("{}\n", hex::encode(sealed)).as_bytes(),
-        );
-        if !output.status.success() {
-            failures.add(
-                &case.name,
-                format!(
-                    "peek exited {}: {}",
-                    exit_code(&output),
-                    stderr_text(&output)
-                ),
-            );
-            continue;
-        }
-        let printed: Result<Value, _> = serde_json::from_slice(&output.stdout);
-        let expected = expected_peek(case);
-        failures.check(printed.as_ref().ok() == Some(&expected), &case.name, || {
-            format!(
-                "peek printed {} expected {expected}",
-                String::from_utf8_lossy(&output.stdout).trim()
-            )
-        });
-    }
+    check_peek(&cases, &packets, &mut failures);
     failures.assert_none(test, cases.len());
 }
 
-fn expected_peek(case: &Case) -> Value {
-    let (src, dst) = case.inner_addresses();
-    let (sport, dport) = case.ports();
-    let (proto, syn) = match case.inner {
-        // A connection request: SYN set, ACK clear.
-        Inner::Tcp(flags) => (6, flags.contains('S') && !flags.contains('A')),
-        Inner::Udp => (17, false),
+/// IPv4 options, IPv6 extension headers, ICMP, a NAT that changed the source port and
+/// full-size packets, in both directions and through peek.
+#[test]
+fn unusual_packets_interoperate() {
+    let test = "unusual_packets_interoperate";
+    let Some(checkers) = require_scapy(test) else {
+        return;
     };
-    json!({"src": src, "dst": dst, "proto": proto, "sport": sport, "dport": dport, "syn": syn})
+    let cases = unusual_cases(checkers);
+    let packets = scapy_encrypt(&cases);
+    let mut failures = Failures::default();
+    check_we_open(&cases, &packets, &mut failures);
+    check_scapy_opens(&cases, &packets, &mut failures);
+    check_peek(&cases, &packets, &mut failures);
+    failures.assert_none(test, cases.len());
+}
+
+fn unusual_cases(checkers: support::Checkers) -> Vec<Case> {
+    // (name, tunnel, inner IPv6, outer IPv6, NAT-T, inner, payload, shape)
+    type Row = (&'static str, bool, bool, bool, bool, Inner, usize, Shape);
+    #[rustfmt::skip]
+    let rows: [Row; 8] = [
+        ("ipv4-options", false, false, false, false, Inner::Tcp("S"), 10, Shape::Ipv4Options),
+        ("ipv4-options-tunnel", true, false, false, true, Inner::Udp, 10, Shape::Ipv4Options),
+        ("ipv6-hop-by-hop", false, true, true, false, Inner::Tcp("S"), 10, Shape::Ipv6Extension("hbh")),
+        ("ipv6-dest-options", false, true, true, false, Inner::Udp, 10, Shape::Ipv6Extension("dstopt")),
+        // Not with NAT-T: scapy then leaves the routing header's next header saying ESP.
+        ("ipv6-routing", false, true, true, false, Inner::Tcp("S"), 10, Shape::Ipv6Extension("routing")),
+        ("icmp-tunnel", true, false, false, false, Inner::Icmp, 30, Shape::Plain),
+        ("icmpv6-transport-nat-port", false, true, true, true, Inner::Icmp, 30, Shape::NatPortChanged),
+        ("full-size-udp", false, false, false, true, Inner::Udp, 1400, Shape::Plain),
+    ];
+    let suites = support::SUITES
+        .into_iter()
+        .filter(|s| *s != "chacha20poly1305" || checkers.scapy_chacha);
+    let mut cases = Vec::new();
+    let mut spi = 0x3000;
+    for suite in suites {
+        for (name, tunnel, inner_v6, outer_v6, natt, inner, payload_len, shape) in rows {
+            spi += 1;
+            cases.push(Case {
+                name: format!("{suite}/{name}"),
+                suite,
+                tunnel,
+                inner_v6,
+                outer_v6,
+                natt,
+                esn: false,
+                spi,
+                seq: 1,
+                inner,
+                payload_len,
+                shape,
+            });
+        }
+    }
+    cases
 }
 
 /// Without --hex: one binary packet from a file or stdin, binary results to a file or stdout.
@@ -267,11 +322,11 @@ fn binary_packets_through_files_and_pipes() {
             failures.add(&case.name, format!("binary seal: {}", stderr_text(&output)));
             continue;
         }
-        let mut answer_case = case.to_json();
-        answer_case["sealed"] = json!(hex::encode(&output.stdout));
-        sealed_cases.push((case, plain, answer_case));
+        let mut question = case.to_json();
+        question["sealed"] = json!(hex::encode(&output.stdout));
+        sealed_cases.push((case, plain, question));
     }
-    let input = Value::Array(sealed_cases.iter().map(|(_, _, j)| j.clone()).collect());
+    let input = Value::Array(sealed_cases.iter().map(|(_, _, q)| q.clone()).collect());
     let answers = python_helper("decrypt", &input);
     for ((case, plain, _), answer) in sealed_cases.iter().zip(answers.as_array().expect("list")) {
         let decrypted = answer.get("plain").map(|_| hex_field(answer, "plain"));

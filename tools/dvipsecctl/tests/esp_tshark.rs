@@ -104,6 +104,8 @@ fn check_verdict(case: &Case, name: &str, verdict: &Value, failures: &mut Failur
         (true, true, _) => "0x29",
         (false, _, Inner::Tcp(_)) => "0x06",
         (false, _, Inner::Udp) => "0x11",
+        (false, false, Inner::Icmp) => "0x01",
+        (false, true, Inner::Icmp) => "0x3a",
     };
     failures.check(field("esp.protocol") == next_header, name, || {
         format!(
@@ -115,6 +117,7 @@ fn check_verdict(case: &Case, name: &str, verdict: &Value, failures: &mut Failur
     let ports = match case.inner {
         Inner::Tcp(_) => field("tcp.srcport"),
         Inner::Udp => field("udp.srcport"),
+        Inner::Icmp => return,
     };
     failures.check(
         ports.split(',').any(|p| p == sport.to_string()),

@@ -33,7 +33,9 @@ import sys
 import tempfile
 
 try:
-    from scapy.all import IP, IPv6, TCP, UDP, Ether, Raw, wrpcap
+    from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, IPOption_RR, IPv6,
+                           IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw,
+                           wrpcap)
     from scapy.layers.ipsec import ESP, IPSecIntegrityError, SecurityAssociation
     SCAPY_IMPORT_ERROR = None
 except ImportError as import_error:  # probe reports it; every other command needs scapy
@@ -77,14 +79,29 @@ def ip_header(src, dst):
     return IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
 
 
+IPV6_EXTENSIONS = {
+    "hbh": lambda: IPv6ExtHdrHopByHop(),
+    "dstopt": lambda: IPv6ExtHdrDestOpt(),
+    "routing": lambda: IPv6ExtHdrRouting(addresses=["2001:db8:99::9"]),
+}
+
+
 def inner_packet(inner):
     """Builds the deterministic plaintext IP packet a case describes."""
     header = ip_header(inner["src"], inner["dst"])
+    if inner.get("ip_options"):
+        header.options = [IPOption_RR(routers=["192.0.2.77"])]
+    if inner.get("ipv6_extension"):
+        header = header / IPV6_EXTENSIONS[inner["ipv6_extension"]]()
     if inner["proto"] == "tcp":
         l4 = TCP(sport=inner["sport"], dport=inner["dport"], flags=inner.get("flags", "S"),
                  seq=0x01020304, window=8192)
-    else:
+    elif inner["proto"] == "udp":
         l4 = UDP(sport=inner["sport"], dport=inner["dport"])
+    elif ":" in inner["src"]:
+        l4 = ICMPv6EchoRequest(id=inner["sport"], seq=1)
+    else:
+        l4 = ICMP(id=inner["sport"], seq=1)
     payload = bytes((i * 7 + 3) & 0xFF for i in range(inner.get("payload_len", 0)))
     packet = header / l4
     if payload:
@@ -133,14 +150,24 @@ class BadPaddingAlgo:
 
 def decrypt(case):
     sealed = bytes.fromhex(case["sealed"])
-    problems = outer_header_problems(sealed)
-    sa = security_association(case)
     packet = parse_ip(sealed)
+    answer = {"outer_problems": outer_header_problems(sealed), "esp": esp_fields(packet)}
     try:
-        plain = sa.decrypt(packet)
+        plain = security_association(case).decrypt(packet)
     except IPSecIntegrityError as err:
-        return {"error": "integrity: %s" % err, "outer_problems": problems}
-    return {"plain": bytes(plain).hex(), "outer_problems": problems}
+        answer["error"] = "integrity: %s" % err
+        return answer
+    answer["plain"] = bytes(plain).hex()
+    return answer
+
+
+def esp_fields(packet):
+    """SPI, 32-bit sequence number and first 8 payload bytes (the AEADs' explicit IV) as scapy
+    parses them, or None if scapy finds no ESP header."""
+    if ESP not in packet:
+        return None
+    esp = packet[ESP]
+    return {"spi": esp.spi, "seq": esp.seq, "head": bytes(esp.data[:8]).hex()}
 
 
 def outer_header_problems(sealed):
@@ -155,8 +182,6 @@ def outer_header_problems(sealed):
     if packet.version == 4:
         del rebuilt.len
         del rebuilt.chksum
-        if packet.ihl != 5:
-            problems.append("IPv4 header length %d words" % packet.ihl)
     else:
         del rebuilt.plen
     if UDP in packet:

@@ -133,6 +133,21 @@ pub enum Inner {
     Tcp(&'static str),
     /// UDP.
     Udp,
+    /// ICMP (IPv4) or ICMPv6 echo request: no ports.
+    Icmp,
+}
+
+/// Less common packet shapes that must interoperate too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A bare IP header.
+    Plain,
+    /// IPv4 with a record-route option (header longer than 20 bytes).
+    Ipv4Options,
+    /// IPv6 with this extension header before the transport header: "hbh", "dstopt", "routing".
+    Ipv6Extension(&'static str),
+    /// NAT-T whose source port a NAT changed (31337 -> 4500).
+    NatPortChanged,
 }
 
 /// One interop case: an SA and the plaintext packet to carry.
@@ -151,6 +166,7 @@ pub struct Case {
     pub seq: u64,
     pub inner: Inner,
     pub payload_len: usize,
+    pub shape: Shape,
 }
 
 /// The suites of the issue; scapy supports every one (ChaCha20 only in recent versions).
@@ -202,6 +218,15 @@ impl Case {
         (40000 + (self.spi % 1000) as u16, 443)
     }
 
+    /// UDP encapsulation ports, if the case uses NAT-T.
+    pub fn udp_encap_ports(&self) -> Option<(u16, u16)> {
+        match (self.natt, self.shape) {
+            (false, _) => None,
+            (true, Shape::NatPortChanged) => Some((31337, 4500)),
+            (true, _) => Some((4500, 4500)),
+        }
+    }
+
     /// The case as the python helper reads it.
     pub fn to_json(&self) -> Value {
         let (src, dst) = self.inner_addresses();
@@ -210,6 +235,12 @@ impl Case {
         let (proto, flags) = match self.inner {
             Inner::Tcp(flags) => ("tcp", flags),
             Inner::Udp => ("udp", ""),
+            Inner::Icmp => ("icmp", ""),
+        };
+        let (ip_options, ipv6_extension) = match self.shape {
+            Shape::Ipv4Options => (true, Value::Null),
+            Shape::Ipv6Extension(name) => (false, json!(name)),
+            Shape::Plain | Shape::NatPortChanged => (false, Value::Null),
         };
         json!({
             "name": self.name,
@@ -222,11 +253,12 @@ impl Case {
             "mode": if self.tunnel { "tunnel" } else { "transport" },
             "tunnel_src": tunnel_src,
             "tunnel_dst": tunnel_dst,
-            "udp_encap": if self.natt { json!([4500, 4500]) } else { Value::Null },
+            "udp_encap": self.udp_encap_ports().map_or(Value::Null, |(s, d)| json!([s, d])),
             "iv": Value::Null,
             "inner": {
                 "src": src, "dst": dst, "proto": proto, "sport": sport, "dport": dport,
                 "flags": flags, "payload_len": self.payload_len,
+                "ip_options": ip_options, "ipv6_extension": ipv6_extension,
             },
         })
     }
@@ -260,8 +292,8 @@ impl Case {
                 dst.to_owned(),
             ]);
         }
-        if self.natt {
-            flags.extend(["--udp-encap".to_owned(), "4500:4500".to_owned()]);
+        if let Some((sport, dport)) = self.udp_encap_ports() {
+            flags.extend(["--udp-encap".to_owned(), format!("{sport}:{dport}")]);
         }
         if self.esn {
             flags.push("--esn".to_owned());
@@ -326,6 +358,7 @@ pub fn interop_matrix(checkers: Checkers) -> Vec<Case> {
                         seq: u64::from(spi % 97 + 1),
                         inner,
                         payload_len: (spi as usize * 37) % 200,
+                        shape: Shape::Plain,
                     });
                 }
             }
@@ -343,6 +376,7 @@ pub fn interop_matrix(checkers: Checkers) -> Vec<Case> {
             seq: 0x0000_0003_0000_0010,
             inner: Inner::Tcp("PA"),
             payload_len: 100,
+            shape: Shape::Plain,
         });
     }
     for (inner_v6, outer_v6) in [(false, true), (true, false)] {
@@ -363,6 +397,7 @@ pub fn interop_matrix(checkers: Checkers) -> Vec<Case> {
             seq: 9,
             inner: Inner::Tcp("S"),
             payload_len: 0,
+            shape: Shape::Plain,
         });
     }
     cases
