@@ -71,6 +71,8 @@ pub enum ConfigError {
     },
     #[error("{file}: no node is named `{name}`")]
     NoSuchNode { file: String, name: String },
+    #[error("{file}: no peer is named `{name}`")]
+    NoSuchPeer { file: String, name: String },
 }
 
 fn headline(file: &str, errors: &[ValidationError]) -> String {

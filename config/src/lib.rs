@@ -143,13 +143,9 @@ impl SiteConfig {
     /// Reads the PSK of the peer called `peer`.
     pub fn peer_psk(&self, peer: &str) -> Result<Secret, ConfigError> {
         let Some(config) = self.peers.iter().find(|p| p.name.value == peer) else {
-            return Err(ConfigError::Secret {
+            return Err(ConfigError::NoSuchPeer {
                 file: self.origin.file.clone(),
-                at: Position::UNKNOWN,
-                what: format!("peer {peer}"),
-                source: SecretError::EnvMissing {
-                    name: String::new(),
-                },
+                name: peer.to_owned(),
             });
         };
         self.read_secret(&config.psk, &format!("PSK of peer {peer}"))

@@ -153,6 +153,43 @@ fn example_secrets_are_readable_when_asked() {
 }
 
 #[test]
+fn secrets_stay_out_of_debug_and_views() {
+    const SECRET: &str = "debug-secret-1b2c3d4e-do-not-show";
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(examples_dir().join("one-distributor-two-targets.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/EXAMPLE-branch.psk"), SECRET).unwrap();
+    std::fs::write(dir.path().join("secrets/EXAMPLE-xcf.key"), SECRET).unwrap();
+    let path = dir.path().join("site.yaml");
+    std::fs::write(&path, example).unwrap();
+    let config = SiteConfig::load(&path).unwrap();
+    let psk = config.peer_psk("branch").unwrap();
+    assert_eq!(psk.expose(), SECRET.as_bytes());
+    let view = config.node_view("dist").unwrap();
+    let shown = [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{psk:?}"),
+        format!("{view:?}"),
+        view.to_yaml().unwrap(),
+        config.to_yaml().unwrap(),
+    ];
+    for text in shown {
+        assert!(!text.contains(SECRET), "secret shown in:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_peer_psk_is_an_error() {
+    let config = load_example("one-distributor-two-targets.yaml");
+    assert!(matches!(
+        config.peer_psk("nobody"),
+        Err(dvipsec_config::ConfigError::NoSuchPeer { .. })
+    ));
+}
+
+#[test]
 fn unknown_node_view_is_an_error() {
     let config = load_example("figure4.yaml");
     assert!(config.node_view("MVS9").is_err());
