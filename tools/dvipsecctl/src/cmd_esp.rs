@@ -131,6 +131,11 @@ fn execute(action: EspAction) -> Result<(), EspCommandError> {
 
 fn seal(args: &PacketArgs) -> Result<(), EspCommandError> {
     let first_seq = args.sa.seq.unwrap_or(1);
+    if first_seq == 0 {
+        return Err(EspCommandError::Flags(
+            "--seq 0: sequence number 0 is never sent, the first packet is 1".to_owned(),
+        ));
+    }
     check_seq_fits(&args.sa, first_seq)?;
     let mut sa = build_sa(&args.sa, Direction::Outbound)?;
     let packets = packet_io::read_packets(args.input.as_deref(), args.hex)?;

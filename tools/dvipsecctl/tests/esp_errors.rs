@@ -300,58 +300,127 @@ fn authentic_packet_with_bad_padding_is_rejected() {
     failures.assert_none(test, cases.len());
 }
 
+const GOOD_KEY: &str = "00112233445566778899aabbccddeeff00112233";
+
+/// `esp seal --hex` with an AES-128-GCM SA, with `flag value` pairs replaced (an empty value
+/// drops the flag) and `extra` arguments appended.
+fn seal_args(replace: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
+    let base = [
+        ("--spi", "0x1234"),
+        ("--suite", "aes128gcm16"),
+        ("--key", GOOD_KEY),
+    ];
+    let mut args: Vec<String> = vec!["esp".into(), "seal".into(), "--hex".into()];
+    for (flag, value) in base {
+        let value = replace
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map_or(value, |(_, v)| *v);
+        if !value.is_empty() {
+            args.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Usage errors need no scapy: they never reach the engine's packet code.
 #[test]
 fn bad_flags_exit_2_without_showing_keys() {
-    let secret = "00112233445566778899aabbccddeeff0011223Z";
-    let gcm = |key: &str| -> Vec<String> {
-        [
-            "esp",
-            "seal",
-            "--hex",
-            "--spi",
-            "0x1234",
-            "--suite",
-            "aes128gcm16",
-            "--key",
-            key,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let packet = b"4500001c0001000040110000 0a0000010a000002 00350035 00080000\n";
+    let not_hex = "00112233445566778899aabbccddeeff0011223Z";
+    let auth_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    // (case, arguments, text the message must contain)
     let table: Vec<(&str, Vec<String>, &str)> = vec![
-        ("key not hex", gcm(secret), "--key"),
+        (
+            "key not hex",
+            seal_args(&[("--key", not_hex)], &[]),
+            "--key: character 40",
+        ),
         (
             "key too short",
-            gcm("00112233445566778899aabbccddeeff"),
-            "20",
+            seal_args(&[("--key", &GOOD_KEY[..32])], &[]),
+            "needs 20 bytes",
         ),
         (
             "no key for gcm",
-            gcm("x").into_iter().take(7).collect(),
-            "--key",
+            seal_args(&[("--key", "")], &[]),
+            "--key: suite aes128gcm16 needs 20",
+        ),
+        (
+            "auth key for gcm",
+            seal_args(&[], &["--auth-key", auth_key]),
+            "--auth-key is not used",
+        ),
+        (
+            "no auth key for cbc",
+            seal_args(&[("--suite", "aes256cbc-sha256"), ("--key", auth_key)], &[]),
+            "--auth-key: suite aes256cbc-sha256 needs 32 bytes (HMAC-SHA-256 key), missing",
+        ),
+        (
+            "unknown suite",
+            seal_args(&[("--suite", "aes128gcm8")], &[]),
+            "unknown suite",
         ),
         (
             "spi not a number",
-            {
-                let mut args = gcm("00112233445566778899aabbccddeeff00112233");
-                args[4] = "0xqq".to_owned();
-                args
-            },
+            seal_args(&[("--spi", "0xqq")], &[]),
             "--spi",
         ),
         (
+            "reserved spi",
+            seal_args(&[("--spi", "255")], &[]),
+            "reserved",
+        ),
+        (
             "tunnel without endpoints",
-            {
-                let mut args = gcm("00112233445566778899aabbccddeeff00112233");
-                args.extend(["--mode".to_owned(), "tunnel".to_owned()]);
-                args
-            },
-            "tunnel",
+            seal_args(&[], &["--mode", "tunnel"]),
+            "--tunnel-src",
+        ),
+        (
+            "endpoints without tunnel",
+            seal_args(
+                &[],
+                &["--tunnel-src", "192.0.2.1", "--tunnel-dst", "192.0.2.2"],
+            ),
+            "--mode tunnel",
+        ),
+        (
+            "mixed tunnel families",
+            seal_args(
+                &[],
+                &[
+                    "--mode",
+                    "tunnel",
+                    "--tunnel-src",
+                    "192.0.2.1",
+                    "--tunnel-dst",
+                    "2001:db8::2",
+                ],
+            ),
+            "different address families",
+        ),
+        (
+            "udp-encap without colon",
+            seal_args(&[], &["--udp-encap", "4500"]),
+            "SPORT:DPORT",
+        ),
+        (
+            "sequence number 0",
+            seal_args(&[], &["--seq", "0"]),
+            "--seq 0",
+        ),
+        (
+            "64-bit sequence without esn",
+            seal_args(&[], &["--seq", "0x100000000"]),
+            "--esn",
+        ),
+        (
+            "window too small",
+            seal_args(&[], &["--replay-window", "16"]),
+            "replay window 16",
         ),
     ];
+    let packet = b"4500001c0001000040110000 0a0000010a000002 00350035 00080000\n";
     let mut failures = Failures::default();
     for (name, args, mention) in &table {
         let output = dvipsecctl(args, packet);
@@ -368,4 +437,45 @@ fn bad_flags_exit_2_without_showing_keys() {
         failures.check(output.stdout.is_empty(), name, || "wrote output".to_owned());
     }
     failures.assert_none("bad_flags_exit_2_without_showing_keys", table.len());
+}
+
+/// Input that is not an ESP packet for the SA: exit 2 with the packet's location, never a
+/// panic (which would exit 101), for every action.
+#[test]
+fn garbage_input_is_rejected_cleanly() {
+    let ipv4_claims_more = "4500 0400 0001 0000 4032 0000 0a000001 0a000002 00001234 00000001";
+    let esp_too_short =
+        "4500 0020 0001 0000 4032 0000 0a000001 0a000002 00001234 00000001 0000 0000";
+    let not_esp = "4500001c0001000040110000 0a0000010a000002 00350035 00080000";
+    let inputs: [(&str, &str, &str); 7] = [
+        ("empty", "", "holds no packet"),
+        ("one byte", "45", "line 1"),
+        ("version 5", "5500001c0001000040110000", "line 1"),
+        ("length beyond the data", ipv4_claims_more, "line 1"),
+        ("esp without room for an icv", esp_too_short, "line 1"),
+        ("udp, not esp", not_esp, "line 1"),
+        ("ipv6 header cut short", "6000000000083240200100", "line 1"),
+    ];
+    let mut failures = Failures::default();
+    for action in ["seal", "open", "peek"] {
+        for (name, hex_text, mention) in inputs {
+            // These two are well-formed IP packets: sealing them is legitimate.
+            let valid_ip = name == "udp, not esp" || name == "esp without room for an icv";
+            if action == "seal" && valid_ip {
+                continue;
+            }
+            let mut args = seal_args(&[], &[]);
+            args[1] = action.to_owned();
+            let output = dvipsecctl(&args, format!("{hex_text}\n").as_bytes());
+            let stderr = stderr_text(&output);
+            let case = format!("{action} / {name}");
+            failures.check(exit_code(&output) == 2, &case, || {
+                format!("exit {}: {stderr}", exit_code(&output))
+            });
+            failures.check(stderr.contains(mention), &case, || {
+                format!("message {stderr:?} does not mention {mention:?}")
+            });
+        }
+    }
+    failures.assert_none("garbage_input_is_rejected_cleanly", 3 * inputs.len() - 2);
 }
