@@ -614,3 +614,40 @@ fn schema_rejects_unknown_keys_everywhere() {
         assert!(err.to_string().contains("unknown field"), "{from}: {err}");
     }
 }
+
+#[test]
+fn overlapping_backup_chains_are_valid() {
+    // DV1: owner D1, backup D2 rank 10. DV2: owner D2, backups D1 rank 10 and D3 rank 200.
+    // The same rank in different DVIPAs is fine; each chain is ordered on its own.
+    let dv2 = "  - name: DV2\n    define:\n      address: 198.51.100.20\n      prefix_len: 32\n    owner: D2\n    backups:\n      - node: D1\n        rank: 10\n      - node: D3\n        rank: 200\nvipa_ranges:";
+    let d3 = "    xcf: [192.0.2.2]\n  - name: D3\n    capabilities: [distributor, ike]\n    xcf: [192.0.2.3]\n";
+    let text = BASE
+        .replace("vipa_ranges:", dv2)
+        .replace("    xcf: [192.0.2.2]\n", d3);
+    let config = match SiteConfig::from_str_named(&text, "chains.yaml") {
+        Ok(config) => config,
+        Err(err) => panic!("{}", err.render()),
+    };
+    let d1 = config.node_view("D1").unwrap();
+    assert_eq!(d1.backs.len(), 1);
+    assert_eq!(
+        (d1.backs[0].dvipa.as_str(), d1.backs[0].takeover_order),
+        ("DV2", 2)
+    );
+    let d3 = config.node_view("D3").unwrap();
+    assert_eq!(
+        (d3.backs[0].dvipa.as_str(), d3.backs[0].takeover_order),
+        ("DV2", 1)
+    );
+    let d2 = config.node_view("D2").unwrap();
+    assert_eq!(d2.owns[0].dvipa, "DV2");
+    assert_eq!(
+        d2.owns[0]
+            .backups
+            .iter()
+            .map(|b| b.node.as_str())
+            .collect::<Vec<_>>(),
+        ["D3", "D1"]
+    );
+    assert_eq!(d2.backs[0].dvipa, "DV1");
+}
