@@ -25,8 +25,20 @@ use packet_io::{InputPacket, PacketIoError, PacketSink};
 use sa_args::{ModeArg, SaArgs};
 use secret_hex::KeyHexError;
 
+const EXAMPLES: &str = "\
+Examples:
+  # open a captured packet (hex, one per line) of an AES-128-GCM tunnel-mode SA in NAT-T
+  dvipsecctl esp open --hex --in packet.hex --spi 0xc0ffee01 --suite aes128gcm16 \\
+      --key <16-byte key + 4-byte salt, hex> --mode tunnel --udp-encap 4500:4500
+  # seal an inner packet with sequence number 7
+  dvipsecctl esp seal --in inner.bin --out esp.bin --spi 0x1001 --seq 7 \\
+      --suite aes256cbc-sha256 --key <32 bytes hex> --auth-key <32 bytes hex> \\
+      --mode tunnel --tunnel-src 192.0.2.1 --tunnel-dst 192.0.2.2
+Exit status: 0 done, 1 an ICV did not verify, 2 any other rejected packet or bad input.";
+
 /// `dvipsecctl esp`.
 #[derive(Args, Debug)]
+#[command(after_help = EXAMPLES)]
 pub struct EspArgs {
     #[command(subcommand)]
     action: EspAction,

@@ -479,3 +479,29 @@ fn garbage_input_is_rejected_cleanly() {
     }
     failures.assert_none("garbage_input_is_rejected_cleanly", 3 * inputs.len() - 2);
 }
+
+/// The key flags have no default value that --help could show, and help names the exit codes.
+#[test]
+fn help_shows_no_key_values() {
+    for action in ["seal", "open", "peek"] {
+        let output = dvipsecctl(&["esp".into(), action.into(), "--help".into()], b"");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "esp {action} --help failed");
+        for flag in ["--key <HEX>", "--auth-key <HEX>"] {
+            let line_at = help
+                .find(flag)
+                .unwrap_or_else(|| panic!("esp {action} --help lacks {flag}"));
+            let entry: String = help[line_at..].lines().take(3).collect();
+            assert!(
+                !entry.contains("[default"),
+                "esp {action} --help shows a default for {flag}: {entry}"
+            );
+        }
+    }
+    let output = dvipsecctl(&["esp".into(), "--help".into()], b"");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("1 an ICV did not verify"),
+        "esp --help does not name the exit codes: {help}"
+    );
+}
