@@ -58,6 +58,12 @@ pub enum IkeError {
     /// The peer configuration lacks something initiation needs.
     #[error("peer {peer:?} cannot initiate: {reason}")]
     NotInitiable { peer: String, reason: &'static str },
+    /// No IKE SA has that SPI.
+    #[error("no IKE SA with SPI {0:016x}")]
+    NoSuchSa(u64),
+    /// The IKE SA is not established or already has a request outstanding.
+    #[error("IKE SA {0:016x} is busy or not established")]
+    Busy(u64),
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),

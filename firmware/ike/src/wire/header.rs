@@ -144,6 +144,8 @@ impl<'a> HeaderView<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawPayload<'a> {
     pub kind: u8,
+    /// The generic header's next-payload field; for SK, the type of the first inner payload.
+    pub next: u8,
     pub critical: bool,
     /// Offset of the payload's generic header within the buffer that was parsed.
     pub offset: usize,
@@ -172,6 +174,7 @@ pub fn parse_chain(buf: &[u8], start: usize, first: u8) -> Result<Vec<RawPayload
         let body = take(buf, at + 4, length - 4, "payload body")?;
         payloads.push(RawPayload {
             kind,
+            next,
             critical,
             offset: at,
             body,

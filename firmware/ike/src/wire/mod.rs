@@ -31,6 +31,7 @@ pub mod notify {
     pub const NO_PROPOSAL_CHOSEN: u16 = 14;
     pub const INVALID_KE_PAYLOAD: u16 = 17;
     pub const AUTHENTICATION_FAILED: u16 = 24;
+    pub const NO_ADDITIONAL_SAS: u16 = 35;
     pub const TS_UNACCEPTABLE: u16 = 38;
     pub const TEMPORARY_FAILURE: u16 = 43;
     pub const CHILD_SA_NOT_FOUND: u16 = 44;

@@ -1,0 +1,123 @@
+//! Policy the key manager acts on: peers, identities, credentials, proposals and selectors.
+//!
+//! The site configuration (dvipsec-config) is translated into these types by the firmware; the
+//! IKE crate does not read files.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{EspSuite, IkeSuite};
+use crate::wire::{IdPayload, TrafficSelector};
+
+/// An IKE identity (ID payload, RFC 7296 section 3.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    Ipv4(Ipv4Addr),
+    Fqdn(String),
+    Email(String),
+    Ipv6(Ipv6Addr),
+    KeyId(Vec<u8>),
+}
+
+impl Identity {
+    pub fn to_payload(&self) -> IdPayload {
+        let (id_type, data) = match self {
+            Self::Ipv4(addr) => (1, addr.octets().to_vec()),
+            Self::Fqdn(name) => (2, name.as_bytes().to_vec()),
+            Self::Email(name) => (3, name.as_bytes().to_vec()),
+            Self::Ipv6(addr) => (5, addr.octets().to_vec()),
+            Self::KeyId(bytes) => (11, bytes.clone()),
+        };
+        IdPayload { id_type, data }
+    }
+
+    /// True when the received ID payload names this identity.
+    pub fn matches(&self, payload: &IdPayload) -> bool {
+        self.to_payload() == *payload
+    }
+}
+
+/// A pre-shared key. Zeroized on drop, never shown.
+#[derive(Clone)]
+pub struct Psk(Zeroizing<Vec<u8>>);
+
+impl Psk {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Zeroizing::new(secret.to_vec()))
+    }
+
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
+
+/// How we authenticate ourselves and the peer. Certificates will be another variant.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Credential {
+    /// Shared Key Message Integrity Code (auth method 2), the same key in both directions.
+    Psk(Psk),
+}
+
+/// ESP encapsulation mode of child SAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Tunnel,
+    Transport,
+}
+
+/// One remote peer.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Name used in events and logs.
+    pub name: String,
+    /// The peer's address; `None` accepts a responder-side peer from any address.
+    pub remote_addr: Option<IpAddr>,
+    pub local_id: Identity,
+    pub remote_id: Identity,
+    pub credential: Credential,
+    /// IKE SA suites in order of preference; the first one's DH group is used in KE.
+    pub ike_suites: Vec<IkeSuite>,
+    /// Child SA suites in order of preference.
+    pub esp_suites: Vec<EspSuite>,
+    /// Our side of child SAs (TSi when we initiate).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side of child SAs.
+    pub remote_ts: Vec<TrafficSelector>,
+    pub mode: Mode,
+}
+
+/// Endpoint-wide settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub peers: Vec<PeerConfig>,
+    /// First retransmission timeout; doubles after each retransmission.
+    pub retransmit_base: Duration,
+    /// Retransmissions before the exchange (and its IKE SA) is given up.
+    pub retransmit_limit: u32,
+    /// How long a responder keeps an IKE SA that completed IKE_SA_INIT but not IKE_AUTH.
+    pub half_open_timeout: Duration,
+    /// Half-open IKE SAs above which new IKE_SA_INIT requests must return a cookie.
+    pub cookie_threshold: usize,
+}
+
+impl EndpointConfig {
+    pub fn new(peers: Vec<PeerConfig>) -> Self {
+        Self {
+            peers,
+            retransmit_base: Duration::from_millis(500),
+            retransmit_limit: 5,
+            half_open_timeout: Duration::from_secs(30),
+            cookie_threshold: 64,
+        }
+    }
+}

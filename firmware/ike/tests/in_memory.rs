@@ -1,0 +1,615 @@
+//! Our initiator against our responder with simulated time. Useful for the state machine's
+//! logic; interoperability is proved by the strongSwan tests.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use dvipsec_ike::crypto::{DhGroup, EspSuite, IkeSuite};
+use dvipsec_ike::wire::{notify, TrafficSelector};
+use dvipsec_ike::{
+    ChildSaInstalled, Credential, DeleteReason, Endpoint, EndpointConfig, Event, Identity, Mode,
+    PeerConfig, Psk, State, Transmit,
+};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const INITIATOR: &str = "192.0.2.1:500";
+const RESPONDER: &str = "192.0.2.2:500";
+
+fn peer(name: &str, local: &str, remote: &str, psk: &[u8]) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        remote_addr: None,
+        local_id: Identity::Email(local.into()),
+        remote_id: Identity::Email(remote.into()),
+        credential: Credential::Psk(Psk::new(psk)),
+        ike_suites: vec![IkeSuite::AES128GCM_SHA256_X25519],
+        esp_suites: vec![EspSuite::AES128GCM],
+        local_ts: vec![],
+        remote_ts: vec![],
+        mode: Mode::Tunnel,
+    }
+}
+
+fn initiator_peer() -> PeerConfig {
+    let mut p = peer("to-b", "a@test", "b@test", b"secret");
+    p.local_ts = vec![TrafficSelector::host(ip("10.1.0.1"))];
+    p.remote_ts = vec![TrafficSelector::host(ip("10.2.0.1"))];
+    p
+}
+
+fn responder_peer() -> PeerConfig {
+    let mut p = peer("from-a", "b@test", "a@test", b"secret");
+    p.local_ts = vec![TrafficSelector::host(ip("10.2.0.1"))];
+    p.remote_ts = vec![TrafficSelector::host(ip("10.1.0.1"))];
+    p
+}
+
+/// Two endpoints joined by a simulated wire that can drop or rewrite datagrams.
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    now: Instant,
+    /// Rewrites the source address of datagrams from `a` to `b` (a NAT in front of `a`).
+    nat_a: Option<SocketAddr>,
+    delivered: usize,
+}
+
+impl Pair {
+    fn new(a_peer: PeerConfig, b_peer: PeerConfig) -> Self {
+        Self::with_configs(
+            EndpointConfig::new(vec![a_peer]),
+            EndpointConfig::new(vec![b_peer]),
+        )
+    }
+
+    fn with_configs(a: EndpointConfig, b: EndpointConfig) -> Self {
+        Self {
+            a: Endpoint::new(a).unwrap(),
+            b: Endpoint::new(b).unwrap(),
+            now: Instant::now(),
+            nat_a: None,
+            delivered: 0,
+        }
+    }
+
+    fn take(endpoint: &mut Endpoint, now: Instant) -> Vec<Transmit> {
+        std::iter::from_fn(|| endpoint.poll_transmit(now)).collect()
+    }
+
+    /// Delivers datagrams both ways until quiet; `drop` decides per datagram (true = lose it).
+    fn pump_with(&mut self, mut drop: impl FnMut(bool, &Transmit) -> bool) {
+        for _ in 0..20 {
+            let from_a = Self::take(&mut self.a, self.now);
+            let from_b = Self::take(&mut self.b, self.now);
+            if from_a.is_empty() && from_b.is_empty() {
+                return;
+            }
+            for t in from_a {
+                if !drop(true, &t) {
+                    let from = self.nat_a.map_or(t.local, |nat| {
+                        SocketAddr::new(
+                            nat.ip(),
+                            if t.local.port() == 4500 {
+                                4500
+                            } else {
+                                nat.port()
+                            },
+                        )
+                    });
+                    self.b.handle_datagram(self.now, from, t.remote, &t.payload);
+                    self.delivered += 1;
+                }
+            }
+            for t in from_b {
+                if !drop(false, &t) {
+                    let to = if self.nat_a.is_some() {
+                        self.a_local_for(&t)
+                    } else {
+                        t.remote
+                    };
+                    self.a.handle_datagram(self.now, t.local, to, &t.payload);
+                    self.delivered += 1;
+                }
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    /// Behind the simulated NAT, `a` always receives on its own address and the port used.
+    fn a_local_for(&self, t: &Transmit) -> SocketAddr {
+        SocketAddr::new(
+            ip("192.0.2.1"),
+            if t.remote.port() == 4500 { 4500 } else { 500 },
+        )
+    }
+
+    fn pump(&mut self) {
+        self.pump_with(|_, _| false);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+    }
+}
+
+fn events(endpoint: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| endpoint.poll_event()).collect()
+}
+
+fn children(events: &[Event]) -> Vec<&ChildSaInstalled> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaInstalled(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn established(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::IkeSaEstablished { .. }))
+        .count()
+}
+
+fn assert_children_match(a: &[Event], b: &[Event]) -> (u32, u32) {
+    let (ca, cb) = (children(a), children(b));
+    assert_eq!((ca.len(), cb.len()), (1, 1), "one child each: {a:?} {b:?}");
+    let (ca, cb) = (ca[0], cb[0]);
+    assert_eq!(ca.outbound_spi, cb.inbound_spi);
+    assert_eq!(ca.inbound_spi, cb.outbound_spi);
+    assert_ne!(ca.inbound_spi, ca.outbound_spi);
+    assert_eq!(ca.outbound_keys.encr, cb.inbound_keys.encr);
+    assert_eq!(ca.outbound_keys.integ, cb.inbound_keys.integ);
+    assert_eq!(ca.inbound_keys.encr, cb.outbound_keys.encr);
+    assert_ne!(ca.inbound_keys.encr, ca.outbound_keys.encr);
+    assert_eq!(ca.suite, cb.suite);
+    assert_eq!(ca.local_ts, cb.remote_ts);
+    assert_eq!(ca.remote_ts, cb.local_ts);
+    (ca.inbound_spi, ca.outbound_spi)
+}
+
+fn establish(pair: &mut Pair) -> (Vec<Event>, Vec<Event>) {
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    pair.pump();
+    (events(&mut pair.a), events(&mut pair.b))
+}
+
+#[test]
+fn gcm_x25519_establishes_with_matching_child_keys() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    let (a, b) = establish(&mut pair);
+    assert_eq!((established(&a), established(&b)), (1, 1));
+    assert_children_match(&a, &b);
+    let child = children(&a)[0];
+    assert_eq!(child.outbound_keys.encr.len(), 20);
+    assert!(child.outbound_keys.integ.is_empty());
+    assert!(!child.udp_encapsulation);
+    assert_eq!(child.mode, Mode::Tunnel);
+    let listed = pair.a.ike_sas();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, State::Established);
+    assert_eq!(listed[0].children.len(), 1);
+    assert_eq!(pair.b.ike_sas()[0].spi_i, listed[0].spi_i);
+    assert_eq!(pair.a.poll_timeout(), None, "nothing left to retransmit");
+}
+
+#[test]
+fn cbc_modp2048_establishes_with_integrity_keys() {
+    let mut a = initiator_peer();
+    let mut b = responder_peer();
+    for p in [&mut a, &mut b] {
+        p.ike_suites = vec![IkeSuite::AES256CBC_SHA256_MODP2048];
+        p.esp_suites = vec![EspSuite::AES256CBC_SHA256];
+    }
+    let mut pair = Pair::new(a, b);
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    let child = children(&b)[0];
+    assert_eq!(child.inbound_keys.encr.len(), 32);
+    assert_eq!(child.inbound_keys.integ.len(), 32);
+}
+
+#[test]
+fn ecp256_with_sha384_and_sha512_prfs_establish() {
+    for prf in [
+        dvipsec_ike::crypto::Prf::HmacSha384,
+        dvipsec_ike::crypto::Prf::HmacSha512,
+    ] {
+        let suite = IkeSuite {
+            prf,
+            dh: DhGroup::Ecp256,
+            ..IkeSuite::AES128GCM_SHA256_X25519
+        };
+        let mut a = initiator_peer();
+        let mut b = responder_peer();
+        a.ike_suites = vec![suite];
+        b.ike_suites = vec![suite];
+        let mut pair = Pair::new(a, b);
+        let (a, b) = establish(&mut pair);
+        assert_children_match(&a, &b);
+    }
+}
+
+#[test]
+fn invalid_ke_payload_makes_the_initiator_retry_with_the_wanted_group() {
+    let mut a = initiator_peer();
+    a.ike_suites = vec![
+        IkeSuite::AES128GCM_SHA256_X25519,
+        IkeSuite {
+            dh: DhGroup::Ecp256,
+            ..IkeSuite::AES128GCM_SHA256_X25519
+        },
+    ];
+    let mut b = responder_peer();
+    b.ike_suites = vec![IkeSuite {
+        dh: DhGroup::Ecp256,
+        ..IkeSuite::AES128GCM_SHA256_X25519
+    }];
+    let mut pair = Pair::new(a, b);
+    let (a, b) = establish(&mut pair);
+    assert_eq!(pair.b.stats().invalid_ke_sent, 1);
+    assert_children_match(&a, &b);
+    assert_eq!(pair.a.ike_sas()[0].suite.dh, DhGroup::Ecp256);
+}
+
+#[test]
+fn no_common_proposal_is_refused_and_the_initiator_gives_up() {
+    let mut b = responder_peer();
+    b.ike_suites = vec![IkeSuite::AES256CBC_SHA256_MODP2048];
+    let mut pair = Pair::new(initiator_peer(), b);
+    let (a, b) = establish(&mut pair);
+    assert_eq!(pair.b.stats().no_proposal_chosen, 1);
+    assert!(b.is_empty());
+    assert!(a.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDeleted {
+            reason: DeleteReason::PeerError(notify::NO_PROPOSAL_CHOSEN),
+            ..
+        }
+    )));
+    assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
+}
+
+#[test]
+fn wrong_psk_fails_authentication_on_both_sides() {
+    let mut b = responder_peer();
+    b.credential = Credential::Psk(Psk::new(b"other secret"));
+    let mut pair = Pair::new(initiator_peer(), b);
+    let (a, b) = establish(&mut pair);
+    assert_eq!(established(&a) + established(&b), 0);
+    assert_eq!(pair.b.stats().authentication_failures, 1);
+    assert!(a.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDeleted {
+            reason: DeleteReason::PeerError(notify::AUTHENTICATION_FAILED),
+            ..
+        }
+    )));
+    assert!(pair.b.ike_sas().is_empty());
+}
+
+#[test]
+fn unknown_identity_fails_authentication() {
+    let mut b = responder_peer();
+    b.remote_id = Identity::Fqdn("someone.else".into());
+    let mut pair = Pair::new(initiator_peer(), b);
+    let (a, _) = establish(&mut pair);
+    assert_eq!(established(&a), 0);
+    assert_eq!(pair.b.stats().authentication_failures, 1);
+}
+
+#[test]
+fn responder_narrows_traffic_selectors() {
+    let mut a = initiator_peer();
+    a.local_ts = vec![TrafficSelector::prefix(ip("10.1.0.0"), 16)];
+    a.remote_ts = vec![TrafficSelector::prefix(ip("10.0.0.0"), 8)];
+    let mut pair = Pair::new(a, responder_peer());
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    let child = children(&a)[0];
+    assert_eq!(child.local_ts, vec![TrafficSelector::host(ip("10.1.0.1"))]);
+    assert_eq!(child.remote_ts, vec![TrafficSelector::host(ip("10.2.0.1"))]);
+}
+
+#[test]
+fn disjoint_selectors_keep_the_ike_sa_without_a_child() {
+    let mut a = initiator_peer();
+    a.remote_ts = vec![TrafficSelector::host(ip("172.16.0.1"))];
+    let mut pair = Pair::new(a, responder_peer());
+    let (a, b) = establish(&mut pair);
+    assert_eq!((established(&a), established(&b)), (1, 1));
+    assert!(children(&a).is_empty() && children(&b).is_empty());
+    assert!(a.iter().any(|e| matches!(
+        e,
+        Event::ChildSaRefused {
+            notify: notify::TS_UNACCEPTABLE,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn transport_mode_is_negotiated_when_both_want_it() {
+    let mut a = initiator_peer();
+    let mut b = responder_peer();
+    a.mode = Mode::Transport;
+    b.mode = Mode::Transport;
+    let mut pair = Pair::new(a, b);
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    assert_eq!(children(&a)[0].mode, Mode::Transport);
+    assert_eq!(children(&b)[0].mode, Mode::Transport);
+
+    let mut a_only = initiator_peer();
+    a_only.mode = Mode::Transport;
+    let mut pair = Pair::new(a_only, responder_peer());
+    let (a, _) = establish(&mut pair);
+    assert_eq!(children(&a)[0].mode, Mode::Tunnel);
+}
+
+#[test]
+fn lost_auth_response_is_retransmitted_and_replayed_from_cache() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    let mut responses_from_b = 0;
+    // Lose the responder's first IKE_AUTH answer (its second datagram).
+    pair.pump_with(|from_a, _| {
+        if from_a {
+            return false;
+        }
+        responses_from_b += 1;
+        responses_from_b == 2
+    });
+    assert_eq!(established(&events(&mut pair.a)), 0);
+    let deadline = pair
+        .a
+        .poll_timeout()
+        .expect("a retransmission is scheduled");
+    assert_eq!(deadline - pair.now, Duration::from_millis(500));
+    pair.advance(Duration::from_millis(500));
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    assert_eq!(established(&a), 1);
+    assert_eq!(
+        children(&b).len(),
+        1,
+        "the responder installed exactly one child"
+    );
+    assert_eq!(pair.a.stats().retransmitted_requests, 1);
+    assert_eq!(pair.b.stats().retransmitted_responses, 1);
+}
+
+#[test]
+fn retransmissions_back_off_and_then_give_up() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    let mut gaps = Vec::new();
+    let mut sent = 0;
+    loop {
+        sent += Pair::take(&mut pair.a, pair.now).len();
+        let Some(deadline) = pair.a.poll_timeout() else {
+            break;
+        };
+        gaps.push(deadline - pair.now);
+        pair.now = deadline;
+        pair.a.handle_timeout(pair.now);
+    }
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [500, 1000, 2000, 4000, 8000, 16000]);
+    assert_eq!(sent, 6, "the request and five retransmissions");
+    assert!(events(&mut pair.a).iter().any(|e| matches!(
+        e,
+        Event::IkeSaDeleted {
+            reason: DeleteReason::Timeout,
+            ..
+        }
+    )));
+    assert!(pair.a.ike_sas().is_empty());
+}
+
+#[test]
+fn half_open_responder_state_expires() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    // Deliver only the IKE_SA_INIT request.
+    let first = Pair::take(&mut pair.a, pair.now).remove(0);
+    pair.b
+        .handle_datagram(pair.now, first.local, first.remote, &first.payload);
+    assert_eq!(pair.b.ike_sas()[0].state, State::InitReplied);
+    pair.advance(Duration::from_secs(31));
+    assert!(pair.b.ike_sas().is_empty());
+}
+
+#[test]
+fn duplicate_init_request_gets_the_same_response() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    let request = Pair::take(&mut pair.a, pair.now).remove(0);
+    pair.b
+        .handle_datagram(pair.now, request.local, request.remote, &request.payload);
+    pair.b
+        .handle_datagram(pair.now, request.local, request.remote, &request.payload);
+    let answers = Pair::take(&mut pair.b, pair.now);
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].payload, answers[1].payload);
+    assert_eq!(pair.b.ike_sas().len(), 1);
+}
+
+#[test]
+fn delete_from_the_initiator_removes_both_sides() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    let (a, b) = establish(&mut pair);
+    let (spi_in, spi_out) = assert_children_match(&a, &b);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.delete_ike_sa(pair.now, id).unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    assert!(a.iter().any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, outbound_spi, .. } if *inbound_spi == spi_in && *outbound_spi == spi_out)));
+    assert!(a.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDeleted {
+            reason: DeleteReason::LocalDelete,
+            ..
+        }
+    )));
+    assert!(b.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDeleted {
+            reason: DeleteReason::PeerDelete,
+            ..
+        }
+    )));
+    assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
+}
+
+#[test]
+fn liveness_check_is_answered_and_unanswered_one_deletes() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    establish(&mut pair);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.check_liveness(pair.now, id).unwrap();
+    pair.pump();
+    assert!(events(&mut pair.a).is_empty());
+    assert_eq!(pair.a.poll_timeout(), None);
+    // Now the peer is gone.
+    pair.a.check_liveness(pair.now, id).unwrap();
+    let _ = Pair::take(&mut pair.a, pair.now);
+    for _ in 0..6 {
+        let deadline = pair.a.poll_timeout().unwrap();
+        pair.now = deadline;
+        pair.a.handle_timeout(pair.now);
+        let _ = Pair::take(&mut pair.a, pair.now);
+    }
+    let a = events(&mut pair.a);
+    assert_eq!(children(&a).len(), 0);
+    assert!(a.iter().any(|e| matches!(e, Event::ChildSaDeleted { .. })));
+    assert!(pair.a.ike_sas().is_empty());
+}
+
+#[test]
+fn nat_in_front_of_the_initiator_moves_both_to_port_4500() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.nat_a = Some(addr("198.51.100.7:40000"));
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    let child_a = children(&a)[0];
+    let child_b = children(&b)[0];
+    assert!(child_a.udp_encapsulation && child_b.udp_encapsulation);
+    assert_eq!(child_a.remote.port(), 4500);
+    assert_eq!(child_b.remote, addr("198.51.100.7:4500"));
+    assert_eq!(child_b.local.port(), 4500);
+}
+
+#[test]
+fn cookies_are_demanded_under_load_and_honoured() {
+    let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+    b_config.cookie_threshold = 0;
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    let (a, b) = establish(&mut pair);
+    assert_eq!(pair.b.stats().cookies_sent, 1);
+    assert_children_match(&a, &b);
+}
+
+#[test]
+fn init_flood_triggers_cookies_and_established_sa_survives() {
+    let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+    b_config.cookie_threshold = 8;
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    let (a, b) = establish(&mut pair);
+    let (spi_in, _) = assert_children_match(&a, &b);
+    // A flood of IKE_SA_INIT requests from many source ports: a fresh initiator per port.
+    let mut flooder = Endpoint::new(EndpointConfig::new(vec![initiator_peer()])).unwrap();
+    for port in 0..100u16 {
+        let from = SocketAddr::new(ip("203.0.113.9"), 10_000 + port);
+        flooder
+            .initiate(pair.now, "to-b", from, addr(RESPONDER))
+            .unwrap();
+        let request = flooder.poll_transmit(pair.now).unwrap();
+        pair.b
+            .handle_datagram(pair.now, from, request.remote, &request.payload);
+    }
+    let answered = Pair::take(&mut pair.b, pair.now).len();
+    assert_eq!(answered, 100);
+    assert_eq!(pair.b.stats().cookies_sent, 100 - 8);
+    let listed = pair.b.ike_sas();
+    assert_eq!(
+        listed.len(),
+        1 + 8,
+        "only the threshold's worth of half-open SAs"
+    );
+    assert!(listed
+        .iter()
+        .any(|sa| sa.state == State::Established && sa.children[0].outbound_spi == spi_in));
+    // The established SA still works: a liveness check from b is answered.
+    let established_id = listed
+        .iter()
+        .find(|sa| sa.state == State::Established)
+        .unwrap()
+        .id;
+    pair.b.check_liveness(pair.now, established_id).unwrap();
+    pair.pump();
+    assert!(
+        pair.b.poll_timeout().is_some_and(|t| t > pair.now),
+        "only half-open expiry left"
+    );
+    assert_eq!(pair.b.stats().retransmitted_requests, 0);
+}
+
+#[test]
+fn garbage_and_truncated_messages_are_counted_not_fatal() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    pair.a
+        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+        .unwrap();
+    let request = Pair::take(&mut pair.a, pair.now).remove(0);
+    let (from, to) = (request.local, request.remote);
+    for cut in 0..request.payload.len() {
+        pair.b
+            .handle_datagram(pair.now, from, to, &request.payload[..cut]);
+    }
+    pair.b.handle_datagram(pair.now, from, to, &[0xff; 3]);
+    assert_eq!(pair.b.stats().malformed, request.payload.len() as u64 + 1);
+    assert!(pair.b.ike_sas().is_empty());
+    // The intact request still works afterwards, and so does the rest of the exchange.
+    pair.b.handle_datagram(pair.now, from, to, &request.payload);
+    pair.pump();
+    assert_eq!(established(&events(&mut pair.a)), 1);
+    // A flipped bit in a protected message is an integrity failure, and the SA stays.
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.check_liveness(pair.now, id).unwrap();
+    let mut probe = Pair::take(&mut pair.a, pair.now).remove(0);
+    let last = probe.payload.len() - 1;
+    probe.payload[last] ^= 1;
+    pair.b
+        .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
+    assert_eq!(pair.b.stats().integrity_failures, 1);
+    assert_eq!(pair.b.ike_sas()[0].state, State::Established);
+    // A message for an unknown SPI is counted too.
+    probe.payload[0] ^= 0x55;
+    pair.b
+        .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
+    assert_eq!(pair.b.stats().unknown_spi, 1);
+}
