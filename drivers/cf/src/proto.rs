@@ -190,6 +190,12 @@ impl<'a> Reader<'a> {
         let family = self.u8()?;
         let address: [u8; 16] = self.take()?;
         let dvipa = match family {
+            4 if address[4..].iter().any(|byte| *byte != 0) => {
+                return Err(DecodeError::BadValue {
+                    offset: at + 5,
+                    what: "IPv4 address padding",
+                })
+            }
             4 => IpAddr::V4(Ipv4Addr::new(
                 address[0], address[1], address[2], address[3],
             )),
@@ -663,6 +669,27 @@ mod tests {
         assert_eq!(
             frame_length(70_000u32.to_be_bytes()),
             Err(DecodeError::Oversized { length: 70_000 })
+        );
+    }
+
+    #[test]
+    fn ipv4_padding_must_be_zero() {
+        let key = SlotKey {
+            dvipa: "192.0.2.1".parse().unwrap(),
+            spi: 1,
+        };
+        let good = encode_request(&Request {
+            epoch: 1,
+            ops: vec![Op::Lookup { key }],
+        });
+        let mut padded = good[4..].to_vec();
+        padded[18] = 2;
+        assert_eq!(
+            decode_request(&padded),
+            Err(DecodeError::BadValue {
+                offset: 16,
+                what: "IPv4 address padding"
+            })
         );
     }
 
