@@ -11,7 +11,6 @@
 //! The kernel owns whatever it has not marked as the user's, so every status word is read
 //! with acquire and written with release ordering, through atomics placed over the mapping.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +19,7 @@ use std::time::Duration;
 
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
+use crate::ifindex::IfIndexError;
 use crate::port::{Burst, PacketPort};
 
 /// Where frame data starts in a transmit slot: the aligned `tpacket3_hdr`.
@@ -166,19 +166,13 @@ fn page_size() -> usize {
 }
 
 fn interface_index(name: &str) -> Result<u32, AfPacketError> {
-    let c_name = CString::new(name)
-        .ok()
-        .filter(|_| !name.is_empty() && name.len() < libc::IFNAMSIZ)
-        .ok_or_else(|| AfPacketError::BadInterfaceName(name.to_owned()))?;
-    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index == 0 {
-        return Err(AfPacketError::NoSuchInterface {
+    crate::ifindex::interface_index(name).map_err(|err| match err {
+        IfIndexError::BadName => AfPacketError::BadInterfaceName(name.to_owned()),
+        IfIndexError::Missing(source) => AfPacketError::NoSuchInterface {
             interface: name.to_owned(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(index)
+            source,
+        },
+    })
 }
 
 fn check_geometry(config: &AfPacketConfig) -> Result<(), &'static str> {

@@ -2,17 +2,20 @@
 //!
 //! Owns the `PacketPort` trait, the preallocated buffer pools with headroom and tailroom for
 //! sealing ESP in place, per-port counters, the in-memory fabric that joins boxes inside one
-//! process, and the AF_PACKET (TPACKET_V3) kernel backend. Unsafe code (mmap rings, raw
+//! process, and the kernel backends: AF_PACKET (TPACKET_V3 rings) and AF_XDP. Unsafe code (mmap rings, raw
 //! sockets, namespace switching) lives here, each block with its `// SAFETY:` reasoning.
 
 pub mod af_packet;
+pub mod af_xdp;
 pub mod buf;
 pub mod counters;
 pub mod fabric;
+mod ifindex;
 pub mod netns;
 pub mod port;
 
 pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};
+pub use af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort};
 pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};
 pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};
