@@ -52,10 +52,43 @@ pub enum CfError {
     },
 }
 
+/// What the distributor (or a target) does about a CF error: the explicit event behind every
+/// failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CfAction {
+    /// The CF state is gone or the sequence space is used up: rekey every SA that used it;
+    /// never resume its counters.
+    Rekey,
+    /// This node works in an old epoch: stop sending on the CF's SAs and wait for the current
+    /// distributor to hand out SAs again.
+    StandDown,
+    /// The SA's slot is gone (the SA was deleted): drop the shadow SA.
+    DropSa,
+    /// A transient failure (connection, storage): try again later; nothing was handed out twice.
+    Retry,
+    /// A bug or a misconfiguration: report it.
+    Report,
+}
+
 impl CfError {
+    /// The action this error calls for.
+    pub fn action(&self) -> CfAction {
+        match self {
+            CfError::StateLost { .. } | CfError::Exhausted(_) => CfAction::Rekey,
+            CfError::Fenced { .. } => CfAction::StandDown,
+            CfError::UnknownSlot(_) => CfAction::DropSa,
+            CfError::Io { .. } | CfError::StorageFailed | CfError::NoFreeSlot => CfAction::Retry,
+            CfError::InvalidArgument(_)
+            | CfError::BadRegion { .. }
+            | CfError::BadState { .. }
+            | CfError::Protocol(_) => CfAction::Report,
+        }
+    }
+
     /// True when the distributor must rekey the SAs that used this facility.
     pub fn requires_rekey(&self) -> bool {
-        matches!(self, CfError::StateLost { .. } | CfError::Exhausted(_))
+        self.action() == CfAction::Rekey
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -63,5 +96,36 @@ impl CfError {
             context: context.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_state_and_exhaustion_mean_rekey() {
+        let lost = CfError::StateLost {
+            expected: 1,
+            found: 2,
+        };
+        assert_eq!(lost.action(), CfAction::Rekey);
+        assert!(lost.requires_rekey());
+        assert!(CfError::Exhausted(3).requires_rekey());
+        assert_eq!(
+            CfError::Fenced {
+                caller: 1,
+                current: 2
+            }
+            .action(),
+            CfAction::StandDown
+        );
+        assert!(!CfError::Fenced {
+            caller: 1,
+            current: 2
+        }
+        .requires_rekey());
+        assert_eq!(CfError::UnknownSlot(4).action(), CfAction::DropSa);
+        assert_eq!(CfError::StorageFailed.action(), CfAction::Retry);
     }
 }

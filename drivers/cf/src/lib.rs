@@ -19,7 +19,7 @@ pub mod replay;
 pub mod server;
 
 pub use client::NetClient;
-pub use error::CfError;
+pub use error::{CfAction, CfError};
 pub use facility::{
     Direction, Lifesize, ReplayVerdict, SeqRange, SequenceFacility, SlotId, SlotKey,
 };
