@@ -5,3 +5,9 @@
 //! outbound encap (figures 9 and 10). The decision logic is sans-io; the polling loops that drive
 //! it take bursts from packet ports.
 #![forbid(unsafe_code)]
+
+pub mod dct;
+pub mod select;
+
+pub use dct::{Dct, DctConfig, DctCounters, DctError, FlowKey, TargetId};
+pub use select::{TargetLoad, TargetSelector};
