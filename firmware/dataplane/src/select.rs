@@ -96,7 +96,7 @@ impl TargetSelector {
             total += weight;
             self.candidates[index].credit += weight;
             let credit = self.candidates[index].credit;
-            if best.map_or(true, |b| credit > self.candidates[b].credit) {
+            if best.is_none_or(|b| credit > self.candidates[b].credit) {
                 best = Some(index);
             }
         }
