@@ -587,13 +587,13 @@ impl RegionOwner {
             m.slot_u64(index, S_ADDRESS + i * 8)
                 .store(word, Ordering::Relaxed);
         }
-        m.slot_u32(index, S_LOCK).store(0, Ordering::Relaxed);
         m.slot_u64(index, S_COUNTER).store(1, Ordering::SeqCst);
-        m.slot_u64(index, S_REPLAY_TOP).store(0, Ordering::Relaxed);
-        for i in 0..REPLAY_WORDS {
-            m.slot_u64(index, S_REPLAY_WORDS + i * 8)
-                .store(0, Ordering::Relaxed);
-        }
+        // Under the lock: a target of the released SA may still be inside a replay update.
+        self.region.with_replay_lock(index, |cells| {
+            for cell in cells {
+                cell.store(0, Ordering::Relaxed);
+            }
+        });
         for i in 0..4 {
             m.slot_u64(index, S_LIFESIZE + i * 8)
                 .store(0, Ordering::Relaxed);

@@ -379,3 +379,34 @@ fn child_hammers_a_slot() {
     }
     std::fs::write(var("CF_CHILD_ACCEPTS"), accepts).unwrap();
 }
+
+/// A target that died holding a slot's replay lock does not block the others.
+#[test]
+fn a_replay_lock_left_by_a_dead_process_is_taken_over() {
+    use std::os::unix::fs::FileExt;
+    let dir = shm_dir();
+    let path = region_path(&dir);
+    let owner = RegionOwner::create(&path, 2).unwrap();
+    owner.allocate(key(1), 64).unwrap();
+    let slot = owner.allocate(key(2), 64).unwrap();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    // The lock word of slot 1: header 128 bytes, 384 bytes per slot, lock at offset 8.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_at(&dead_pid.to_le_bytes(), 128 + 384 + 8)
+        .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let region = owner.region().clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(region.replay_check_and_set(slot, 5));
+    });
+    let verdict = done_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the replay lock of a dead process was never taken over");
+    assert_eq!(verdict.unwrap(), ReplayVerdict::Accepted);
+    assert_eq!(
+        owner.replay_check(slot, 5).unwrap(),
+        ReplayVerdict::Replayed
+    );
+}
