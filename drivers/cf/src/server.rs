@@ -804,7 +804,9 @@ mod tests {
 
     #[test]
     fn epochs_fence_stale_clients() {
-        let mut core = ServerCore::fresh(MemoryStore::default(), small_blocks(), 1).unwrap();
+        let store = MemoryStore::default();
+        let image = Arc::clone(&store.image);
+        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
         let id = slot(one(
             &mut core,
             1,
@@ -828,6 +830,20 @@ mod tests {
         assert_eq!(
             range(one(&mut core, 2, Op::FetchAdd { slot: id, count: 1 })).first,
             1
+        );
+        // The epoch survives a restart: the fenced client stays fenced.
+        let saved = image.lock().unwrap().clone();
+        let mut restarted = ServerCore::restore(
+            MemoryStore::default(),
+            small_blocks(),
+            &saved,
+            Path::new("mem"),
+        )
+        .unwrap();
+        assert_eq!(restarted.epoch(), 2);
+        assert_eq!(
+            one(&mut restarted, 1, Op::FetchAdd { slot: id, count: 1 }),
+            OpResult::Fenced { current: 2 }
         );
     }
 

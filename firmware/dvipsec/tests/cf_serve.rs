@@ -2,8 +2,8 @@
 //! state is reported as such, and a corrupt state stops the server.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,4 +206,42 @@ fn a_corrupt_state_stops_the_server_and_names_the_place() {
         stderr.contains("cf-state") && stderr.contains("at byte"),
         "{stderr}"
     );
+}
+
+#[test]
+fn garbage_on_the_wire_is_dropped_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start("127.0.0.1:0", dir.path());
+    let client = NetClient::connect_adopting(server.addr).unwrap();
+    let slot = client.allocate(key(), 64).unwrap();
+    let frames: [&[u8]; 3] = [
+        &[0xff, 0xff, 0xff, 0xff],
+        &[0, 0, 0, 9, 1, 2, 3],
+        &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+    ];
+    for frame in frames {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(frame);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        assert!(reply.is_empty(), "a bad frame was answered");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = client.stats().unwrap();
+        if stats.oversized + stats.truncated + stats.malformed >= 3 || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        (stats.oversized, stats.truncated, stats.malformed),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(client.fetch_add(slot, 2).unwrap().first, 1);
 }
