@@ -356,10 +356,21 @@ impl AfPacketPort {
         self.rx_cursor = None;
     }
 
+    /// The current receive block as bytes.
+    fn rx_block_bytes(&self) -> &[u8] {
+        let block = self.block_ptr(self.rx_block).cast::<u8>();
+        // SAFETY: the block lies inside our live mapping, and callers only use this while
+        // the kernel has handed the block to us (TP_STATUS_USER seen with acquire): the
+        // kernel does not write it until `release_block`, which needs `&mut self` and so
+        // cannot run while this borrow lives.
+        unsafe { std::slice::from_raw_parts(block.cast_const(), self.rx_block_size) }
+    }
+
     /// Reads the frame at `cursor` into a pool buffer; returns the next cursor and the frame
     /// (or `None` with the drop counted). A malformed header ends the block.
-    fn take_frame(&mut self, cursor: BlockCursor) -> (Option<BlockCursor>, Option<PacketBuf>) {
-        let Some(meta) = self.frame_meta(cursor.offset) else {
+    fn take_frame(&self, cursor: BlockCursor) -> (Option<BlockCursor>, Option<PacketBuf>) {
+        let block = self.rx_block_bytes();
+        let Some(meta) = parse_rx_frame(block, cursor.offset) else {
             self.stats
                 .add_drops(DropCause::Truncated, u64::from(cursor.remaining));
             return (None, None);
@@ -372,52 +383,17 @@ impl AfPacketPort {
             self.stats.add_drops(DropCause::Truncated, 1);
             return (next, None);
         }
+        if meta.captured > self.pool.layout().data_room() {
+            self.stats.add_drops(DropCause::Oversize, 1);
+            return (next, None);
+        }
         let Some(mut buf) = self.pool.alloc() else {
             self.stats.add_drops(DropCause::PoolEmpty, 1);
             return (next, None);
         };
-        if meta.captured > buf.layout().data_room() {
-            self.stats.add_drops(DropCause::Oversize, 1);
-            return (next, None);
-        }
-        let block = self.block_ptr(self.rx_block).cast::<u8>();
-        // SAFETY: `frame_meta` checked that data_start..data_start+captured lies inside this
-        // block, which the kernel handed to us (TP_STATUS_USER) and will not write until we
-        // release it.
-        let data = unsafe {
-            std::slice::from_raw_parts(block.add(meta.data_start).cast_const(), meta.captured)
-        };
         // Cannot fail: the length was checked against the data room just above.
-        let _ = buf.set_frame(data);
+        let _ = buf.set_frame(&block[meta.data_start..meta.data_start + meta.captured]);
         (next, Some(buf))
-    }
-
-    /// The header of the frame at `offset` in the current block, checked to lie in the block.
-    fn frame_meta(&self, offset: usize) -> Option<FrameMeta> {
-        let header_len = std::mem::size_of::<libc::tpacket3_hdr>();
-        if offset.checked_add(header_len)? > self.rx_block_size || !offset.is_multiple_of(4) {
-            return None;
-        }
-        let block = self.block_ptr(self.rx_block).cast::<u8>();
-        // SAFETY: offset + header size is inside the block (checked above), the block is ours
-        // until released, and read_unaligned makes no alignment assumption.
-        let header = unsafe {
-            block
-                .add(offset)
-                .cast::<libc::tpacket3_hdr>()
-                .read_unaligned()
-        };
-        let data_start = offset + usize::from(header.tp_mac);
-        let captured = header.tp_snaplen as usize;
-        if data_start.checked_add(captured)? > self.rx_block_size {
-            return None;
-        }
-        Some(FrameMeta {
-            data_start,
-            captured,
-            wire_len: header.tp_len as usize,
-            next_offset: header.tp_next_offset as usize,
-        })
     }
 
     fn tx_slot(&self, slot: usize) -> *mut libc::tpacket3_hdr {
@@ -487,12 +463,42 @@ impl AfPacketPort {
     }
 }
 
-/// What the rx ring's frame header says about one frame.
-struct FrameMeta {
-    data_start: usize,
-    captured: usize,
-    wire_len: usize,
-    next_offset: usize,
+/// Where one received frame lies in its TPACKET_V3 block, as its `tpacket3_hdr` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFrameMeta {
+    /// Offset of the frame's first byte in the block.
+    pub data_start: usize,
+    /// Bytes of the frame present in the block.
+    pub captured: usize,
+    /// Length of the frame on the wire.
+    pub wire_len: usize,
+    /// Offset from this header to the next one.
+    pub next_offset: usize,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads the `tpacket3_hdr` at `offset` of a receive block; `None` unless the header and the
+/// frame it describes both lie inside the block.
+pub fn parse_rx_frame(block: &[u8], offset: usize) -> Option<RxFrameMeta> {
+    let header_len = std::mem::size_of::<libc::tpacket3_hdr>();
+    let header = block.get(offset..offset.checked_add(header_len)?)?;
+    let next_offset = u32_at(header, 0)? as usize;
+    let captured = u32_at(header, 12)? as usize;
+    let wire_len = u32_at(header, 16)? as usize;
+    let mac = u16::from_ne_bytes([header[24], header[25]]);
+    let data_start = offset.checked_add(usize::from(mac))?;
+    if data_start.checked_add(captured)? > block.len() {
+        return None;
+    }
+    Some(RxFrameMeta {
+        data_start,
+        captured,
+        wire_len,
+        next_offset,
+    })
 }
 
 fn open_socket() -> io::Result<OwnedFd> {
@@ -707,6 +713,50 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("nosuchif0"));
+    }
+
+    fn header(next: u32, snaplen: u32, len: u32, mac: u16) -> Vec<u8> {
+        let mut bytes = vec![0u8; std::mem::size_of::<libc::tpacket3_hdr>()];
+        bytes[0..4].copy_from_slice(&next.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&snaplen.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&len.to_ne_bytes());
+        bytes[24..26].copy_from_slice(&mac.to_ne_bytes());
+        bytes
+    }
+
+    #[test]
+    fn rx_headers_are_read_at_the_kernels_offsets() {
+        let mut block = vec![0u8; 256];
+        block[16..16 + 48].copy_from_slice(&header(128, 60, 64, 66));
+        let meta = parse_rx_frame(&block, 16).unwrap();
+        assert_eq!(
+            meta,
+            RxFrameMeta {
+                data_start: 82,
+                captured: 60,
+                wire_len: 64,
+                next_offset: 128
+            }
+        );
+    }
+
+    #[test]
+    fn rx_headers_pointing_outside_the_block_are_refused() {
+        let mut block = vec![0u8; 256];
+        block[..48].copy_from_slice(&header(0, 200, 200, 66));
+        assert_eq!(parse_rx_frame(&block, 0), None, "frame runs past the end");
+        assert_eq!(
+            parse_rx_frame(&block, 240),
+            None,
+            "header runs past the end"
+        );
+        assert_eq!(
+            parse_rx_frame(&block, usize::MAX - 8),
+            None,
+            "offset overflows"
+        );
+        block[..48].copy_from_slice(&header(0, 190, 190, 66));
+        assert!(parse_rx_frame(&block, 0).is_some(), "exactly fits");
     }
 
     #[test]
