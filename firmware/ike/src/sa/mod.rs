@@ -96,6 +96,8 @@ pub struct IkeSaInfo {
     pub remote: SocketAddr,
     pub suite: IkeSuite,
     pub children: Vec<ChildSaInfo>,
+    /// A request of ours awaits its response.
+    pub request_outstanding: bool,
 }
 
 pub(crate) struct IkeSa {
@@ -267,6 +269,7 @@ impl IkeSa {
             remote: self.remote,
             suite: self.suite,
             children: self.children.clone(),
+            request_outstanding: self.outstanding.is_some(),
         }
     }
 

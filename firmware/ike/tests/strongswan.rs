@@ -1,0 +1,207 @@
+//! Interoperability with strongSwan 5.9 (charon-systemd, kernel-libipsec) over a veth pair
+//! between two network namespaces. Each test builds and removes its own topology.
+//!
+//! strongSwan with kernel-libipsec always fakes a NAT, so every test also exercises NAT
+//! detection and the move of IKE to UDP 4500 with the non-ESP marker.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{field, Suites, Topology, CBC_MODP2048, GCM_X25519, OUR_ID, SWAN_ID};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Checks that strongSwan lists one ESTABLISHED IKE SA whose child SA uses exactly the SPIs our
+/// side installed (its spi-in is our outbound SPI and the other way round).
+fn assert_swan_matches(topology: &Topology, child_line: &str) {
+    let listing = topology.list_sas();
+    assert!(listing.contains("state=ESTABLISHED"), "{listing}");
+    assert!(listing.contains("state=INSTALLED"), "{listing}");
+    assert!(listing.contains("encap=yes"), "{listing}");
+    assert!(
+        listing.contains(&format!("remote-id={OUR_ID}")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("local-id={SWAN_ID}")),
+        "{listing}"
+    );
+    assert_eq!(
+        field(&listing, "spi-in"),
+        field(child_line, "spi_out"),
+        "{listing}"
+    );
+    assert_eq!(
+        field(&listing, "spi-out"),
+        field(child_line, "spi_in"),
+        "{listing}"
+    );
+    assert_eq!(field(child_line, "udp_encap"), "true");
+}
+
+fn strongswan_initiates(test: &str, suites: Suites) -> Topology {
+    let mut topology = Topology::start(suites);
+    topology.start_ours(suites, false);
+    topology.swanctl(&[
+        "--initiate",
+        "--ike",
+        "peer",
+        "--child",
+        "net",
+        "--timeout",
+        "10",
+    ]);
+    let ours = topology.ours();
+    let established = ours.wait_for("event=ike_established", WAIT);
+    assert_eq!(field(&established, "nat"), "true", "{test}: NAT detection");
+    let child = ours.wait_for("event=child_installed", WAIT);
+    assert_swan_matches(&topology, &child);
+    assert!(
+        topology.list_sas().contains("initiator=yes"),
+        "{test}: strongSwan was the initiator"
+    );
+    topology
+}
+
+fn we_initiate(test: &str, suites: Suites) -> Topology {
+    let mut topology = Topology::start(suites);
+    let ours = topology.start_ours(suites, true);
+    ours.wait_for("event=ike_established", WAIT);
+    let child = ours.wait_for("event=child_installed", WAIT);
+    assert_swan_matches(&topology, &child);
+    let listing = topology.list_sas();
+    assert!(
+        !listing.contains("initiator=yes"),
+        "{test}: we were the initiator: {listing}"
+    );
+    let ours_listed = topology.ours().list();
+    assert_eq!(ours_listed.len(), 1);
+    assert_eq!(field(&ours_listed[0], "state"), "Established");
+    assert_eq!(
+        field(&listing, "initiator-spi"),
+        field(&ours_listed[0], "spi_i")
+    );
+    assert_eq!(
+        field(&listing, "responder-spi"),
+        field(&ours_listed[0], "spi_r")
+    );
+    topology
+}
+
+#[test]
+fn strongswan_initiates_to_us_aes_gcm_128_x25519() {
+    if !support::prerequisites_met("strongswan_initiates_to_us_aes_gcm_128_x25519") {
+        return;
+    }
+    let topology = strongswan_initiates("gcm", GCM_X25519);
+    let listing = topology.list_sas();
+    assert!(
+        listing.contains("encr-alg=AES_GCM_16 encr-keysize=128"),
+        "{listing}"
+    );
+    assert!(listing.contains("dh-group=CURVE_25519"), "{listing}");
+}
+
+#[test]
+fn strongswan_we_initiate_aes_gcm_128_x25519() {
+    if !support::prerequisites_met("strongswan_we_initiate_aes_gcm_128_x25519") {
+        return;
+    }
+    let topology = we_initiate("gcm", GCM_X25519);
+    assert!(topology.list_sas().contains("dh-group=CURVE_25519"));
+}
+
+#[test]
+fn strongswan_initiates_to_us_aes_cbc_256_sha256_modp2048() {
+    if !support::prerequisites_met("strongswan_initiates_to_us_aes_cbc_256_sha256_modp2048") {
+        return;
+    }
+    let topology = strongswan_initiates("cbc", CBC_MODP2048);
+    let listing = topology.list_sas();
+    assert!(
+        listing.contains("encr-alg=AES_CBC encr-keysize=256"),
+        "{listing}"
+    );
+    assert!(listing.contains("integ-alg=HMAC_SHA2_256_128"), "{listing}");
+    assert!(listing.contains("dh-group=MODP_2048"), "{listing}");
+}
+
+#[test]
+fn strongswan_we_initiate_aes_cbc_256_sha256_modp2048() {
+    if !support::prerequisites_met("strongswan_we_initiate_aes_cbc_256_sha256_modp2048") {
+        return;
+    }
+    let topology = we_initiate("cbc", CBC_MODP2048);
+    let listing = topology.list_sas();
+    assert!(listing.contains("dh-group=MODP_2048"), "{listing}");
+    assert!(listing.contains("integ-alg=HMAC_SHA2_256_128"), "{listing}");
+}
+
+#[test]
+fn strongswan_deletes_the_ike_sa_and_we_follow() {
+    if !support::prerequisites_met("strongswan_deletes_the_ike_sa_and_we_follow") {
+        return;
+    }
+    let mut topology = strongswan_initiates("delete", GCM_X25519);
+    topology.swanctl(&["--terminate", "--ike", "peer", "--timeout", "10"]);
+    let ours = topology.ours();
+    let deleted_child = ours.wait_for("event=child_deleted", WAIT);
+    let deleted = ours.wait_for("event=ike_deleted", WAIT);
+    assert_eq!(field(&deleted, "reason"), "PeerDelete");
+    assert_eq!(field(&deleted_child, "ike_sa"), field(&deleted, "ike_sa"));
+    assert!(ours.list().is_empty());
+    topology.wait_swan_empty(WAIT);
+}
+
+#[test]
+fn strongswan_we_delete_the_ike_sa_and_strongswan_follows() {
+    if !support::prerequisites_met("strongswan_we_delete_the_ike_sa_and_strongswan_follows") {
+        return;
+    }
+    let mut topology = we_initiate("delete", GCM_X25519);
+    let ours = topology.ours();
+    ours.command("delete");
+    let deleted = ours.wait_for("event=ike_deleted", WAIT);
+    assert_eq!(field(&deleted, "reason"), "LocalDelete");
+    topology.wait_swan_empty(WAIT);
+    assert!(topology
+        .charon_log()
+        .contains("received DELETE for IKE_SA peer"));
+}
+
+#[test]
+fn strongswan_answers_our_liveness_check() {
+    if !support::prerequisites_met("strongswan_answers_our_liveness_check") {
+        return;
+    }
+    let mut topology = we_initiate("liveness", GCM_X25519);
+    let ours = topology.ours();
+    ours.command("liveness");
+    // The request stays outstanding (busy) until strongSwan's answer arrives; unanswered, it
+    // would be retransmitted for about 30 s and then delete the SA.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut was_outstanding = false;
+    loop {
+        let listed = ours.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(field(&listed[0], "state"), "Established");
+        if field(&listed[0], "busy") == "false" {
+            break;
+        }
+        was_outstanding = true;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer to the liveness check"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        was_outstanding,
+        "the loop handles `liveness` before `list`, so it was listed busy"
+    );
+    assert!(!ours.seen.iter().any(|l| l.starts_with("event=ike_deleted")));
+    assert!(topology
+        .charon_log()
+        .contains("parsed INFORMATIONAL request"));
+}
