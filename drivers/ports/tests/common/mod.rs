@@ -83,17 +83,16 @@ impl NsPair {
         let a = Netns::create(&format!("dv{tag}{pid}a")).expect("create namespace a");
         let b = Netns::create(&format!("dv{tag}{pid}b")).expect("create namespace b");
         for ns in [&a, &b] {
-            let ok = Command::new("ip")
-                .args(["netns", "exec", ns.name(), "sysctl", "-qw"])
-                .args([
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                ])
-                .status()
-                .is_ok_and(|status| status.success());
-            assert!(ok, "sysctl in {}", ns.name());
+            write_sysctl(ns.name(), "net/ipv6/conf/default/disable_ipv6", "1");
+            write_sysctl(ns.name(), "net/ipv6/conf/all/disable_ipv6", "1");
         }
         join_with_veth(&a, a.name(), &b, b.name()).expect("veth pair");
+        for ns in [&a, &b] {
+            let key = format!("net/ipv6/conf/{}/disable_ipv6", ns.name());
+            if let Some(value) = read_sysctl(ns.name(), &key) {
+                assert_eq!(value, "1", "{key}");
+            }
+        }
         NsPair { a, b }
     }
 
@@ -104,6 +103,22 @@ impl NsPair {
     pub fn b_if(&self) -> &str {
         self.b.name()
     }
+}
+
+/// Writes `/proc/sys/KEY` as seen from namespace `ns` (the calling thread's namespace
+/// decides which /proc/sys/net a process sees).
+fn write_sysctl(ns: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/{key}");
+    let value = value.to_owned();
+    open_in(ns, move || {
+        std::fs::write(&path, value).expect("write sysctl")
+    });
+}
+
+/// Reads `/proc/sys/KEY` as seen from namespace `ns`; `None` if it does not exist.
+fn read_sysctl(ns: &str, key: &str) -> Option<String> {
+    let path = format!("/proc/sys/{key}");
+    open_in(ns, move || std::fs::read_to_string(&path).ok()).map(|v| v.trim().to_owned())
 }
 
 /// Runs `open` on a thread inside namespace `ns`; the port it returns stays in that namespace.
