@@ -59,6 +59,8 @@ const TCP_ACK: u8 = 0x10;
 /// Bytes of TCP header holding ports and flags.
 const TCP_PEEK_LEN: usize = 14;
 const UDP_PEEK_LEN: usize = 8;
+/// Plaintext bytes a tunnel-mode peek decrypts first (three AES blocks).
+const TUNNEL_FIRST_PEEK: usize = 48;
 /// Largest inner prefix peek decrypts: IPv4 with 40 bytes of options + TCP up to its flags.
 const MAX_HEAD: usize = 128;
 
@@ -103,19 +105,20 @@ impl Sa {
         };
         let (outer_src, outer_dst) = ip::addresses(pkt, loc.outer.family);
         let mut head = [0u8; MAX_HEAD];
-        let head_len = ct.len().min(16);
-        self.decrypt_range(&ct, seq, 0, &mut head[..head_len])?;
         let flow = match self.params.mode {
             Mode::Transport => {
                 let mut trailer = [0u8; 2];
                 self.decrypt_range(&ct, seq, ct.len() - 2, &mut trailer)?;
                 let needed = l4_peek_len(trailer[1]).min(ct.len());
-                self.decrypt_more(&ct, seq, &mut head, head_len, needed)?;
+                self.decrypt_range(&ct, seq, 0, &mut head[..needed])?;
                 read_l4(&head[..needed], trailer[1], outer_src, outer_dst, 0)?
             }
             Mode::Tunnel => {
-                let needed = tunnel_peek_len(&head[..head_len], text_at)?.min(ct.len());
-                self.decrypt_more(&ct, seq, &mut head, head_len, needed)?;
+                // One call covers IPv4 + TCP up to the flags and IPv6 + UDP; longer headers need a second.
+                let first = ct.len().min(TUNNEL_FIRST_PEEK);
+                self.decrypt_range(&ct, seq, 0, &mut head[..first])?;
+                let needed = tunnel_peek_len(&head[..first], text_at)?.min(ct.len());
+                self.decrypt_more(&ct, seq, &mut head, first, needed)?;
                 read_inner_ip(&head[..needed], text_at)?
             }
         };
