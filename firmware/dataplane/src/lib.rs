@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dct;
+pub mod gre;
 pub mod select;
 
 pub use dct::{Dct, DctConfig, DctCounters, DctError, FlowKey, TargetId};
