@@ -5,6 +5,7 @@
 //!   port that copies must pay);
 //! - `alloc_fill_send_receive_free`: what a sender and receiver do per burst: take 32 buffers
 //!   from the pool, write each frame (one copy), send, receive, drop them back to the pool;
+//! - `pool_alloc_free_only`: take 32 buffers from the pool and drop them back;
 //! - `send_receive_only`: 32 ready frames moved through the wire and back into the burst,
 //!   touching no frame bytes (the forwarding path).
 
@@ -43,6 +44,16 @@ fn bench_size(c: &mut Criterion, len: usize) {
             }
             tx.tx_burst(&mut burst);
             rx.rx_burst(&mut burst);
+            black_box(burst.frames());
+            burst.clear();
+        })
+    });
+
+    group.bench_function(BenchmarkId::new("pool_alloc_free_only", len), |b| {
+        b.iter(|| {
+            for _ in 0..BURST {
+                let _ = burst.push(tx.alloc_tx().expect("pool"));
+            }
             black_box(burst.frames());
             burst.clear();
         })

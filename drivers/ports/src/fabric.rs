@@ -2,20 +2,22 @@
 //!
 //! A [`wire`] joins two ports back to back; a [`SwitchBuilder`] joins many ports and forwards
 //! by destination MAC address from a table fixed at build time (no learning, so the result
-//! depends only on what is sent, in what order). Each port owns a bounded receive ring and a
-//! preallocated pool. Sending moves the buffer handle into the peer's ring: no copy and no
+//! depends only on what is sent, in what order). Each port owns a preallocated pool. Sending
+//! moves the buffer handle into a bounded ring towards the receiver: no copy and no heap
 //! allocation per packet (a broadcast copies once per extra destination, into the sender's
 //! pool). A full ring drops the frame and counts [`DropCause::PeerRingFull`] at the sender.
 //!
-//! Rings are `crossbeam_queue::ArrayQueue`: a bounded, lock-free, preallocated MPMC queue from
-//! a well-kept crate. MPMC rather than an SPSC ring such as `rtrb` because a switch port's ring
-//! has one producer per other port; and a free list that any thread returns buffers to needs
-//! the same, so one queue type serves both.
+//! Rings are `rtrb` single-producer/single-consumer ring buffers, one per (sender, receiver)
+//! pair: a well-kept crate whose push and pop are a plain store plus one release store, with
+//! no read-modify-write atomics (an MPMC queue such as `crossbeam_queue::ArrayQueue` pays a
+//! compare-and-swap on each). A switch port's receiver polls its rings round-robin, so frames
+//! from one sender stay in order. Pools keep an `ArrayQueue` free list, because a buffer can
+//! be dropped on any thread.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_queue::ArrayQueue;
+use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
@@ -33,7 +35,8 @@ pub struct FabricConfig {
     pub layout: BufLayout,
     /// Buffers in the port's pool.
     pub pool_size: usize,
-    /// Frames the port's receive ring holds before the fabric drops.
+    /// Frames each ring towards the port holds before the fabric drops (a switch port has
+    /// one ring from every other port).
     pub ring_size: usize,
 }
 
@@ -67,23 +70,25 @@ pub enum FabricError {
     DuplicateMac { port: String, mac: Mac },
 }
 
-type Ring = Arc<ArrayQueue<PacketBuf>>;
-
-struct SwitchTable {
-    port_by_mac: BTreeMap<Mac, usize>,
-    rings: Vec<Ring>,
-}
-
+/// Where a port's frames go.
 enum Egress {
-    Wire(Ring),
-    Switch { table: Arc<SwitchTable>, own: usize },
+    /// Straight to the other end of a wire.
+    Wire(Producer<PacketBuf>),
+    /// To the switch port owning the destination MAC (`port_by_mac` indexes `peers`), or to
+    /// every peer for a group address.
+    Switch {
+        port_by_mac: BTreeMap<Mac, usize>,
+        peers: Vec<Producer<PacketBuf>>,
+    },
 }
 
 /// One port on the in-memory fabric.
 pub struct FabricPort {
     name: String,
     pool: Pool,
-    rx: Ring,
+    rx: Vec<Consumer<PacketBuf>>,
+    /// The ring the next `rx_burst` starts with, so no sender is always served first.
+    rx_next: usize,
     egress: Egress,
     stats: Arc<PortStats>,
 }
@@ -93,18 +98,18 @@ impl std::fmt::Debug for FabricPort {
         f.debug_struct("FabricPort")
             .field("name", &self.name)
             .field("pool", &self.pool)
-            .field("rx_queued", &self.rx.len())
+            .field("rx_queued", &self.rx_queued())
             .finish()
     }
 }
 
-fn new_ring(port: &str, config: &FabricConfig) -> Result<Ring, FabricError> {
+fn check_ring_size(port: &str, config: &FabricConfig) -> Result<(), FabricError> {
     if config.ring_size == 0 {
         return Err(FabricError::EmptyRing {
             port: port.to_owned(),
         });
     }
-    Ok(Arc::new(ArrayQueue::new(config.ring_size)))
+    Ok(())
 }
 
 fn new_pool(port: &str, config: &FabricConfig) -> Result<Pool, FabricError> {
@@ -120,22 +125,11 @@ pub fn wire(
     name_b: &str,
     config: FabricConfig,
 ) -> Result<(FabricPort, FabricPort), FabricError> {
-    let ring_a = new_ring(name_a, &config)?;
-    let ring_b = new_ring(name_b, &config)?;
-    let a = FabricPort {
-        name: name_a.to_owned(),
-        pool: new_pool(name_a, &config)?,
-        rx: Arc::clone(&ring_a),
-        egress: Egress::Wire(Arc::clone(&ring_b)),
-        stats: Arc::default(),
-    };
-    let b = FabricPort {
-        name: name_b.to_owned(),
-        pool: new_pool(name_b, &config)?,
-        rx: ring_b,
-        egress: Egress::Wire(ring_a),
-        stats: Arc::default(),
-    };
+    check_ring_size(name_a, &config)?;
+    let (to_b, from_a) = RingBuffer::new(config.ring_size);
+    let (to_a, from_b) = RingBuffer::new(config.ring_size);
+    let a = FabricPort::new(name_a, &config, vec![from_b], Egress::Wire(to_b))?;
+    let b = FabricPort::new(name_b, &config, vec![from_a], Egress::Wire(to_a))?;
     Ok((a, b))
 }
 
@@ -169,28 +163,38 @@ impl SwitchBuilder {
 
     /// Builds the switch; the ports come back in the order they were added.
     pub fn build(self) -> Result<Vec<FabricPort>, FabricError> {
-        let mut rings = Vec::with_capacity(self.ports.len());
-        let mut port_by_mac = BTreeMap::new();
-        for (index, (name, mac)) in self.ports.iter().enumerate() {
-            rings.push(new_ring(name, &self.config)?);
-            port_by_mac.insert(*mac, index);
+        let count = self.ports.len();
+        if let Some((name, _)) = self.ports.first() {
+            check_ring_size(name, &self.config)?;
         }
-        let table = Arc::new(SwitchTable { port_by_mac, rings });
+        let mut producers: Vec<Vec<Producer<PacketBuf>>> = (0..count).map(|_| Vec::new()).collect();
+        let mut consumers: Vec<Vec<Consumer<PacketBuf>>> = (0..count).map(|_| Vec::new()).collect();
+        for (sender, towards) in producers.iter_mut().enumerate() {
+            for receiver in (0..count).filter(|&r| r != sender) {
+                let (producer, consumer) = RingBuffer::new(self.config.ring_size);
+                towards.push(producer);
+                consumers[receiver].push(consumer);
+            }
+        }
+        let ports = self.ports.iter().zip(producers).zip(consumers);
+        ports
+            .enumerate()
+            .map(|(own, (((name, _), peers), rx))| {
+                let port_by_mac = self.peer_table(own);
+                let egress = Egress::Switch { port_by_mac, peers };
+                FabricPort::new(name, &self.config, rx, egress)
+            })
+            .collect()
+    }
+
+    /// MAC address to index among port `own`'s peers (every port but itself, in order).
+    fn peer_table(&self, own: usize) -> BTreeMap<Mac, usize> {
         self.ports
             .iter()
             .enumerate()
-            .map(|(own, (name, _))| {
-                Ok(FabricPort {
-                    name: name.clone(),
-                    pool: new_pool(name, &self.config)?,
-                    rx: Arc::clone(&table.rings[own]),
-                    egress: Egress::Switch {
-                        table: Arc::clone(&table),
-                        own,
-                    },
-                    stats: Arc::default(),
-                })
-            })
+            .filter(|&(index, _)| index != own)
+            .enumerate()
+            .map(|(peer, (_, (_, mac)))| (*mac, peer))
             .collect()
     }
 }
@@ -218,60 +222,93 @@ impl Sent {
 }
 
 impl FabricPort {
+    fn new(
+        name: &str,
+        config: &FabricConfig,
+        rx: Vec<Consumer<PacketBuf>>,
+        egress: Egress,
+    ) -> Result<Self, FabricError> {
+        Ok(FabricPort {
+            name: name.to_owned(),
+            pool: new_pool(name, config)?,
+            rx,
+            rx_next: 0,
+            egress,
+            stats: Arc::default(),
+        })
+    }
+
     /// The port's buffer pool (also where its floods copy into).
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    /// Frames waiting in this port's receive ring.
+    /// Frames waiting in this port's receive rings.
     pub fn rx_queued(&self) -> usize {
-        self.rx.len()
+        self.rx.iter().map(Consumer::slots).sum()
     }
 
-    fn push_to(&self, ring: &Ring, frame: PacketBuf, sent: &mut Sent) {
+    fn push_to(
+        stats: &PortStats,
+        ring: &mut Producer<PacketBuf>,
+        frame: PacketBuf,
+        sent: &mut Sent,
+    ) {
         let len = frame.len();
         match ring.push(frame) {
             Ok(()) => sent.record(len),
-            Err(_dropped) => self.stats.add_drops(DropCause::PeerRingFull, 1),
+            Err(PushError::Full(_dropped)) => stats.add_drops(DropCause::PeerRingFull, 1),
         }
     }
 
-    fn switch_one(&self, table: &SwitchTable, own: usize, frame: PacketBuf, sent: &mut Sent) {
-        let Some(dst_mac) = destination_mac(&frame) else {
-            self.stats.add_drops(DropCause::Runt, 1);
-            return;
-        };
-        let is_group = dst_mac[0] & 1 == 1;
-        if is_group {
-            self.flood(table, own, frame, sent);
-            return;
-        }
-        match table.port_by_mac.get(&dst_mac) {
-            Some(&index) => self.push_to(&table.rings[index], frame, sent),
-            None => self.stats.add_drops(DropCause::NoRoute, 1),
-        }
-    }
-
-    fn flood(&self, table: &SwitchTable, own: usize, frame: PacketBuf, sent: &mut Sent) {
-        let mut remaining = (0..table.rings.len()).filter(|&i| i != own).peekable();
-        while let Some(index) = remaining.next() {
-            if remaining.peek().is_none() {
-                // The last destination gets the original frame, saving one copy.
-                self.push_to(&table.rings[index], frame, sent);
-                return;
-            }
-            match self.copy_of(&frame) {
-                Some(copy) => self.push_to(&table.rings[index], copy, sent),
-                None => self.stats.add_drops(DropCause::PoolEmpty, 1),
+    fn send_one(&mut self, frame: PacketBuf, sent: &mut Sent) {
+        let stats = &self.stats;
+        match &mut self.egress {
+            Egress::Wire(ring) => Self::push_to(stats, ring, frame, sent),
+            Egress::Switch { port_by_mac, peers } => {
+                let Some(dst_mac) = destination_mac(&frame) else {
+                    stats.add_drops(DropCause::Runt, 1);
+                    return;
+                };
+                if dst_mac[0] & 1 == 1 {
+                    flood(stats, &self.pool, peers, frame, sent);
+                    return;
+                }
+                match port_by_mac.get(&dst_mac) {
+                    Some(&peer) => Self::push_to(stats, &mut peers[peer], frame, sent),
+                    None => stats.add_drops(DropCause::NoRoute, 1),
+                }
             }
         }
     }
+}
 
-    fn copy_of(&self, frame: &PacketBuf) -> Option<PacketBuf> {
-        let mut copy = self.pool.alloc()?;
-        copy.set_frame(frame.data()).ok()?;
-        Some(copy)
+/// Sends a group-addressed frame to every peer: copies for all but the last, which gets
+/// the original.
+fn flood(
+    stats: &PortStats,
+    pool: &Pool,
+    peers: &mut [Producer<PacketBuf>],
+    frame: PacketBuf,
+    sent: &mut Sent,
+) {
+    let Some((last, others)) = peers.split_last_mut() else {
+        stats.add_drops(DropCause::NoRoute, 1);
+        return;
+    };
+    for ring in others {
+        match copy_of(pool, &frame) {
+            Some(copy) => FabricPort::push_to(stats, ring, copy, sent),
+            None => stats.add_drops(DropCause::PoolEmpty, 1),
+        }
     }
+    FabricPort::push_to(stats, last, frame, sent);
+}
+
+fn copy_of(pool: &Pool, frame: &PacketBuf) -> Option<PacketBuf> {
+    let mut copy = pool.alloc()?;
+    copy.set_frame(frame.data()).ok()?;
+    Some(copy)
 }
 
 impl PacketPort for FabricPort {
@@ -294,12 +331,19 @@ impl PacketPort for FabricPort {
 
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let (mut packets, mut bytes) = (0, 0);
-        while !burst.is_full() {
-            let Some(frame) = self.rx.pop() else { break };
-            bytes += frame.len() as u64;
-            packets += 1;
-            // Cannot fail: the loop stops when the burst is full.
-            let _ = burst.push(frame);
+        let rings = self.rx.len();
+        for step in 0..rings {
+            let ring = &mut self.rx[(self.rx_next + step) % rings];
+            while !burst.is_full() {
+                let Ok(frame) = ring.pop() else { break };
+                bytes += frame.len() as u64;
+                packets += 1;
+                // Cannot fail: the loop stops when the burst is full.
+                let _ = burst.push(frame);
+            }
+        }
+        if rings > 0 {
+            self.rx_next = (self.rx_next + 1) % rings;
         }
         self.stats.add_rx(packets, bytes);
         packets as usize
@@ -308,10 +352,7 @@ impl PacketPort for FabricPort {
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
         let mut sent = Sent::default();
         for frame in burst.drain() {
-            match &self.egress {
-                Egress::Wire(ring) => self.push_to(ring, frame, &mut sent),
-                Egress::Switch { table, own } => self.switch_one(table, *own, frame, &mut sent),
-            }
+            self.send_one(frame, &mut sent);
         }
         self.stats.add_tx(sent.packets, sent.bytes);
         sent.packets as usize

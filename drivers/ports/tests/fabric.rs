@@ -210,6 +210,65 @@ fn a_switch_floods_broadcasts_to_every_other_port() {
 }
 
 #[test]
+fn a_switch_never_sends_a_frame_back_to_its_sender() {
+    let mut ports = three_port_switch();
+    let to_self = frame_bytes([2, 0, 0, 0, 0, 0], 1, 64);
+    assert_eq!(send(&mut ports[0], &[to_self]), 0);
+    assert_eq!(ports[0].counters().drops(DropCause::NoRoute), 1);
+    assert!(receive_all(&mut ports[0]).is_empty());
+
+    let mut lonely = SwitchBuilder::new(config(4, 4))
+        .port("only", B_MAC)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(send(&mut lonely[0], &[frame_bytes([0xff; 6], 1, 64)]), 0);
+    assert_eq!(lonely[0].counters().drops(DropCause::NoRoute), 1);
+    assert_eq!(lonely[0].pool().available(), 4);
+}
+
+#[test]
+fn a_switch_port_serves_its_senders_in_turn_and_keeps_each_in_order() {
+    let mut ports = three_port_switch();
+    let p2 = [2, 0, 0, 0, 0, 2];
+    let from_p0: Vec<_> = (0..6).map(|seq| frame_bytes(p2, seq, 64)).collect();
+    let from_p1: Vec<_> = (100..106).map(|seq| frame_bytes(p2, seq, 64)).collect();
+    send(&mut ports[0], &from_p0);
+    send(&mut ports[1], &from_p1);
+    let mut firsts = Vec::new();
+    let mut got = Vec::new();
+    let mut burst = Burst::with_capacity(4);
+    while ports[2].rx_burst(&mut burst) > 0 {
+        let seqs: Vec<u32> = burst
+            .drain()
+            .map(|f| u32::from_be_bytes(f.data()[14..18].try_into().unwrap()))
+            .collect();
+        firsts.push(seqs[0]);
+        got.extend(seqs);
+    }
+    let seqs_from = |low: u32| -> Vec<u32> {
+        got.iter()
+            .copied()
+            .filter(|s| (*s >= 100) == (low >= 100))
+            .collect()
+    };
+    assert_eq!(
+        seqs_from(0),
+        (0..6).collect::<Vec<_>>(),
+        "p0's frames in order"
+    );
+    assert_eq!(
+        seqs_from(100),
+        (100..106).collect::<Vec<_>>(),
+        "p1's frames in order"
+    );
+    assert!(
+        firsts.iter().any(|s| *s >= 100) && firsts.iter().any(|s| *s < 100),
+        "{firsts:?}"
+    );
+}
+
+#[test]
 fn frames_cross_threads_in_order() {
     const COUNT: u32 = 20_000;
     let (mut a, mut b) = wire("a", "b", config(256, 64)).unwrap();
