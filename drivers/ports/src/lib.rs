@@ -20,3 +20,15 @@ pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};
 pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};
 pub use port::{Burst, PacketPort};
+
+// Polling loops own their ports and buffers on pinned cores, so all of them must move
+// between threads; this fails to compile if one stops being `Send`.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<FabricPort>();
+    assert_send::<AfPacketPort>();
+    assert_send::<AfXdpPort>();
+    assert_send::<PacketBuf>();
+    assert_send::<Pool>();
+    assert_send::<Box<dyn PacketPort + Send>>();
+};
