@@ -7,6 +7,11 @@
 //! capacity and pools are preallocated. This is the DPDK mbuf model rather than smoltcp's
 //! per-packet tokens, because the ESP engine must seal in place in the headroom/tailroom and
 //! a polling loop wants whole bursts.
+//!
+//! The fabric moves buffers without copying. The kernel backends copy each frame once
+//! between their shared memory (TPACKET blocks, AF_XDP UMEM) and pool buffers, so ring slots
+//! go back to the kernel at once and a loop may hold a frame as long as it likes; handing out
+//! UMEM frames themselves as buffers would save that copy but is not done.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! AF_XDP port: an XDP socket on one receive queue of an interface, in copy mode with
 //! generic (skb) XDP, which is what works on veth and on any driver.
 //!
-//! Written directly against the kernel ABI (libc plus a few bpf(2) calls in [`bpf`]) rather
+//! Written directly against the kernel ABI (libc plus a few bpf(2) calls in `bpf.rs`) rather
 //! than through a crate: `xsk-rs` would pull libxdp/libbpf and a libclang build into every
 //! build of the workspace for what is five BPF instructions and four rings here.
 //!
