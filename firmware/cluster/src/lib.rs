@@ -5,3 +5,10 @@
 //! dynamic filters (figure 7), lifesize batching (figures 9 and 10) and NEWCONN (figure 11).
 //! The protocol core is sans-io: time is passed in, messages go in and out as bytes.
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod wire;
+
+pub use error::WireError;
+#[cfg(test)]
+mod wire_tests;
