@@ -650,8 +650,7 @@ impl PacketPort for AfPacketPort {
         let max_frame = self.tx_frame_size - TX_DATA_OFFSET;
         let (mut queued, mut bytes, mut unkicked) = (0u64, 0u64, 0usize);
         for frame in burst.drain() {
-            if frame.len() > max_frame {
-                self.stats.add_drops(DropCause::Oversize, 1);
+            if !crate::port::tx_length_ok(&self.stats, frame.len(), max_frame) {
                 continue;
             }
             if !self.tx_slot_free() && unkicked > 0 {

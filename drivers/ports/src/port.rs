@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use crate::buf::{BufLayout, PacketBuf};
-use crate::counters::{PortCounters, PortStats};
+use crate::counters::{DropCause, PortCounters, PortStats};
 
 /// A fixed-capacity batch of frames. Never grows after creation.
 #[derive(Debug)]
@@ -94,6 +94,23 @@ impl Burst {
     }
 }
 
+/// Shortest frame a kernel port sends: an Ethernet header.
+pub(crate) const MIN_TX_FRAME: usize = 14;
+
+/// True when a frame of `len` bytes can go out of a kernel port whose slots hold `max`
+/// bytes; otherwise counts the drop (the kernel would reject it, or it does not fit).
+pub(crate) fn tx_length_ok(stats: &PortStats, len: usize, max: usize) -> bool {
+    if len < MIN_TX_FRAME {
+        stats.add_drops(DropCause::Runt, 1);
+        return false;
+    }
+    if len > max {
+        stats.add_drops(DropCause::Oversize, 1);
+        return false;
+    }
+    true
+}
+
 /// A port that receives and sends Ethernet frames in bursts.
 pub trait PacketPort {
     /// A name for logs and tables (the interface name for kernel ports).
@@ -127,6 +144,18 @@ pub trait PacketPort {
 mod tests {
     use super::*;
     use crate::buf::Pool;
+
+    #[test]
+    fn kernel_tx_lengths_are_checked_at_both_ends() {
+        let stats = PortStats::default();
+        assert!(!tx_length_ok(&stats, 13, 100));
+        assert!(tx_length_ok(&stats, 14, 100));
+        assert!(tx_length_ok(&stats, 100, 100));
+        assert!(!tx_length_ok(&stats, 101, 100));
+        let counters = stats.snapshot();
+        assert_eq!(counters.drops(DropCause::Runt), 1);
+        assert_eq!(counters.drops(DropCause::Oversize), 1);
+    }
 
     #[test]
     fn burst_refuses_frames_beyond_its_capacity() {

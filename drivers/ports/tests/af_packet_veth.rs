@@ -72,12 +72,16 @@ fn the_reverse_direction_and_oversize_frames() {
 
     // b's transmit slots are 1024 bytes (976 after the header): a full-size frame is
     // dropped and counted, never sent.
-    let mut burst = Burst::with_capacity(1);
+    let mut burst = Burst::with_capacity(2);
     let mut big = b.alloc_tx().expect("pool");
     big.set_frame(&frame(A_MAC, B_MAC, 99, 1500))
         .expect("fits the buffer");
     burst.push(big).expect("room");
+    let mut runt = b.alloc_tx().expect("pool");
+    runt.set_frame(&[0xff; 10]).expect("fits");
+    burst.push(runt).expect("room");
     assert_eq!(b.tx_burst(&mut burst), 0);
     assert_eq!(b.counters().drops(DropCause::Oversize), 1);
+    assert_eq!(b.counters().drops(DropCause::Runt), 1);
     assert!(receive(&mut a, 1, Duration::from_millis(100)).is_empty());
 }

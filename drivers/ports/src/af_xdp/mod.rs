@@ -495,8 +495,7 @@ impl PacketPort for AfXdpPort {
         let max_frame = self.frame_size as usize;
         let (mut queued, mut bytes) = (0u32, 0u64);
         for frame in burst.drain() {
-            if frame.len() > max_frame {
-                self.stats.add_drops(DropCause::Oversize, 1);
+            if !crate::port::tx_length_ok(&self.stats, frame.len(), max_frame) {
                 continue;
             }
             let Some(addr) = self.claim_tx_frame(queued) else {
