@@ -7,8 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod dct;
+pub mod distributor;
 pub mod gre;
+pub mod sa_table;
 pub mod select;
+pub mod wire;
 
 pub use dct::{Dct, DctConfig, DctCounters, DctError, FlowKey, TargetId};
 pub use select::{TargetLoad, TargetSelector};

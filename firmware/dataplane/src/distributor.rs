@@ -1,0 +1,361 @@
+//! The distributor's inbound dispatch (seed figure 8), sans-io: one packet in, one decision out.
+//!
+//! Per packet: parse the outer IP header (and UDP 4500 with its non-ESP marker, which means IKE),
+//! find the SA by (SPI, protocol, source), peek to the inner 5-tuple, classify the combination
+//! with the seed's table, look the connection up in the DCT (a SYN to a distributed port selects
+//! a target and adds an entry), check the tunnel (the inner addresses are ones this SA's filter
+//! rule covers), and pre-check the sequence number against the CF's replay window without
+//! updating it (RFC 4303 section 3.4.3: only the target, after the ICV verified, updates it).
+//!
+//! Peek output is unauthenticated. Here it only chooses where a packet goes: the one state it can
+//! create is a bounded, half-open DCT entry that expires by itself (see [`crate::dct`]); nothing is
+//! ever delivered on the strength of a peek.
+
+use crate::dct::{Dct, DctConfig, DctCounters, FlowKey, TargetId};
+use crate::sa_table::SaTable;
+use crate::select::{TargetLoad, TargetSelector};
+use dvipsec_cf::{ReplayVerdict, SequenceFacility};
+use dvipsec_esp::classify::Protection;
+use dvipsec_esp::ip::{self, proto};
+use dvipsec_esp::{classify, Combination, IpsecProtocol, PeekInfo};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// UDP port of IKE with NAT traversal, which also carries UDP-encapsulated ESP (RFC 3948).
+pub const NAT_T_PORT: u16 = 4500;
+/// UDP port of IKE.
+pub const IKE_PORT: u16 = 500;
+
+/// A target the distributor can forward to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// Its id.
+    pub id: TargetId,
+    /// Its address on the XCF network (the GRE destination).
+    pub xcf_address: Ipv4Addr,
+}
+
+/// A DVIPA port whose connections are distributed (VIPADISTRIBUTE ... PORT ... DESTIP ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributedPort {
+    /// The DVIPA.
+    pub dvipa: IpAddr,
+    /// Transport protocol (6 TCP, 17 UDP).
+    pub protocol: u8,
+    /// The port.
+    pub port: u16,
+    /// The targets that serve it.
+    pub targets: Vec<TargetId>,
+}
+
+/// The distributor's data-plane configuration.
+#[derive(Debug, Clone)]
+pub struct DistributorConfig {
+    /// Our address on the XCF network (the GRE source).
+    pub xcf_address: Ipv4Addr,
+    /// Every target.
+    pub targets: Vec<TargetInfo>,
+    /// The distributed ports.
+    pub ports: Vec<DistributedPort>,
+    /// The DCT's size and timeouts.
+    pub dct: DctConfig,
+    /// A target's load report older than this is ignored (µs).
+    pub load_stale_after_us: u64,
+    /// Treat a UDP datagram to a distributed UDP port like a SYN when no entry exists. The seed's
+    /// table distributes TCP only; this extension lets a UDP service be spread the same way
+    /// (the entry then ends by idle timeout).
+    pub distribute_udp: bool,
+}
+
+/// Why a packet is processed by the distributor itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalReason {
+    /// IKE (UDP 500, or UDP 4500 with the non-ESP marker).
+    Ike,
+    /// Neither ESP nor IKE: ordinary traffic for the stack.
+    NotIpsec,
+    /// The seed's table says the combination is not distributable.
+    NotDistributable,
+    /// Not a SYN and no DCT entry, or not to a distributed port.
+    NotDistributed,
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropCause {
+    /// The outer headers are malformed (or a fragment).
+    Malformed,
+    /// A NAT keepalive (one 0xff byte on UDP 4500): consumed.
+    NatKeepalive,
+    /// No SA for (SPI, protocol, source).
+    UnknownSa,
+    /// Peek failed (truncated or garbled ciphertext).
+    PeekFailed,
+    /// The inner addresses are not covered by the SA's filter rule.
+    TunnelCheck,
+    /// The sequence number is a replay or left of the CF's window.
+    Replay,
+    /// The DCT is full.
+    DctFull,
+    /// No target serves the port.
+    NoTarget,
+    /// The CF could not answer.
+    Facility,
+}
+
+impl DropCause {
+    /// Every cause, in counter order.
+    pub const ALL: [DropCause; 9] = [
+        DropCause::Malformed,
+        DropCause::NatKeepalive,
+        DropCause::UnknownSa,
+        DropCause::PeekFailed,
+        DropCause::TunnelCheck,
+        DropCause::Replay,
+        DropCause::DctFull,
+        DropCause::NoTarget,
+        DropCause::Facility,
+    ];
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+/// What to do with one inbound packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Wrap in GRE and send over XCF to the target.
+    Forward {
+        /// The target.
+        target: TargetId,
+        /// Its XCF address.
+        xcf_address: Ipv4Addr,
+    },
+    /// Process here.
+    Local(LocalReason),
+    /// Drop, counted under the cause.
+    Drop(DropCause),
+}
+
+/// The distributor's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DistributorCounters {
+    /// Packets peeked.
+    pub peeked: u64,
+    /// Packets forwarded to targets.
+    pub forwarded: u64,
+    /// Packets handed to local processing.
+    pub local: u64,
+    /// Drops by cause, indexed like [`DropCause::ALL`].
+    pub drops: [u64; DropCause::ALL.len()],
+}
+
+impl DistributorCounters {
+    /// Drops counted under `cause`.
+    pub fn dropped(&self, cause: DropCause) -> u64 {
+        self.drops[cause.index()]
+    }
+}
+
+/// Where the ESP header is and what the outer header says.
+struct Outer {
+    spi: u32,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+/// The distributor's dispatch state: DCT, selector, counters.
+#[derive(Debug)]
+pub struct Distributor {
+    config: DistributorConfig,
+    dct: Dct,
+    selector: TargetSelector,
+    counters: DistributorCounters,
+}
+
+impl Distributor {
+    /// A distributor with an empty DCT.
+    pub fn new(config: DistributorConfig) -> Self {
+        let ids: Vec<TargetId> = config.targets.iter().map(|t| t.id).collect();
+        Distributor {
+            dct: Dct::new(config.dct),
+            selector: TargetSelector::new(&ids, config.load_stale_after_us),
+            config,
+            counters: DistributorCounters::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> DistributorCounters {
+        self.counters
+    }
+
+    /// The DCT's counters.
+    pub fn dct_counters(&self) -> DctCounters {
+        self.dct.counters()
+    }
+
+    /// The DCT (read-only).
+    pub fn dct(&self) -> &Dct {
+        &self.dct
+    }
+
+    /// Our XCF address.
+    pub fn xcf_address(&self) -> Ipv4Addr {
+        self.config.xcf_address
+    }
+
+    /// Records a target's load report.
+    pub fn report_load(&mut self, target: TargetId, load: TargetLoad, now_us: u64) -> bool {
+        self.selector.report_load(target, load, now_us)
+    }
+
+    /// Ends DCT entries that timed out; call now and then from the polling loop.
+    pub fn expire(&mut self, now_us: u64) -> usize {
+        self.dct.expire(now_us)
+    }
+
+    /// Decides what to do with the inbound IP `packet` received at `now_us`.
+    pub fn dispatch<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
+        &mut self,
+        sas: &mut T,
+        facility: &F,
+        packet: &[u8],
+        now_us: u64,
+    ) -> Decision {
+        let decision = self.decide(sas, facility, packet, now_us);
+        match decision {
+            Decision::Forward { .. } => self.counters.forwarded += 1,
+            Decision::Local(_) => self.counters.local += 1,
+            Decision::Drop(cause) => self.counters.drops[cause.index()] += 1,
+        }
+        decision
+    }
+
+    fn decide<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
+        &mut self,
+        sas: &mut T,
+        facility: &F,
+        packet: &[u8],
+        now_us: u64,
+    ) -> Decision {
+        let outer = match locate_esp(packet) {
+            Ok(outer) => outer,
+            Err(decision) => return decision,
+        };
+        let Some(entry) = sas.inbound(outer.spi, IpsecProtocol::Esp, outer.src) else {
+            return Decision::Drop(DropCause::UnknownSa);
+        };
+        self.counters.peeked += 1;
+        let Ok(peeked) = entry.sa.peek(packet) else {
+            return Decision::Drop(DropCause::PeekFailed);
+        };
+        let flow = *peeked.unverified();
+        let params = *entry.sa.params();
+        let udp_as_connection = self.config.distribute_udp && flow.protocol == proto::UDP;
+        let combination = Combination {
+            protection: Protection::Esp,
+            mode: params.mode,
+            payload_is_tcp: flow.protocol == proto::TCP || udp_as_connection,
+            dvipa_in_outer: outer.dst == entry.dvipa,
+            dvipa_in_inner: flow.dst == entry.dvipa,
+            esp_null: !params.suite.encrypts(),
+        };
+        if !is_crypto_distributable(&combination) {
+            return Decision::Local(LocalReason::NotDistributable);
+        }
+        if !entry.selector.covers_inbound(flow.src, flow.dst) {
+            return Decision::Drop(DropCause::TunnelCheck);
+        }
+        let slot = entry.slot;
+        let target = match self.steer(&flow, now_us) {
+            Ok(target) => target,
+            Err(decision) => return decision,
+        };
+        match facility.replay_check(slot, flow.seq) {
+            Ok(ReplayVerdict::Accepted) => {}
+            Ok(_) => return Decision::Drop(DropCause::Replay),
+            Err(_) => return Decision::Drop(DropCause::Facility),
+        }
+        match self.config.targets.iter().find(|t| t.id == target) {
+            Some(info) => Decision::Forward {
+                target,
+                xcf_address: info.xcf_address,
+            },
+            None => Decision::Drop(DropCause::NoTarget),
+        }
+    }
+
+    /// The DCT part of figure 8: an existing entry, or a new one for a SYN to a distributed port.
+    fn steer(&mut self, flow: &PeekInfo, now_us: u64) -> Result<TargetId, Decision> {
+        let key = FlowKey {
+            src: flow.src,
+            dst: flow.dst,
+            protocol: flow.protocol,
+            src_port: flow.src_port,
+            dst_port: flow.dst_port,
+        };
+        if let Some(target) = self.dct.touch(&key, flow.tcp_flags, now_us) {
+            return Ok(target);
+        }
+        let opens = flow.syn || (self.config.distribute_udp && flow.protocol == proto::UDP);
+        let port =
+            self.config.ports.iter().find(|p| {
+                p.dvipa == key.dst && p.protocol == key.protocol && p.port == key.dst_port
+            });
+        let Some(port) = port.filter(|_| opens) else {
+            return Err(Decision::Local(LocalReason::NotDistributed));
+        };
+        let Some(target) = self.selector.select(&port.targets, now_us) else {
+            return Err(Decision::Drop(DropCause::NoTarget));
+        };
+        self.dct
+            .insert(key, target, now_us)
+            .map_err(|_| Decision::Drop(DropCause::DctFull))?;
+        Ok(target)
+    }
+}
+
+/// Finds the SPI of an ESP or UDP-encapsulated ESP packet, or says why there is none.
+fn locate_esp(packet: &[u8]) -> Result<Outer, Decision> {
+    let view = ip::parse(packet).map_err(|_| Decision::Drop(DropCause::Malformed))?;
+    let packet = &packet[..view.total_len];
+    let (src, dst) = ip::addresses(packet, view.family);
+    let at = view.header_len;
+    let spi_at = match view.proto {
+        proto::ESP => at,
+        proto::UDP => {
+            let udp = packet
+                .get(at..at + 8)
+                .ok_or(Decision::Drop(DropCause::Malformed))?;
+            let dst_port = u16::from_be_bytes([udp[2], udp[3]]);
+            if dst_port == IKE_PORT {
+                return Err(Decision::Local(LocalReason::Ike));
+            }
+            if dst_port != NAT_T_PORT {
+                return Err(Decision::Local(LocalReason::NotIpsec));
+            }
+            let body = &packet[at + 8..];
+            if body == [0xff] {
+                return Err(Decision::Drop(DropCause::NatKeepalive));
+            }
+            if body.len() >= 4 && body[..4] == [0, 0, 0, 0] {
+                return Err(Decision::Local(LocalReason::Ike));
+            }
+            at + 8
+        }
+        _ => return Err(Decision::Local(LocalReason::NotIpsec)),
+    };
+    let spi_bytes = packet
+        .get(spi_at..spi_at + 4)
+        .ok_or(Decision::Drop(DropCause::Malformed))?;
+    let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
+    Ok(Outer { spi, src, dst })
+}
+
+/// The seed's table: the connection may go to a target and the target may do the crypto.
+fn is_crypto_distributable(combination: &Combination) -> bool {
+    let answer = classify(combination);
+    answer.sysplex_distributable && answer.crypto_distributable
+}

@@ -1,0 +1,334 @@
+//! The data plane's view of the SAs: what it looks up per packet, and nothing about how SAs get
+//! there. The cluster crate's shadow SA cache (filled by SA_INSTALL over XCF) plugs in through
+//! [`SaTable`]; [`ShadowSaTable`] is a plain implementation that tests and single-box setups fill
+//! directly.
+
+use dvipsec_cf::{LeaseHolder, LeasePolicy, SlotId};
+use dvipsec_esp::{IpsecProtocol, Sa};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// An address prefix of a traffic selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPrefix {
+    /// The network address.
+    pub addr: IpAddr,
+    /// Prefix length in bits.
+    pub len: u8,
+}
+
+impl IpPrefix {
+    /// A prefix covering exactly `addr`.
+    pub fn host(addr: IpAddr) -> Self {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        IpPrefix { addr, len }
+    }
+
+    /// Whether `addr` falls inside the prefix (never across families).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.addr, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => prefix_match(
+                u128::from(u32::from(net)),
+                u128::from(u32::from(a)),
+                32,
+                self.len,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                prefix_match(u128::from(net), u128::from(a), 128, self.len)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_match(net: u128, addr: u128, bits: u8, len: u8) -> bool {
+    let len = len.min(bits);
+    if len == 0 {
+        return true;
+    }
+    let shift = u32::from(bits - len);
+    (net >> shift) == (addr >> shift)
+}
+
+/// The dynamic filter rule an SA protects: inner addresses on the DVIPA side and the peer side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficSelector {
+    /// Our side (the DVIPA, or a prefix holding it).
+    pub local: IpPrefix,
+    /// The peer's side.
+    pub remote: IpPrefix,
+}
+
+impl TrafficSelector {
+    /// Whether an inbound packet from `src` to `dst` belongs under this rule.
+    pub fn covers_inbound(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.remote.contains(src) && self.local.contains(dst)
+    }
+
+    /// Whether an outbound packet from `src` to `dst` belongs under this rule.
+    pub fn covers_outbound(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.local.contains(src) && self.remote.contains(dst)
+    }
+}
+
+/// An inbound SA as the data plane uses it.
+#[derive(Debug)]
+pub struct InboundSa {
+    /// The SA (inbound direction). On targets its own replay window should be off (0): the
+    /// window that counts is the shared one in the CF slot.
+    pub sa: Sa,
+    /// The DVIPA the SA belongs to.
+    pub dvipa: IpAddr,
+    /// The peer's outer address (the packets' source).
+    pub peer: IpAddr,
+    /// The filter rule the SA protects.
+    pub selector: TrafficSelector,
+    /// The CF slot holding the SA's shared replay window and lifesize.
+    pub slot: SlotId,
+    /// Bytes and packets opened since the last lifesize report.
+    pub unreported: Usage,
+}
+
+/// An outbound SA as the data plane uses it.
+#[derive(Debug)]
+pub struct OutboundSa {
+    /// The SA (outbound direction).
+    pub sa: Sa,
+    /// The DVIPA the SA belongs to (the outer source).
+    pub dvipa: IpAddr,
+    /// The peer's outer address.
+    pub peer: IpAddr,
+    /// The filter rule the SA protects.
+    pub selector: TrafficSelector,
+    /// The CF slot holding the SA's shared sequence counter.
+    pub slot: SlotId,
+    /// Numbers leased from the CF slot.
+    pub lease: LeaseHolder,
+    /// Bytes and packets sealed since the last lifesize report.
+    pub unreported: Usage,
+}
+
+/// Traffic counted against an SA's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes.
+    pub bytes: u64,
+    /// Packets.
+    pub packets: u64,
+}
+
+impl Usage {
+    /// Counts one packet of `bytes`.
+    pub fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        self.packets += 1;
+    }
+
+    /// Takes the counts out, leaving zero.
+    pub fn take(&mut self) -> Usage {
+        std::mem::take(self)
+    }
+}
+
+/// What the data plane asks of an SA store, per packet.
+pub trait SaTable {
+    /// Inbound lookup by (SPI, protocol, outer source address), as peek and decap do it.
+    fn inbound(&mut self, spi: u32, protocol: IpsecProtocol, src: IpAddr)
+        -> Option<&mut InboundSa>;
+    /// Outbound lookup by the filter rule that covers a packet from `src` to `dst`.
+    fn outbound(&mut self, src: IpAddr, dst: IpAddr) -> Option<&mut OutboundSa>;
+    /// Calls `report` with the unreported usage of every SA that has some, and clears it.
+    fn drain_usage(&mut self, report: &mut dyn FnMut(LifesizeReport));
+}
+
+/// A batch of lifesize counts for one SA and direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifesizeReport {
+    /// The SA's DVIPA.
+    pub dvipa: IpAddr,
+    /// The SA's SPI.
+    pub spi: u32,
+    /// Which way the traffic went.
+    pub direction: dvipsec_cf::Direction,
+    /// The counts.
+    pub usage: Usage,
+}
+
+/// Where lifesize reports go (the cluster crate sends them to the distributor as LIFESIZE).
+pub trait LifesizeSink {
+    /// Takes one report.
+    fn report(&mut self, report: LifesizeReport);
+}
+
+/// A sink that sums reports per (SPI, direction); for tests and tables.
+#[derive(Debug, Default, Clone)]
+pub struct SummingSink {
+    totals: HashMap<(u32, bool), Usage>,
+    /// How many reports arrived.
+    pub reports: u64,
+}
+
+impl SummingSink {
+    /// The summed usage of `spi` in `direction`.
+    pub fn total(&self, spi: u32, direction: dvipsec_cf::Direction) -> Usage {
+        let key = (spi, direction == dvipsec_cf::Direction::Inbound);
+        self.totals.get(&key).copied().unwrap_or_default()
+    }
+}
+
+impl LifesizeSink for SummingSink {
+    fn report(&mut self, report: LifesizeReport) {
+        let key = (
+            report.spi,
+            report.direction == dvipsec_cf::Direction::Inbound,
+        );
+        let total = self.totals.entry(key).or_default();
+        total.bytes += report.usage.bytes;
+        total.packets += report.usage.packets;
+        self.reports += 1;
+    }
+}
+
+/// A plain SA table: inbound SAs by (SPI, protocol, peer), outbound SAs in install order.
+#[derive(Debug, Default)]
+pub struct ShadowSaTable {
+    inbound: HashMap<(u32, u8, IpAddr), InboundSa>,
+    outbound: Vec<OutboundSa>,
+}
+
+fn protocol_number(protocol: IpsecProtocol) -> u8 {
+    match protocol {
+        IpsecProtocol::Esp => 50,
+        IpsecProtocol::Ah => 51,
+    }
+}
+
+impl ShadowSaTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Installs (or replaces) an inbound SA.
+    pub fn install_inbound(
+        &mut self,
+        sa: Sa,
+        dvipa: IpAddr,
+        peer: IpAddr,
+        selector: TrafficSelector,
+        slot: SlotId,
+    ) {
+        let params = *sa.params();
+        let key = (params.spi, protocol_number(params.protocol), peer);
+        self.inbound.insert(
+            key,
+            InboundSa {
+                sa,
+                dvipa,
+                peer,
+                selector,
+                slot,
+                unreported: Usage::default(),
+            },
+        );
+    }
+
+    /// Installs an outbound SA taking sequence numbers from `slot` under `policy`. A newer SA
+    /// for the same rule is found first (rekey: the new SA takes over at once).
+    pub fn install_outbound(
+        &mut self,
+        sa: Sa,
+        dvipa: IpAddr,
+        peer: IpAddr,
+        selector: TrafficSelector,
+        slot: SlotId,
+        policy: LeasePolicy,
+    ) {
+        let spi = sa.params().spi;
+        self.outbound.retain(|o| o.sa.params().spi != spi);
+        self.outbound.insert(
+            0,
+            OutboundSa {
+                sa,
+                dvipa,
+                peer,
+                selector,
+                slot,
+                lease: LeaseHolder::new(policy),
+                unreported: Usage::default(),
+            },
+        );
+    }
+
+    /// Deletes every SA with `spi` (either direction). Returns how many were removed.
+    pub fn delete(&mut self, spi: u32) -> usize {
+        let before = self.inbound.len() + self.outbound.len();
+        self.inbound.retain(|key, _| key.0 != spi);
+        self.outbound.retain(|o| o.sa.params().spi != spi);
+        before - self.inbound.len() - self.outbound.len()
+    }
+}
+
+impl SaTable for ShadowSaTable {
+    fn inbound(
+        &mut self,
+        spi: u32,
+        protocol: IpsecProtocol,
+        src: IpAddr,
+    ) -> Option<&mut InboundSa> {
+        self.inbound.get_mut(&(spi, protocol_number(protocol), src))
+    }
+
+    fn outbound(&mut self, src: IpAddr, dst: IpAddr) -> Option<&mut OutboundSa> {
+        self.outbound
+            .iter_mut()
+            .find(|o| o.selector.covers_outbound(src, dst))
+    }
+
+    fn drain_usage(&mut self, report: &mut dyn FnMut(LifesizeReport)) {
+        for entry in self.inbound.values_mut() {
+            if entry.unreported.packets > 0 {
+                report(LifesizeReport {
+                    dvipa: entry.dvipa,
+                    spi: entry.sa.params().spi,
+                    direction: dvipsec_cf::Direction::Inbound,
+                    usage: entry.unreported.take(),
+                });
+            }
+        }
+        for entry in &mut self.outbound {
+            if entry.unreported.packets > 0 {
+                report(LifesizeReport {
+                    dvipa: entry.dvipa,
+                    spi: entry.sa.params().spi,
+                    direction: dvipsec_cf::Direction::Outbound,
+                    usage: entry.unreported.take(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_by_their_length_and_family() {
+        let net = IpPrefix {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 16,
+        };
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(!net.contains("::ffff:10.1.0.1".parse().unwrap()));
+        let any6 = IpPrefix {
+            addr: "::".parse().unwrap(),
+            len: 0,
+        };
+        assert!(any6.contains("2001:db8::1".parse().unwrap()));
+        let host = IpPrefix::host("2001:db8::1".parse().unwrap());
+        assert!(host.contains("2001:db8::1".parse().unwrap()));
+        assert!(!host.contains("2001:db8::2".parse().unwrap()));
+    }
+}
