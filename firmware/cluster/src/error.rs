@@ -29,3 +29,19 @@ pub enum WireError {
     #[error("{field} is too long to encode")]
     FieldTooLong { field: &'static str },
 }
+
+/// Why the link refused a frame or a message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("bad XCF frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("frame addressed to incarnation {to}, this node is incarnation {local}")]
+    NotForThisIncarnation { to: u64, local: u64 },
+    #[error("frame from an old incarnation {from} of the peer (now {known})")]
+    StaleSender { from: u64, known: u64 },
+    #[error("SA_INSTALL carries keys and this link is neither trusted nor protected")]
+    KeysOnUnprotectedLink,
+    #[error("the link's sequence numbers are used up")]
+    SequenceExhausted,
+}

@@ -7,8 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod link;
+pub mod sim;
 pub mod wire;
 
-pub use error::WireError;
+pub use error::{LinkError, WireError};
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod wire_tests;
