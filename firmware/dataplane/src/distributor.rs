@@ -158,11 +158,15 @@ impl DistributorCounters {
     }
 }
 
-/// Where the ESP header is and what the outer header says.
-struct Outer {
-    spi: u32,
-    src: IpAddr,
-    dst: IpAddr,
+/// What the outer headers of an ESP packet say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EspLocation {
+    /// The SPI.
+    pub spi: u32,
+    /// Outer source address.
+    pub src: IpAddr,
+    /// Outer destination address.
+    pub dst: IpAddr,
 }
 
 /// The distributor's dispatch state: DCT, selector, counters.
@@ -240,7 +244,7 @@ impl Distributor {
         packet: &[u8],
         now_us: u64,
     ) -> Decision {
-        let outer = match locate_esp(packet) {
+        let outer = match locate_esp_spi(packet) {
             Ok(outer) => outer,
             Err(decision) => return decision,
         };
@@ -318,7 +322,7 @@ impl Distributor {
 }
 
 /// Finds the SPI of an ESP or UDP-encapsulated ESP packet, or says why there is none.
-fn locate_esp(packet: &[u8]) -> Result<Outer, Decision> {
+pub(crate) fn locate_esp_spi(packet: &[u8]) -> Result<EspLocation, Decision> {
     let view = ip::parse(packet).map_err(|_| Decision::Drop(DropCause::Malformed))?;
     let packet = &packet[..view.total_len];
     let (src, dst) = ip::addresses(packet, view.family);
@@ -351,7 +355,7 @@ fn locate_esp(packet: &[u8]) -> Result<Outer, Decision> {
         .get(spi_at..spi_at + 4)
         .ok_or(Decision::Drop(DropCause::Malformed))?;
     let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
-    Ok(Outer { spi, src, dst })
+    Ok(EspLocation { spi, src, dst })
 }
 
 /// The seed's table: the connection may go to a target and the target may do the crypto.

@@ -11,6 +11,7 @@ pub mod distributor;
 pub mod gre;
 pub mod sa_table;
 pub mod select;
+pub mod target;
 pub mod wire;
 
 pub use dct::{Dct, DctConfig, DctCounters, DctError, FlowKey, TargetId};
