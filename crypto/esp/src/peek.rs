@@ -8,7 +8,7 @@ use crate::sa::{Cipher, IpsecProtocol, Mode, Sa};
 use crate::suite::ICV_LEN;
 use aws_lc_rs::cipher::DecryptionContext;
 use aws_lc_rs::iv::FixedLength;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// A value derived from a packet whose ICV has NOT been verified. Anyone can forge it: use it
 /// only to choose where a packet goes, never to accept it.
@@ -103,15 +103,19 @@ impl Sa {
             text_at,
             text_end: pkt.len() - ICV_LEN,
         };
-        let (outer_src, outer_dst) = ip::addresses(pkt, loc.outer.family);
+        let outer = Addresses {
+            family: loc.outer.family,
+            header: pkt,
+        };
         let mut head = [0u8; MAX_HEAD];
-        let flow = match self.params.mode {
+        match self.params.mode {
             Mode::Transport => {
                 let mut trailer = [0u8; 2];
                 self.decrypt_range(&ct, seq, ct.len() - 2, &mut trailer)?;
                 let needed = l4_peek_len(trailer[1]).min(ct.len());
                 self.decrypt_range(&ct, seq, 0, &mut head[..needed])?;
-                read_l4(&head[..needed], trailer[1], outer_src, outer_dst, 0)?
+                let l4 = read_l4(&head[..needed], trailer[1], text_at)?;
+                Ok(assemble(spi, seq, outer, outer, l4))
             }
             Mode::Tunnel => {
                 // One call covers IPv4 + TCP up to the flags and IPv6 + UDP; longer headers need a second.
@@ -119,16 +123,10 @@ impl Sa {
                 self.decrypt_range(&ct, seq, 0, &mut head[..first])?;
                 let needed = tunnel_peek_len(&head[..first], text_at)?.min(ct.len());
                 self.decrypt_more(&ct, seq, &mut head, first, needed)?;
-                read_inner_ip(&head[..needed], text_at)?
+                let (inner, l4) = read_inner_ip(&head[..needed], text_at)?;
+                Ok(assemble(spi, seq, outer, inner, l4))
             }
-        };
-        Ok(PeekInfo {
-            spi,
-            seq,
-            outer_src,
-            outer_dst,
-            ..flow
-        })
+        }
     }
 
     fn peek_spi_seq(&self, pkt: &[u8], spi_at: usize) -> Result<(u32, u64), EspError> {
@@ -248,21 +246,55 @@ fn tunnel_peek_len(first: &[u8], at: usize) -> Result<usize, EspError> {
     }
 }
 
-fn read_inner_ip(head: &[u8], at: usize) -> Result<PeekInfo, EspError> {
-    let view = ip::parse_header_only(head).map_err(|e| shift(e, at))?;
-    let (src, dst) = ip::addresses(head, view.family);
-    let first_fragment = view.family == Family::V6 || ip::be16(head, 6) & 0x1fff == 0;
-    let protocol = view.proto;
-    if !first_fragment {
-        return read_l4(&[], proto::NONE, src, dst, at).map(|p| PeekInfo { protocol, ..p });
-    }
-    read_l4(
-        &head[view.header_len..],
-        protocol,
+/// Where an IP header's addresses are; turned into `IpAddr`s only once, in [`assemble`].
+#[derive(Clone, Copy)]
+struct Addresses<'a> {
+    family: Family,
+    header: &'a [u8],
+}
+
+/// The transport part of a peek.
+struct L4 {
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+    tcp_flags: Option<u8>,
+}
+
+fn assemble(spi: u32, seq: u64, outer: Addresses<'_>, inner: Addresses<'_>, l4: L4) -> PeekInfo {
+    let (outer_src, outer_dst) = ip::addresses(outer.header, outer.family);
+    let (src, dst) = ip::addresses(inner.header, inner.family);
+    PeekInfo {
+        spi,
+        seq,
+        outer_src,
+        outer_dst,
         src,
         dst,
-        at + view.header_len,
-    )
+        protocol: l4.protocol,
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        tcp_flags: l4.tcp_flags,
+        syn: l4
+            .tcp_flags
+            .is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0),
+    }
+}
+
+fn read_inner_ip(head: &[u8], at: usize) -> Result<(Addresses<'_>, L4), EspError> {
+    let view = ip::parse_header_only(head).map_err(|e| shift(e, at))?;
+    let inner = Addresses {
+        family: view.family,
+        header: head,
+    };
+    let first_fragment = view.family == Family::V6 || ip::be16(head, 6) & 0x1fff == 0;
+    if !first_fragment {
+        let mut l4 = read_l4(&[], proto::NONE, at)?;
+        l4.protocol = view.proto;
+        return Ok((inner, l4));
+    }
+    let l4 = read_l4(&head[view.header_len..], view.proto, at + view.header_len)?;
+    Ok((inner, l4))
 }
 
 fn shift(error: EspError, by: usize) -> EspError {
@@ -291,13 +323,7 @@ fn shift(error: EspError, by: usize) -> EspError {
     }
 }
 
-fn read_l4(
-    l4: &[u8],
-    protocol: u8,
-    src: IpAddr,
-    dst: IpAddr,
-    at: usize,
-) -> Result<PeekInfo, EspError> {
+fn read_l4(l4: &[u8], protocol: u8, at: usize) -> Result<L4, EspError> {
     let needed = l4_peek_len(protocol);
     if l4.len() < needed {
         return Err(ip::truncated(
@@ -312,20 +338,11 @@ fn read_l4(
     } else {
         (0, 0)
     };
-    let tcp_flags = (protocol == proto::TCP).then(|| l4[13]);
-    let syn = tcp_flags.is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0);
-    Ok(PeekInfo {
-        spi: 0,
-        seq: 0,
-        outer_src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        outer_dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        src,
-        dst,
+    Ok(L4 {
         protocol,
         src_port,
         dst_port,
-        tcp_flags,
-        syn,
+        tcp_flags: (protocol == proto::TCP).then(|| l4[13]),
     })
 }
 
@@ -334,24 +351,20 @@ impl Sa {
         let loc = crate::ah::locate(packet)?;
         let pkt = &packet[..loc.outer.total_len];
         let (spi, seq) = self.peek_spi_seq(pkt, loc.ah_at + 4)?;
-        let (outer_src, outer_dst) = ip::addresses(pkt, loc.outer.family);
-        let payload = &pkt[loc.payload_at..];
-        let flow = match self.params.mode {
-            Mode::Transport => read_l4(
-                payload,
-                loc.next_header,
-                outer_src,
-                outer_dst,
-                loc.payload_at,
-            )?,
-            Mode::Tunnel => read_inner_ip(payload, loc.payload_at)?,
+        let outer = Addresses {
+            family: loc.outer.family,
+            header: pkt,
         };
-        Ok(PeekInfo {
-            spi,
-            seq,
-            outer_src,
-            outer_dst,
-            ..flow
-        })
+        let payload = &pkt[loc.payload_at..];
+        match self.params.mode {
+            Mode::Transport => {
+                let l4 = read_l4(payload, loc.next_header, loc.payload_at)?;
+                Ok(assemble(spi, seq, outer, outer, l4))
+            }
+            Mode::Tunnel => {
+                let (inner, l4) = read_inner_ip(payload, loc.payload_at)?;
+                Ok(assemble(spi, seq, outer, inner, l4))
+            }
+        }
     }
 }

@@ -5,8 +5,6 @@
 
 use crate::error::CryptoError;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::cipher::{DecryptingKey, DecryptionContext, UnboundCipherKey};
-use aws_lc_rs::iv::FixedLength;
 use zeroize::Zeroizing;
 
 /// Bytes of an AEAD nonce (salt + explicit IV).
@@ -106,16 +104,15 @@ impl AeadProvider for AwsLcProvider {
         };
         match algorithm {
             AeadAlgorithm::Aes128Gcm | AeadAlgorithm::Aes256Gcm => {
-                let (aead_alg, cipher_alg) = if algorithm == AeadAlgorithm::Aes128Gcm {
-                    (&aead::AES_128_GCM, &aws_lc_rs::cipher::AES_128)
+                let aead_alg = if algorithm == AeadAlgorithm::Aes128Gcm {
+                    &aead::AES_128_GCM
                 } else {
-                    (&aead::AES_256_GCM, &aws_lc_rs::cipher::AES_256)
+                    &aead::AES_256_GCM
                 };
                 let aead_key = UnboundKey::new(aead_alg, key).map_err(|_| key_error)?;
-                let ctr_key = UnboundCipherKey::new(cipher_alg, key).map_err(|_| key_error)?;
                 Ok(Box::new(AwsLcGcm {
                     aead: LessSafeKey::new(aead_key),
-                    ctr: DecryptingKey::ctr(ctr_key).map_err(|_| key_error)?,
+                    ctr: CtrKey::new(key).ok_or(key_error)?,
                 }))
             }
             AeadAlgorithm::ChaCha20Poly1305 => {
@@ -164,10 +161,42 @@ fn open_with(
         .map_err(|_| CryptoError::TagMismatch)
 }
 
+/// The block cipher under GCM, for peek's few keystream blocks. A 1-3 block CTR call through
+/// aws-lc-rs's cipher API costs more in per-call wrapper work than in AES, so peek uses
+/// RustCrypto's constant-time AES (AES-NI when the CPU has it) with the key expanded once per SA.
+// Lives inside the per-SA boxed AEAD; boxing the larger key again would only add a pointer chase.
+#[allow(clippy::large_enum_variant)]
+enum CtrKey {
+    Aes128(aes::Aes128),
+    Aes256(aes::Aes256),
+}
+
+impl CtrKey {
+    fn new(key: &[u8]) -> Option<Self> {
+        use aes::cipher::KeyInit;
+        match key.len() {
+            16 => aes::Aes128::new_from_slice(key).ok().map(CtrKey::Aes128),
+            32 => aes::Aes256::new_from_slice(key).ok().map(CtrKey::Aes256),
+            _ => None,
+        }
+    }
+
+    fn encrypt_blocks(&self, blocks: &mut [aes::Block]) {
+        use aes::cipher::BlockEncrypt;
+        match self {
+            CtrKey::Aes128(k) => k.encrypt_blocks(blocks),
+            CtrKey::Aes256(k) => k.encrypt_blocks(blocks),
+        }
+    }
+}
+
 struct AwsLcGcm {
     aead: LessSafeKey,
-    ctr: DecryptingKey,
+    ctr: CtrKey,
 }
+
+/// Keystream blocks computed per batch.
+const CTR_BATCH: usize = 4;
 
 impl EspAead for AwsLcGcm {
     fn seal_in_place(
@@ -198,34 +227,33 @@ impl EspAead for AwsLcGcm {
         offset: usize,
         data: &mut [u8],
     ) -> Result<(), CryptoError> {
-        let failed = CryptoError::Provider {
-            operation: "AES-CTR keystream",
+        let overflow = CryptoError::Provider {
+            operation: "AES-CTR counter",
         };
-        let block = u32::try_from(offset / 16 + 2).map_err(|_| failed)?;
-        let skip = offset % 16;
-        let mut counter = [0u8; 16];
-        counter[..NONCE_LEN].copy_from_slice(nonce);
-        counter[NONCE_LEN..].copy_from_slice(&block.to_be_bytes());
-        // CTR needs to start at a block boundary: work on a small stack window when unaligned.
-        if skip == 0 {
-            let ctx = DecryptionContext::Iv128(FixedLength::from(counter));
-            return self.ctr.decrypt(data, ctx).map(|_| ()).map_err(|_| failed);
-        }
-        let mut window = [0u8; 128];
+        let first_block = u32::try_from(offset / 16 + 2).map_err(|_| overflow)?;
+        let mut skip = offset % 16;
         let mut done = 0;
+        let mut counter = first_block;
         while done < data.len() {
-            let take = (window.len() - skip).min(data.len() - done);
-            window[skip..skip + take].copy_from_slice(&data[done..done + take]);
-            let ctx = DecryptionContext::Iv128(FixedLength::from(counter));
-            self.ctr
-                .decrypt(&mut window[..skip + take], ctx)
-                .map_err(|_| failed)?;
-            data[done..done + take].copy_from_slice(&window[skip..skip + take]);
+            let mut blocks = [aes::Block::default(); CTR_BATCH];
+            let wanted = (skip + data.len() - done).div_ceil(16).min(CTR_BATCH);
+            for block in &mut blocks[..wanted] {
+                block[..NONCE_LEN].copy_from_slice(nonce);
+                block[NONCE_LEN..].copy_from_slice(&counter.to_be_bytes());
+                counter = counter.wrapping_add(1);
+            }
+            self.ctr.encrypt_blocks(&mut blocks[..wanted]);
+            let mut stream = [0u8; 16 * CTR_BATCH];
+            for (chunk, block) in stream.chunks_exact_mut(16).zip(&blocks[..wanted]) {
+                chunk.copy_from_slice(block);
+            }
+            let take = (wanted * 16 - skip).min(data.len() - done);
+            let keys = &stream[skip..skip + take];
+            for (byte, key) in data[done..done + take].iter_mut().zip(keys) {
+                *byte ^= key;
+            }
             done += take;
-            let next = u32::from_be_bytes([counter[12], counter[13], counter[14], counter[15]])
-                .wrapping_add((window.len() / 16) as u32);
-            counter[NONCE_LEN..].copy_from_slice(&next.to_be_bytes());
-            window[..skip].fill(0);
+            skip = 0;
         }
         Ok(())
     }

@@ -160,7 +160,14 @@ fn check_aead(v: &Vector) {
         .expect("open");
     assert_eq!(buf, plaintext);
     // The peek keystream alone decrypts any slice of the ciphertext.
-    for (offset, len) in [(0, 16), (3, 20), (17, 5), (ct.len() - 2, 2)] {
+    for (offset, len) in [
+        (0, 16),
+        (3, 20),
+        (17, 5),
+        (ct.len() - 2, 2),
+        (0, ct.len()),
+        (1, ct.len() - 1),
+    ] {
         let mut slice = ct[offset..offset + len].to_vec();
         aead.apply_keystream(&v.nonce(), offset, &mut slice)
             .expect("keystream");
