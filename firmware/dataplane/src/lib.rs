@@ -6,9 +6,14 @@
 //! it take bursts from packet ports.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod dct;
 pub mod distributor;
+pub mod frame;
 pub mod gre;
+pub mod node;
+pub mod peer;
+pub mod poll;
 pub mod sa_table;
 pub mod select;
 pub mod target;

@@ -1,0 +1,437 @@
+//! The roles on packet ports: a distributor node and a target node, each a [`PollNode`] that a
+//! polling loop drives. They move frames between ports and the sans-io cores; nothing here
+//! allocates per packet (bursts and queues are sized at construction, buffers come from pools).
+
+use crate::app::{Datagram, SocketId, Sockets, ECHO_PORT};
+use crate::distributor::{Decision, Distributor};
+use crate::frame::{in_storage, narrow};
+use crate::gre::{self, ENCAP_OVERHEAD};
+use crate::poll::{LoopStats, PollNode};
+use crate::sa_table::{LifesizeSink, SaTable};
+use crate::target::{Ingress, Target, TargetDrop};
+use crate::wire::{self, Mac, ETHERNET_LEN};
+use dvipsec_cf::SequenceFacility;
+use dvipsec_esp::ip::Family;
+use dvipsec_ports::{Burst, PacketBuf, PacketPort};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// Frames taken or sent per burst.
+pub const BURST: usize = 32;
+/// Extra room a locally built datagram leaves in front of it, so ESP with a 16-byte IV fits too.
+const SEND_SLACK: usize = 32;
+
+/// A static neighbour table: the MAC address for an IP address (no ARP on the fabric).
+#[derive(Debug, Clone, Default)]
+pub struct Neighbours {
+    entries: Vec<(IpAddr, Mac)>,
+}
+
+impl Neighbours {
+    /// A table from (address, MAC) pairs.
+    pub fn new(entries: Vec<(IpAddr, Mac)>) -> Self {
+        Neighbours { entries }
+    }
+
+    /// The MAC of `addr`.
+    pub fn lookup(&self, addr: IpAddr) -> Option<Mac> {
+        self.entries
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, m)| *m)
+    }
+}
+
+fn push_or_flush<P: PacketPort>(port: &mut P, burst: &mut Burst, frame: PacketBuf) {
+    if burst.is_full() {
+        port.tx_burst(burst);
+    }
+    // The burst has room now.
+    let _ = burst.push(frame);
+}
+
+fn prepend_ethernet(frame: &mut PacketBuf, dst: Mac, src: Mac, family: Family) -> bool {
+    let Ok(head) = frame.prepend(ETHERNET_LEN) else {
+        return false;
+    };
+    let Ok(header) = <&mut [u8; ETHERNET_LEN]>::try_from(head) else {
+        return false;
+    };
+    wire::write_ethernet(header, dst, src, family);
+    true
+}
+
+fn strip_ethernet(frame: &mut PacketBuf) -> bool {
+    match wire::ip_payload(frame.data()) {
+        Ok(ip) => narrow(frame, ip),
+        Err(_) => false,
+    }
+}
+
+/// Counters of a node's frame handling outside the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCounters {
+    /// Frames that were not IP over Ethernet.
+    pub not_ip: u64,
+    /// Frames with no room to grow headers, or no neighbour to send to.
+    pub no_room_or_route: u64,
+    /// Packets handed to local processing but the local queue was full.
+    pub local_overflow: u64,
+}
+
+/// A distributor on two ports: external (peers) and XCF (targets).
+pub struct DistributorNode<P, S, F> {
+    /// The dispatch core.
+    pub distributor: Distributor,
+    /// The SAs (the distributor's own inbound SAs).
+    pub sas: S,
+    /// The CF handle.
+    pub facility: F,
+    external: P,
+    xcf: P,
+    xcf_mac: Mac,
+    target_macs: Neighbours,
+    rx: Burst,
+    to_xcf: Burst,
+    local: Burst,
+    counters: NodeCounters,
+    stats: Arc<LoopStats>,
+}
+
+impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
+    /// A node; `target_macs` maps targets' XCF addresses to their XCF port MACs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        distributor: Distributor,
+        sas: S,
+        facility: F,
+        external: P,
+        xcf: P,
+        xcf_mac: Mac,
+        target_macs: Neighbours,
+        local_queue: usize,
+    ) -> Self {
+        DistributorNode {
+            distributor,
+            sas,
+            facility,
+            external,
+            xcf,
+            xcf_mac,
+            target_macs,
+            rx: Burst::with_capacity(BURST),
+            to_xcf: Burst::with_capacity(BURST),
+            local: Burst::with_capacity(local_queue),
+            counters: NodeCounters::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Frames waiting for local processing (IKE, non-distributed traffic), IP packets.
+    pub fn local_queue(&mut self) -> &mut Burst {
+        &mut self.local
+    }
+
+    /// The node's own counters.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+
+    /// The external port (for its counters).
+    pub fn external_port(&self) -> &P {
+        &self.external
+    }
+
+    /// The XCF port (for its counters).
+    pub fn xcf_port(&self) -> &P {
+        &self.xcf
+    }
+
+    fn handle(&mut self, mut frame: PacketBuf, now_us: u64) {
+        if !strip_ethernet(&mut frame) {
+            self.counters.not_ip += 1;
+            return;
+        }
+        let decision =
+            self.distributor
+                .dispatch(&mut self.sas, &self.facility, frame.data(), now_us);
+        match decision {
+            Decision::Forward { xcf_address, .. } => self.forward(frame, xcf_address),
+            Decision::Local(_) => {
+                if self.local.push(frame).is_err() {
+                    self.counters.local_overflow += 1;
+                }
+            }
+            Decision::Drop(_) => {}
+        }
+    }
+
+    fn forward(&mut self, mut frame: PacketBuf, target: Ipv4Addr) {
+        let Some(mac) = self.target_macs.lookup(IpAddr::V4(target)) else {
+            self.counters.no_room_or_route += 1;
+            return;
+        };
+        let source = self.distributor.xcf_address();
+        let Some(family) = gre::family_of(frame.data()) else {
+            return;
+        };
+        let len = frame.len();
+        let wrapped = frame
+            .prepend(ENCAP_OVERHEAD)
+            .ok()
+            .and_then(|head| <&mut [u8; ENCAP_OVERHEAD]>::try_from(head).ok())
+            .map(|head| gre::write_encap(head, source, target, family, len).is_ok())
+            .unwrap_or(false);
+        if !wrapped || !prepend_ethernet(&mut frame, mac, self.xcf_mac, Family::V4) {
+            self.counters.no_room_or_route += 1;
+            return;
+        }
+        push_or_flush(&mut self.xcf, &mut self.to_xcf, frame);
+    }
+}
+
+impl<P: PacketPort, S: SaTable, F: SequenceFacility> PollNode for DistributorNode<P, S, F> {
+    fn poll(&mut self, now_us: u64) -> usize {
+        let mut rx = std::mem::replace(&mut self.rx, Burst::with_capacity(0));
+        let received = self.external.rx_burst(&mut rx);
+        for frame in rx.drain() {
+            self.handle(frame, now_us);
+        }
+        self.rx = rx;
+        if !self.to_xcf.is_empty() {
+            self.xcf.tx_burst(&mut self.to_xcf);
+        }
+        received
+    }
+
+    fn loop_stats(&self) -> &Arc<LoopStats> {
+        &self.stats
+    }
+}
+
+/// Why an application's send failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The socket id is unknown.
+    #[error("unknown socket")]
+    UnknownSocket,
+    /// No free buffer in the port's pool.
+    #[error("no free packet buffer")]
+    NoBuffer,
+    /// The datagram could not be built (too large, mixed families).
+    #[error("datagram: {0}")]
+    Build(#[from] wire::WireError),
+    /// The outbound path refused it (no SA, CF failure, seal failure).
+    #[error("outbound path dropped it: {0:?}")]
+    Dropped(TargetDrop),
+    /// No MAC address for the peer.
+    #[error("no route to {0}")]
+    NoRoute(IpAddr),
+}
+
+/// A target on two ports: external (to peers, outbound) and XCF (from the distributor).
+pub struct TargetNode<P, S, F> {
+    /// The target core.
+    pub target: Target<F>,
+    /// The shadow SAs.
+    pub sas: S,
+    /// The applications' sockets.
+    pub sockets: Sockets,
+    external: P,
+    xcf: P,
+    external_mac: Mac,
+    peers: Neighbours,
+    echo: bool,
+    rx: Burst,
+    to_external: Burst,
+    counters: NodeCounters,
+    stats: Arc<LoopStats>,
+    /// Echo replies sent.
+    pub echoed: u64,
+}
+
+impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
+    /// A node; `peers` maps peers' outer addresses to the MAC to send to. `echo` turns on the
+    /// built-in echo service on every DVIPA's port 60.
+    pub fn new(
+        target: Target<F>,
+        sas: S,
+        external: P,
+        xcf: P,
+        external_mac: Mac,
+        peers: Neighbours,
+        echo: bool,
+    ) -> Self {
+        TargetNode {
+            target,
+            sas,
+            sockets: Sockets::default(),
+            external,
+            xcf,
+            external_mac,
+            peers,
+            echo,
+            rx: Burst::with_capacity(BURST),
+            to_external: Burst::with_capacity(BURST),
+            counters: NodeCounters::default(),
+            stats: Arc::default(),
+            echoed: 0,
+        }
+    }
+
+    /// The node's own counters.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+
+    /// The external port (for its counters).
+    pub fn external_port(&self) -> &P {
+        &self.external
+    }
+
+    /// Binds a UDP socket to `local` (a DVIPA of this target) with a queue of `queue` datagrams.
+    pub fn bind_udp(
+        &mut self,
+        local: SocketAddr,
+        queue: usize,
+    ) -> Result<SocketId, crate::app::BindError> {
+        if !self.target.config().dvipas.contains(&local.ip()) {
+            return Err(crate::app::BindError::NotDvipa(local.ip()));
+        }
+        self.sockets.bind(local, queue)
+    }
+
+    /// The oldest datagram queued on a socket.
+    pub fn recv(&mut self, socket: SocketId) -> Option<Datagram> {
+        self.sockets.recv(socket)
+    }
+
+    /// Sends `payload` from a socket to `dst` through the outbound path (queued for the next
+    /// burst; call [`TargetNode::flush`] or let the loop send it).
+    pub fn send_to(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        payload: &[u8],
+        now_us: u64,
+    ) -> Result<(), SendError> {
+        let local = self
+            .sockets
+            .local_addr(socket)
+            .ok_or(SendError::UnknownSocket)?;
+        let mut frame = self.external.alloc_tx().ok_or(SendError::NoBuffer)?;
+        let room = frame.tailroom().saturating_sub(SEND_SLACK);
+        let made = frame.append(SEND_SLACK).is_ok() && frame.trim_front(SEND_SLACK).is_ok();
+        if !made {
+            return Err(SendError::NoBuffer);
+        }
+        let len = {
+            let space = frame.append(room).map_err(|_| SendError::NoBuffer)?;
+            wire::write_udp(space, local, dst, payload)?
+        };
+        let _ = frame.trim_back(room - len);
+        self.seal_and_queue(frame, now_us)
+    }
+
+    /// Sends what is queued for the external port.
+    pub fn flush(&mut self) {
+        if !self.to_external.is_empty() {
+            self.external.tx_burst(&mut self.to_external);
+        }
+    }
+
+    fn seal_and_queue(&mut self, mut frame: PacketBuf, now_us: u64) -> Result<(), SendError> {
+        let (target, sas) = (&mut self.target, &mut self.sas);
+        let mut peer = None;
+        in_storage(
+            &mut frame,
+            |bytes, range| {
+                let out = target.outbound(sas, bytes, range, now_us)?;
+                peer = Some(out.peer);
+                Ok(out.packet)
+            },
+            TargetDrop::Seal,
+        )
+        .map_err(SendError::Dropped)?;
+        let peer = peer.ok_or(SendError::Dropped(TargetDrop::Seal))?;
+        let mac = self.peers.lookup(peer).ok_or(SendError::NoRoute(peer))?;
+        let family = if peer.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        if !prepend_ethernet(&mut frame, mac, self.external_mac, family) {
+            return Err(SendError::NoBuffer);
+        }
+        push_or_flush(&mut self.external, &mut self.to_external, frame);
+        Ok(())
+    }
+
+    fn handle(&mut self, mut frame: PacketBuf, ingress: Ingress, now_us: u64) {
+        if !strip_ethernet(&mut frame) {
+            self.counters.not_ip += 1;
+            return;
+        }
+        let (target, sas) = (&mut self.target, &mut self.sas);
+        let mut delivered = None;
+        let opened = in_storage(
+            &mut frame,
+            |bytes, range| {
+                let delivery = target.inbound(sas, ingress, bytes, range)?;
+                let packet = delivery.packet.clone();
+                delivered = Some(delivery.flow);
+                Ok(packet)
+            },
+            TargetDrop::Malformed,
+        );
+        let (Ok(()), Some(flow)) = (opened, delivered) else {
+            return;
+        };
+        if self.echo && flow.dst_port == ECHO_PORT && flow.protocol == 17 {
+            self.echo_back(frame, now_us);
+        } else {
+            self.sockets.deliver(frame, &flow);
+        }
+    }
+
+    fn echo_back(&mut self, mut frame: PacketBuf, now_us: u64) {
+        if wire::reverse_udp(frame.data_mut()).is_err() {
+            return;
+        }
+        if self.seal_and_queue(frame, now_us).is_ok() {
+            self.echoed += 1;
+        }
+    }
+
+    fn receive_from(&mut self, ingress: Ingress, now_us: u64) -> usize {
+        let mut rx = std::mem::replace(&mut self.rx, Burst::with_capacity(0));
+        let received = match ingress {
+            Ingress::Xcf => self.xcf.rx_burst(&mut rx),
+            Ingress::External => self.external.rx_burst(&mut rx),
+        };
+        for frame in rx.drain() {
+            self.handle(frame, ingress, now_us);
+        }
+        self.rx = rx;
+        received
+    }
+
+    /// Hands every SA's unreported lifesize counts to `sink`.
+    pub fn report_lifesize(&mut self, sink: &mut dyn LifesizeSink) {
+        self.sas.drain_usage(&mut |report| sink.report(report));
+    }
+}
+
+impl<P: PacketPort, S: SaTable, F: SequenceFacility> PollNode for TargetNode<P, S, F> {
+    fn poll(&mut self, now_us: u64) -> usize {
+        let handled =
+            self.receive_from(Ingress::Xcf, now_us) + self.receive_from(Ingress::External, now_us);
+        self.flush();
+        handled
+    }
+
+    fn loop_stats(&self) -> &Arc<LoopStats> {
+        &self.stats
+    }
+}
