@@ -49,11 +49,13 @@ pub struct Stats {
 }
 
 /// Where IKE SAs put their datagrams and events.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Outputs {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pub stats: Stats,
+    /// IKE SAs created by a rekey, for the endpoint to adopt.
+    pub spawned: Vec<IkeSa>,
 }
 
 impl Outputs {
@@ -91,6 +93,20 @@ fn log_event(event: &Event) {
             mode = ?child.mode,
             "child SA installed"
         ),
+        Event::ChildSaRekeyed {
+            old_inbound_spi,
+            new,
+            ..
+        } => tracing::info!(
+            ike_sa = new.ike_sa.0,
+            old_spi_in = format_args!("{old_inbound_spi:08x}"),
+            spi_in = format_args!("{:08x}", new.inbound_spi),
+            spi_out = format_args!("{:08x}", new.outbound_spi),
+            "child SA rekeyed"
+        ),
+        Event::IkeSaRekeyed { old, new } => {
+            tracing::info!(old = old.0, new = new.0, "IKE SA rekeyed")
+        }
         Event::ChildSaRefused { ike_sa, notify } => {
             tracing::warn!(ike_sa = ike_sa.0, notify, "child SA refused")
         }
@@ -190,6 +206,24 @@ impl Endpoint {
         let sa = Self::established_sa(&mut self.sas, id)?;
         sa.start_liveness(now, &mut self.out)?;
         Ok(())
+    }
+
+    /// Rekeys the child SA with this inbound SPI (with PFS when the first ESP suite has a
+    /// group); the old child is deleted once the new one is installed.
+    pub fn rekey_child(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        inbound_spi: u32,
+    ) -> Result<(), IkeError> {
+        let sa = Self::established_sa(&mut self.sas, id)?;
+        sa.start_child_rekey(now, inbound_spi, &self.config.peers, &mut self.out)
+    }
+
+    /// Rekeys the IKE SA; the old one is deleted once the new one exists.
+    pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), IkeError> {
+        let sa = Self::established_sa(&mut self.sas, id)?;
+        sa.start_ike_rekey(now, &self.config.peers, &mut self.out)
     }
 
     fn established_sa(sas: &mut HashMap<u64, IkeSa>, id: IkeSaId) -> Result<&mut IkeSa, IkeError> {
@@ -387,6 +421,9 @@ impl Endpoint {
     }
 
     fn remove_dead(&mut self) {
+        for sa in self.out.spawned.drain(..) {
+            self.sas.insert(sa.local_spi(), sa);
+        }
         self.sas.retain(|_, sa| sa.state != State::Dead);
         let sas = &self.sas;
         self.half_open.retain(|_, spi| {

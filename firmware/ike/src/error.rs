@@ -64,6 +64,9 @@ pub enum IkeError {
     /// The IKE SA is not established or already has a request outstanding.
     #[error("IKE SA {0:016x} is busy or not established")]
     Busy(u64),
+    /// The IKE SA has no child SA with that inbound SPI.
+    #[error("no child SA with inbound SPI {0:08x}")]
+    NoSuchChild(u32),
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),

@@ -63,6 +63,17 @@ pub enum Event {
         nat_detected: bool,
     },
     ChildSaInstalled(ChildSaInstalled),
+    /// A child SA replaced another; the old one stays usable until its own ChildSaDeleted.
+    ChildSaRekeyed {
+        old_inbound_spi: u32,
+        old_outbound_spi: u32,
+        new: ChildSaInstalled,
+    },
+    /// The IKE SA was rekeyed; its child SAs now belong to `new`.
+    IkeSaRekeyed {
+        old: IkeSaId,
+        new: IkeSaId,
+    },
     /// The peer refused the child SA proposed with the IKE SA; the IKE SA stays up.
     ChildSaRefused {
         ike_sa: IkeSaId,

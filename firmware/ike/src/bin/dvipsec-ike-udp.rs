@@ -6,7 +6,8 @@
 //!   dvipsec-ike-udp local=10.50.0.1 remote=10.50.0.2 local_id=a@test remote_id=b@test
 //!       suite=gcm|cbc local_ts=10.60.0.1/32 remote_ts=10.60.0.2/32 [initiate=1] [mode=transport]
 //! The pre-shared key comes from the environment variable DVIPSEC_IKE_PSK, never from argv.
-//! stdin commands: `list`, `delete`, `liveness`, `quit` (or end of input).
+//! stdin commands: `list`, `delete`, `liveness`, `rekey-child`, `rekey-ike`, `quit` (or end of
+//! input). `pfs=1` adds an x25519 (gcm) or modp2048 (cbc) PFS group to child rekeys.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -76,8 +77,10 @@ fn run() -> Result<(), String> {
             sockets.send(&transmit);
         }
         while let Some(event) = endpoint.poll_event() {
-            if let Event::IkeSaEstablished { ike_sa, .. } = &event {
-                last_sa = Some(*ike_sa);
+            match &event {
+                Event::IkeSaEstablished { ike_sa, .. } => last_sa = Some(*ike_sa),
+                Event::IkeSaRekeyed { new, .. } => last_sa = Some(*new),
+                _ => {}
             }
             print_event(&event);
         }
@@ -117,6 +120,16 @@ fn peer_config(args: &Args, remote_ip: IpAddr) -> Result<PeerConfig, String> {
         ),
         Some(other) => return Err(format!("unknown suite {other}")),
     };
+    // With pfs=1 the PFS variant comes first (used by our rekeys); both are accepted.
+    let with_pfs = EspSuite {
+        pfs: Some(ike.dh),
+        ..esp
+    };
+    let esp_suites = if args.get("pfs").is_some_and(|v| v == "1") {
+        vec![with_pfs, esp]
+    } else {
+        vec![esp, with_pfs]
+    };
     let text = |key: &str| args.get(key).cloned().ok_or(format!("missing {key}="));
     Ok(PeerConfig {
         name: PEER_NAME.into(),
@@ -125,7 +138,7 @@ fn peer_config(args: &Args, remote_ip: IpAddr) -> Result<PeerConfig, String> {
         remote_id: identity(&text("remote_id")?),
         credential: Credential::Psk(Psk::new(psk.as_bytes())),
         ike_suites: vec![ike],
-        esp_suites: vec![esp],
+        esp_suites,
         local_ts: vec![selector(&text("local_ts")?)?],
         remote_ts: vec![selector(&text("remote_ts")?)?],
         mode: if args.get("mode").is_some_and(|m| m == "transport") {
@@ -175,6 +188,20 @@ fn execute(command: &str, endpoint: &mut Endpoint, sa: Option<IkeSaId>, now: Ins
         }
         ("delete", Some(id)) => endpoint.delete_ike_sa(now, id).map_err(|e| e.to_string()),
         ("liveness", Some(id)) => endpoint.check_liveness(now, id).map_err(|e| e.to_string()),
+        ("rekey-ike", Some(id)) => endpoint.rekey_ike(now, id).map_err(|e| e.to_string()),
+        ("rekey-child", Some(id)) => {
+            let first_child = endpoint
+                .ike_sas()
+                .into_iter()
+                .find(|sa| sa.id == id)
+                .and_then(|sa| sa.children.first().map(|c| c.inbound_spi));
+            match first_child {
+                Some(spi) => endpoint
+                    .rekey_child(now, id, spi)
+                    .map_err(|e| e.to_string()),
+                None => Err("no child SA to rekey".into()),
+            }
+        }
         (other, _) => Err(format!("cannot run {other:?} now")),
     };
     if let Err(message) = outcome {
@@ -217,6 +244,17 @@ fn print_event(event: &Event) {
         ),
         Event::IkeSaDeleted { ike_sa, reason } => {
             format!("event=ike_deleted ike_sa={:016x} reason={reason:?}", ike_sa.0)
+        }
+        Event::ChildSaRekeyed {
+            old_inbound_spi,
+            old_outbound_spi,
+            new,
+        } => format!(
+            "event=child_rekeyed ike_sa={:016x} old_spi_in={old_inbound_spi:08x} old_spi_out={old_outbound_spi:08x} spi_in={:08x} spi_out={:08x}",
+            new.ike_sa.0, new.inbound_spi, new.outbound_spi
+        ),
+        Event::IkeSaRekeyed { old, new } => {
+            format!("event=ike_rekeyed old={:016x} new={:016x}", old.0, new.0)
         }
         other => format!("event=other {other:?}"),
     };

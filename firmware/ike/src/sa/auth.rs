@@ -19,23 +19,23 @@ use crate::CryptoError;
 const AUTH_SHARED_KEY_MIC: u8 = 2;
 const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
-/// A child SA negotiated by the responder, before it is installed.
-struct ChildChoice {
-    suite: EspSuite,
-    proposal_number: u8,
-    outbound_spi: u32,
-    ts_i: Vec<TrafficSelector>,
-    ts_r: Vec<TrafficSelector>,
-    mode: Mode,
+/// A negotiated child SA before it is installed.
+pub(super) struct ChildChoice {
+    pub suite: EspSuite,
+    pub proposal_number: u8,
+    pub outbound_spi: u32,
+    pub ts_i: Vec<TrafficSelector>,
+    pub ts_r: Vec<TrafficSelector>,
+    pub mode: Mode,
 }
 
-fn random_spi() -> Result<u32, CryptoError> {
+pub(super) fn random_spi() -> Result<u32, CryptoError> {
     let bytes = random_bytes(4)?;
     // SPIs 1..=255 are reserved by IANA; 0 is invalid.
     Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).max(0x100))
 }
 
-fn spi_of(proposal: &Proposal) -> Option<u32> {
+pub(super) fn spi_of(proposal: &Proposal) -> Option<u32> {
     let bytes: [u8; 4] = proposal.spi.as_slice().try_into().ok()?;
     Some(u32::from_be_bytes(bytes))
 }
@@ -164,18 +164,18 @@ impl IkeSa {
             Ok(choice) => {
                 let inbound_spi = random_spi().map_err(|_| Discard::UnexpectedMessage)?;
                 payloads.extend(child_answer(&choice, inbound_spi));
-                self.install_child(
-                    peer,
-                    &choice.suite,
+                let (ni, nr) = (self.ni.clone(), self.nr.clone());
+                let new = NewChild {
+                    choice: &choice,
                     inbound_spi,
-                    choice.outbound_spi,
-                    &choice.ts_r,
-                    &choice.ts_i,
-                    choice.mode,
-                    incoming,
-                    out,
-                )
-                .map_err(|_| Discard::UnexpectedMessage)?;
+                    we_initiated_exchange: false,
+                    pfs_shared: None,
+                    ni: &ni,
+                    nr: &nr,
+                    replaces: None,
+                };
+                self.install_child(new, incoming, out)
+                    .map_err(|_| Discard::UnexpectedMessage)?;
             }
             Err(notify_type) => {
                 payloads.push(Payload::Notify(NotifyPayload::ike(notify_type, Vec::new())));
@@ -236,17 +236,17 @@ impl IkeSa {
         match checked_child_answer(peer, incoming) {
             Ok(choice) => {
                 if let Some(inbound_spi) = inbound_spi {
-                    let installed = self.install_child(
-                        peer,
-                        &choice.suite,
+                    let (ni, nr) = (self.ni.clone(), self.nr.clone());
+                    let new = NewChild {
+                        choice: &choice,
                         inbound_spi,
-                        choice.outbound_spi,
-                        &choice.ts_i,
-                        &choice.ts_r,
-                        choice.mode,
-                        incoming,
-                        out,
-                    );
+                        we_initiated_exchange: true,
+                        pfs_shared: None,
+                        ni: &ni,
+                        nr: &nr,
+                        replaces: None,
+                    };
+                    let installed = self.install_child(new, incoming, out);
                     if installed.is_ok() {
                         return;
                     }
@@ -273,58 +273,96 @@ impl IkeSa {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn install_child(
+    /// Derives the keys of a new child SA, records it and reports it (as a rekey when it
+    /// replaces another child).
+    pub(super) fn install_child(
         &mut self,
-        peer: &PeerConfig,
-        suite: &EspSuite,
-        inbound_spi: u32,
-        outbound_spi: u32,
-        local_ts: &[TrafficSelector],
-        remote_ts: &[TrafficSelector],
-        mode: Mode,
+        new: NewChild<'_>,
         incoming: &Incoming<'_>,
         out: &mut Outputs,
     ) -> Result<(), CryptoError> {
-        let _ = peer;
         let sk_d = &self
             .keys
             .as_ref()
             .ok_or(CryptoError::Library("no IKE SA keys"))?
             .sk_d;
-        let keys = derive_child_keys(self.suite.prf, sk_d, suite, None, &self.ni, &self.nr)?;
-        let (inbound_keys, outbound_keys) = match self.role {
-            Role::Initiator => (keys.responder_to_initiator, keys.initiator_to_responder),
-            Role::Responder => (keys.initiator_to_responder, keys.responder_to_initiator),
+        let choice = new.choice;
+        let keys = derive_child_keys(
+            self.suite.prf,
+            sk_d,
+            &choice.suite,
+            new.pfs_shared,
+            new.ni,
+            new.nr,
+        )?;
+        let (inbound_keys, outbound_keys, local_ts, remote_ts) = if new.we_initiated_exchange {
+            (
+                keys.responder_to_initiator,
+                keys.initiator_to_responder,
+                &choice.ts_i,
+                &choice.ts_r,
+            )
+        } else {
+            (
+                keys.initiator_to_responder,
+                keys.responder_to_initiator,
+                &choice.ts_r,
+                &choice.ts_i,
+            )
         };
         self.children.push(ChildSaInfo {
-            inbound_spi,
-            outbound_spi,
-            suite: *suite,
-            mode,
+            inbound_spi: new.inbound_spi,
+            outbound_spi: choice.outbound_spi,
+            suite: choice.suite,
+            mode: choice.mode,
+            local_ts: local_ts.clone(),
+            remote_ts: remote_ts.clone(),
         });
-        out.event(Event::ChildSaInstalled(ChildSaInstalled {
+        let installed = ChildSaInstalled {
             ike_sa: self.id(),
-            inbound_spi,
-            outbound_spi,
-            suite: *suite,
+            inbound_spi: new.inbound_spi,
+            outbound_spi: choice.outbound_spi,
+            suite: choice.suite,
             inbound_keys,
             outbound_keys,
-            mode,
-            local_ts: local_ts.to_vec(),
-            remote_ts: remote_ts.to_vec(),
+            mode: choice.mode,
+            local_ts: local_ts.clone(),
+            remote_ts: remote_ts.clone(),
             local: self.local,
             remote: self.remote,
             udp_encapsulation: self.nat_detected,
             peer_no_tfc_padding: incoming
                 .notify(notify::ESP_TFC_PADDING_NOT_SUPPORTED)
                 .is_some(),
-        }));
+        };
+        out.event(match new.replaces {
+            Some((old_inbound_spi, old_outbound_spi)) => Event::ChildSaRekeyed {
+                old_inbound_spi,
+                old_outbound_spi,
+                new: installed,
+            },
+            None => Event::ChildSaInstalled(installed),
+        });
         Ok(())
     }
 }
 
-fn selectors(incoming: &Incoming<'_>) -> Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+/// What [`IkeSa::install_child`] needs besides the negotiated choice.
+pub(super) struct NewChild<'a> {
+    pub choice: &'a ChildChoice,
+    pub inbound_spi: u32,
+    /// True when we sent the request of the exchange that created the child.
+    pub we_initiated_exchange: bool,
+    pub pfs_shared: Option<&'a [u8]>,
+    pub ni: &'a [u8],
+    pub nr: &'a [u8],
+    /// (inbound, outbound) SPIs of the child this one rekeys.
+    pub replaces: Option<(u32, u32)>,
+}
+
+pub(super) fn selectors(
+    incoming: &Incoming<'_>,
+) -> Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)> {
     let ts_i = incoming.find(|p| match p {
         Payload::TsI(ts) => Some(ts),
         _ => None,
@@ -336,14 +374,14 @@ fn selectors(incoming: &Incoming<'_>) -> Option<(Vec<TrafficSelector>, Vec<Traff
     Some((ts_i.selectors.clone(), ts_r.selectors.clone()))
 }
 
-fn child_proposals<'a>(incoming: &'a Incoming<'_>) -> Option<&'a Vec<Proposal>> {
+pub(super) fn child_proposals<'a>(incoming: &'a Incoming<'_>) -> Option<&'a Vec<Proposal>> {
     incoming.find(|p| match p {
         Payload::Sa(proposals) => Some(proposals),
         _ => None,
     })
 }
 
-fn negotiated_mode(peer: &PeerConfig, incoming: &Incoming<'_>) -> Mode {
+pub(super) fn negotiated_mode(peer: &PeerConfig, incoming: &Incoming<'_>) -> Mode {
     let asked = incoming.notify(notify::USE_TRANSPORT_MODE).is_some();
     if asked && peer.mode == Mode::Transport {
         Mode::Transport
@@ -353,7 +391,7 @@ fn negotiated_mode(peer: &PeerConfig, incoming: &Incoming<'_>) -> Mode {
 }
 
 /// Responder: picks an ESP proposal and narrows the selectors, or names the refusal notify.
-fn choose_child(peer: &PeerConfig, incoming: &Incoming<'_>) -> Result<ChildChoice, u16> {
+pub(super) fn choose_child(peer: &PeerConfig, incoming: &Incoming<'_>) -> Result<ChildChoice, u16> {
     let proposals = child_proposals(incoming).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
     let (suite, proposal) = proposals
         .iter()
@@ -382,7 +420,7 @@ fn choose_child(peer: &PeerConfig, incoming: &Incoming<'_>) -> Result<ChildChoic
 }
 
 /// The responder's SA, TSi, TSr (and transport mode notify) for a chosen child.
-fn child_answer(choice: &ChildChoice, inbound_spi: u32) -> Vec<Payload> {
+pub(super) fn child_answer(choice: &ChildChoice, inbound_spi: u32) -> Vec<Payload> {
     let mut payloads = Vec::new();
     if choice.mode == Mode::Transport {
         payloads.push(Payload::Notify(NotifyPayload::ike(
@@ -405,7 +443,10 @@ fn child_answer(choice: &ChildChoice, inbound_spi: u32) -> Vec<Payload> {
 }
 
 /// Initiator: checks the responder's child SA answer against what we offered.
-fn checked_child_answer(peer: &PeerConfig, incoming: &Incoming<'_>) -> Result<ChildChoice, u16> {
+pub(super) fn checked_child_answer(
+    peer: &PeerConfig,
+    incoming: &Incoming<'_>,
+) -> Result<ChildChoice, u16> {
     if let Some(error) = incoming.error_notify() {
         return Err(error);
     }

@@ -1,10 +1,9 @@
-//! INFORMATIONAL requests from the peer (liveness, DELETE) and the refusal of CREATE_CHILD_SA,
-//! which is not implemented yet.
+//! INFORMATIONAL requests from the peer: liveness checks and DELETE.
 
 use super::{Discard, IkeSa, Incoming};
 use crate::endpoint::Outputs;
 use crate::event::{DeleteReason, Event};
-use crate::wire::{notify, DeletePayload, Exchange, NotifyPayload, Payload, ProtocolId};
+use crate::wire::{DeletePayload, Exchange, Payload, ProtocolId};
 
 impl IkeSa {
     pub(super) fn handle_informational(
@@ -75,25 +74,5 @@ impl IkeSa {
             spi_size: 4,
             spis: ours,
         })
-    }
-
-    /// CREATE_CHILD_SA is not implemented yet: answer NO_ADDITIONAL_SAS so the peer keeps the
-    /// IKE SA and its existing child SAs.
-    pub(super) fn refuse_create_child(
-        &mut self,
-        incoming: &Incoming<'_>,
-        out: &mut Outputs,
-    ) -> Result<(), Discard> {
-        let refusal = [Payload::Notify(NotifyPayload::ike(
-            notify::NO_ADDITIONAL_SAS,
-            Vec::new(),
-        ))];
-        self.send_response(
-            Exchange::CreateChildSa,
-            incoming.header.message_id,
-            &refusal,
-            out,
-        )
-        .map_err(|_| Discard::UnexpectedMessage)
     }
 }

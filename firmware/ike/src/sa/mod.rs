@@ -1,9 +1,10 @@
 //! One IKE SA: its state, keys, message IDs, retransmission and child SAs.
 //!
-//! The exchanges live in submodules: [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH) and [`info`]
-//! (INFORMATIONAL and refusals of what is not implemented yet).
+//! The exchanges live in submodules: `init` (IKE_SA_INIT), `auth` (IKE_AUTH), `create_child`
+//! (CREATE_CHILD_SA: new child, child rekey, IKE rekey) and `info` (INFORMATIONAL).
 
 mod auth;
+mod create_child;
 mod info;
 mod init;
 mod nat;
@@ -62,7 +63,9 @@ enum RequestKind {
     Init,
     Auth,
     DeleteIke,
+    DeleteChild(u32),
     Liveness,
+    CreateChild,
 }
 
 #[derive(Debug)]
@@ -81,6 +84,8 @@ pub struct ChildSaInfo {
     pub outbound_spi: u32,
     pub suite: EspSuite,
     pub mode: Mode,
+    pub local_ts: Vec<crate::wire::TrafficSelector>,
+    pub remote_ts: Vec<crate::wire::TrafficSelector>,
 }
 
 /// A summary of one IKE SA for listings.
@@ -125,6 +130,7 @@ pub(crate) struct IkeSa {
     last_response: Option<(u32, Vec<u8>)>,
     pub children: Vec<ChildSaInfo>,
     pending_child_spi: Option<u32>,
+    pending_create: Option<create_child::PendingCreate>,
     pub created_at: Instant,
     timing: Timing,
 }
@@ -241,6 +247,7 @@ impl IkeSa {
             last_response: None,
             children: Vec::new(),
             pending_child_spi: None,
+            pending_create: None,
             created_at: now,
             timing,
         }
@@ -454,6 +461,13 @@ impl IkeSa {
                 Ok(())
             }
             RequestKind::Liveness => Ok(()),
+            RequestKind::DeleteChild(inbound_spi) => {
+                self.finish_child_delete(inbound_spi, out);
+                Ok(())
+            }
+            RequestKind::CreateChild => {
+                self.handle_create_child_response(now, &incoming, peers, out)
+            }
         }
     }
 
@@ -497,7 +511,7 @@ impl IkeSa {
             }
             (Exchange::Informational, _) => self.handle_informational(&incoming, out),
             (Exchange::CreateChildSa, State::Established) => {
-                self.refuse_create_child(&incoming, out)
+                self.handle_create_child_request(now, &incoming, peers, out)
             }
             _ => Err(Discard::UnexpectedMessage),
         }
