@@ -6,12 +6,26 @@
 //! The protocol core is sans-io: time is passed in, messages go in and out as bytes.
 #![forbid(unsafe_code)]
 
+pub mod distributor;
 pub mod error;
+pub mod lifesize;
 pub mod link;
 pub mod sim;
+pub mod target;
 pub mod wire;
 
+pub use distributor::{
+    Distributor, DistributorError, DistributorEvent, IkeEvent, SlotAllocator, SlotPool,
+};
 pub use error::{LinkError, WireError};
+pub use link::{LinkSecurity, LinkTimers};
+pub use target::{ConnStart, NoSa, Target, TargetError, TargetEvent};
+
+/// A frame to send to the node `to`. The bytes are zeroized on drop (SA_INSTALL carries keys).
+pub struct Transmit {
+    pub to: String,
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
+}
 #[cfg(test)]
 mod link_tests;
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub struct Received {
     pub peer: Option<PeerChange>,
     /// Messages to act on, in sequence order.
     pub messages: Vec<Message>,
+    /// Our messages that the peer acknowledged with this frame.
+    pub acked: Vec<Message>,
 }
 
 /// Counters of a link.
@@ -212,11 +214,14 @@ impl Link {
         let mut received = Received {
             peer: self.check_sender(&frame)?,
             messages: Vec::new(),
+            acked: Vec::new(),
         };
         self.last_heard = Some(now);
         match frame.message {
             Message::Ack { seq } => {
-                self.unacked.remove(&seq);
+                if let Some(pending) = self.unacked.remove(&seq) {
+                    received.acked.push(pending.message);
+                }
             }
             Message::Hello { .. } => {
                 if frame.to_incarnation != self.local_incarnation {

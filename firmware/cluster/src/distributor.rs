@@ -1,0 +1,614 @@
+//! The distributor's side of SA distribution (seed figures 5, 6, 9 to 11), sans-io.
+//!
+//! IKE's results come in as [`IkeEvent`]s; the distributor stores each SA, gives it a CF slot,
+//! sends it with its dynamic filters to the targets listed for its DVIPA, tracks their acks,
+//! sums their lifesize reports and answers NEWCONN. What IKE must do comes out as
+//! [`DistributorEvent`]s; frames come out of [`Distributor::poll_transmit`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use dvipsec_config::NodeView;
+use dvipsec_esp::Direction;
+use thiserror::Error;
+
+use crate::error::LinkError;
+use crate::lifesize::{level, AdaptiveThreshold, LimitLevel, Usage};
+use crate::link::{Link, LinkSecurity, LinkTimers, PeerChange};
+use crate::wire::{
+    Connection, Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef,
+    TargetLoad, VipaEntry,
+};
+use crate::Transmit;
+
+/// What IKE did, as input to the distributor.
+#[derive(Debug, Clone)]
+pub enum IkeEvent {
+    /// IKE installed an SA. `cf_slot` and `lifesize_percent` are set by the distributor.
+    Installed(Box<SaInstall>),
+    /// IKE replaced `old` by `new`.
+    Rekeyed { old: SaRef, new: Box<SaInstall> },
+    /// IKE deleted an SA.
+    Deleted(SaRef),
+    /// IKE could not negotiate the SA a NEWCONN asked for.
+    NegotiationFailed { dvipa: String, flow: Flow },
+}
+
+/// What the distributor asks of IKE or reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DistributorEvent {
+    /// The summed use of an SA reached a soft limit: rekey it.
+    SoftLimitReached(SaRef),
+    /// The summed use reached a hard limit: the SA must go.
+    HardLimitReached(SaRef),
+    /// A target asked for an SA covering `flow` (NEWCONN): negotiate one.
+    NegotiateSa { dvipa: String, flow: Flow },
+    /// Every target listed for the SA's DVIPA that is up has acknowledged it.
+    Distributed(SaRef),
+    /// The reporting threshold changed to `percent`.
+    ThresholdChanged { percent: u8 },
+    /// A target came up or restarted (and was sent the current SAs).
+    TargetUp { node: String, restarted: bool },
+}
+
+/// Allocates coupling-facility slots for SAs.
+pub trait SlotAllocator {
+    fn allocate(&mut self, sa: &SaRef) -> Result<u32, DistributorError>;
+    fn release(&mut self, slot: u32);
+}
+
+/// Slots `0..capacity`, reused after release.
+#[derive(Debug, Clone)]
+pub struct SlotPool {
+    free: Vec<u32>,
+    next: u32,
+    capacity: u32,
+}
+
+impl SlotPool {
+    pub fn new(capacity: u32) -> SlotPool {
+        SlotPool {
+            free: Vec::new(),
+            next: 0,
+            capacity,
+        }
+    }
+}
+
+impl SlotAllocator for SlotPool {
+    fn allocate(&mut self, _sa: &SaRef) -> Result<u32, DistributorError> {
+        if let Some(slot) = self.free.pop() {
+            return Ok(slot);
+        }
+        if self.next >= self.capacity {
+            return Err(DistributorError::NoFreeSlot {
+                capacity: self.capacity,
+            });
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    fn release(&mut self, slot: u32) {
+        if slot < self.next && !self.free.contains(&slot) {
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Why the distributor refused an input.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DistributorError {
+    #[error("DVIPA {dvipa} is not owned by this distributor")]
+    NotOwned { dvipa: String },
+    #[error("no SA {spi:#x} ({direction:?}) for DVIPA {dvipa}")]
+    UnknownSa {
+        dvipa: String,
+        direction: crate::wire::WireDirection,
+        spi: u32,
+    },
+    #[error("SA {spi:#x} of DVIPA {dvipa} is already installed with other parameters")]
+    Conflicting { dvipa: String, spi: u32 },
+    #[error("all {capacity} coupling-facility slots are in use")]
+    NoFreeSlot { capacity: u32 },
+    #[error("frame from {node}, which is not a target of this distributor")]
+    UnknownNode { node: String },
+    #[error("link to {node}: {source}")]
+    Link {
+        node: String,
+        #[source]
+        source: LinkError,
+    },
+}
+
+/// Counters of the distributor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DistributorCounters {
+    pub installs_sent: u64,
+    pub deletes_sent: u64,
+    pub lifesize_reports: u64,
+    pub lifesize_unknown_sa: u64,
+    pub unexpected_messages: u64,
+}
+
+struct StoredSa {
+    install: SaInstall,
+    acked_by: BTreeSet<String>,
+    used: Usage,
+    level: LimitLevel,
+}
+
+struct WaitingConn {
+    dvipa: String,
+    flow: Flow,
+    target: String,
+    request_id: u32,
+}
+
+/// The distributor core of one stack.
+pub struct Distributor {
+    /// Target nodes of each owned DVIPA (resolved DESTIP).
+    targets: BTreeMap<String, Vec<String>>,
+    links: BTreeMap<String, Link>,
+    sas: BTreeMap<SaRef, StoredSa>,
+    slots: Box<dyn SlotAllocator>,
+    threshold: AdaptiveThreshold,
+    waiting: Vec<WaitingConn>,
+    vipalists: BTreeMap<String, Vec<VipaEntry>>,
+    loads: BTreeMap<String, TargetLoad>,
+    connections: BTreeMap<(String, String), Vec<Connection>>,
+    events: VecDeque<DistributorEvent>,
+    counters: DistributorCounters,
+}
+
+impl Distributor {
+    /// The distributor of the DVIPAs `view` owns, with a link to every one of their targets.
+    pub fn new(
+        view: &NodeView,
+        incarnation: u64,
+        security: LinkSecurity,
+        slots: Box<dyn SlotAllocator>,
+        now: Duration,
+    ) -> Distributor {
+        let timers = LinkTimers::with_heartbeat(Duration::from_millis(u64::from(
+            view.xcf_link.heartbeat_ms.value,
+        )));
+        let targets: BTreeMap<String, Vec<String>> = view
+            .owns
+            .iter()
+            .map(|owned| (owned.dvipa.clone(), owned.targets.clone()))
+            .collect();
+        let links = targets
+            .values()
+            .flatten()
+            .map(|node| {
+                let link = Link::new(&view.node, incarnation, security, timers, now);
+                (node.clone(), link)
+            })
+            .collect();
+        let adaptive = &view.lifesize.adaptive;
+        Distributor {
+            targets,
+            links,
+            sas: BTreeMap::new(),
+            slots,
+            threshold: AdaptiveThreshold::new(
+                view.lifesize.threshold_percent.value,
+                adaptive.min_percent.value,
+                adaptive.max_percent.value,
+            ),
+            waiting: Vec::new(),
+            vipalists: BTreeMap::new(),
+            loads: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            events: VecDeque::new(),
+            counters: DistributorCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> DistributorCounters {
+        self.counters
+    }
+
+    pub fn threshold_percent(&self) -> u8 {
+        self.threshold.percent()
+    }
+
+    /// The SAs stored for `dvipa`.
+    pub fn sas(&self, dvipa: &str) -> Vec<&SaInstall> {
+        self.sas
+            .values()
+            .filter(|s| s.install.dvipa == dvipa)
+            .map(|s| &s.install)
+            .collect()
+    }
+
+    /// Summed use of an SA, from the targets' reports.
+    pub fn usage(&self, sa: &SaRef) -> Option<Usage> {
+        self.sas.get(sa).map(|s| s.used)
+    }
+
+    /// Targets that acknowledged the SA.
+    pub fn acked_by(&self, sa: &SaRef) -> Vec<String> {
+        self.sas
+            .get(sa)
+            .map(|s| s.acked_by.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn vipalist(&self, target: &str) -> Option<&[VipaEntry]> {
+        self.vipalists.get(target).map(Vec::as_slice)
+    }
+
+    pub fn load(&self, target: &str) -> Option<TargetLoad> {
+        self.loads.get(target).copied()
+    }
+
+    /// The connections `target` last reported for `dvipa` (to rebuild the DCT).
+    pub fn connections(&self, target: &str, dvipa: &str) -> &[Connection] {
+        self.connections
+            .get(&(target.to_owned(), dvipa.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn link(&self, target: &str) -> Option<&Link> {
+        self.links.get(target)
+    }
+
+    pub fn poll_event(&mut self) -> Option<DistributorEvent> {
+        self.events.pop_front()
+    }
+
+    /// Takes in what IKE did.
+    pub fn handle_ike(&mut self, event: IkeEvent, now: Duration) -> Result<(), DistributorError> {
+        match event {
+            IkeEvent::Installed(install) => self.install(*install, now),
+            IkeEvent::Rekeyed { old, new } => {
+                self.install(*new, now)?;
+                self.delete(&old, now)
+            }
+            IkeEvent::Deleted(sa) => self.delete(&sa, now),
+            IkeEvent::NegotiationFailed { dvipa, flow } => {
+                self.answer_waiting(
+                    &dvipa,
+                    |f| *f == flow,
+                    NewConnOutcome::NegotiationFailed,
+                    now,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn install(&mut self, mut install: SaInstall, now: Duration) -> Result<(), DistributorError> {
+        let Some(targets) = self.targets.get(&install.dvipa).cloned() else {
+            return Err(DistributorError::NotOwned {
+                dvipa: install.dvipa,
+            });
+        };
+        let sa = install.sa_ref();
+        if let Some(stored) = self.sas.get(&sa) {
+            install.cf_slot = stored.install.cf_slot;
+            install.lifesize_percent = stored.install.lifesize_percent;
+            if stored.install == install {
+                return Ok(());
+            }
+            return Err(DistributorError::Conflicting {
+                dvipa: install.dvipa,
+                spi: install.spi,
+            });
+        }
+        install.cf_slot = self.slots.allocate(&sa)?;
+        install.lifesize_percent = self.threshold.percent();
+        let message = Message::SaInstall(Box::new(install.clone()));
+        self.sas.insert(
+            sa.clone(),
+            StoredSa {
+                install,
+                acked_by: BTreeSet::new(),
+                used: Usage::default(),
+                level: LimitLevel::Below,
+            },
+        );
+        for target in &targets {
+            self.send_to_up(target, message.clone(), now)?;
+            self.counters.installs_sent += 1;
+        }
+        if sa.direction == crate::wire::WireDirection::Outbound {
+            self.answer_installed(&sa, now);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, sa: &SaRef, now: Duration) -> Result<(), DistributorError> {
+        let stored = self
+            .sas
+            .remove(sa)
+            .ok_or_else(|| DistributorError::UnknownSa {
+                dvipa: sa.dvipa.clone(),
+                direction: sa.direction,
+                spi: sa.spi,
+            })?;
+        self.slots.release(stored.install.cf_slot);
+        self.adapt_threshold(stored.level);
+        let targets = self.targets.get(&sa.dvipa).cloned().unwrap_or_default();
+        for target in &targets {
+            self.send_to_up(target, Message::SaDelete(sa.clone()), now)?;
+            self.counters.deletes_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// An SA leaves: if it had reached its hard limit IKE was late, if only its soft limit IKE
+    /// was on time.
+    fn adapt_threshold(&mut self, reached: LimitLevel) {
+        let before = self.threshold.percent();
+        match reached {
+            LimitLevel::Hard => self.threshold.rekey_late(),
+            LimitLevel::Soft => self.threshold.rekey_on_time(),
+            LimitLevel::Below => return,
+        }
+        if self.threshold.percent() != before {
+            self.events.push_back(DistributorEvent::ThresholdChanged {
+                percent: self.threshold.percent(),
+            });
+        }
+    }
+
+    /// Sends to a target whose link is up; one that is not yet up gets the current SAs when
+    /// its HELLO arrives.
+    fn send_to_up(
+        &mut self,
+        target: &str,
+        message: Message,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let Some(link) = self.links.get_mut(target) else {
+            return Ok(());
+        };
+        if link.peer_incarnation().is_none() {
+            return Ok(());
+        }
+        link.send(message, now)
+            .map_err(|source| DistributorError::Link {
+                node: target.to_owned(),
+                source,
+            })
+    }
+
+    /// Takes in one frame from the target `from`.
+    pub fn handle(
+        &mut self,
+        from: &str,
+        bytes: &[u8],
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let link = self
+            .links
+            .get_mut(from)
+            .ok_or_else(|| DistributorError::UnknownNode {
+                node: from.to_owned(),
+            })?;
+        let received = link
+            .handle(bytes, now)
+            .map_err(|source| DistributorError::Link {
+                node: from.to_owned(),
+                source,
+            })?;
+        if let Some(change) = received.peer {
+            self.target_up(from, change, now)?;
+        }
+        for message in received.acked {
+            if let Message::SaInstall(install) = message {
+                self.note_ack(from, &install.sa_ref());
+            }
+        }
+        for message in received.messages {
+            self.on_message(from, message, now)?;
+        }
+        Ok(())
+    }
+
+    fn target_up(
+        &mut self,
+        node: &str,
+        change: PeerChange,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        self.waiting.retain(|w| w.target != node);
+        self.vipalists.remove(node);
+        let current: Vec<Message> = self
+            .sas
+            .values_mut()
+            .filter(|stored| {
+                self.targets
+                    .get(&stored.install.dvipa)
+                    .is_some_and(|t| t.iter().any(|n| n == node))
+            })
+            .map(|stored| {
+                stored.acked_by.remove(node);
+                Message::SaInstall(Box::new(stored.install.clone()))
+            })
+            .collect();
+        for message in current {
+            self.send_to_up(node, message, now)?;
+            self.counters.installs_sent += 1;
+        }
+        self.events.push_back(DistributorEvent::TargetUp {
+            node: node.to_owned(),
+            restarted: matches!(change, PeerChange::Restarted { .. }),
+        });
+        Ok(())
+    }
+
+    fn note_ack(&mut self, target: &str, sa: &SaRef) {
+        let Some(stored) = self.sas.get_mut(sa) else {
+            return;
+        };
+        stored.acked_by.insert(target.to_owned());
+        let links = &self.links;
+        let all_up_acked = self.targets.get(&sa.dvipa).is_some_and(|targets| {
+            targets.iter().all(|t| {
+                stored.acked_by.contains(t)
+                    || links.get(t).is_some_and(|l| l.peer_incarnation().is_none())
+            })
+        });
+        if all_up_acked {
+            self.events
+                .push_back(DistributorEvent::Distributed(sa.clone()));
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        from: &str,
+        message: Message,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        match message {
+            Message::VipaList(entries) => {
+                self.vipalists.insert(from.to_owned(), entries);
+            }
+            Message::Lifesize(entries) => self.on_lifesize(entries),
+            Message::NewConnRequest(request) => self.on_newconn(from, request, now)?,
+            Message::ConnReport { dvipa, connections } => {
+                self.connections
+                    .insert((from.to_owned(), dvipa), connections);
+            }
+            Message::TargetLoad(load) => {
+                self.loads.insert(from.to_owned(), load);
+            }
+            _ => self.counters.unexpected_messages += 1,
+        }
+        Ok(())
+    }
+
+    fn on_lifesize(&mut self, entries: Vec<LifesizeEntry>) {
+        for entry in entries {
+            self.counters.lifesize_reports += 1;
+            let Some(stored) = self.sas.get_mut(&entry.sa) else {
+                self.counters.lifesize_unknown_sa += 1;
+                continue;
+            };
+            stored.used.add(entry.bytes, entry.packets);
+            let now_level = level(&stored.install.lifetime, stored.used);
+            if now_level > stored.level {
+                stored.level = now_level;
+                self.events.push_back(match now_level {
+                    LimitLevel::Hard => DistributorEvent::HardLimitReached(entry.sa),
+                    _ => DistributorEvent::SoftLimitReached(entry.sa),
+                });
+            }
+        }
+    }
+
+    fn on_newconn(
+        &mut self,
+        from: &str,
+        request: NewConnRequest,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let serves = self
+            .targets
+            .get(&request.dvipa)
+            .is_some_and(|t| t.iter().any(|n| n == from));
+        let outcome = if !serves {
+            Some(NewConnOutcome::Refused)
+        } else if self.covering_sa(&request.dvipa, &request.flow).is_some() {
+            Some(NewConnOutcome::Installed)
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            return self.respond(from, request.request_id, outcome, now);
+        }
+        let first = !self
+            .waiting
+            .iter()
+            .any(|w| w.dvipa == request.dvipa && w.flow == request.flow);
+        if first {
+            self.events.push_back(DistributorEvent::NegotiateSa {
+                dvipa: request.dvipa.clone(),
+                flow: request.flow,
+            });
+        }
+        self.waiting.push(WaitingConn {
+            dvipa: request.dvipa,
+            flow: request.flow,
+            target: from.to_owned(),
+            request_id: request.request_id,
+        });
+        Ok(())
+    }
+
+    fn covering_sa(&self, dvipa: &str, flow: &Flow) -> Option<&SaInstall> {
+        self.sas.values().map(|s| &s.install).find(|i| {
+            i.dvipa == dvipa
+                && i.direction == Direction::Outbound
+                && i.filters.iter().any(|f| f.matches(flow))
+        })
+    }
+
+    fn answer_installed(&mut self, sa: &SaRef, now: Duration) {
+        let Some(stored) = self.sas.get(sa) else {
+            return;
+        };
+        let filters = stored.install.filters.clone();
+        self.answer_waiting(
+            &sa.dvipa,
+            |flow| filters.iter().any(|f| f.matches(flow)),
+            NewConnOutcome::Installed,
+            now,
+        );
+    }
+
+    fn answer_waiting(
+        &mut self,
+        dvipa: &str,
+        covers: impl Fn(&Flow) -> bool,
+        outcome: NewConnOutcome,
+        now: Duration,
+    ) {
+        let (answered, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.dvipa == dvipa && covers(&w.flow));
+        self.waiting = still;
+        for waiting in answered {
+            // A target whose link went away gets no answer; its NEWCONN times out there.
+            let _ = self.respond(&waiting.target, waiting.request_id, outcome, now);
+        }
+    }
+
+    fn respond(
+        &mut self,
+        target: &str,
+        request_id: u32,
+        outcome: NewConnOutcome,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        self.send_to_up(
+            target,
+            Message::NewConnResponse {
+                request_id,
+                outcome,
+            },
+            now,
+        )
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Transmit> {
+        self.links.iter_mut().find_map(|(node, link)| {
+            link.poll_transmit(now).map(|bytes| Transmit {
+                to: node.clone(),
+                bytes,
+            })
+        })
+    }
+
+    /// When to call [`Distributor::poll_transmit`] next.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.links.values().map(Link::poll_timeout).min()
+    }
+}

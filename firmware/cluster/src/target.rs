@@ -1,0 +1,552 @@
+//! The target's side (seed figures 7, 9 to 11), sans-io: the shadow SA cache by DVIPA with
+//! its dynamic filters, lookups for the data path, lifesize batching and NEWCONN.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use dvipsec_config::NodeView;
+use dvipsec_esp::{Direction, IpsecProtocol};
+use thiserror::Error;
+
+use crate::error::LinkError;
+use crate::lifesize::{report_threshold, Usage};
+use crate::link::{Link, LinkSecurity, LinkTimers, PeerChange};
+use crate::wire::{
+    Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef, VipaEntry,
+};
+use crate::Transmit;
+
+/// How long a connection waits for its SA after NEWCONN unless told otherwise.
+pub const DEFAULT_NEWCONN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the target refused something.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    #[error("frame from {node}, which distributes no DVIPA to this target")]
+    UnknownNode { node: String },
+    #[error("{address} is not a DVIPA this target serves")]
+    NotADvipa { address: IpAddr },
+    #[error("link to {node}: {source}")]
+    Link {
+        node: String,
+        #[source]
+        source: LinkError,
+    },
+}
+
+/// Why a packet found no SA; each is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSa {
+    /// The SA was deleted: the packet is dropped.
+    Deleted,
+    /// No such SA was ever installed here.
+    Unknown,
+}
+
+/// What happened at the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEvent {
+    Installed(SaRef),
+    Deleted(SaRef),
+    /// A connection waiting for its SA can go (its SYN is released).
+    ConnectionReleased {
+        request_id: u32,
+        sa: SaRef,
+    },
+    /// The distributor refused the NEWCONN or IKE failed.
+    ConnectionFailed {
+        request_id: u32,
+        outcome: NewConnOutcome,
+    },
+    /// No SA arrived in time; the pending connection is dropped.
+    ConnectionTimedOut {
+        request_id: u32,
+    },
+}
+
+/// How a connection opened from this target goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnStart {
+    /// An SA covers it: send now.
+    Ready(SaRef),
+    /// NEWCONN went to the distributor; wait for [`TargetEvent::ConnectionReleased`].
+    Pending { request_id: u32 },
+}
+
+/// Counters of the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetCounters {
+    pub installs: u64,
+    pub duplicate_installs: u64,
+    pub replaced_installs: u64,
+    pub refused_not_served: u64,
+    pub deletes: u64,
+    pub drops_deleted_sa: u64,
+    pub drops_unknown_sa: u64,
+    pub lifesize_entries_sent: u64,
+    pub lifesize_messages_sent: u64,
+    pub unexpected_messages: u64,
+}
+
+/// An SA in the shadow cache.
+#[derive(Debug, Clone)]
+pub struct ShadowSa {
+    pub install: SaInstall,
+    /// Use not yet reported.
+    pub unreported: Usage,
+    /// All use counted here.
+    pub total: Usage,
+}
+
+struct Served {
+    address: IpAddr,
+    ports: Vec<u16>,
+    distributor: String,
+}
+
+struct PendingConn {
+    dvipa: String,
+    flow: Flow,
+    deadline: Duration,
+}
+
+/// Remembers deleted SAs (bounded), so their late packets are counted as such.
+const TOMBSTONES: usize = 4096;
+
+/// The target core of one stack.
+pub struct Target {
+    served: BTreeMap<String, Served>,
+    links: BTreeMap<String, Link>,
+    cache: BTreeMap<String, BTreeMap<SaRef, ShadowSa>>,
+    inbound: HashMap<(u32, u8, IpAddr), SaRef>,
+    tombstones: BTreeSet<SaRef>,
+    tombstone_order: VecDeque<SaRef>,
+    report_due: BTreeMap<String, Vec<LifesizeEntry>>,
+    pending: BTreeMap<u32, PendingConn>,
+    next_request: u32,
+    newconn_timeout: Duration,
+    events: VecDeque<TargetEvent>,
+    counters: TargetCounters,
+}
+
+impl Target {
+    /// The target of the DVIPAs `view` serves now (standby entries wait for a takeover).
+    pub fn new(view: &NodeView, incarnation: u64, security: LinkSecurity, now: Duration) -> Target {
+        let timers = LinkTimers::with_heartbeat(Duration::from_millis(u64::from(
+            view.xcf_link.heartbeat_ms.value,
+        )));
+        let served: BTreeMap<String, Served> = view
+            .serves
+            .iter()
+            .filter(|s| !s.standby)
+            .map(|s| {
+                let ports = match &s.ports {
+                    dvipsec_config::PortSet::All => Vec::new(),
+                    dvipsec_config::PortSet::List(list) => list
+                        .iter()
+                        .filter_map(|p| u16::try_from(p.value).ok())
+                        .collect(),
+                };
+                let entry = Served {
+                    address: s.address,
+                    ports,
+                    distributor: s.distributor.clone(),
+                };
+                (s.dvipa.clone(), entry)
+            })
+            .collect();
+        let links = served
+            .values()
+            .map(|s| {
+                let link = Link::new(&view.node, incarnation, security, timers, now);
+                (s.distributor.clone(), link)
+            })
+            .collect();
+        Target {
+            served,
+            links,
+            cache: BTreeMap::new(),
+            inbound: HashMap::new(),
+            tombstones: BTreeSet::new(),
+            tombstone_order: VecDeque::new(),
+            report_due: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_request: 1,
+            newconn_timeout: DEFAULT_NEWCONN_TIMEOUT,
+            events: VecDeque::new(),
+            counters: TargetCounters::default(),
+        }
+    }
+
+    /// How long NEWCONN waits for its SA.
+    pub fn set_newconn_timeout(&mut self, timeout: Duration) {
+        self.newconn_timeout = timeout;
+    }
+
+    pub fn counters(&self) -> TargetCounters {
+        self.counters
+    }
+
+    pub fn poll_event(&mut self) -> Option<TargetEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn link(&self, distributor: &str) -> Option<&Link> {
+        self.links.get(distributor)
+    }
+
+    /// The shadow SAs of `dvipa`.
+    pub fn shadow_sas(&self, dvipa: &str) -> Vec<&ShadowSa> {
+        self.cache
+            .get(dvipa)
+            .map(|sas| sas.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every SA in the cache.
+    pub fn all_sas(&self) -> Vec<SaRef> {
+        self.cache
+            .values()
+            .flat_map(|sas| sas.keys().cloned())
+            .collect()
+    }
+
+    /// Inbound lookup for a packet: by (SPI, protocol, outer source address).
+    pub fn inbound_lookup(
+        &mut self,
+        spi: u32,
+        protocol: IpsecProtocol,
+        source: IpAddr,
+    ) -> Result<&ShadowSa, NoSa> {
+        let found = self.inbound.get(&(spi, protocol_number(protocol), source));
+        let Some(sa) = found else {
+            let deleted = self
+                .tombstones
+                .iter()
+                .any(|t| t.spi == spi && t.direction == crate::wire::WireDirection::Inbound);
+            return Err(self.count_drop(deleted));
+        };
+        self.cache
+            .get(&sa.dvipa)
+            .and_then(|sas| sas.get(sa))
+            .ok_or(NoSa::Unknown)
+    }
+
+    /// Outbound lookup: the outbound SA whose dynamic filter covers `flow`.
+    pub fn outbound_lookup(&mut self, flow: &Flow) -> Result<&ShadowSa, NoSa> {
+        let dvipa = self.dvipa_of(flow.local).map(str::to_owned);
+        let found = dvipa.as_deref().and_then(|d| self.covering(d, flow));
+        match found {
+            Some(sa) => self
+                .cache
+                .get(&sa.dvipa)
+                .and_then(|sas| sas.get(&sa))
+                .ok_or(NoSa::Unknown),
+            None => Err(self.count_drop(false)),
+        }
+    }
+
+    fn count_drop(&mut self, deleted: bool) -> NoSa {
+        if deleted {
+            self.counters.drops_deleted_sa += 1;
+            NoSa::Deleted
+        } else {
+            self.counters.drops_unknown_sa += 1;
+            NoSa::Unknown
+        }
+    }
+
+    /// Counts use of an SA by the data path. When its unreported use reaches the threshold
+    /// it is queued for the next LIFESIZE batch. A deleted SA's use is dropped and counted.
+    pub fn count(&mut self, sa: &SaRef, bytes: u64, packets: u64) -> Result<(), NoSa> {
+        let Some(shadow) = self.cache.get_mut(&sa.dvipa).and_then(|s| s.get_mut(sa)) else {
+            let deleted = self.tombstones.contains(sa);
+            return Err(self.count_drop(deleted));
+        };
+        shadow.unreported.add(bytes, packets);
+        shadow.total.add(bytes, packets);
+        let (byte_step, packet_step) =
+            report_threshold(&shadow.install.lifetime, shadow.install.lifesize_percent);
+        let due = byte_step.is_some_and(|s| shadow.unreported.bytes >= s)
+            || packet_step.is_some_and(|s| shadow.unreported.packets >= s);
+        if !due {
+            return Ok(());
+        }
+        let entry = LifesizeEntry {
+            sa: sa.clone(),
+            bytes: shadow.unreported.bytes,
+            packets: shadow.unreported.packets,
+        };
+        shadow.unreported = Usage::default();
+        if let Some(served) = self.served.get(&sa.dvipa) {
+            self.report_due
+                .entry(served.distributor.clone())
+                .or_default()
+                .push(entry);
+        }
+        Ok(())
+    }
+
+    /// Opens a connection from a served DVIPA to a peer (seed figure 11).
+    pub fn open_connection(&mut self, flow: Flow, now: Duration) -> Result<ConnStart, TargetError> {
+        let dvipa = self
+            .dvipa_of(flow.local)
+            .map(str::to_owned)
+            .ok_or(TargetError::NotADvipa {
+                address: flow.local,
+            })?;
+        if let Some(sa) = self.covering(&dvipa, &flow) {
+            return Ok(ConnStart::Ready(sa));
+        }
+        let request_id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        let distributor = self.served.get(&dvipa).map(|s| s.distributor.clone());
+        let request = Message::NewConnRequest(NewConnRequest {
+            request_id,
+            dvipa: dvipa.clone(),
+            flow,
+        });
+        if let Some(link) = distributor.as_deref().and_then(|d| self.links.get_mut(d)) {
+            link.send(request, now)
+                .map_err(|source| TargetError::Link {
+                    node: distributor.clone().unwrap_or_default(),
+                    source,
+                })?;
+        }
+        self.pending.insert(
+            request_id,
+            PendingConn {
+                dvipa,
+                flow,
+                deadline: now + self.newconn_timeout,
+            },
+        );
+        Ok(ConnStart::Pending { request_id })
+    }
+
+    fn dvipa_of(&self, address: IpAddr) -> Option<&str> {
+        self.served
+            .iter()
+            .find(|(_, s)| s.address == address)
+            .map(|(name, _)| name.as_str())
+    }
+
+    fn covering(&self, dvipa: &str, flow: &Flow) -> Option<SaRef> {
+        self.cache.get(dvipa)?.iter().find_map(|(sa, shadow)| {
+            let outbound = shadow.install.direction == Direction::Outbound;
+            let covers = shadow.install.filters.iter().any(|f| f.matches(flow));
+            (outbound && covers).then(|| sa.clone())
+        })
+    }
+
+    /// Takes in one frame from the distributor `from`.
+    pub fn handle(&mut self, from: &str, bytes: &[u8], now: Duration) -> Result<(), TargetError> {
+        let link = self
+            .links
+            .get_mut(from)
+            .ok_or_else(|| TargetError::UnknownNode {
+                node: from.to_owned(),
+            })?;
+        let received = link
+            .handle(bytes, now)
+            .map_err(|source| TargetError::Link {
+                node: from.to_owned(),
+                source,
+            })?;
+        if matches!(
+            received.peer,
+            Some(PeerChange::Up { .. } | PeerChange::Restarted { .. })
+        ) {
+            self.announce_vipas(from, now)?;
+        }
+        for message in received.messages {
+            self.on_message(from, message);
+        }
+        Ok(())
+    }
+
+    fn announce_vipas(&mut self, distributor: &str, now: Duration) -> Result<(), TargetError> {
+        let entries: Vec<VipaEntry> = self
+            .served
+            .iter()
+            .filter(|(_, s)| s.distributor == distributor)
+            .map(|(name, s)| VipaEntry {
+                dvipa: name.clone(),
+                address: s.address,
+                ports: s.ports.clone(),
+            })
+            .collect();
+        if let Some(link) = self.links.get_mut(distributor) {
+            link.send(Message::VipaList(entries), now)
+                .map_err(|source| TargetError::Link {
+                    node: distributor.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, from: &str, message: Message) {
+        match message {
+            Message::SaInstall(install) => self.install(from, *install),
+            Message::SaDelete(sa) => self.delete(&sa),
+            Message::NewConnResponse {
+                request_id,
+                outcome,
+            } => self.on_newconn_response(request_id, outcome),
+            _ => self.counters.unexpected_messages += 1,
+        }
+    }
+
+    fn install(&mut self, from: &str, install: SaInstall) {
+        let served_by_sender = self
+            .served
+            .get(&install.dvipa)
+            .is_some_and(|s| s.distributor == from);
+        if !served_by_sender {
+            self.counters.refused_not_served += 1;
+            return;
+        }
+        let sa = install.sa_ref();
+        let sas = self.cache.entry(install.dvipa.clone()).or_default();
+        if let Some(existing) = sas.get(&sa) {
+            if existing.install == install {
+                self.counters.duplicate_installs += 1;
+                return;
+            }
+            self.counters.replaced_installs += 1;
+        }
+        if install.direction == Direction::Inbound {
+            let source = install.tunnel.map_or(install.peer, |t| t.src);
+            let key = (install.spi, protocol_number(install.protocol), source);
+            self.inbound.insert(key, sa.clone());
+        }
+        sas.insert(
+            sa.clone(),
+            ShadowSa {
+                install,
+                unreported: Usage::default(),
+                total: Usage::default(),
+            },
+        );
+        self.tombstones.remove(&sa);
+        self.counters.installs += 1;
+        self.events.push_back(TargetEvent::Installed(sa.clone()));
+        self.release_pending(&sa);
+    }
+
+    fn release_pending(&mut self, sa: &SaRef) {
+        let released: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.dvipa == sa.dvipa && self.covering(&p.dvipa, &p.flow).as_ref() == Some(sa)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for request_id in released {
+            self.pending.remove(&request_id);
+            self.events.push_back(TargetEvent::ConnectionReleased {
+                request_id,
+                sa: sa.clone(),
+            });
+        }
+    }
+
+    fn delete(&mut self, sa: &SaRef) {
+        let Some(removed) = self.cache.get_mut(&sa.dvipa).and_then(|sas| sas.remove(sa)) else {
+            return;
+        };
+        self.inbound.retain(|_, indexed| indexed != sa);
+        self.report_due
+            .values_mut()
+            .for_each(|entries| entries.retain(|e| e.sa != *sa));
+        drop(removed);
+        self.tombstones.insert(sa.clone());
+        self.tombstone_order.push_back(sa.clone());
+        if self.tombstone_order.len() > TOMBSTONES {
+            if let Some(oldest) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&oldest);
+            }
+        }
+        self.counters.deletes += 1;
+        self.events.push_back(TargetEvent::Deleted(sa.clone()));
+    }
+
+    fn on_newconn_response(&mut self, request_id: u32, outcome: NewConnOutcome) {
+        if outcome == NewConnOutcome::Installed {
+            // The SA itself releases the connection when it arrives.
+            return;
+        }
+        if self.pending.remove(&request_id).is_some() {
+            self.events.push_back(TargetEvent::ConnectionFailed {
+                request_id,
+                outcome,
+            });
+        }
+    }
+
+    /// Expires pending connections whose SA did not come in time.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for request_id in expired {
+            self.pending.remove(&request_id);
+            self.events
+                .push_back(TargetEvent::ConnectionTimedOut { request_id });
+        }
+    }
+
+    /// Connections waiting for an SA.
+    pub fn pending_connections(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next frame to send, if any. Due lifesize entries leave as one batch per distributor.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Transmit> {
+        self.flush_lifesize(now);
+        self.links.iter_mut().find_map(|(node, link)| {
+            link.poll_transmit(now).map(|bytes| Transmit {
+                to: node.clone(),
+                bytes,
+            })
+        })
+    }
+
+    fn flush_lifesize(&mut self, now: Duration) {
+        for (distributor, entries) in std::mem::take(&mut self.report_due) {
+            if entries.is_empty() {
+                continue;
+            }
+            let Some(link) = self.links.get_mut(&distributor) else {
+                continue;
+            };
+            let count = entries.len() as u64;
+            // LIFESIZE carries no keys and a bounded batch, so the link takes it.
+            if link.send(Message::Lifesize(entries), now).is_ok() {
+                self.counters.lifesize_entries_sent += count;
+                self.counters.lifesize_messages_sent += 1;
+            }
+        }
+    }
+
+    /// When to call [`Target::poll_transmit`] or [`Target::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let links = self.links.values().map(Link::poll_timeout);
+        let pending = self.pending.values().map(|p| p.deadline);
+        links.chain(pending).min()
+    }
+}
+
+fn protocol_number(protocol: IpsecProtocol) -> u8 {
+    match protocol {
+        IpsecProtocol::Ah => 51,
+        _ => 50,
+    }
+}
