@@ -148,12 +148,12 @@ impl Cluster {
             let quiet = self.distributors.values().all(|d| {
                 self.targets.keys().all(|t| {
                     d.link(t)
-                        .map_or(true, |l| l.unacked() == 0 && l.peer_incarnation().is_some())
+                        .is_none_or(|l| l.unacked() == 0 && l.peer_incarnation().is_some())
                 })
             }) && self.targets.values().all(|t| {
                 self.distributors.keys().all(|d| {
                     t.link(d)
-                        .map_or(true, |l| l.unacked() == 0 && l.peer_incarnation().is_some())
+                        .is_none_or(|l| l.unacked() == 0 && l.peer_incarnation().is_some())
                 })
             });
             if quiet && self.net.is_idle() {
