@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{field, Suites, Topology, CBC_MODP2048, GCM_X25519, OUR_ID, SWAN_ID};
+use support::{field, Suites, Topology, CBC_MODP2048, GCM_X25519, GCM_X25519_PFS, OUR_ID, SWAN_ID};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -65,8 +65,12 @@ fn strongswan_initiates(test: &str, suites: Suites) -> Topology {
 }
 
 fn we_initiate(test: &str, suites: Suites) -> Topology {
+    we_initiate_with(test, suites, &[])
+}
+
+fn we_initiate_with(test: &str, suites: Suites, extra: &[&str]) -> Topology {
     let mut topology = Topology::start(suites);
-    let ours = topology.start_ours(suites, true);
+    let ours = topology.start_ours_with(suites, true, extra);
     ours.wait_for("event=ike_established", WAIT);
     let child = ours.wait_for("event=child_installed", WAIT);
     assert_swan_matches(&topology, &child);
@@ -204,4 +208,208 @@ fn strongswan_answers_our_liveness_check() {
     assert!(topology
         .charon_log()
         .contains("parsed INFORMATIONAL request"));
+}
+
+/// After a child rekey: our side reports the rekey and then the old child's deletion, and
+/// strongSwan's only child SA carries the new SPIs.
+fn assert_child_rekeyed(topology: &mut Topology, old_child: &str) -> String {
+    let ours = topology.ours();
+    let rekeyed = ours.wait_for("event=child_rekeyed", WAIT);
+    assert_eq!(field(&rekeyed, "old_spi_in"), field(old_child, "spi_in"));
+    assert_eq!(field(&rekeyed, "old_spi_out"), field(old_child, "spi_out"));
+    assert_ne!(field(&rekeyed, "spi_in"), field(old_child, "spi_in"));
+    let deleted = ours.wait_for("event=child_deleted", WAIT);
+    assert_eq!(field(&deleted, "spi_in"), field(old_child, "spi_in"));
+    let listing = topology.wait_swan_single_child(WAIT);
+    assert_eq!(
+        field(&listing, "spi-in"),
+        field(&rekeyed, "spi_out"),
+        "{listing}"
+    );
+    assert_eq!(
+        field(&listing, "spi-out"),
+        field(&rekeyed, "spi_in"),
+        "{listing}"
+    );
+    let ours_listed = topology.ours().list();
+    assert_eq!(ours_listed.len(), 1);
+    assert_eq!(
+        field(&ours_listed[0], "children"),
+        format!(
+            "{}/{}",
+            field(&rekeyed, "spi_in"),
+            field(&rekeyed, "spi_out")
+        )
+    );
+    listing
+}
+
+fn last_child_line(topology: &mut Topology) -> String {
+    topology
+        .ours()
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("event=child_installed"))
+        .cloned()
+        .expect("a child was installed")
+}
+
+#[test]
+fn strongswan_rekeys_the_child_sa_and_we_follow() {
+    if !support::prerequisites_met("strongswan_rekeys_the_child_sa_and_we_follow") {
+        return;
+    }
+    let mut topology = strongswan_initiates("child rekey", GCM_X25519);
+    let old_child = last_child_line(&mut topology);
+    topology.swanctl(&["--rekey", "--child", "net"]);
+    let listing = assert_child_rekeyed(&mut topology, &old_child);
+    assert!(
+        !listing.contains("dh-group=CURVE_25519 bytes-in"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn strongswan_rekeys_the_child_sa_with_pfs_and_we_follow() {
+    if !support::prerequisites_met("strongswan_rekeys_the_child_sa_with_pfs_and_we_follow") {
+        return;
+    }
+    let mut topology = strongswan_initiates("child rekey pfs", GCM_X25519_PFS);
+    let old_child = last_child_line(&mut topology);
+    topology.swanctl(&["--rekey", "--child", "net"]);
+    let listing = assert_child_rekeyed(&mut topology, &old_child);
+    // The child SA's own dh-group shows the PFS exchange.
+    let child_part = &listing[listing.find("child-sas").expect("child listed")..];
+    assert!(child_part.contains("dh-group=CURVE_25519"), "{listing}");
+}
+
+#[test]
+fn strongswan_we_rekey_the_child_sa() {
+    if !support::prerequisites_met("strongswan_we_rekey_the_child_sa") {
+        return;
+    }
+    let mut topology = we_initiate("our child rekey", GCM_X25519);
+    let old_child = last_child_line(&mut topology);
+    topology.ours().command("rekey-child");
+    let listing = assert_child_rekeyed(&mut topology, &old_child);
+    let child_part = &listing[listing.find("child-sas").expect("child listed")..];
+    assert!(
+        !child_part.contains("dh-group="),
+        "no PFS was asked for: {listing}"
+    );
+}
+
+#[test]
+fn strongswan_we_rekey_the_child_sa_with_pfs() {
+    if !support::prerequisites_met("strongswan_we_rekey_the_child_sa_with_pfs") {
+        return;
+    }
+    let mut topology = we_initiate_with("our child rekey pfs", GCM_X25519_PFS, &["pfs=1"]);
+    let old_child = last_child_line(&mut topology);
+    topology.ours().command("rekey-child");
+    let listing = assert_child_rekeyed(&mut topology, &old_child);
+    let child_part = &listing[listing.find("child-sas").expect("child listed")..];
+    assert!(child_part.contains("dh-group=CURVE_25519"), "{listing}");
+}
+
+/// After an IKE rekey: our side reports it and the old SA's deletion; strongSwan lists the
+/// new SPIs, and the child SA kept its SPIs.
+fn assert_ike_rekeyed(topology: &mut Topology, before: &str, old_child: &str, reason: &str) {
+    let ours = topology.ours();
+    let rekeyed = ours.wait_for("event=ike_rekeyed", WAIT);
+    let deleted = ours.wait_for("event=ike_deleted", WAIT);
+    assert_eq!(field(&deleted, "ike_sa"), field(&rekeyed, "old"));
+    assert_eq!(field(&deleted, "reason"), reason);
+    assert!(!ours
+        .seen
+        .iter()
+        .any(|l| l.starts_with("event=child_deleted")));
+    let listed = ours.list();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(field(&listed[0], "ike_sa"), field(&rekeyed, "new"));
+    assert_eq!(
+        field(&listed[0], "children"),
+        format!(
+            "{}/{}",
+            field(old_child, "spi_in"),
+            field(old_child, "spi_out")
+        )
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let listing = loop {
+        let listing = topology.list_sas();
+        if listing.matches("state=").count() == 2 && listing.contains("state=ESTABLISHED") {
+            break listing;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strongSwan lists {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(
+        field(&listing, "initiator-spi"),
+        field(&before, "initiator-spi")
+    );
+    assert_eq!(
+        field(&listing, "initiator-spi"),
+        field(&listed[0], "spi_i"),
+        "{listing}"
+    );
+    assert_eq!(
+        field(&listing, "responder-spi"),
+        field(&listed[0], "spi_r"),
+        "{listing}"
+    );
+    assert_eq!(
+        field(&listing, "spi-in"),
+        field(old_child, "spi_out"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn strongswan_rekeys_the_ike_sa_and_we_follow() {
+    if !support::prerequisites_met("strongswan_rekeys_the_ike_sa_and_we_follow") {
+        return;
+    }
+    let mut topology = strongswan_initiates("ike rekey", GCM_X25519);
+    let old_child = last_child_line(&mut topology);
+    let before = topology.list_sas();
+    topology.swanctl(&["--rekey", "--ike", "peer"]);
+    assert_ike_rekeyed(&mut topology, &before, &old_child, "PeerDelete");
+}
+
+#[test]
+fn strongswan_we_rekey_the_ike_sa() {
+    if !support::prerequisites_met("strongswan_we_rekey_the_ike_sa") {
+        return;
+    }
+    let mut topology = we_initiate("our ike rekey", CBC_MODP2048);
+    let old_child = last_child_line(&mut topology);
+    let before = topology.list_sas();
+    topology.ours().command("rekey-ike");
+    assert_ike_rekeyed(&mut topology, &before, &old_child, "LocalDelete");
+}
+
+#[test]
+fn strongswan_deletes_the_child_sa_and_we_follow() {
+    if !support::prerequisites_met("strongswan_deletes_the_child_sa_and_we_follow") {
+        return;
+    }
+    let mut topology = strongswan_initiates("child delete", GCM_X25519);
+    let child = last_child_line(&mut topology);
+    topology.swanctl(&["--terminate", "--child", "net", "--timeout", "10"]);
+    let ours = topology.ours();
+    let deleted = ours.wait_for("event=child_deleted", WAIT);
+    assert_eq!(field(&deleted, "spi_in"), field(&child, "spi_in"));
+    assert_eq!(field(&deleted, "spi_out"), field(&child, "spi_out"));
+    let listed = ours.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(field(&listed[0], "state"), "Established");
+    assert_eq!(field(&listed[0], "children"), "");
+    let listing = topology.list_sas();
+    assert!(listing.contains("state=ESTABLISHED"), "{listing}");
+    assert!(!listing.contains("spi-in="), "{listing}");
 }

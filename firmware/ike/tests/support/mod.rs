@@ -36,6 +36,13 @@ pub const GCM_X25519: Suites = Suites {
     ours: "gcm",
 };
 
+/// Like [`GCM_X25519`], with x25519 PFS on strongSwan's child SA rekeys.
+pub const GCM_X25519_PFS: Suites = Suites {
+    ike: "aes128gcm16-prfsha256-x25519",
+    esp: "aes128gcm16-x25519",
+    ours: "gcm",
+};
+
 pub const CBC_MODP2048: Suites = Suites {
     ike: "aes256-sha256-modp2048",
     esp: "aes256-sha256",
@@ -261,6 +268,16 @@ impl Topology {
 
     /// Starts our event loop in our namespace.
     pub fn start_ours(&mut self, suites: Suites, initiate: bool) -> &mut OurSide {
+        self.start_ours_with(suites, initiate, &[])
+    }
+
+    /// Starts our event loop with extra `key=value` arguments.
+    pub fn start_ours_with(
+        &mut self,
+        suites: Suites,
+        initiate: bool,
+        extra: &[&str],
+    ) -> &mut OurSide {
         let bin = env!("CARGO_BIN_EXE_dvipsec-ike-udp");
         let mut command = Command::new("ip");
         command
@@ -280,6 +297,7 @@ impl Topology {
         if initiate {
             command.arg("initiate=1");
         }
+        command.args(extra);
         let mut child = command.spawn().expect("start dvipsec-ike-udp");
         let stdout = child.stdout.take().expect("piped stdout");
         let stdin = child.stdin.take();
@@ -301,6 +319,19 @@ impl Topology {
 
     pub fn ours(&mut self) -> &mut OurSide {
         self.ours.as_mut().expect("our loop was started")
+    }
+
+    /// Waits until strongSwan lists exactly one child SA and returns the listing.
+    pub fn wait_swan_single_child(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listing = self.list_sas();
+            if listing.matches("spi-in=").count() == 1 && listing.contains("state=ESTABLISHED") {
+                return listing;
+            }
+            assert!(Instant::now() < deadline, "strongSwan lists {listing}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until swanctl lists no IKE SA.
