@@ -350,7 +350,7 @@ fn assert_ike_rekeyed(topology: &mut Topology, before: &str, old_child: &str, re
     };
     assert_ne!(
         field(&listing, "initiator-spi"),
-        field(&before, "initiator-spi")
+        field(before, "initiator-spi")
     );
     assert_eq!(
         field(&listing, "initiator-spi"),
