@@ -17,6 +17,7 @@ pub mod poll;
 pub mod sa_table;
 pub mod select;
 pub mod target;
+pub mod testbed;
 pub mod wire;
 
 pub use dct::{Dct, DctConfig, DctCounters, DctError, FlowKey, TargetId};

@@ -77,6 +77,8 @@ pub struct NodeCounters {
     pub no_room_or_route: u64,
     /// Packets handed to local processing but the local queue was full.
     pub local_overflow: u64,
+    /// Frames copied into a fresh buffer because theirs lacked headroom for the new headers.
+    pub relocated: u64,
 }
 
 /// A distributor on two ports: external (peers) and XCF (targets).
@@ -166,8 +168,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         }
     }
 
-    fn forward(&mut self, mut frame: PacketBuf, target: Ipv4Addr) {
+    fn forward(&mut self, frame: PacketBuf, target: Ipv4Addr) {
         let Some(mac) = self.target_macs.lookup(IpAddr::V4(target)) else {
+            self.counters.no_room_or_route += 1;
+            return;
+        };
+        let Some(mut frame) = self.with_headroom(frame, ENCAP_OVERHEAD + ETHERNET_LEN) else {
             self.counters.no_room_or_route += 1;
             return;
         };
@@ -187,6 +193,20 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             return;
         }
         push_or_flush(&mut self.xcf, &mut self.to_xcf, frame);
+    }
+}
+
+impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
+    /// The frame itself when it has `needed` bytes of headroom, else a copy in a fresh buffer
+    /// of the XCF port (a frame that came over the in-memory fabric keeps the sender's layout).
+    fn with_headroom(&mut self, frame: PacketBuf, needed: usize) -> Option<PacketBuf> {
+        if frame.headroom() >= needed {
+            return Some(frame);
+        }
+        let mut copy = self.xcf.alloc_tx()?;
+        copy.set_frame(frame.data()).ok()?;
+        self.counters.relocated += 1;
+        (copy.headroom() >= needed).then_some(copy)
     }
 }
 
@@ -243,6 +263,7 @@ pub struct TargetNode<P, S, F> {
     external_mac: Mac,
     peers: Neighbours,
     echo: bool,
+    distributor_link: Option<Mac>,
     rx: Burst,
     to_external: Burst,
     counters: NodeCounters,
@@ -272,6 +293,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             external_mac,
             peers,
             echo,
+            distributor_link: None,
             rx: Burst::with_capacity(BURST),
             to_external: Burst::with_capacity(BURST),
             counters: NodeCounters::default(),
@@ -288,6 +310,18 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     /// The external port (for its counters).
     pub fn external_port(&self) -> &P {
         &self.external
+    }
+
+    /// The XCF port (for its counters).
+    pub fn xcf_port(&self) -> &P {
+        &self.xcf
+    }
+
+    /// Matches the link as well as the address (the seed's check against spoofing): a frame on
+    /// the XCF port counts as coming over the XCF link only when its source MAC is `mac`, the
+    /// distributor's XCF port. Anything else is treated like external traffic.
+    pub fn set_distributor_link(&mut self, mac: Mac) {
+        self.distributor_link = Some(mac);
     }
 
     /// Binds a UDP socket to `local` (a DVIPA of this target) with a queue of `queue` datagrams.
@@ -369,6 +403,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     }
 
     fn handle(&mut self, mut frame: PacketBuf, ingress: Ingress, now_us: u64) {
+        let ingress = self.link_check(&frame, ingress);
         if !strip_ethernet(&mut frame) {
             self.counters.not_ip += 1;
             return;
@@ -392,6 +427,15 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             self.echo_back(frame, now_us);
         } else {
             self.sockets.deliver(frame, &flow);
+        }
+    }
+
+    fn link_check(&self, frame: &PacketBuf, ingress: Ingress) -> Ingress {
+        match (ingress, self.distributor_link) {
+            (Ingress::Xcf, Some(mac)) if frame.data().get(6..12) != Some(&mac[..]) => {
+                Ingress::External
+            }
+            _ => ingress,
         }
     }
 

@@ -11,6 +11,9 @@ use dvipsec_ports::{Burst, PacketPort};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
+/// Extra headroom left in front of a built packet.
+const SLACK: usize = 64;
+
 /// What the peer counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeerCounters {
@@ -95,6 +98,10 @@ impl<P: PacketPort> ScriptedPeer<P> {
         let Some(mut frame) = self.port.alloc_tx() else {
             return false;
         };
+        // Leave the receiver's forwarding headroom too (a NIC would hand it a fresh buffer).
+        if frame.append(SLACK).is_err() || frame.trim_front(SLACK).is_err() {
+            return false;
+        }
         let room = frame.tailroom().saturating_sub(64);
         let built = match frame.append(room) {
             Ok(space) => wire::write_udp(space, src, dst, payload).ok(),
@@ -129,6 +136,20 @@ impl<P: PacketPort> ScriptedPeer<P> {
         let _ = self.tx.push(frame);
         self.counters.packets_sent += 1;
         true
+    }
+
+    /// Queues a raw Ethernet frame (for tests that replay or forge packets).
+    pub fn send_raw(&mut self, frame: &[u8]) -> bool {
+        let Some(mut buf) = self.port.alloc_tx() else {
+            return false;
+        };
+        if buf.set_frame(frame).is_err() {
+            return false;
+        }
+        if self.tx.is_full() {
+            self.port.tx_burst(&mut self.tx);
+        }
+        self.tx.push(buf).is_ok()
     }
 
     /// Sends what is queued.
