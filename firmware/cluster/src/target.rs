@@ -13,7 +13,8 @@ use crate::error::LinkError;
 use crate::lifesize::{report_threshold, Usage};
 use crate::link::{Link, LinkSecurity, LinkTimers, PeerChange};
 use crate::wire::{
-    Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef, VipaEntry,
+    Connection, Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef,
+    TargetLoad, VipaEntry,
 };
 use crate::Transmit;
 
@@ -26,6 +27,8 @@ pub const DEFAULT_NEWCONN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum TargetError {
     #[error("frame from {node}, which distributes no DVIPA to this target")]
     UnknownNode { node: String },
+    #[error("DVIPA {dvipa} is not served by this target")]
+    NotServed { dvipa: String },
     #[error("{address} is not a DVIPA this target serves")]
     NotADvipa { address: IpAddr },
     #[error("link to {node}: {source}")]
@@ -501,6 +504,53 @@ impl Target {
             self.events
                 .push_back(TargetEvent::ConnectionTimedOut { request_id });
         }
+    }
+
+    /// Reports the connections this target holds for `dvipa` (CONN_REPORT), so its
+    /// distributor can rebuild the distributed connection table.
+    pub fn report_connections(
+        &mut self,
+        dvipa: &str,
+        connections: Vec<Connection>,
+        now: Duration,
+    ) -> Result<(), TargetError> {
+        let message = Message::ConnReport {
+            dvipa: dvipa.to_owned(),
+            connections,
+        };
+        self.send_to_distributor_of(dvipa, message, now)
+    }
+
+    /// Reports this target's load (TARGET_LOAD) to every distributor it serves.
+    pub fn report_load(&mut self, load: TargetLoad, now: Duration) -> Result<(), TargetError> {
+        for (node, link) in &mut self.links {
+            link.send(Message::TargetLoad(load), now)
+                .map_err(|source| TargetError::Link {
+                    node: node.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn send_to_distributor_of(
+        &mut self,
+        dvipa: &str,
+        message: Message,
+        now: Duration,
+    ) -> Result<(), TargetError> {
+        let served = self
+            .served
+            .get(dvipa)
+            .ok_or_else(|| TargetError::NotServed {
+                dvipa: dvipa.to_owned(),
+            })?;
+        let node = served.distributor.clone();
+        let Some(link) = self.links.get_mut(&node) else {
+            return Err(TargetError::UnknownNode { node });
+        };
+        link.send(message, now)
+            .map_err(|source| TargetError::Link { node, source })
     }
 
     /// Connections waiting for an SA.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use dvipsec_cluster::link::Link;
-use dvipsec_cluster::wire::{Flow, Message, NewConnOutcome, SaRef};
+use dvipsec_cluster::wire::{Connection, Flow, Message, NewConnOutcome, SaRef, TargetLoad};
 use dvipsec_cluster::{
     ConnStart, DistributorError, DistributorEvent, IkeEvent, LinkError, LinkSecurity, LinkTimers,
     Target, TargetError, TargetEvent,
@@ -374,4 +374,50 @@ fn a_target_on_an_unprotected_link_refuses_sa_install_and_keeps_going() {
     );
     assert_eq!(target.counters().unexpected_messages, 0);
     assert_ne!(target.poll_event(), Some(TargetEvent::Installed(sa_ref)));
+}
+
+#[test]
+fn connection_reports_and_load_reach_the_right_distributor() {
+    let mut cluster = started();
+    let flow = flow_to(&cluster, DVB1, "203.0.113.20");
+    let now = cluster.now;
+    let connections = vec![Connection { flow }];
+    cluster
+        .target("MVS3")
+        .report_connections(DVB1, connections.clone(), now)
+        .unwrap();
+    let load = TargetLoad {
+        cpu_percent: 40,
+        connections: 1,
+        shadow_sas: 0,
+    };
+    cluster.target("MVS3").report_load(load, now).unwrap();
+    assert!(cluster.settle(SETTLE));
+    assert_eq!(
+        cluster.distributor("MVS5").connections("MVS3", DVB1),
+        &connections[..]
+    );
+    assert_eq!(cluster.distributor("MVS5").load("MVS3"), Some(load));
+    assert!(
+        cluster.distributor("MVS1").load("MVS3").is_none(),
+        "MVS3 is no DVA1 target of MVS1"
+    );
+    // The VIPALIST each target sent on first contact.
+    let vipas = cluster
+        .distributor("MVS1")
+        .vipalist("MVS2")
+        .unwrap()
+        .to_vec();
+    assert_eq!(vipas.len(), 1);
+    assert_eq!(
+        (vipas[0].dvipa.as_str(), vipas[0].ports.as_slice()),
+        (DVA1, &[60u16][..])
+    );
+    assert_eq!(
+        cluster
+            .target("MVS3")
+            .report_connections(DVA1, Vec::new(), now)
+            .unwrap_err(),
+        TargetError::NotServed { dvipa: DVA1.into() }
+    );
 }
