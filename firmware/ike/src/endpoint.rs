@@ -220,6 +220,12 @@ impl Endpoint {
         sa.start_child_rekey(now, inbound_spi, &self.config.peers, &mut self.out)
     }
 
+    /// Negotiates an additional child SA with the peer's configured selectors.
+    pub fn create_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), IkeError> {
+        let sa = Self::established_sa(&mut self.sas, id)?;
+        sa.start_new_child(now, &self.config.peers, &mut self.out)
+    }
+
     /// Rekeys the IKE SA; the old one is deleted once the new one exists.
     pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), IkeError> {
         let sa = Self::established_sa(&mut self.sas, id)?;

@@ -613,3 +613,190 @@ fn garbage_and_truncated_messages_are_counted_not_fatal() {
         .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
     assert_eq!(pair.b.stats().unknown_spi, 1);
 }
+
+fn rekeyed(events: &[Event]) -> Vec<(u32, u32, &ChildSaInstalled)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaRekeyed {
+                old_inbound_spi,
+                old_outbound_spi,
+                new,
+            } => Some((*old_inbound_spi, *old_outbound_spi, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn child_rekey_round(a_pfs: bool) {
+    let mut a = initiator_peer();
+    let mut b = responder_peer();
+    let pfs_suite = EspSuite {
+        pfs: Some(DhGroup::Curve25519),
+        ..EspSuite::AES128GCM
+    };
+    a.esp_suites = if a_pfs {
+        vec![pfs_suite]
+    } else {
+        vec![EspSuite::AES128GCM]
+    };
+    b.esp_suites = vec![EspSuite::AES128GCM, pfs_suite];
+    let mut pair = Pair::new(a, b);
+    let (a, b) = establish(&mut pair);
+    let (old_in, old_out) = assert_children_match(&a, &b);
+    let old_key = children(&a)[0].outbound_keys.encr.clone();
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.rekey_child(pair.now, id, old_in).unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    let (ra, rb) = (rekeyed(&a), rekeyed(&b));
+    assert_eq!((ra.len(), rb.len()), (1, 1), "{a:?} {b:?}");
+    assert_eq!((ra[0].0, ra[0].1), (old_in, old_out));
+    assert_eq!((rb[0].0, rb[0].1), (old_out, old_in));
+    let (na, nb) = (ra[0].2, rb[0].2);
+    assert_eq!(na.outbound_spi, nb.inbound_spi);
+    assert_eq!(na.inbound_spi, nb.outbound_spi);
+    assert_eq!(na.outbound_keys.encr, nb.inbound_keys.encr);
+    assert_eq!(na.inbound_keys.encr, nb.outbound_keys.encr);
+    assert_ne!(na.outbound_keys.encr, old_key);
+    assert_eq!(nb.suite.pfs.is_some(), a_pfs);
+    // The old child is deleted on both sides afterwards.
+    for (events, inbound) in [(&a, old_in), (&b, old_out)] {
+        assert!(events.iter().any(|e| matches!(e,
+            Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == inbound)));
+    }
+    let listed_a = pair.a.ike_sas();
+    assert_eq!(listed_a[0].children.len(), 1);
+    assert_eq!(listed_a[0].children[0].inbound_spi, na.inbound_spi);
+    assert_eq!(pair.b.ike_sas()[0].children.len(), 1);
+}
+
+#[test]
+fn child_rekey_without_pfs_replaces_the_child_on_both_sides() {
+    child_rekey_round(false);
+}
+
+#[test]
+fn child_rekey_with_pfs_replaces_the_child_on_both_sides() {
+    child_rekey_round(true);
+}
+
+#[test]
+fn child_rekey_with_a_pfs_group_the_peer_lacks_is_refused_and_keeps_the_old_child() {
+    let mut a = initiator_peer();
+    a.esp_suites = vec![EspSuite {
+        pfs: Some(DhGroup::Ecp256),
+        ..EspSuite::AES128GCM
+    }];
+    let mut pair = Pair::new(a, responder_peer());
+    let (a, b) = establish(&mut pair);
+    let (old_in, _) = assert_children_match(&a, &b);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.rekey_child(pair.now, id, old_in).unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    assert!(a.iter().any(|e| matches!(
+        e,
+        Event::ChildSaRefused {
+            notify: notify::NO_PROPOSAL_CHOSEN,
+            ..
+        }
+    )));
+    assert_eq!(pair.a.ike_sas()[0].children[0].inbound_spi, old_in);
+    assert_eq!(pair.b.ike_sas()[0].children.len(), 1);
+}
+
+#[test]
+fn an_additional_child_is_created() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    establish(&mut pair);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.create_child(pair.now, id).unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    assert_children_match(&a, &b);
+    assert_eq!(pair.a.ike_sas()[0].children.len(), 2);
+    assert_eq!(pair.b.ike_sas()[0].children.len(), 2);
+}
+
+#[test]
+fn rekeying_an_unknown_child_is_an_error() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    establish(&mut pair);
+    let id = pair.a.ike_sas()[0].id;
+    assert!(matches!(
+        pair.a.rekey_child(pair.now, id, 0xdead_beef),
+        Err(dvipsec_ike::IkeError::NoSuchChild(0xdead_beef))
+    ));
+}
+
+fn ike_rekey_round(from_initiator: bool) {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    let (a, b) = establish(&mut pair);
+    let (child_in, _) = assert_children_match(&a, &b);
+    let old_a = pair.a.ike_sas()[0].clone();
+    let old_b = pair.b.ike_sas()[0].clone();
+    if from_initiator {
+        pair.a.rekey_ike(pair.now, old_a.id).unwrap();
+    } else {
+        pair.b.rekey_ike(pair.now, old_b.id).unwrap();
+    }
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    for (events, old) in [(&a, old_a.id), (&b, old_b.id)] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::IkeSaRekeyed { old: o, .. } if *o == old)),
+            "{events:?}"
+        );
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::IkeSaDeleted { ike_sa, .. } if *ike_sa == old)));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDeleted { .. })));
+    }
+    let (new_a, new_b) = (pair.a.ike_sas(), pair.b.ike_sas());
+    assert_eq!((new_a.len(), new_b.len()), (1, 1));
+    assert_eq!(
+        (new_a[0].spi_i, new_a[0].spi_r),
+        (new_b[0].spi_i, new_b[0].spi_r)
+    );
+    assert_ne!(new_a[0].spi_i, old_a.spi_i);
+    assert_eq!(new_a[0].children[0].inbound_spi, child_in);
+    // The rekey initiator is the new IKE SA's initiator (RFC 7296 2.18).
+    let expected = if from_initiator {
+        dvipsec_ike::Role::Initiator
+    } else {
+        dvipsec_ike::Role::Responder
+    };
+    assert_eq!(new_a[0].role, expected);
+    // The new IKE SA works: a liveness check from each side is answered, and it can be deleted.
+    pair.a.check_liveness(pair.now, new_a[0].id).unwrap();
+    pair.pump();
+    pair.b.check_liveness(pair.now, new_b[0].id).unwrap();
+    pair.pump();
+    assert_eq!(pair.a.poll_timeout(), None);
+    assert_eq!(pair.b.poll_timeout(), None);
+    pair.b.delete_ike_sa(pair.now, new_b[0].id).unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    assert!(a.iter().any(
+        |e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == child_in)
+    ));
+    assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
+}
+
+#[test]
+fn ike_rekey_from_the_initiator_moves_children_to_the_new_sa() {
+    ike_rekey_round(true);
+}
+
+#[test]
+fn ike_rekey_from_the_responder_moves_children_to_the_new_sa() {
+    ike_rekey_round(false);
+}

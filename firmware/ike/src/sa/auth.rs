@@ -287,14 +287,12 @@ impl IkeSa {
             .ok_or(CryptoError::Library("no IKE SA keys"))?
             .sk_d;
         let choice = new.choice;
-        let keys = derive_child_keys(
-            self.suite.prf,
-            sk_d,
-            &choice.suite,
-            new.pfs_shared,
-            new.ni,
-            new.nr,
-        )?;
+        // Report the PFS group only when a Diffie-Hellman exchange really took place.
+        let suite = EspSuite {
+            pfs: choice.suite.pfs.filter(|_| new.pfs_shared.is_some()),
+            ..choice.suite
+        };
+        let keys = derive_child_keys(self.suite.prf, sk_d, &suite, new.pfs_shared, new.ni, new.nr)?;
         let (inbound_keys, outbound_keys, local_ts, remote_ts) = if new.we_initiated_exchange {
             (
                 keys.responder_to_initiator,
@@ -313,7 +311,7 @@ impl IkeSa {
         self.children.push(ChildSaInfo {
             inbound_spi: new.inbound_spi,
             outbound_spi: choice.outbound_spi,
-            suite: choice.suite,
+            suite,
             mode: choice.mode,
             local_ts: local_ts.clone(),
             remote_ts: remote_ts.clone(),
@@ -322,7 +320,7 @@ impl IkeSa {
             ike_sa: self.id(),
             inbound_spi: new.inbound_spi,
             outbound_spi: choice.outbound_spi,
-            suite: choice.suite,
+            suite,
             inbound_keys,
             outbound_keys,
             mode: choice.mode,

@@ -305,16 +305,40 @@ impl IkeSa {
         peers: &[PeerConfig],
         out: &mut Outputs,
     ) -> Result<(), IkeError> {
-        let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
-            .ok_or(IkeError::NoSuchSa(self.local_spi()))?;
         let child = self
             .children
             .iter()
             .find(|c| c.inbound_spi == inbound_spi)
             .ok_or(IkeError::NoSuchChild(inbound_spi))?
             .clone();
+        self.start_create_child(now, Some(child), peers, out)
+    }
+
+    /// Starts a CREATE_CHILD_SA for an additional child SA with the configured selectors.
+    pub fn start_new_child(
+        &mut self,
+        now: Instant,
+        peers: &[PeerConfig],
+        out: &mut Outputs,
+    ) -> Result<(), IkeError> {
+        self.start_create_child(now, None, peers, out)
+    }
+
+    fn start_create_child(
+        &mut self,
+        now: Instant,
+        replaces: Option<super::ChildSaInfo>,
+        peers: &[PeerConfig],
+        out: &mut Outputs,
+    ) -> Result<(), IkeError> {
+        let peer = self
+            .peer
+            .and_then(|i| peers.get(i))
+            .ok_or(IkeError::NoSuchSa(self.local_spi()))?;
+        let (mode, local_ts, remote_ts) = match &replaces {
+            Some(old) => (old.mode, old.local_ts.clone(), old.remote_ts.clone()),
+            None => (peer.mode, peer.local_ts.clone(), peer.remote_ts.clone()),
+        };
         let dh = peer
             .esp_suites
             .first()
@@ -323,13 +347,16 @@ impl IkeSa {
             .transpose()?;
         let new_inbound = random_spi()?;
         let ni = random_bytes(NONCE_LEN)?;
-        let mut payloads = vec![Payload::Notify(NotifyPayload {
-            protocol: ProtocolId::Esp.to_u8(),
-            spi: inbound_spi.to_be_bytes().to_vec(),
-            notify_type: notify::REKEY_SA,
-            data: Vec::new(),
-        })];
-        if child.mode == Mode::Transport {
+        let mut payloads = Vec::new();
+        if let Some(old) = &replaces {
+            payloads.push(Payload::Notify(NotifyPayload {
+                protocol: ProtocolId::Esp.to_u8(),
+                spi: old.inbound_spi.to_be_bytes().to_vec(),
+                notify_type: notify::REKEY_SA,
+                data: Vec::new(),
+            }));
+        }
+        if mode == Mode::Transport {
             payloads.push(Payload::Notify(NotifyPayload::ike(
                 notify::USE_TRANSPORT_MODE,
                 Vec::new(),
@@ -351,10 +378,10 @@ impl IkeSa {
             }));
         }
         payloads.push(Payload::TsI(TsPayload {
-            selectors: child.local_ts.clone(),
+            selectors: local_ts.clone(),
         }));
         payloads.push(Payload::TsR(TsPayload {
-            selectors: child.remote_ts.clone(),
+            selectors: remote_ts.clone(),
         }));
         self.send_request(
             now,
@@ -364,12 +391,12 @@ impl IkeSa {
             out,
         )?;
         self.pending_create = Some(PendingCreate::Child {
-            replaces: Some((child.inbound_spi, child.outbound_spi)),
+            replaces: replaces.map(|old| (old.inbound_spi, old.outbound_spi)),
             inbound_spi: new_inbound,
             ni,
             dh,
-            local_ts: child.local_ts,
-            remote_ts: child.remote_ts,
+            local_ts,
+            remote_ts,
         });
         Ok(())
     }
