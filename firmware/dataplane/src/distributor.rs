@@ -363,3 +363,291 @@ fn is_crypto_distributable(combination: &Combination) -> bool {
     let answer = classify(combination);
     answer.sysplex_distributable && answer.crypto_distributable
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dct::tcp_flags::{FIN, SYN};
+    use crate::sa_table::ShadowSaTable;
+    use crate::testbed::{selector, DVIPA, KEY_TO_DVIPA, PEER_INNER, PEER_OUTER, SPI_TO_DVIPA};
+    use dvipsec_cf::{RegionOwner, SlotKey};
+    use dvipsec_esp::{Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap};
+
+    const ACK_ONLY: u8 = 0x10;
+    const ACK: u8 = ACK_ONLY;
+
+    struct Bench {
+        distributor: Distributor,
+        sas: ShadowSaTable,
+        cf: RegionOwner,
+        sender: Sa,
+        _dir: tempfile::TempDir,
+    }
+
+    fn sa(direction: Direction) -> Sa {
+        let mut config = SaConfig::new(
+            SPI_TO_DVIPA,
+            direction,
+            Suite::Aes128Gcm16,
+            SaKeys::new(&KEY_TO_DVIPA, &[]),
+        );
+        config.mode = Mode::Tunnel;
+        config.tunnel = Some(TunnelEndpoints {
+            src: IpAddr::V4(PEER_OUTER),
+            dst: IpAddr::V4(DVIPA),
+        });
+        config.udp_encap = Some(UdpEncap::NAT_T);
+        Sa::new(config).unwrap()
+    }
+
+    fn bench() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let cf = RegionOwner::create(&dir.path().join("cf"), 4).unwrap();
+        let dvipa = IpAddr::V4(DVIPA);
+        let slot = cf
+            .allocate(
+                SlotKey {
+                    dvipa,
+                    spi: SPI_TO_DVIPA,
+                },
+                128,
+            )
+            .unwrap();
+        let mut sas = ShadowSaTable::new();
+        sas.install_inbound(
+            sa(Direction::Inbound),
+            dvipa,
+            IpAddr::V4(PEER_OUTER),
+            selector(),
+            slot,
+        );
+        let targets = [TargetId(0), TargetId(1)];
+        let config = DistributorConfig {
+            xcf_address: Ipv4Addr::new(10, 9, 0, 1),
+            targets: targets
+                .iter()
+                .map(|&id| TargetInfo {
+                    id,
+                    xcf_address: Ipv4Addr::new(10, 9, 0, 10 + id.0 as u8),
+                })
+                .collect(),
+            ports: vec![DistributedPort {
+                dvipa,
+                protocol: proto::TCP,
+                port: 60,
+                targets: targets.to_vec(),
+            }],
+            dct: DctConfig {
+                capacity: 4,
+                idle_timeout_us: 1_000,
+                half_open_timeout_us: 100,
+                fin_linger_us: 50,
+            },
+            load_stale_after_us: 1_000_000,
+            distribute_udp: false,
+        };
+        Bench {
+            distributor: Distributor::new(config),
+            sas,
+            cf,
+            sender: sa(Direction::Outbound),
+            _dir: dir,
+        }
+    }
+
+    /// An inner IPv4 + TCP segment from `src` to the DVIPA, sealed with sequence number `seq`.
+    fn tcp(b: &mut Bench, src: Ipv4Addr, sport: u16, dport: u16, flags: u8, seq: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 300];
+        let inner = &mut buf[100..140];
+        inner[0] = 0x45;
+        inner[2..4].copy_from_slice(&40u16.to_be_bytes());
+        inner[8] = 64;
+        inner[9] = proto::TCP;
+        inner[12..16].copy_from_slice(&src.octets());
+        inner[16..20].copy_from_slice(&DVIPA.octets());
+        ip::fix_ipv4_checksum(inner);
+        inner[20..22].copy_from_slice(&sport.to_be_bytes());
+        inner[22..24].copy_from_slice(&dport.to_be_bytes());
+        inner[32] = 5 << 4;
+        inner[33] = flags;
+        let sealed = b.sender.seal_with_seq(&mut buf, 100..140, seq).unwrap();
+        buf[sealed.packet].to_vec()
+    }
+
+    fn dispatch(b: &mut Bench, packet: &[u8], now: u64) -> Decision {
+        b.distributor.dispatch(&mut b.sas, &b.cf, packet, now)
+    }
+
+    fn forwarded_to(decision: Decision) -> Option<TargetId> {
+        match decision {
+            Decision::Forward { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn syn_selects_a_target_and_the_connection_sticks_to_it() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 1);
+        let target = forwarded_to(dispatch(&mut b, &syn, 0)).unwrap();
+        for seq in 2..10 {
+            let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, seq);
+            assert_eq!(forwarded_to(dispatch(&mut b, &ack, seq)), Some(target));
+        }
+        // A second connection goes to the other target (round-robin without load reports).
+        let other = tcp(&mut b, PEER_INNER, 1001, 60, SYN, 20);
+        assert_ne!(forwarded_to(dispatch(&mut b, &other, 20)), Some(target));
+        assert_eq!(b.distributor.counters().peeked, 10);
+    }
+
+    #[test]
+    fn non_syn_without_entry_and_undistributed_ports_are_local() {
+        let mut b = bench();
+        let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 1);
+        assert_eq!(
+            dispatch(&mut b, &ack, 0),
+            Decision::Local(LocalReason::NotDistributed)
+        );
+        let syn_elsewhere = tcp(&mut b, PEER_INNER, 1000, 80, SYN, 2);
+        assert_eq!(
+            dispatch(&mut b, &syn_elsewhere, 0),
+            Decision::Local(LocalReason::NotDistributed)
+        );
+        assert!(b.distributor.dct().is_empty());
+    }
+
+    #[test]
+    fn fin_ends_the_connection_after_the_linger() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 1);
+        dispatch(&mut b, &syn, 0);
+        let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 2);
+        dispatch(&mut b, &ack, 10);
+        let fin = tcp(&mut b, PEER_INNER, 1000, 60, FIN | ACK, 3);
+        assert!(forwarded_to(dispatch(&mut b, &fin, 20)).is_some());
+        let late = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 4);
+        assert_eq!(
+            dispatch(&mut b, &late, 100),
+            Decision::Local(LocalReason::NotDistributed)
+        );
+        assert_eq!(b.distributor.dct_counters().closed, 1);
+    }
+
+    #[test]
+    fn tunnel_check_refuses_inner_addresses_outside_the_rule() {
+        let mut b = bench();
+        let stranger = tcp(&mut b, Ipv4Addr::new(10, 7, 7, 7), 1000, 60, SYN, 1);
+        assert_eq!(
+            dispatch(&mut b, &stranger, 0),
+            Decision::Drop(DropCause::TunnelCheck)
+        );
+        assert!(
+            b.distributor.dct().is_empty(),
+            "no entry for a refused packet"
+        );
+        assert_eq!(b.distributor.counters().dropped(DropCause::TunnelCheck), 1);
+    }
+
+    #[test]
+    fn replay_pre_check_does_not_move_the_window() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 7);
+        let slot = b
+            .sas
+            .inbound(SPI_TO_DVIPA, IpsecProtocol::Esp, IpAddr::V4(PEER_OUTER))
+            .unwrap()
+            .slot;
+        // Twice: the pre-check alone never marks the number as seen.
+        assert!(forwarded_to(dispatch(&mut b, &syn, 0)).is_some());
+        assert!(forwarded_to(dispatch(&mut b, &syn, 1)).is_some());
+        // Once a target verified it and set the window, it is a replay.
+        assert_eq!(
+            b.cf.replay_check_and_set(slot, 7).unwrap(),
+            ReplayVerdict::Accepted
+        );
+        assert_eq!(dispatch(&mut b, &syn, 2), Decision::Drop(DropCause::Replay));
+    }
+
+    #[test]
+    fn ike_keepalives_unknown_spis_and_garbage_are_sorted_out() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 1);
+        // UDP 4500 with the non-ESP marker: IKE.
+        let mut ike = syn.clone();
+        ike[28..32].copy_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(dispatch(&mut b, &ike, 0), Decision::Local(LocalReason::Ike));
+        // A NAT keepalive: one 0xff byte.
+        let mut keepalive = syn[..29].to_vec();
+        keepalive[2..4].copy_from_slice(&29u16.to_be_bytes());
+        keepalive[28] = 0xff;
+        assert_eq!(
+            dispatch(&mut b, &keepalive, 0),
+            Decision::Drop(DropCause::NatKeepalive)
+        );
+        let mut unknown = syn.clone();
+        unknown[28..32].copy_from_slice(&0x9999u32.to_be_bytes());
+        assert_eq!(
+            dispatch(&mut b, &unknown, 0),
+            Decision::Drop(DropCause::UnknownSa)
+        );
+        assert_eq!(
+            dispatch(&mut b, &syn[..10], 0),
+            Decision::Drop(DropCause::Malformed)
+        );
+        for len in 0..syn.len() {
+            let mut cut = syn[..len].to_vec();
+            if len >= 4 {
+                cut[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            }
+            let decision = dispatch(&mut b, &cut, 0);
+            // Cut inside the inner IP/TCP headers: peek cannot read the flow. Cut only in the
+            // ICV: peek still steers it (the target's ICV check drops it).
+            if len < 20 + 8 + 8 + 8 + 40 {
+                assert!(forwarded_to(decision).is_none(), "length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn forged_syns_fill_only_the_bounded_table_and_expire() {
+        let mut b = bench();
+        // Forged SYNs pass peek (it cannot tell), so each makes a half-open entry, up to the bound.
+        for port in 0..10u16 {
+            let syn = tcp(
+                &mut b,
+                PEER_INNER,
+                2000 + port,
+                60,
+                SYN,
+                100 + u64::from(port),
+            );
+            dispatch(&mut b, &syn, 0);
+        }
+        assert_eq!(b.distributor.dct().len(), 4);
+        assert_eq!(b.distributor.counters().dropped(DropCause::DctFull), 6);
+        // Nobody confirms them; they are gone after the half-open timeout.
+        assert_eq!(b.distributor.expire(100), 4);
+        let syn = tcp(&mut b, PEER_INNER, 3000, 60, SYN, 500);
+        assert!(forwarded_to(dispatch(&mut b, &syn, 100)).is_some());
+    }
+
+    #[test]
+    fn load_reports_steer_new_connections() {
+        let mut b = bench();
+        b.distributor
+            .report_load(TargetId(1), TargetLoad { weight: 10 }, 0);
+        b.distributor
+            .report_load(TargetId(0), TargetLoad { weight: 0 }, 0);
+        for port in 0..4u16 {
+            let syn = tcp(
+                &mut b,
+                PEER_INNER,
+                4000 + port,
+                60,
+                SYN,
+                1 + u64::from(port),
+            );
+            assert_eq!(forwarded_to(dispatch(&mut b, &syn, 1)), Some(TargetId(1)));
+        }
+    }
+}
