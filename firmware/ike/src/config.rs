@@ -75,6 +75,46 @@ pub enum Mode {
     Transport,
 }
 
+/// Soft and hard limits of an SA. The soft limit starts a rekey, the hard limit deletes the
+/// SA. Byte and packet counts come from outside (the ESP engine, or targets' lifesize reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    pub soft_time: Option<Duration>,
+    pub hard_time: Option<Duration>,
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
+    pub soft_packets: Option<u64>,
+    pub hard_packets: Option<u64>,
+}
+
+impl Lifetime {
+    /// No limits at all.
+    pub const UNLIMITED: Self = Self {
+        soft_time: None,
+        hard_time: None,
+        soft_bytes: None,
+        hard_bytes: None,
+        soft_packets: None,
+        hard_packets: None,
+    };
+
+    fn reached(limit: Option<u64>, used: u64) -> bool {
+        limit.is_some_and(|l| used >= l)
+    }
+
+    pub fn soft_reached(&self, age: Duration, bytes: u64, packets: u64) -> bool {
+        self.soft_time.is_some_and(|t| age >= t)
+            || Self::reached(self.soft_bytes, bytes)
+            || Self::reached(self.soft_packets, packets)
+    }
+
+    pub fn hard_reached(&self, age: Duration, bytes: u64, packets: u64) -> bool {
+        self.hard_time.is_some_and(|t| age >= t)
+            || Self::reached(self.hard_bytes, bytes)
+            || Self::reached(self.hard_packets, packets)
+    }
+}
+
 /// One remote peer.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -94,6 +134,10 @@ pub struct PeerConfig {
     /// The peer's side of child SAs.
     pub remote_ts: Vec<TrafficSelector>,
     pub mode: Mode,
+    /// Limits of each child SA.
+    pub child_lifetime: Lifetime,
+    /// Limits of the IKE SA (time only; bytes and packets do not apply).
+    pub ike_lifetime: Lifetime,
 }
 
 /// Endpoint-wide settings.

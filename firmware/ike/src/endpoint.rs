@@ -220,6 +220,27 @@ impl Endpoint {
         sa.start_child_rekey(now, inbound_spi, &self.config.peers, &mut self.out)
     }
 
+    /// Feeds the traffic totals of a child SA in (from the ESP engine or targets' lifesize
+    /// reports); a reached soft limit starts a rekey, a hard one a delete.
+    pub fn report_child_usage(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        inbound_spi: u32,
+        bytes: u64,
+        packets: u64,
+    ) -> Result<(), IkeError> {
+        let sa = self.sas.get_mut(&id.0).ok_or(IkeError::NoSuchSa(id.0))?;
+        sa.report_usage(
+            now,
+            inbound_spi,
+            bytes,
+            packets,
+            &self.config.peers,
+            &mut self.out,
+        )
+    }
+
     /// Negotiates an additional child SA with the peer's configured selectors.
     pub fn create_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), IkeError> {
         let sa = Self::established_sa(&mut self.sas, id)?;
@@ -421,7 +442,7 @@ impl Endpoint {
     /// Retransmits what is due and expires what has waited too long.
     pub fn handle_timeout(&mut self, now: Instant) {
         for sa in self.sas.values_mut() {
-            sa.handle_timeout(now, &mut self.out);
+            sa.handle_timeout(now, &self.config.peers, &mut self.out);
         }
         self.remove_dead();
     }
@@ -444,7 +465,10 @@ impl Endpoint {
 
     /// The earliest time [`Endpoint::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(IkeSa::next_timeout).min()
+        self.sas
+            .values()
+            .filter_map(|sa| sa.next_timeout(&self.config.peers))
+            .min()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {

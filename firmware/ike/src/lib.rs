@@ -13,7 +13,7 @@ mod event;
 mod sa;
 pub mod wire;
 
-pub use config::{Credential, EndpointConfig, Identity, Mode, PeerConfig, Psk};
+pub use config::{Credential, EndpointConfig, Identity, Lifetime, Mode, PeerConfig, Psk};
 pub use endpoint::{Endpoint, Stats, Transmit};
 pub use error::{CryptoError, IkeError, ParseError};
 pub use event::{ChildSaInstalled, DeleteReason, Event, IkeSaId};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use dvipsec_ike::crypto::{DhGroup, EspSuite, IkeSuite};
 use dvipsec_ike::wire::{notify, TrafficSelector};
 use dvipsec_ike::{
-    ChildSaInstalled, Credential, DeleteReason, Endpoint, EndpointConfig, Event, Identity, Mode,
-    PeerConfig, Psk, State, Transmit,
+    ChildSaInstalled, Credential, DeleteReason, Endpoint, EndpointConfig, Event, Identity,
+    Lifetime, Mode, PeerConfig, Psk, State, Transmit,
 };
 
 fn addr(s: &str) -> SocketAddr {
@@ -34,6 +34,8 @@ fn peer(name: &str, local: &str, remote: &str, psk: &[u8]) -> PeerConfig {
         local_ts: vec![],
         remote_ts: vec![],
         mode: Mode::Tunnel,
+        child_lifetime: Lifetime::UNLIMITED,
+        ike_lifetime: Lifetime::UNLIMITED,
     }
 }
 
@@ -799,4 +801,170 @@ fn ike_rekey_from_the_initiator_moves_children_to_the_new_sa() {
 #[test]
 fn ike_rekey_from_the_responder_moves_children_to_the_new_sa() {
     ike_rekey_round(false);
+}
+
+fn with_lifetimes(child: Lifetime, ike: Lifetime) -> Pair {
+    let mut a = initiator_peer();
+    a.child_lifetime = child;
+    a.ike_lifetime = ike;
+    Pair::new(a, responder_peer())
+}
+
+#[test]
+fn soft_time_limit_rekeys_the_child_and_hard_limit_is_never_reached() {
+    let child = Lifetime {
+        soft_time: Some(Duration::from_secs(100)),
+        hard_time: Some(Duration::from_secs(120)),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
+    let (a, b) = establish(&mut pair);
+    let (old_in, _) = assert_children_match(&a, &b);
+    let start = pair.now;
+    assert_eq!(
+        pair.a.poll_timeout(),
+        Some(start + Duration::from_secs(100))
+    );
+    pair.advance(Duration::from_secs(99));
+    assert!(
+        Pair::take(&mut pair.a, pair.now).is_empty(),
+        "nothing before the soft limit"
+    );
+    pair.advance(Duration::from_secs(1));
+    pair.pump();
+    let a = events(&mut pair.a);
+    let rekeys = rekeyed(&a);
+    assert_eq!(rekeys.len(), 1);
+    assert_eq!(rekeys[0].0, old_in);
+    assert!(a
+        .iter()
+        .any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_in)));
+    // The new child's own soft limit is next.
+    assert_eq!(
+        pair.a.poll_timeout(),
+        Some(pair.now + Duration::from_secs(100))
+    );
+}
+
+#[test]
+fn soft_byte_limit_rekeys_and_stale_reports_do_not_lower_totals() {
+    let child = Lifetime {
+        soft_bytes: Some(1_000_000),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
+    let (a, b) = establish(&mut pair);
+    let (old_in, _) = assert_children_match(&a, &b);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a
+        .report_child_usage(pair.now, id, old_in, 999_999, 10)
+        .unwrap();
+    assert!(Pair::take(&mut pair.a, pair.now).is_empty());
+    assert_eq!(pair.a.ike_sas()[0].children[0].bytes, 999_999);
+    pair.a
+        .report_child_usage(pair.now, id, old_in, 5, 1)
+        .unwrap();
+    assert_eq!(pair.a.ike_sas()[0].children[0].bytes, 999_999);
+    pair.a
+        .report_child_usage(pair.now, id, old_in, 1_000_000, 11)
+        .unwrap();
+    pair.pump();
+    assert_eq!(rekeyed(&events(&mut pair.a)).len(), 1);
+    assert!(matches!(
+        pair.a.report_child_usage(pair.now, id, old_in, 1, 1),
+        Err(dvipsec_ike::IkeError::NoSuchChild(_))
+    ));
+}
+
+#[test]
+fn hard_packet_limit_deletes_the_child_on_both_sides() {
+    let child = Lifetime {
+        hard_packets: Some(1000),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
+    let (a, b) = establish(&mut pair);
+    let (old_in, old_out) = assert_children_match(&a, &b);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a
+        .report_child_usage(pair.now, id, old_in, 0, 1000)
+        .unwrap();
+    pair.pump();
+    let a = events(&mut pair.a);
+    let b = events(&mut pair.b);
+    assert!(rekeyed(&a).is_empty());
+    assert!(a
+        .iter()
+        .any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_in)));
+    assert!(b.iter().any(
+        |e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_out)
+    ));
+    assert!(pair.a.ike_sas()[0].children.is_empty());
+    assert!(pair.b.ike_sas()[0].children.is_empty());
+}
+
+#[test]
+fn hard_limit_reached_while_busy_acts_after_the_answer() {
+    let child = Lifetime {
+        hard_packets: Some(10),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
+    let (a, b) = establish(&mut pair);
+    let (old_in, _) = assert_children_match(&a, &b);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.check_liveness(pair.now, id).unwrap();
+    pair.a
+        .report_child_usage(pair.now, id, old_in, 0, 10)
+        .unwrap();
+    // Only the liveness request is out; the delete waits for its answer.
+    assert_eq!(Pair::take(&mut pair.a, pair.now).len(), 1);
+    let retransmit_at = pair.a.poll_timeout().unwrap();
+    assert!(retransmit_at > pair.now);
+    // Deliver the retransmission and its answer; the delete follows the answer at once.
+    pair.now = retransmit_at;
+    pair.a.handle_timeout(pair.now);
+    pair.pump();
+    assert!(pair.a.ike_sas()[0].children.is_empty());
+    assert!(pair.b.ike_sas()[0].children.is_empty());
+}
+
+#[test]
+fn ike_soft_limit_rekeys_the_ike_sa_and_hard_limit_deletes_it() {
+    let ike = Lifetime {
+        soft_time: Some(Duration::from_secs(3600)),
+        hard_time: Some(Duration::from_secs(4000)),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(Lifetime::UNLIMITED, ike);
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    let old = pair.a.ike_sas()[0].id;
+    pair.advance(Duration::from_secs(3600));
+    pair.pump();
+    let a = events(&mut pair.a);
+    assert!(a
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaRekeyed { old: o, .. } if *o == old)));
+    let new = pair.a.ike_sas()[0].id;
+    assert_ne!(new, old);
+    assert_eq!(pair.b.ike_sas().len(), 1);
+    // The new IKE SA was created now; its own soft limit is an hour away, not the old hard one.
+    assert_eq!(
+        pair.a.poll_timeout(),
+        Some(pair.now + Duration::from_secs(3600))
+    );
+
+    // Without a soft limit, the hard limit deletes the IKE SA and its children.
+    let hard_only = Lifetime {
+        hard_time: Some(Duration::from_secs(50)),
+        ..Lifetime::UNLIMITED
+    };
+    let mut pair = with_lifetimes(Lifetime::UNLIMITED, hard_only);
+    establish(&mut pair);
+    pair.advance(Duration::from_secs(50));
+    pair.pump();
+    let a = events(&mut pair.a);
+    assert!(a.iter().any(|e| matches!(e, Event::ChildSaDeleted { .. })));
+    assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
 }

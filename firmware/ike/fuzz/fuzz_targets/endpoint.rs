@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dvipsec_ike::crypto::{EspSuite, IkeSuite};
 use dvipsec_ike::wire::TrafficSelector;
-use dvipsec_ike::{Credential, Endpoint, EndpointConfig, Identity, Mode, PeerConfig, Psk};
+use dvipsec_ike::{Credential, Endpoint, EndpointConfig, Identity, Lifetime, Mode, PeerConfig, Psk};
 use libfuzzer_sys::fuzz_target;
 
 fn peer(name: &str, local: &str, remote: &str, local_ts: &str, remote_ts: &str) -> PeerConfig {
@@ -26,6 +26,8 @@ fn peer(name: &str, local: &str, remote: &str, local_ts: &str, remote_ts: &str) 
         local_ts: vec![TrafficSelector::host(local_ts.parse().unwrap())],
         remote_ts: vec![TrafficSelector::host(remote_ts.parse().unwrap())],
         mode: Mode::Tunnel,
+        child_lifetime: Lifetime::UNLIMITED,
+        ike_lifetime: Lifetime::UNLIMITED,
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use dvipsec_ike::crypto::{EspSuite, IkeSuite};
 use dvipsec_ike::wire::TrafficSelector;
 use dvipsec_ike::{
-    Credential, Endpoint, EndpointConfig, Event, Identity, IkeSaId, Mode, PeerConfig, Psk,
+    Credential, Endpoint, EndpointConfig, Event, Identity, IkeSaId, Lifetime, Mode, PeerConfig, Psk,
 };
 
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
@@ -146,6 +146,8 @@ fn peer_config(args: &Args, remote_ip: IpAddr) -> Result<PeerConfig, String> {
         } else {
             Mode::Tunnel
         },
+        child_lifetime: Lifetime::UNLIMITED,
+        ike_lifetime: Lifetime::UNLIMITED,
     })
 }
 

@@ -117,7 +117,7 @@ impl IkeSa {
 
     pub(super) fn handle_auth_request(
         &mut self,
-        _now: Instant,
+        now: Instant,
         incoming: &Incoming<'_>,
         peers: &[PeerConfig],
         out: &mut Outputs,
@@ -166,6 +166,7 @@ impl IkeSa {
                 payloads.extend(child_answer(&choice, inbound_spi));
                 let (ni, nr) = (self.ni.clone(), self.nr.clone());
                 let new = NewChild {
+                    now,
                     choice: &choice,
                     inbound_spi,
                     we_initiated_exchange: false,
@@ -196,6 +197,7 @@ impl IkeSa {
 
     pub(super) fn handle_auth_response(
         &mut self,
+        now: Instant,
         incoming: &Incoming<'_>,
         peers: &[PeerConfig],
         out: &mut Outputs,
@@ -226,18 +228,25 @@ impl IkeSa {
         }
         self.state = State::Established;
         out.event(self.established_event(peer));
-        self.accept_child(peer, incoming, out);
+        self.accept_child(now, peer, incoming, out);
         Ok(())
     }
 
     /// Installs the child SA the responder chose, or reports why there is none.
-    fn accept_child(&mut self, peer: &PeerConfig, incoming: &Incoming<'_>, out: &mut Outputs) {
+    fn accept_child(
+        &mut self,
+        now: Instant,
+        peer: &PeerConfig,
+        incoming: &Incoming<'_>,
+        out: &mut Outputs,
+    ) {
         let inbound_spi = self.pending_child_spi.take();
         match checked_child_answer(peer, incoming) {
             Ok(choice) => {
                 if let Some(inbound_spi) = inbound_spi {
                     let (ni, nr) = (self.ni.clone(), self.nr.clone());
                     let new = NewChild {
+                        now,
                         choice: &choice,
                         inbound_spi,
                         we_initiated_exchange: true,
@@ -309,6 +318,10 @@ impl IkeSa {
             )
         };
         self.children.push(ChildSaInfo {
+            installed_at: new.now,
+            bytes: 0,
+            packets: 0,
+            rekey_started: false,
             inbound_spi: new.inbound_spi,
             outbound_spi: choice.outbound_spi,
             suite,
@@ -347,6 +360,7 @@ impl IkeSa {
 
 /// What [`IkeSa::install_child`] needs besides the negotiated choice.
 pub(super) struct NewChild<'a> {
+    pub now: Instant,
     pub choice: &'a ChildChoice,
     pub inbound_spi: u32,
     /// True when we sent the request of the exchange that created the child.

@@ -111,7 +111,7 @@ impl IkeSa {
         let answer = if proposals.iter().any(|p| p.protocol == ProtocolId::Ike) {
             self.answer_ike_rekey(now, peer, incoming, &ni, out)
         } else {
-            self.answer_child(peer, incoming, &ni, out)
+            self.answer_child(now, peer, incoming, &ni, out)
         };
         let payloads = answer.unwrap_or_else(|(notify_type, data)| {
             vec![Payload::Notify(NotifyPayload::ike(notify_type, data))]
@@ -127,6 +127,7 @@ impl IkeSa {
 
     fn answer_child(
         &mut self,
+        now: Instant,
         peer: &PeerConfig,
         incoming: &Incoming<'_>,
         ni: &[u8],
@@ -164,6 +165,7 @@ impl IkeSa {
         let nr = random_bytes(NONCE_LEN).map_err(|_| refusal(notify::TEMPORARY_FAILURE))?;
         let inbound_spi = random_spi().map_err(|_| refusal(notify::TEMPORARY_FAILURE))?;
         let new = NewChild {
+            now,
             choice: &choice,
             inbound_spi,
             we_initiated_exchange: false,
@@ -538,6 +540,7 @@ impl IkeSa {
             mode: negotiated_mode(peer, incoming),
         };
         let new = NewChild {
+            now,
             choice: &choice,
             inbound_spi: offer.inbound_spi,
             we_initiated_exchange: true,

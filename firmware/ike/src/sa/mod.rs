@@ -7,6 +7,7 @@ mod auth;
 mod create_child;
 mod info;
 mod init;
+mod lifetime;
 mod nat;
 
 use std::net::SocketAddr;
@@ -86,6 +87,12 @@ pub struct ChildSaInfo {
     pub mode: Mode,
     pub local_ts: Vec<crate::wire::TrafficSelector>,
     pub remote_ts: Vec<crate::wire::TrafficSelector>,
+    pub installed_at: Instant,
+    /// Totals reported from outside with [`crate::Endpoint::report_child_usage`].
+    pub bytes: u64,
+    pub packets: u64,
+    /// We started replacing (soft limit) this child.
+    pub rekey_started: bool,
 }
 
 /// A summary of one IKE SA for listings.
@@ -131,6 +138,7 @@ pub(crate) struct IkeSa {
     pub children: Vec<ChildSaInfo>,
     pending_child_spi: Option<u32>,
     pending_create: Option<create_child::PendingCreate>,
+    rekey_started: bool,
     pub created_at: Instant,
     timing: Timing,
 }
@@ -248,6 +256,7 @@ impl IkeSa {
             children: Vec::new(),
             pending_child_spi: None,
             pending_create: None,
+            rekey_started: false,
             created_at: now,
             timing,
         }
@@ -453,9 +462,9 @@ impl IkeSa {
             to,
         };
         self.outstanding = None;
-        match kind {
+        let handled = match kind {
             RequestKind::Init => self.handle_init_response(now, &incoming, peers, out),
-            RequestKind::Auth => self.handle_auth_response(&incoming, peers, out),
+            RequestKind::Auth => self.handle_auth_response(now, &incoming, peers, out),
             RequestKind::DeleteIke => {
                 self.die(DeleteReason::LocalDelete, out);
                 Ok(())
@@ -468,7 +477,10 @@ impl IkeSa {
             RequestKind::CreateChild => {
                 self.handle_create_child_response(now, &incoming, peers, out)
             }
-        }
+        };
+        // The window is free again: a limit reached meanwhile (by bytes or packets) acts now.
+        self.check_lifetimes(now, peers, out);
+        handled
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -517,8 +529,13 @@ impl IkeSa {
         }
     }
 
-    /// Retransmits or gives up; returns the next time this SA needs attention.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
+    /// Retransmits or gives up, and acts on lifetimes that ran out.
+    pub fn handle_timeout(&mut self, now: Instant, peers: &[PeerConfig], out: &mut Outputs) {
+        self.retransmit_if_due(now, out);
+        self.check_lifetimes(now, peers, out);
+    }
+
+    fn retransmit_if_due(&mut self, now: Instant, out: &mut Outputs) {
         if self.state == State::InitReplied
             && now >= self.created_at + self.timing.half_open_timeout
         {
@@ -546,14 +563,14 @@ impl IkeSa {
         out.transmit(self.local, self.remote, outstanding.bytes.clone());
     }
 
-    pub fn next_timeout(&self) -> Option<Instant> {
+    pub fn next_timeout(&self, peers: &[PeerConfig]) -> Option<Instant> {
         let retransmit = self.outstanding.as_ref().map(|o| o.next_at);
         let half_open = (self.state == State::InitReplied)
             .then(|| self.created_at + self.timing.half_open_timeout);
-        match (retransmit, half_open) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [retransmit, half_open, self.next_lifetime_deadline(peers)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Marks the SA dead and reports its children and itself as deleted.
