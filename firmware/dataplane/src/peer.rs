@@ -6,7 +6,7 @@
 use crate::frame::{in_storage, narrow};
 use crate::wire::{self, Flow, Mac, ETHERNET_LEN};
 use dvipsec_esp::ip::Family;
-use dvipsec_esp::{EspError, Sa};
+use dvipsec_esp::{EspError, Sa, MAX_TAILROOM};
 use dvipsec_ports::{Burst, PacketPort};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -98,17 +98,22 @@ impl<P: PacketPort> ScriptedPeer<P> {
         let Some(mut frame) = self.port.alloc_tx() else {
             return false;
         };
-        // Leave the receiver's forwarding headroom too (a NIC would hand it a fresh buffer).
-        if frame.append(SLACK).is_err() || frame.trim_front(SLACK).is_err() {
+        let header = if dst.is_ipv4() { 20 } else { 40 };
+        let inner_len = header + wire::UDP_LEN + payload.len();
+        // Leave the receiver's forwarding headroom too (a NIC would hand it a fresh buffer),
+        // as far as the ESP trailer still fits behind the packet.
+        let spare = frame.tailroom().saturating_sub(inner_len + MAX_TAILROOM);
+        let slack = spare.min(SLACK);
+        if frame.append(slack).is_err() || frame.trim_front(slack).is_err() {
             return false;
         }
-        let room = frame.tailroom().saturating_sub(64);
-        let built = match frame.append(room) {
+        let built = match frame.append(inner_len) {
             Ok(space) => wire::write_udp(space, src, dst, payload).ok(),
             Err(_) => None,
         };
-        let Some(len) = built else { return false };
-        let _ = frame.trim_back(room - len);
+        if built != Some(inner_len) {
+            return false;
+        }
         let sa = &mut self.outbound;
         let sealed = in_storage(
             &mut frame,

@@ -413,3 +413,28 @@ fn polling_loops_on_threads_carry_the_traffic() {
     assert_eq!(handled, 100);
     assert_eq!(distributor.loop_stats().packets(), 100);
 }
+
+#[test]
+fn full_size_packets_are_forwarded_without_copies() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    // A 1420-byte inner packet: the largest that fits a 1514-byte frame after ESP in UDP.
+    let payload = [0x33u8; 1420 - 28];
+    for round in 0..20u64 {
+        for conn in 0..32u16 {
+            assert!(bed.peer.send_udp(
+                Testbed::peer_socket(20_000 + conn),
+                Testbed::dvipa_socket(60),
+                &payload
+            ));
+        }
+        bed.settle(round, 16);
+    }
+    let peer = bed.peer.counters();
+    assert_eq!((peer.packets_sent, peer.packets_received), (640, 640));
+    assert!(bed
+        .peer
+        .take_received()
+        .iter()
+        .all(|r| r.payload == payload));
+    assert_eq!(bed.distributor.counters().relocated, 0);
+}
