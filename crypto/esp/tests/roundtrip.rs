@@ -164,3 +164,34 @@ proptest! {
         prop_assert_eq!(inb.sequence(), seq);
     }
 }
+
+/// IPv6 with a hop-by-hop options header: ESP goes after it and its next-header byte is the one
+/// rewritten, both ways.
+#[test]
+fn ipv6_extension_headers_stay_in_front_of_esp() {
+    let plain = ipv6(TCP, 7, 8, 0x02, 40);
+    let mut packet = plain[..40].to_vec();
+    packet[6] = 0; // hop-by-hop follows
+    packet.extend_from_slice(&[TCP, 0, 5, 2, 0, 0, 1, 0]); // next TCP, len 0, router alert, PadN
+    packet.extend_from_slice(&plain[40..]);
+    let payload_len = (packet.len() - 40) as u16;
+    packet[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    for suite in Suite::ALL {
+        let mut shape = Shape::esp(suite, Mode::Transport);
+        shape.v6_outer = true;
+        let (mut out, mut inb) = pair(shape);
+        let wire = seal(&mut out, &packet);
+        assert_eq!(
+            wire[6], 0,
+            "{suite}: the fixed header still points at hop-by-hop"
+        );
+        assert_eq!(wire[40], 50, "{suite}: hop-by-hop now points at ESP");
+        let flow = inb.peek(&wire).unwrap().into_unverified();
+        assert_eq!(
+            (flow.protocol, flow.dst_port, flow.syn),
+            (TCP, 8, true),
+            "{suite}"
+        );
+        assert_eq!(open(&mut inb, &wire).unwrap(), packet, "{suite}");
+    }
+}
