@@ -11,7 +11,9 @@ pub mod error;
 pub mod lifesize;
 pub mod link;
 pub mod sim;
+pub mod stream;
 pub mod target;
+pub mod tls;
 pub mod wire;
 
 pub use distributor::{
