@@ -149,6 +149,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         &self.xcf
     }
 
+    /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
+    pub fn xcf_port_mut(&mut self) -> &mut P {
+        &mut self.xcf
+    }
+
     fn handle(&mut self, mut frame: PacketBuf, now_us: u64) {
         if !strip_ethernet(&mut frame) {
             self.counters.not_ip += 1;
@@ -315,6 +320,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     /// The XCF port (for its counters).
     pub fn xcf_port(&self) -> &P {
         &self.xcf
+    }
+
+    /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
+    pub fn xcf_port_mut(&mut self) -> &mut P {
+        &mut self.xcf
     }
 
     /// Matches the link as well as the address (the seed's check against spoofing): a frame on

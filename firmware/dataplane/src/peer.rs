@@ -87,6 +87,11 @@ impl<P: PacketPort> ScriptedPeer<P> {
         &self.port
     }
 
+    /// The port, writable (to tap raw frames).
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
     /// Takes the datagrams received so far.
     pub fn take_received(&mut self) -> Vec<Received> {
         std::mem::take(&mut self.received)
