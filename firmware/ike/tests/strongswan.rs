@@ -241,6 +241,8 @@ fn assert_child_rekeyed(topology: &mut Topology, old_child: &str) -> String {
             field(&rekeyed, "spi_out")
         )
     );
+    // The new child SA carries traffic both ways.
+    traffic_passes(topology);
     listing
 }
 
@@ -379,6 +381,7 @@ fn strongswan_rekeys_the_ike_sa_and_we_follow() {
     let before = topology.list_sas();
     topology.swanctl(&["--rekey", "--ike", "peer"]);
     assert_ike_rekeyed(&mut topology, &before, &old_child, "PeerDelete");
+    traffic_passes(&mut topology);
 }
 
 #[test]
@@ -391,6 +394,7 @@ fn strongswan_we_rekey_the_ike_sa() {
     let before = topology.list_sas();
     topology.ours().command("rekey-ike");
     assert_ike_rekeyed(&mut topology, &before, &old_child, "LocalDelete");
+    traffic_passes(&mut topology);
 }
 
 #[test]
@@ -412,4 +416,63 @@ fn strongswan_deletes_the_child_sa_and_we_follow() {
     let listing = topology.list_sas();
     assert!(listing.contains("state=ESTABLISHED"), "{listing}");
     assert!(!listing.contains("spi-in="), "{listing}");
+}
+
+/// Traffic still passes in both directions (after a rekey: over the new SAs).
+fn traffic_passes(topology: &mut Topology) {
+    let output = topology.ping_from_swan(2);
+    assert!(
+        output.contains("2 received"),
+        "ping from strongSwan: {output}"
+    );
+    for _ in 0..2 {
+        topology.ours().command("ping");
+        topology.ours().wait_for("event=ping_reply", WAIT);
+    }
+}
+
+/// The number after `key=` in strongSwan's listing.
+fn swan_count(listing: &str, key: &str) -> u64 {
+    field(listing, key).parse().expect("a number")
+}
+
+/// Pings from strongSwan's side to ours and from ours to strongSwan's, all through ESP in UDP,
+/// and checks both sides' packet counters.
+fn ping_both_ways(topology: &mut Topology) {
+    let output = topology.ping_from_swan(3);
+    assert!(
+        output.contains("3 received"),
+        "ping from strongSwan: {output}"
+    );
+    for _ in 0..3 {
+        topology.ours().command("ping");
+        topology.ours().wait_for("event=ping_reply", WAIT);
+    }
+    let listing = topology.list_sas();
+    // 3 echo requests + 3 replies to ours in each direction.
+    assert_eq!(swan_count(&listing, "packets-out"), 6, "{listing}");
+    assert_eq!(swan_count(&listing, "packets-in"), 6, "{listing}");
+    let ours = topology.ours();
+    ours.command("esp");
+    let counts = ours.wait_for("esp ", WAIT);
+    assert_eq!(field(&counts, "packets_in"), "6", "{counts}");
+    assert_eq!(field(&counts, "packets_out"), "6", "{counts}");
+}
+
+#[test]
+fn strongswan_traffic_flows_both_ways_aes_gcm_128() {
+    if !support::prerequisites_met("strongswan_traffic_flows_both_ways_aes_gcm_128") {
+        return;
+    }
+    let mut topology = strongswan_initiates("traffic gcm", GCM_X25519);
+    ping_both_ways(&mut topology);
+}
+
+#[test]
+fn strongswan_traffic_flows_both_ways_aes_cbc_256_sha256() {
+    if !support::prerequisites_met("strongswan_traffic_flows_both_ways_aes_cbc_256_sha256") {
+        return;
+    }
+    let mut topology = we_initiate("traffic cbc", CBC_MODP2048);
+    ping_both_ways(&mut topology);
 }

@@ -21,6 +21,7 @@ const PSK: &str = "interop-test-secret-0123456789";
 const CHARON: &str = "/usr/sbin/charon-systemd";
 const SWANCTL: &str = "/usr/sbin/swanctl";
 const LIBIPSEC_PLUGIN: &str = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so";
+const PING: &str = "/usr/bin/ping";
 
 /// The algorithms of one test: strongSwan proposal strings and our loop's suite name.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,9 @@ fn missing_prerequisite() -> Option<String> {
                 "{tool} is missing: apt-get install strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins"
             ));
         }
+    }
+    if !Path::new(PING).exists() {
+        return Some(format!("{PING} is missing: apt-get install iputils-ping"));
     }
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("the ip tool (iproute2) is missing".into());
@@ -289,6 +293,8 @@ impl Topology {
             .arg(format!("suite={}", suites.ours))
             .arg(format!("local_ts={OUR_INNER}/32"))
             .arg(format!("remote_ts={SWAN_INNER}/32"))
+            .arg(format!("inner={OUR_INNER}"))
+            .arg(format!("peer_inner={SWAN_INNER}"))
             .env("DVIPSEC_IKE_PSK", PSK)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
@@ -319,6 +325,21 @@ impl Topology {
 
     pub fn ours(&mut self) -> &mut OurSide {
         self.ours.as_mut().expect("our loop was started")
+    }
+
+    /// Runs `ping` in strongSwan's namespace to our inner address; returns ping's output.
+    pub fn ping_from_swan(&self, count: u32) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.swan_ns, "ping", "-n", "-c"])
+            .arg(count.to_string())
+            .args(["-i", "0.2", "-W", "2", "-I", SWAN_INNER, OUR_INNER])
+            .output()
+            .expect("run ping");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
     }
 
     /// Waits until strongSwan lists exactly one child SA and returns the listing.

@@ -6,13 +6,17 @@
 //!   dvipsec-ike-udp local=10.50.0.1 remote=10.50.0.2 local_id=a@test remote_id=b@test
 //!       suite=gcm|cbc local_ts=10.60.0.1/32 remote_ts=10.60.0.2/32 [initiate=1] [mode=transport]
 //! The pre-shared key comes from the environment variable DVIPSEC_IKE_PSK, never from argv.
-//! stdin commands: `list`, `delete`, `liveness`, `rekey-child`, `rekey-ike`, `quit` (or end of
-//! input). `pfs=1` adds an x25519 (gcm) or modp2048 (cbc) PFS group to child rekeys.
+//! stdin commands: `list`, `delete`, `liveness`, `rekey-child`, `rekey-ike`, `ping`, `esp`,
+//! `quit` (or end of input).
+//! ESP arriving on port 4500 is opened by the ESP engine; ICMP echo requests inside are answered
+//! (`inner=` is our tunnel address), and `ping` sends an echo request to `peer_inner=`. `pfs=1` adds an x25519 (gcm) or modp2048 (cbc) PFS group to child rekeys.
 #![forbid(unsafe_code)]
+
+mod tunnel;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -57,10 +61,26 @@ fn run() -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
     }
+    let inner: Option<Ipv4Addr> = args.get("inner").and_then(|a| a.parse().ok());
+    let peer_inner: Option<Ipv4Addr> = args.get("peer_inner").and_then(|a| a.parse().ok());
+    let mut tunnel = tunnel::Tunnel::default();
     let mut last_sa: Option<IkeSaId> = None;
     loop {
         let now = Instant::now();
         match commands.try_recv() {
+            Ok(command) if command == "ping" => match (inner, peer_inner) {
+                (Some(src), Some(dst)) => match tunnel.ping(src, dst) {
+                    Ok((esp, remote)) => sockets.send_esp(&esp, remote),
+                    Err(message) => say(&format!("error {message}")),
+                },
+                _ => say("error ping needs inner= and peer_inner="),
+            },
+            Ok(command) if command == "esp" => {
+                let (packets_in, packets_out) = tunnel.counts();
+                say(&format!(
+                    "esp packets_in={packets_in} packets_out={packets_out}"
+                ));
+            }
             Ok(command) => {
                 if !execute(&command, &mut endpoint, last_sa, now) {
                     return Ok(());
@@ -69,7 +89,7 @@ fn run() -> Result<(), String> {
             Err(TryRecvError::Disconnected) => return Ok(()),
             Err(TryRecvError::Empty) => {}
         }
-        sockets.receive_into(&mut endpoint, now);
+        sockets.receive_into(&mut endpoint, &mut tunnel, now);
         if endpoint.poll_timeout().is_some_and(|t| t <= now) {
             endpoint.handle_timeout(now);
         }
@@ -77,10 +97,25 @@ fn run() -> Result<(), String> {
             sockets.send(&transmit);
         }
         while let Some(event) = endpoint.poll_event() {
-            match &event {
-                Event::IkeSaEstablished { ike_sa, .. } => last_sa = Some(*ike_sa),
-                Event::IkeSaRekeyed { new, .. } => last_sa = Some(*new),
-                _ => {}
+            let installed = match &event {
+                Event::IkeSaEstablished { ike_sa, .. } => {
+                    last_sa = Some(*ike_sa);
+                    Ok(())
+                }
+                Event::IkeSaRekeyed { new, .. } => {
+                    last_sa = Some(*new);
+                    Ok(())
+                }
+                Event::ChildSaInstalled(child) => tunnel.install(child),
+                Event::ChildSaRekeyed { new, .. } => tunnel.install(new),
+                Event::ChildSaDeleted { inbound_spi, .. } => {
+                    tunnel.remove(*inbound_spi);
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(message) = installed {
+                say(&format!("error ESP engine refused the child SA: {message}"));
             }
             print_event(&event);
         }
@@ -285,7 +320,7 @@ impl Sockets {
         })
     }
 
-    fn receive_into(&self, endpoint: &mut Endpoint, now: Instant) {
+    fn receive_into(&self, endpoint: &mut Endpoint, tunnel: &mut tunnel::Tunnel, now: Instant) {
         let mut buf = [0u8; 65536];
         for (socket, marker) in [(&self.ike, false), (&self.nat_t, true)] {
             let Ok(local) = socket.local_addr() else {
@@ -294,16 +329,42 @@ impl Sockets {
             while let Ok((len, from)) = socket.recv_from(&mut buf) {
                 let datagram = &buf[..len];
                 let ike = if marker {
-                    // Non-ESP marker: IKE. Anything else on 4500 is ESP or a NAT keepalive.
+                    // Non-ESP marker: IKE. A single 0xff byte is a NAT keepalive; the rest is ESP.
                     match datagram.strip_prefix(&NON_ESP_MARKER) {
                         Some(ike) => ike,
-                        None => continue,
+                        None => {
+                            if datagram != [0xff] {
+                                self.handle_esp(tunnel, from, local, datagram);
+                            }
+                            continue;
+                        }
                     }
                 } else {
                     datagram
                 };
                 endpoint.handle_datagram(now, from, local, ike);
             }
+        }
+    }
+
+    fn handle_esp(
+        &self,
+        tunnel: &mut tunnel::Tunnel,
+        from: SocketAddr,
+        local: SocketAddr,
+        esp: &[u8],
+    ) {
+        match tunnel.receive(from, local, esp) {
+            Ok((Some(reply), _)) => self.send_esp(&reply, from),
+            Ok((None, true)) => say("event=ping_reply"),
+            Ok((None, false)) => {}
+            Err(message) => eprintln!("dvipsec-ike-udp: ESP dropped: {message}"),
+        }
+    }
+
+    fn send_esp(&self, esp: &[u8], remote: SocketAddr) {
+        if let Err(e) = self.nat_t.send_to(esp, remote) {
+            eprintln!("dvipsec-ike-udp: send ESP to {remote}: {e}");
         }
     }
 
