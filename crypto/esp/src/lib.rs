@@ -3,7 +3,7 @@
 //! Owns the SA type ([`Sa`], built from an [`SaConfig`]), the AEAD suites behind a provider trait
 //! ([`AeadProvider`], aws-lc-rs by default), ESP (RFC 4303, with UDP encapsulation per RFC 3948
 //! and ESN) and AH (RFC 4302) seal/open in place, the anti-replay window, peek (seed figure 8) and
-//! the seed's table of distributable IPsec combinations ([`classify`]). It is sans-io: functions
+//! the seed's table of distributable IPsec combinations ([`classify()`]). It is sans-io: functions
 //! over caller buffers, no sockets, no clocks.
 //!
 //! # How to call it
@@ -36,6 +36,21 @@
 //! * Inbound: [`Sa::open`] verifies and decrypts; [`Sa::peek`] reads the inner 5-tuple without
 //!   verifying, marked [`Unauthenticated`]; [`Sa::replay_check`] checks a number against the window.
 //! * Errors: [`EspError`] names what failed and where; drops are counted in [`SaCounters`].
+//!
+//! # Wire choices and limits
+//!
+//! * AEAD explicit IV = the 64-bit sequence number (RFC 4106 section 3.1), so it never repeats
+//!   under a key. AES-CBC IVs are AES_K(SPI || 0 || seq) (NIST SP 800-38A appendix C), so seal needs
+//!   no random source and stays sans-io.
+//! * Padding is the minimum for the suite's alignment, with the 1, 2, 3, ... pattern; open checks it.
+//! * UDP encapsulation: the UDP checksum is 0 over IPv4 and computed over IPv6; on receive it is
+//!   not checked (the ICV covers the ESP packet). Packets with the non-ESP marker (IKE) and
+//!   NAT-keepalives are refused with [`EspError::NotIpsec`] so the caller can hand them to IKE.
+//! * IP fragments are refused ([`EspError::Fragment`]): reassemble first.
+//! * IPv6 hop-by-hop, routing and destination-options headers are walked; ESP goes after them.
+//!   AH after IPv6 extension headers is not supported (refused as malformed).
+//! * Peek decrypts at most the inner IP header and 14 bytes of TCP (8 of UDP), plus the 2-byte
+//!   trailer in transport mode. Inner IPv6 extension headers are not walked by peek.
 #![forbid(unsafe_code)]
 
 mod ah;

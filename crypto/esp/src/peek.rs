@@ -111,18 +111,18 @@ impl Sa {
         match self.params.mode {
             Mode::Transport => {
                 let mut trailer = [0u8; 2];
-                self.decrypt_range(&ct, seq, ct.len() - 2, &mut trailer)?;
+                self.decrypt_range(&ct, ct.len() - 2, &mut trailer)?;
                 let needed = l4_peek_len(trailer[1]).min(ct.len());
-                self.decrypt_range(&ct, seq, 0, &mut head[..needed])?;
+                self.decrypt_range(&ct, 0, &mut head[..needed])?;
                 let l4 = read_l4(&head[..needed], trailer[1], text_at)?;
                 Ok(assemble(spi, seq, outer, outer, l4))
             }
             Mode::Tunnel => {
                 // One call covers IPv4 + TCP up to the flags and IPv6 + UDP; longer headers need a second.
                 let first = ct.len().min(TUNNEL_FIRST_PEEK);
-                self.decrypt_range(&ct, seq, 0, &mut head[..first])?;
+                self.decrypt_range(&ct, 0, &mut head[..first])?;
                 let needed = tunnel_peek_len(&head[..first], text_at)?.min(ct.len());
-                self.decrypt_more(&ct, seq, &mut head, first, needed)?;
+                self.decrypt_more(&ct, &mut head, first, needed)?;
                 let (inner, l4) = read_inner_ip(&head[..needed], text_at)?;
                 Ok(assemble(spi, seq, outer, inner, l4))
             }
@@ -144,13 +144,12 @@ impl Sa {
     fn decrypt_more(
         &self,
         ct: &Ciphertext<'_>,
-        seq: u64,
         head: &mut [u8; MAX_HEAD],
         have: usize,
         needed: usize,
     ) -> Result<(), EspError> {
         if needed > have {
-            self.decrypt_range(ct, seq, have, &mut head[have..needed])?;
+            self.decrypt_range(ct, have, &mut head[have..needed])?;
         }
         Ok(())
     }
@@ -159,7 +158,6 @@ impl Sa {
     fn decrypt_range(
         &self,
         ct: &Ciphertext<'_>,
-        seq: u64,
         offset: usize,
         out: &mut [u8],
     ) -> Result<(), EspError> {
@@ -171,7 +169,6 @@ impl Sa {
                 let mut iv = [0u8; 8];
                 iv.copy_from_slice(&ct.pkt[ct.iv_at..ct.iv_at + 8]);
                 let nonce = esp::aead_nonce(salt, u64::from_be_bytes(iv));
-                let _ = seq;
                 aead.apply_keystream(&nonce, offset, out)?;
                 Ok(())
             }
