@@ -476,3 +476,44 @@ fn strongswan_traffic_flows_both_ways_aes_cbc_256_sha256() {
     let mut topology = we_initiate("traffic cbc", CBC_MODP2048);
     ping_both_ways(&mut topology);
 }
+
+/// Pings run through a child rekey and an IKE rekey without losing a packet.
+fn no_loss_during(topology: &mut Topology, rekey: impl FnOnce(&mut Topology)) {
+    let ping = topology.spawn_ping_from_swan(30, "0.1");
+    std::thread::sleep(Duration::from_millis(1000));
+    rekey(topology);
+    let output = ping.wait_with_output().expect("ping finishes");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("30 received"),
+        "lost pings during the rekey: {text}"
+    );
+}
+
+#[test]
+fn strongswan_traffic_keeps_flowing_while_strongswan_rekeys() {
+    if !support::prerequisites_met("strongswan_traffic_keeps_flowing_while_strongswan_rekeys") {
+        return;
+    }
+    let mut topology = strongswan_initiates("rekeys under traffic", GCM_X25519);
+    no_loss_during(&mut topology, |t| {
+        t.swanctl(&["--rekey", "--child", "net"]);
+        t.ours().wait_for("event=child_deleted", WAIT);
+        t.swanctl(&["--rekey", "--ike", "peer"]);
+        t.ours().wait_for("event=ike_deleted", WAIT);
+    });
+}
+
+#[test]
+fn strongswan_traffic_keeps_flowing_while_we_rekey() {
+    if !support::prerequisites_met("strongswan_traffic_keeps_flowing_while_we_rekey") {
+        return;
+    }
+    let mut topology = we_initiate("our rekeys under traffic", GCM_X25519);
+    no_loss_during(&mut topology, |t| {
+        t.ours().command("rekey-child");
+        t.ours().wait_for("event=child_deleted", WAIT);
+        t.ours().command("rekey-ike");
+        t.ours().wait_for("event=ike_deleted", WAIT);
+    });
+}

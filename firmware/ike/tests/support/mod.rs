@@ -342,6 +342,18 @@ impl Topology {
         )
     }
 
+    /// Starts `ping` in strongSwan's namespace in the background (collect it with `wait_with_output`).
+    pub fn spawn_ping_from_swan(&self, count: u32, interval: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.swan_ns, "ping", "-n", "-c"])
+            .arg(count.to_string())
+            .args(["-i", interval, "-W", "2", "-I", SWAN_INNER, OUR_INNER])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ping")
+    }
+
     /// Waits until strongSwan lists exactly one child SA and returns the listing.
     pub fn wait_swan_single_child(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
