@@ -15,6 +15,11 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Checks that strongSwan lists one ESTABLISHED IKE SA whose child SA uses exactly the SPIs our
 /// side installed (its spi-in is our outbound SPI and the other way round).
 fn assert_swan_matches(topology: &Topology, child_line: &str) {
+    // Our NAT detection hashes are right: strongSwan finds no NAT in front of us, and only
+    // fakes one because kernel-libipsec needs UDP encapsulation.
+    let log = topology.charon_log();
+    assert!(log.contains("faking NAT situation"), "{log}");
+    assert!(!log.contains("remote host is behind NAT"), "{log}");
     let listing = topology.list_sas();
     assert!(listing.contains("state=ESTABLISHED"), "{listing}");
     assert!(listing.contains("state=INSTALLED"), "{listing}");
