@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
+const UDP: u8 = 17;
+
 /// The port of the built-in echo ("hello") service, as in the seed's example configuration.
 pub const ECHO_PORT: u16 = 60;
 
@@ -101,6 +103,11 @@ impl Sockets {
     /// Queues a datagram whose frame is the inner IP packet of `flow` (payload offsets relative
     /// to the frame). Returns false (and counts) when nobody listens or the queue is full.
     pub fn deliver(&mut self, buf: PacketBuf, flow: &Flow) -> bool {
+        if flow.protocol != UDP {
+            // No user-space TCP (or other transport) here: nobody listens.
+            self.no_listener += 1;
+            return false;
+        }
         let to = SocketAddr::new(flow.dst, flow.dst_port);
         let Some(socket) = self.sockets.iter_mut().find(|s| s.local == to) else {
             self.no_listener += 1;
@@ -127,5 +134,50 @@ impl Sockets {
     /// Datagrams a socket dropped because its queue was full.
     pub fn overflow(&self, id: SocketId) -> u64 {
         self.sockets.get(id.0).map_or(0, |s| s.overflow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_ports::{BufLayout, Pool};
+
+    fn flow(protocol: u8, port: u16) -> Flow {
+        Flow {
+            src: "10.1.0.1".parse().unwrap(),
+            dst: "203.0.113.10".parse().unwrap(),
+            protocol,
+            src_port: 4000,
+            dst_port: port,
+            tcp_flags: None,
+            payload: 28..31,
+        }
+    }
+
+    #[test]
+    fn datagrams_reach_only_their_socket_and_a_full_queue_counts() {
+        let pool = Pool::new(BufLayout::new(0, 64, 0).unwrap(), 8).unwrap();
+        let mut sockets = Sockets::default();
+        let local: SocketAddr = "203.0.113.10:7000".parse().unwrap();
+        let id = sockets.bind(local, 2).unwrap();
+        assert_eq!(sockets.bind(local, 2), Err(BindError::InUse(local)));
+        let mut frame = pool.alloc().unwrap();
+        frame.set_frame(&[0xab; 31]).unwrap();
+        assert!(sockets.deliver(frame, &flow(17, 7000)));
+        assert!(!sockets.deliver(pool.alloc().unwrap(), &flow(17, 7001)));
+        assert!(
+            !sockets.deliver(pool.alloc().unwrap(), &flow(6, 7000)),
+            "TCP is not UDP"
+        );
+        assert_eq!(sockets.no_listener, 2);
+        assert!(sockets.deliver(pool.alloc().unwrap(), &flow(17, 7000)));
+        assert!(!sockets.deliver(pool.alloc().unwrap(), &flow(17, 7000)));
+        assert_eq!(sockets.overflow(id), 1);
+        let first = sockets.recv(id).unwrap();
+        assert_eq!(first.payload(), &[0xab; 3]);
+        assert_eq!(first.from, "10.1.0.1:4000".parse::<SocketAddr>().unwrap());
+        assert!(sockets.recv(id).is_some());
+        assert!(sockets.recv(id).is_none());
+        assert_eq!(pool.available(), 7, "only the one datagram still held");
     }
 }

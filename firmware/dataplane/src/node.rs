@@ -11,8 +11,9 @@ use crate::sa_table::{LifesizeSink, SaTable};
 use crate::target::{Ingress, Target, TargetDrop};
 use crate::wire::{self, Mac, ETHERNET_LEN};
 use dvipsec_cf::SequenceFacility;
-use dvipsec_esp::ip::Family;
+use dvipsec_esp::ip::{self, Family};
 use dvipsec_ports::{Burst, PacketBuf, PacketPort};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -275,6 +276,40 @@ pub struct TargetNode<P, S, F> {
     stats: Arc<LoopStats>,
     /// Echo replies sent.
     pub echoed: u64,
+    pending: VecDeque<Pending>,
+    newconn: Vec<NewconnRequest>,
+    newconn_timeout_us: u64,
+    /// Held packets released once their SA arrived.
+    pub pending_released: u64,
+    /// Held packets dropped because no SA arrived in time.
+    pub pending_timeouts: u64,
+}
+
+/// Packets an application sent before any SA covered them, held while NEWCONN runs.
+const PENDING_CAPACITY: usize = 64;
+
+/// A packet held until its outbound SA arrives (seed figure 11).
+struct Pending {
+    frame: PacketBuf,
+    deadline_us: u64,
+}
+
+/// A request for the distributor to negotiate an SA (the cluster link sends it as NEWCONN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewconnRequest {
+    /// Our side: the DVIPA.
+    pub local: IpAddr,
+    /// The remote address the application wants to reach.
+    pub remote: IpAddr,
+}
+
+/// What happened to an application's datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Sealed and queued for the next burst.
+    Queued,
+    /// No SA covers it yet: held while NEWCONN asks the distributor for one.
+    AwaitingSa,
 }
 
 impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
@@ -304,7 +339,27 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             counters: NodeCounters::default(),
             stats: Arc::default(),
             echoed: 0,
+            pending: VecDeque::with_capacity(PENDING_CAPACITY),
+            newconn: Vec::with_capacity(PENDING_CAPACITY),
+            newconn_timeout_us: 5_000_000,
+            pending_released: 0,
+            pending_timeouts: 0,
         }
+    }
+
+    /// How long a packet waits for its SA before it is dropped (default 5 s).
+    pub fn set_newconn_timeout(&mut self, timeout_us: u64) {
+        self.newconn_timeout_us = timeout_us;
+    }
+
+    /// Takes the NEWCONN requests raised since the last call.
+    pub fn take_newconn_requests(&mut self) -> std::vec::Drain<'_, NewconnRequest> {
+        self.newconn.drain(..)
+    }
+
+    /// Packets waiting for an SA.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// The node's own counters.
@@ -359,7 +414,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         dst: SocketAddr,
         payload: &[u8],
         now_us: u64,
-    ) -> Result<(), SendError> {
+    ) -> Result<SendStatus, SendError> {
         let local = self
             .sockets
             .local_addr(socket)
@@ -375,7 +430,55 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             wire::write_udp(space, local, dst, payload)?
         };
         let _ = frame.trim_back(room - len);
+        if self.sas.outbound(local.ip(), dst.ip()).is_none() {
+            return self.hold_for_sa(frame, local.ip(), dst.ip(), now_us);
+        }
         self.seal_and_queue(frame, now_us)
+            .map(|()| SendStatus::Queued)
+    }
+
+    /// Figure 11: no SA for this peer yet. Hold the packet and ask for one (once per pair).
+    fn hold_for_sa(
+        &mut self,
+        frame: PacketBuf,
+        local: IpAddr,
+        remote: IpAddr,
+        now_us: u64,
+    ) -> Result<SendStatus, SendError> {
+        if self.pending.len() >= PENDING_CAPACITY {
+            return Err(SendError::Dropped(TargetDrop::NoOutboundSa));
+        }
+        self.pending.push_back(Pending {
+            frame,
+            deadline_us: now_us.saturating_add(self.newconn_timeout_us),
+        });
+        let request = NewconnRequest { local, remote };
+        if !self.newconn.contains(&request) && self.newconn.len() < PENDING_CAPACITY {
+            self.newconn.push(request);
+        }
+        Ok(SendStatus::AwaitingSa)
+    }
+
+    /// Releases held packets whose SA arrived; drops those whose time ran out.
+    fn release_pending(&mut self, now_us: u64) {
+        for _ in 0..self.pending.len() {
+            let Some(held) = self.pending.pop_front() else {
+                break;
+            };
+            let covered = ip::parse(held.frame.data()).ok().is_some_and(|view| {
+                let (src, dst) = ip::addresses(held.frame.data(), view.family);
+                self.sas.outbound(src, dst).is_some()
+            });
+            if covered {
+                if self.seal_and_queue(held.frame, now_us).is_ok() {
+                    self.pending_released += 1;
+                }
+            } else if now_us >= held.deadline_us {
+                self.pending_timeouts += 1;
+            } else {
+                self.pending.push_back(held);
+            }
+        }
     }
 
     /// Sends what is queued for the external port.
@@ -481,6 +584,9 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> PollNode for TargetNode<P, 
     fn poll(&mut self, now_us: u64) -> usize {
         let handled =
             self.receive_from(Ingress::Xcf, now_us) + self.receive_from(Ingress::External, now_us);
+        if !self.pending.is_empty() {
+            self.release_pending(now_us);
+        }
         self.flush();
         handled
     }

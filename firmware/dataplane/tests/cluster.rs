@@ -214,18 +214,15 @@ fn a_deleted_sa_stops_traffic_and_the_drops_are_counted() {
     let d = bed.distributor.distributor.counters();
     assert_eq!(d.dropped(DropCause::UnknownSa), 5);
     assert_eq!(d.forwarded, 20);
-    // The outbound SA deleted: applications cannot send.
+    // The outbound SA deleted: an application's datagram is held for NEWCONN, never sent.
     bed.delete_sa(SPI_TO_PEER);
     let socket = bed.targets[0]
         .bind_udp(Testbed::dvipa_socket(9000), 4)
         .unwrap();
-    let refused = bed.targets[0].send_to(socket, Testbed::peer_socket(1), b"x", 0);
-    assert!(matches!(
-        refused,
-        Err(dvipsec_dataplane::node::SendError::Dropped(
-            TargetDrop::NoOutboundSa
-        ))
-    ));
+    let held = bed.targets[0].send_to(socket, Testbed::peer_socket(1), b"x", 0);
+    assert_eq!(held, Ok(dvipsec_dataplane::node::SendStatus::AwaitingSa));
+    bed.settle(10_000_000, 10);
+    assert_eq!(bed.targets[0].pending_timeouts, 1);
     assert_eq!(bed.peer.counters().packets_received, 10);
 }
 
@@ -437,4 +434,81 @@ fn full_size_packets_are_forwarded_without_copies() {
         .iter()
         .all(|r| r.payload == payload));
     assert_eq!(bed.distributor.counters().relocated, 0);
+}
+
+#[test]
+fn target_originated_traffic_waits_for_its_sa_then_goes_out() {
+    use dvipsec_dataplane::node::{NewconnRequest, SendStatus};
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    bed.delete_sa(SPI_TO_PEER);
+    let target = &mut bed.targets[0];
+    target.set_newconn_timeout(1_000);
+    let socket = target.bind_udp(Testbed::dvipa_socket(9100), 4).unwrap();
+    let status = target
+        .send_to(socket, Testbed::peer_socket(443), b"first", 0)
+        .unwrap();
+    assert_eq!(status, SendStatus::AwaitingSa);
+    target
+        .send_to(socket, Testbed::peer_socket(443), b"second", 1)
+        .unwrap();
+    let requests: Vec<NewconnRequest> = target.take_newconn_requests().collect();
+    assert_eq!(
+        requests,
+        [NewconnRequest {
+            local: IpAddr::V4(DVIPA),
+            remote: IpAddr::V4(PEER_INNER),
+        }],
+        "one NEWCONN per peer"
+    );
+    bed.settle(10, 5);
+    assert_eq!(bed.peer.counters().packets_received, 0, "held while no SA");
+    // The distributor's IKE negotiated an SA and the cluster link installed it.
+    let mut config = SaConfig::new(
+        SPI_TO_PEER,
+        Direction::Outbound,
+        Suite::Aes128Gcm16,
+        SaKeys::new(&KEY_TO_PEER, &[]),
+    );
+    config.mode = Mode::Tunnel;
+    config.tunnel = Some(TunnelEndpoints {
+        src: IpAddr::V4(DVIPA),
+        dst: IpAddr::V4(PEER_OUTER),
+    });
+    config.udp_encap = Some(UdpEncap::NAT_T);
+    let slot = bed.outbound_slot;
+    bed.targets[0].sas.install_outbound(
+        Sa::new(config).unwrap(),
+        IpAddr::V4(DVIPA),
+        IpAddr::V4(PEER_OUTER),
+        selector(),
+        slot,
+        LeasePolicy::per_packet(),
+    );
+    bed.settle(20, 5);
+    let got: Vec<Vec<u8>> = bed
+        .peer
+        .take_received()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(bed.targets[0].pending_released, 2);
+}
+
+#[test]
+fn held_traffic_times_out_cleanly_when_no_sa_arrives() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    bed.delete_sa(SPI_TO_PEER);
+    let target = &mut bed.targets[0];
+    target.set_newconn_timeout(1_000);
+    let socket = target.bind_udp(Testbed::dvipa_socket(9100), 4).unwrap();
+    target
+        .send_to(socket, Testbed::peer_socket(443), b"lost", 0)
+        .unwrap();
+    bed.settle(999, 5);
+    assert_eq!(bed.targets[0].pending(), 1);
+    bed.settle(1_000, 5);
+    assert_eq!(bed.targets[0].pending(), 0);
+    assert_eq!(bed.targets[0].pending_timeouts, 1);
+    assert_eq!(bed.peer.counters().packets_received, 0);
 }
