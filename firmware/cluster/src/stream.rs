@@ -34,6 +34,14 @@ impl FrameSplitter {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            // Grow by hand so the old buffer (which may hold keys) is zeroized when dropped.
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity(needed.max(2 * self.buf.capacity())));
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
         self.buf.extend_from_slice(bytes);
     }
 

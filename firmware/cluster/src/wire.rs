@@ -409,7 +409,8 @@ pub struct TargetLoad {
 impl Frame {
     /// The frame's bytes. Zeroized on drop, since SA_INSTALL carries keys.
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, WireError> {
-        let mut out = Zeroizing::new(Vec::with_capacity(HEADER_LEN + 64));
+        // Sized up front: growing would leave copies of the keys in freed memory.
+        let mut out = Zeroizing::new(Vec::with_capacity(capacity_hint(&self.message)));
         out.extend_from_slice(&[XCF_VERSION, self.message.kind() as u8, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(&self.from_incarnation.to_be_bytes());
         out.extend_from_slice(&self.to_incarnation.to_be_bytes());
@@ -423,6 +424,21 @@ impl Frame {
         let len = (body_len as u32).to_be_bytes();
         out[4..8].copy_from_slice(&len);
         Ok(out)
+    }
+}
+
+/// An upper bound of the encoded size of frames that carry keys, and a fair guess for others.
+pub(crate) fn capacity_hint(message: &Message) -> usize {
+    match message {
+        Message::SaInstall(install) => {
+            // Fixed fields and two tunnel addresses stay under 512 bytes; a filter under 64.
+            HEADER_LEN
+                + 512
+                + install.keys.enc.len()
+                + install.keys.auth.len()
+                + 64 * install.filters.len()
+        }
+        _ => HEADER_LEN + 64,
     }
 }
 

@@ -9,6 +9,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
+use crate::wire::capacity_hint;
 use crate::wire::*;
 use crate::WireError;
 
@@ -208,6 +209,14 @@ proptest! {
         let bytes = frame.encode().unwrap();
         prop_assert_eq!(frame_len(&bytes).unwrap(), Some(bytes.len()));
         prop_assert_eq!(Frame::decode(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn frames_with_keys_are_encoded_without_growing(install in install()) {
+        let frame = Frame { from_incarnation: 1, to_incarnation: 2, seq: 3, message: Message::SaInstall(Box::new(install)) };
+        let bytes = frame.encode().unwrap();
+        prop_assert!(bytes.len() <= bytes.capacity());
+        prop_assert_eq!(bytes.capacity(), capacity_hint(&frame.message), "the buffer grew");
     }
 
     #[test]
