@@ -1,9 +1,17 @@
 //! The data plane of the distributor and target roles.
 //!
-//! Owns the distributed connection table (DCT), target selection, user-space GRE over the XCF
-//! network, the distributor's inbound dispatch (seed figure 8) and the target's inbound decap and
-//! outbound encap (figures 9 and 10). The decision logic is sans-io; the polling loops that drive
-//! it take bursts from packet ports.
+//! Owns the distributed connection table ([`dct`]), target selection ([`select`]), user-space GRE
+//! over the XCF network ([`gre`]), the distributor's inbound dispatch (seed figure 8,
+//! [`distributor`]) and the target's inbound decap and outbound encap (figures 9 and 10,
+//! [`target`]). Those cores are sans-io: one packet in a caller's buffer, time passed in, a
+//! decision or a range out. Around them: applications' UDP sockets and the echo service on port
+//! 60 ([`app`]), the nodes that move frames between packet ports and the cores ([`node`]), the
+//! run-to-completion polling loop ([`poll`]), a scripted remote peer ([`peer`]) and an in-process
+//! site built from all of them ([`testbed`]).
+//!
+//! It must not own how SAs arrive: [`sa_table::SaTable`] is the boundary the cluster crate's
+//! shadow SA cache plugs into, and lifesize leaves through [`sa_table::LifesizeSink`]. It does no
+//! IKE and no XCF messaging.
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -99,7 +99,11 @@ pub struct DistributorNode<P, S, F> {
     local: Burst,
     counters: NodeCounters,
     stats: Arc<LoopStats>,
+    last_sweep_us: u64,
 }
+
+/// How often the distributor sweeps timed-out DCT entries.
+const DCT_SWEEP_INTERVAL_US: u64 = 100_000;
 
 impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
     /// A node; `target_macs` maps targets' XCF addresses to their XCF port MACs.
@@ -127,6 +131,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             local: Burst::with_capacity(local_queue),
             counters: NodeCounters::default(),
             stats: Arc::default(),
+            last_sweep_us: 0,
         }
     }
 
@@ -226,6 +231,10 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> PollNode for DistributorNod
         self.rx = rx;
         if !self.to_xcf.is_empty() {
             self.xcf.tx_burst(&mut self.to_xcf);
+        }
+        if now_us.saturating_sub(self.last_sweep_us) >= DCT_SWEEP_INTERVAL_US {
+            self.last_sweep_us = now_us;
+            self.distributor.expire(now_us);
         }
         received
     }

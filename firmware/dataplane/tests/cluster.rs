@@ -75,6 +75,35 @@ fn echo_replies_come_straight_from_targets_with_unique_sequence_numbers() {
 }
 
 #[test]
+fn idle_connections_are_swept_by_the_polling_loop() {
+    let config = TestbedConfig {
+        dct: dvipsec_dataplane::DctConfig {
+            idle_timeout_us: 1_000_000,
+            ..Default::default()
+        },
+        ..TestbedConfig::default()
+    };
+    let (mut bed, _dir) = site(config);
+    for conn in 0..5u16 {
+        bed.peer.send_udp(
+            Testbed::peer_socket(conn + 1),
+            Testbed::dvipa_socket(60),
+            b"a",
+        );
+        bed.peer.send_udp(
+            Testbed::peer_socket(conn + 1),
+            Testbed::dvipa_socket(60),
+            b"b",
+        );
+    }
+    bed.settle(200_000, 10);
+    assert_eq!(bed.distributor.distributor.dct().len(), 5);
+    bed.settle(1_300_000, 10);
+    assert_eq!(bed.distributor.distributor.dct().len(), 0);
+    assert_eq!(bed.distributor.distributor.dct_counters().expired, 5);
+}
+
+#[test]
 fn each_connection_lands_on_exactly_one_target() {
     let (mut bed, _dir) = site(TestbedConfig::default());
     let sockets: Vec<_> = bed
@@ -381,12 +410,16 @@ fn polling_loops_on_threads_carry_the_traffic() {
         ..
     } = bed;
     let stop = AtomicBool::new(false);
+    // Pinned to the machine's cores when it has them (pinning is optional in tests).
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core = |i: usize| (!cores.is_empty()).then(|| cores[i % cores.len()].id);
     std::thread::scope(|scope| {
         let stop = &stop;
         let distributor = &mut distributor;
-        scope.spawn(move || poll::run(distributor, None, stop).unwrap());
-        for target in &mut targets {
-            scope.spawn(move || poll::run(target, None, stop).unwrap());
+        scope.spawn(move || poll::run(distributor, core(0), stop).unwrap());
+        for (i, target) in targets.iter_mut().enumerate() {
+            let pin = core(i + 1);
+            scope.spawn(move || poll::run(target, pin, stop).unwrap());
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         for conn in 0..100u16 {
