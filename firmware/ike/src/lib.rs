@@ -10,6 +10,7 @@ pub mod crypto;
 mod endpoint;
 mod error;
 mod event;
+pub mod policy;
 mod sa;
 pub mod wire;
 
