@@ -53,7 +53,7 @@ pub struct ScriptedPeer<P> {
     counters: PeerCounters,
     rx: Burst,
     tx: Burst,
-    /// Keep received datagrams in [`ScriptedPeer::received`] (off for benchmarks).
+    /// Keep received datagrams in [`ScriptedPeer::take_received`] (off for benchmarks).
     pub keep_received: bool,
     received: Vec<Received>,
 }

@@ -150,8 +150,43 @@ pub struct LifesizeReport {
     pub spi: u32,
     /// Which way the traffic went.
     pub direction: dvipsec_cf::Direction,
+    /// The SA's CF slot.
+    pub slot: SlotId,
     /// The counts.
     pub usage: Usage,
+}
+
+/// A sink that adds reports to the SA's lifesize counters in the CF, where the distributor's
+/// IKE can read the cluster-wide totals.
+#[derive(Debug)]
+pub struct FacilitySink<'f, F: ?Sized> {
+    facility: &'f F,
+    /// Reports the CF refused (slot released, fenced, state lost).
+    pub failures: u64,
+}
+
+impl<'f, F: dvipsec_cf::SequenceFacility + ?Sized> FacilitySink<'f, F> {
+    /// A sink writing to `facility`.
+    pub fn new(facility: &'f F) -> Self {
+        FacilitySink {
+            facility,
+            failures: 0,
+        }
+    }
+}
+
+impl<F: dvipsec_cf::SequenceFacility + ?Sized> LifesizeSink for FacilitySink<'_, F> {
+    fn report(&mut self, report: LifesizeReport) {
+        let added = self.facility.lifesize_add(
+            report.slot,
+            report.direction,
+            report.usage.bytes,
+            report.usage.packets,
+        );
+        if added.is_err() {
+            self.failures += 1;
+        }
+    }
 }
 
 /// Where lifesize reports go (the cluster crate sends them to the distributor as LIFESIZE).
@@ -292,6 +327,7 @@ impl SaTable for ShadowSaTable {
                     dvipa: entry.dvipa,
                     spi: entry.sa.params().spi,
                     direction: dvipsec_cf::Direction::Inbound,
+                    slot: entry.slot,
                     usage: entry.unreported.take(),
                 });
             }
@@ -302,6 +338,7 @@ impl SaTable for ShadowSaTable {
                     dvipa: entry.dvipa,
                     spi: entry.sa.params().spi,
                     direction: dvipsec_cf::Direction::Outbound,
+                    slot: entry.slot,
                     usage: entry.unreported.take(),
                 });
             }

@@ -5,7 +5,7 @@ use dvipsec_cf::{LeaseParams, LeasePolicy, SequenceFacility};
 use dvipsec_dataplane::distributor::DropCause;
 use dvipsec_dataplane::gre;
 use dvipsec_dataplane::poll::{self, PollNode};
-use dvipsec_dataplane::sa_table::SummingSink;
+use dvipsec_dataplane::sa_table::{FacilitySink, SummingSink};
 use dvipsec_dataplane::target::TargetDrop;
 use dvipsec_dataplane::testbed::*;
 use dvipsec_dataplane::wire::{self, ETHERNET_LEN};
@@ -257,6 +257,11 @@ fn a_deleted_sa_stops_traffic_and_the_drops_are_counted() {
 
 /// An ESP packet from the peer's SA, sealed outside the site with sequence number `seq`.
 fn peer_esp_packet(seq: u64, payload: &[u8]) -> Vec<u8> {
+    peer_esp_packet_from(PEER_INNER, seq, payload)
+}
+
+/// Like [`peer_esp_packet`] with the inner source address `src`.
+fn peer_esp_packet_from(src: std::net::Ipv4Addr, seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut config = SaConfig::new(
         SPI_TO_DVIPA,
         Direction::Outbound,
@@ -273,7 +278,7 @@ fn peer_esp_packet(seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
     let len = wire::write_udp(
         &mut buf[200..],
-        Testbed::peer_socket(33_333),
+        std::net::SocketAddr::new(IpAddr::V4(src), 33_333),
         Testbed::dvipa_socket(60),
         payload,
     )
@@ -380,6 +385,49 @@ fn lifesize_is_counted_per_sa_and_direction() {
         target.report_lifesize(&mut again);
     }
     assert_eq!(again.reports, 0);
+    // Into the CF: the cluster-wide totals per slot.
+    for conn in 0..10u16 {
+        bed.peer.send_udp(
+            Testbed::peer_socket(conn + 1),
+            Testbed::dvipa_socket(60),
+            &[1; 50],
+        );
+    }
+    bed.settle(1, 50);
+    let region = bed.distributor.facility.region().clone();
+    let mut sink = FacilitySink::new(&region);
+    for target in &mut bed.targets {
+        target.report_lifesize(&mut sink);
+    }
+    assert_eq!(sink.failures, 0);
+    let inbound = region.lifesize_read(bed.inbound_slot).unwrap();
+    let outbound = region.lifesize_read(bed.outbound_slot).unwrap();
+    assert_eq!((inbound.packets_in, inbound.bytes_in), (10, 780));
+    assert_eq!((outbound.packets_out, outbound.bytes_out), (10, 780));
+}
+
+#[test]
+fn esp_that_bypasses_the_distributor_is_filtered_normally() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    // Straight to a target's external port: not GRE from the distributor, so the inner packet
+    // must pass the SA's filter rule.
+    let to_target = |esp: &[u8]| {
+        let mut eth = [0u8; ETHERNET_LEN];
+        wire::write_ethernet(&mut eth, target_mac(0), PEER_MAC, Family::V4);
+        [&eth[..], esp].concat()
+    };
+    let good = peer_esp_packet_from(PEER_INNER, 900, b"direct");
+    let stranger = peer_esp_packet_from(std::net::Ipv4Addr::new(10, 7, 7, 7), 901, b"direct");
+    bed.peer.send_raw(&to_target(&stranger));
+    bed.settle(0, 10);
+    let t0 = bed.targets[0].target.counters();
+    assert_eq!(t0.dropped(TargetDrop::Filtered), 1);
+    assert_eq!(bed.peer.counters().packets_received, 0);
+    bed.peer.send_raw(&to_target(&good));
+    bed.settle(0, 10);
+    let t0 = bed.targets[0].target.counters();
+    assert_eq!((t0.inbound_packets, t0.forwarded_in), (1, 0));
+    assert_eq!(bed.peer.counters().packets_received, 1);
 }
 
 #[test]
