@@ -968,3 +968,19 @@ fn ike_soft_limit_rekeys_the_ike_sa_and_hard_limit_deletes_it() {
     assert!(a.iter().any(|e| matches!(e, Event::ChildSaDeleted { .. })));
     assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
 }
+
+#[test]
+fn responder_picks_the_configuration_whose_selectors_fit() {
+    // Two configurations for the same peer identity, as the site policy makes one per SPD
+    // entry; the initiator's selectors fit only the second.
+    let mut other_entry = responder_peer();
+    other_entry.name = "from-a/other".into();
+    other_entry.remote_ts = vec![TrafficSelector::host(ip("10.9.9.9"))];
+    let b_config = EndpointConfig::new(vec![other_entry, responder_peer()]);
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+    assert!(b
+        .iter()
+        .any(|e| matches!(e, Event::IkeSaEstablished { peer, .. } if peer == "from-a")));
+}

@@ -134,12 +134,22 @@ impl IkeSa {
                 _ => None,
             })
             .ok_or(Discard::Malformed)?;
-        let found = peers.iter().position(|p| {
-            p.remote_id.matches(id_i)
-                && p.remote_addr.is_none_or(|a| a == incoming.from.ip())
-                && p.ike_suites.contains(&self.suite)
-        });
-        let Some(index) = found.filter(|i| self.verify_peer_auth(&peers[*i], id_i, auth)) else {
+        // Several configurations (one per SPD entry) may share the peer's identity: among
+        // those whose key verifies, prefer the first whose selectors and proposals fit.
+        let authenticated: Vec<usize> = (0..peers.len())
+            .filter(|&i| {
+                let p = &peers[i];
+                p.remote_id.matches(id_i)
+                    && p.remote_addr.is_none_or(|a| a == incoming.from.ip())
+                    && p.ike_suites.contains(&self.suite)
+                    && self.verify_peer_auth(p, id_i, auth)
+            })
+            .collect();
+        let fitting = authenticated
+            .iter()
+            .copied()
+            .find(|&i| choose_child(&peers[i], incoming).is_ok());
+        let Some(index) = fitting.or(authenticated.first().copied()) else {
             out.stats.authentication_failures += 1;
             let refusal = [Payload::Notify(NotifyPayload::ike(
                 notify::AUTHENTICATION_FAILED,
