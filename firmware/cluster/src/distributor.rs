@@ -160,6 +160,7 @@ pub struct Distributor {
     connections: BTreeMap<(String, String), Vec<Connection>>,
     events: VecDeque<DistributorEvent>,
     counters: DistributorCounters,
+    silence_limit: Duration,
 }
 
 impl Distributor {
@@ -204,6 +205,9 @@ impl Distributor {
             connections: BTreeMap::new(),
             events: VecDeque::new(),
             counters: DistributorCounters::default(),
+            silence_limit: Duration::from_millis(u64::from(
+                view.xcf_link.takeover_timeout_ms.value,
+            )),
         }
     }
 
@@ -250,6 +254,16 @@ impl Distributor {
         self.connections
             .get(&(target.to_owned(), dvipa.to_owned()))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Targets that were up and have sent nothing (not even a heartbeat) for the site's
+    /// takeover timeout.
+    pub fn silent_targets(&self, now: Duration) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.is_silent(now, self.silence_limit))
+            .map(|(node, _)| node.clone())
+            .collect()
     }
 
     pub fn link(&self, target: &str) -> Option<&Link> {

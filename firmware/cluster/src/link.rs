@@ -164,6 +164,14 @@ impl Link {
         self.last_heard
     }
 
+    /// Whether a known peer has sent nothing for `timeout` (heartbeats keep a live one fresh).
+    pub fn is_silent(&self, now: Duration, timeout: Duration) -> bool {
+        match (self.peer_incarnation, self.last_heard) {
+            (Some(_), Some(heard)) => now.saturating_sub(heard) >= timeout,
+            _ => false,
+        }
+    }
+
     /// Queues a message. Reliable kinds are sequenced and retransmitted until acknowledged;
     /// they leave once the peer is known.
     pub fn send(&mut self, message: Message, now: Duration) -> Result<(), LinkError> {

@@ -201,3 +201,29 @@ fn frames_for_an_old_incarnation_of_us_are_refused() {
         LinkError::NotForThisIncarnation { to: 20, local: 21 }
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Whatever the loss pattern, both directions deliver exactly once and in order.
+    #[test]
+    fn any_loss_pattern_delivers_exactly_once_in_order(
+        seed in proptest::prelude::any::<u64>(),
+        loss in 0u8..=25,
+        a_count in 1u32..80,
+        b_count in 0u32..40,
+    ) {
+        let mut a = link("a", 10);
+        let mut b = link("b", 20);
+        let mut net = Network::new(seed, loss, 3 * MS);
+        for spi in 0..a_count {
+            a.send(delete(256 + spi), Duration::ZERO).unwrap();
+        }
+        for spi in 0..b_count {
+            b.send(delete(5000 + spi), Duration::ZERO).unwrap();
+        }
+        let (got_a, got_b) = run(&mut a, &mut b, &mut net, Duration::ZERO, Duration::from_secs(10));
+        proptest::prop_assert_eq!(got_b, (0..a_count).map(|s| delete(256 + s)).collect::<Vec<_>>());
+        proptest::prop_assert_eq!(got_a, (0..b_count).map(|s| delete(5000 + s)).collect::<Vec<_>>());
+    }
+}

@@ -358,16 +358,33 @@ impl Target {
                 node: from.to_owned(),
                 source,
             })?;
-        if matches!(
-            received.peer,
-            Some(PeerChange::Up { .. } | PeerChange::Restarted { .. })
-        ) {
-            self.announce_vipas(from, now)?;
+        match received.peer {
+            Some(PeerChange::Up { .. }) => self.announce_vipas(from, now)?,
+            Some(PeerChange::Restarted { .. }) => {
+                self.forget_sas_from(from);
+                self.announce_vipas(from, now)?;
+            }
+            None => {}
         }
         for message in received.messages {
             self.on_message(from, message);
         }
         Ok(())
+    }
+
+    /// A restarted distributor lost the SAs it had distributed: its DVIPAs' shadow SAs go, and
+    /// it rebuilds them from its IKE state.
+    fn forget_sas_from(&mut self, distributor: &str) {
+        let orphaned: Vec<SaRef> = self
+            .served
+            .iter()
+            .filter(|(_, s)| s.distributor == distributor)
+            .filter_map(|(dvipa, _)| self.cache.get(dvipa))
+            .flat_map(|sas| sas.keys().cloned())
+            .collect();
+        for sa in orphaned {
+            self.delete(&sa);
+        }
     }
 
     fn announce_vipas(&mut self, distributor: &str, now: Duration) -> Result<(), TargetError> {

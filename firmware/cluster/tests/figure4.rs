@@ -377,3 +377,51 @@ fn a_link_that_drops_ten_percent_still_converges() {
         .sum();
     assert!(retransmitted > 0);
 }
+
+#[test]
+fn a_restarted_distributor_has_its_shadow_sas_rebuilt() {
+    let mut cluster = started();
+    let a_old = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
+    let b_in = install(&mut cluster, "MVS5", DVB1, Direction::Inbound, 0x3001);
+    assert!(cluster.settle(SETTLE));
+    cluster.restart_distributor("MVS1");
+    assert!(cluster.settle(SETTLE));
+    // The old SAs of MVS1's DVIPA are gone everywhere; MVS5's stay.
+    assert!(cluster.holders(&a_old).is_empty());
+    assert_eq!(
+        cluster.holders(&b_in),
+        ["MVS1", "MVS2", "MVS3", "MVS4", "MVS5"]
+    );
+    // IKE on the new MVS1 negotiates again and the caches fill.
+    let a_new = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1101);
+    assert!(cluster.settle(SETTLE));
+    assert_eq!(cluster.holders(&a_new), ["MVS1", "MVS2", "MVS4"]);
+    let target = cluster.target("MVS2");
+    assert_eq!(
+        target
+            .inbound_lookup(0x1001, dvipsec_esp::IpsecProtocol::Esp, peer_a())
+            .unwrap_err(),
+        NoSa::Deleted
+    );
+}
+
+#[test]
+fn a_target_that_stops_talking_is_noticed_after_the_takeover_timeout() {
+    let mut cluster = started();
+    cluster.run_for(Duration::from_secs(2));
+    let now = cluster.now;
+    assert!(cluster.distributor("MVS5").silent_targets(now).is_empty());
+    // MVS3 goes dark: it no longer runs, and frames to it are lost.
+    let stopped = cluster.targets.remove("MVS3").unwrap();
+    cluster.run_for(Duration::from_millis(900));
+    let now = cluster.now;
+    assert!(
+        cluster.distributor("MVS5").silent_targets(now).is_empty(),
+        "heard within 1 s"
+    );
+    cluster.run_for(Duration::from_millis(200));
+    let now = cluster.now;
+    assert_eq!(cluster.distributor("MVS5").silent_targets(now), ["MVS3"]);
+    assert!(cluster.distributor("MVS1").silent_targets(now).is_empty());
+    drop(stopped);
+}

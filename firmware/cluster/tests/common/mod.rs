@@ -98,19 +98,16 @@ impl Cluster {
         for frame in self.net.arrivals(now) {
             let from = frame.from.split('/').next().unwrap_or_default().to_owned();
             let (to, role) = frame.to.split_once('/').unwrap();
+            // A node that is not running loses what is sent to it.
             let ok = match role {
                 "d" => self
                     .distributors
                     .get_mut(to)
-                    .unwrap()
-                    .handle(&from, &frame.bytes, now)
-                    .is_ok(),
+                    .is_none_or(|d| d.handle(&from, &frame.bytes, now).is_ok()),
                 _ => self
                     .targets
                     .get_mut(to)
-                    .unwrap()
-                    .handle(&from, &frame.bytes, now)
-                    .is_ok(),
+                    .is_none_or(|t| t.handle(&from, &frame.bytes, now).is_ok()),
             };
             if !ok {
                 self.link_errors += 1;
@@ -187,6 +184,21 @@ impl Cluster {
         self.net.discard_to(&format!("{node}/t"));
         let target = Target::new(&view, incarnation, LinkSecurity::Trusted, self.now);
         self.targets.insert(node.to_owned(), target);
+    }
+
+    /// Replaces `node`'s distributor by a freshly started one (new incarnation, no SAs).
+    pub fn restart_distributor(&mut self, node: &str) {
+        let view = self.views.iter().find(|v| v.node == node).unwrap().clone();
+        let incarnation = self.next_incarnation();
+        self.net.discard_to(&format!("{node}/d"));
+        let distributor = Distributor::new(
+            &view,
+            incarnation,
+            LinkSecurity::Trusted,
+            Box::new(SlotPool::new(1024)),
+            self.now,
+        );
+        self.distributors.insert(node.to_owned(), distributor);
     }
 
     pub fn dvipa_address(&self, dvipa: &str) -> IpAddr {
