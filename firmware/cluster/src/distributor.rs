@@ -279,10 +279,24 @@ impl Distributor {
         match event {
             IkeEvent::Installed(install) => self.install(*install, now),
             IkeEvent::Rekeyed { old, new } => {
+                // Adapt first, so the new SA is reported on with the new threshold.
+                let reached = self
+                    .sas
+                    .get(&old)
+                    .map(|stored| stored.level)
+                    .ok_or_else(|| DistributorError::UnknownSa {
+                        dvipa: old.dvipa.clone(),
+                        direction: old.direction,
+                        spi: old.spi,
+                    })?;
+                self.adapt_threshold(reached);
                 self.install(*new, now)?;
                 self.delete(&old, now)
             }
-            IkeEvent::Deleted(sa) => self.delete(&sa, now),
+            IkeEvent::Deleted(sa) => {
+                // A delete without a replacement says nothing about rekey timing.
+                self.delete(&sa, now)
+            }
             IkeEvent::NegotiationFailed { dvipa, flow } => {
                 self.answer_waiting(
                     &dvipa,
@@ -345,7 +359,6 @@ impl Distributor {
                 spi: sa.spi,
             })?;
         self.slots.release(stored.install.cf_slot);
-        self.adapt_threshold(stored.level);
         let targets = self.targets.get(&sa.dvipa).cloned().unwrap_or_default();
         for target in &targets {
             self.send_to_up(target, Message::SaDelete(sa.clone()), now)?;
@@ -354,8 +367,8 @@ impl Distributor {
         Ok(())
     }
 
-    /// An SA leaves: if it had reached its hard limit IKE was late, if only its soft limit IKE
-    /// was on time.
+    /// An SA is replaced: if it had reached its hard limit IKE was late, if only its soft limit
+    /// IKE was on time.
     fn adapt_threshold(&mut self, reached: LimitLevel) {
         let before = self.threshold.percent();
         match reached {
