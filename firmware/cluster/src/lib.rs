@@ -1,9 +1,17 @@
 //! The XCF cluster link between dvipsec stacks.
 //!
-//! Owns the versioned XCF message codec, reliable delivery over an unreliable link, the
-//! distributor's SA distribution (seed figures 5 and 6), the targets' shadow SA caches and
-//! dynamic filters (figure 7), lifesize batching (figures 9 and 10) and NEWCONN (figure 11).
-//! The protocol core is sans-io: time is passed in, messages go in and out as bytes.
+//! Owns the versioned XCF message codec ([`wire`]), reliable ordered delivery over an
+//! unreliable link ([`link`]), the distributor's SA distribution (seed figures 5 and 6,
+//! [`distributor`]), the targets' shadow SA caches and dynamic filters (figure 7, [`target`]),
+//! lifesize batching with the adaptive threshold (figures 9 and 10, [`lifesize`]) and NEWCONN
+//! (figure 11). These are sans-io: time is passed in, frames go in and out as bytes.
+//! The I/O helpers are apart: frames over a TCP or TLS byte stream ([`stream`]) and mutual TLS
+//! identities ([`tls`]). [`sim`] is an in-memory network with seeded loss for whole-cluster
+//! tests.
+//!
+//! It does not run IKE (IKE's results come in as [`IkeEvent`]s and its work goes out as
+//! [`DistributorEvent`]s), does not touch packets (the data path asks the [`Target`] for SAs)
+//! and does not own the coupling facility (slots come from a [`SlotAllocator`]).
 #![forbid(unsafe_code)]
 
 pub mod distributor;
