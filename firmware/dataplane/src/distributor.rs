@@ -384,7 +384,7 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    fn sa(direction: Direction) -> Sa {
+    fn sa_with(direction: Direction, udp_encap: Option<UdpEncap>) -> Sa {
         let mut config = SaConfig::new(
             SPI_TO_DVIPA,
             direction,
@@ -396,11 +396,15 @@ mod tests {
             src: IpAddr::V4(PEER_OUTER),
             dst: IpAddr::V4(DVIPA),
         });
-        config.udp_encap = Some(UdpEncap::NAT_T);
+        config.udp_encap = udp_encap;
         Sa::new(config).unwrap()
     }
 
     fn bench() -> Bench {
+        bench_with(Some(UdpEncap::NAT_T))
+    }
+
+    fn bench_with(udp_encap: Option<UdpEncap>) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let cf = RegionOwner::create(&dir.path().join("cf"), 4).unwrap();
         let dvipa = IpAddr::V4(DVIPA);
@@ -415,7 +419,7 @@ mod tests {
             .unwrap();
         let mut sas = ShadowSaTable::new();
         sas.install_inbound(
-            sa(Direction::Inbound),
+            sa_with(Direction::Inbound, udp_encap),
             dvipa,
             IpAddr::V4(PEER_OUTER),
             selector(),
@@ -450,7 +454,7 @@ mod tests {
             distributor: Distributor::new(config),
             sas,
             cf,
-            sender: sa(Direction::Outbound),
+            sender: sa_with(Direction::Outbound, udp_encap),
             _dir: dir,
         }
     }
@@ -498,6 +502,17 @@ mod tests {
         let other = tcp(&mut b, PEER_INNER, 1001, 60, SYN, 20);
         assert_ne!(forwarded_to(dispatch(&mut b, &other, 20)), Some(target));
         assert_eq!(b.distributor.counters().peeked, 10);
+    }
+
+    #[test]
+    fn plain_esp_without_udp_is_dispatched_too() {
+        let mut b = bench_with(None);
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 1);
+        assert_eq!(syn[9], proto::ESP);
+        let target = forwarded_to(dispatch(&mut b, &syn, 0));
+        assert!(target.is_some());
+        let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 2);
+        assert_eq!(forwarded_to(dispatch(&mut b, &ack, 1)), target);
     }
 
     #[test]
