@@ -210,8 +210,10 @@ pub fn write_encap(
     family: Family,
     payload_len: usize,
 ) -> Result<(), GreError> {
-    let total = payload_len + ENCAP_OVERHEAD;
-    let total16 = u16::try_from(total).map_err(|_| GreError::TooLarge(payload_len))?;
+    let total16 = payload_len
+        .checked_add(ENCAP_OVERHEAD)
+        .and_then(|total| u16::try_from(total).ok())
+        .ok_or(GreError::TooLarge(payload_len))?;
     let (ipv4, gre) = head.split_at_mut(OUTER_IPV4_LEN);
     ipv4.fill(0);
     ipv4[0] = 0x45;

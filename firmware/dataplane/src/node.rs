@@ -190,6 +190,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         };
         let source = self.distributor.xcf_address();
         let Some(family) = gre::family_of(frame.data()) else {
+            self.counters.not_ip += 1;
             return;
         };
         let len = frame.len();
