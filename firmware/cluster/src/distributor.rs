@@ -129,6 +129,8 @@ pub struct DistributorCounters {
     pub deletes_sent: u64,
     pub lifesize_reports: u64,
     pub lifesize_unknown_sa: u64,
+    /// Reports from a node that is no target of the SA's DVIPA (ignored).
+    pub lifesize_not_served: u64,
     pub unexpected_messages: u64,
 }
 
@@ -497,7 +499,7 @@ impl Distributor {
             Message::VipaList(entries) => {
                 self.vipalists.insert(from.to_owned(), entries);
             }
-            Message::Lifesize(entries) => self.on_lifesize(entries),
+            Message::Lifesize(entries) => self.on_lifesize(from, entries),
             Message::NewConnRequest(request) => self.on_newconn(from, request, now)?,
             Message::ConnReport { dvipa, connections } => {
                 self.connections
@@ -511,9 +513,17 @@ impl Distributor {
         Ok(())
     }
 
-    fn on_lifesize(&mut self, entries: Vec<LifesizeEntry>) {
+    fn on_lifesize(&mut self, from: &str, entries: Vec<LifesizeEntry>) {
         for entry in entries {
             self.counters.lifesize_reports += 1;
+            let reporter_serves = self
+                .targets
+                .get(&entry.sa.dvipa)
+                .is_some_and(|t| t.iter().any(|n| n == from));
+            if !reporter_serves {
+                self.counters.lifesize_not_served += 1;
+                continue;
+            }
             let Some(stored) = self.sas.get_mut(&entry.sa) else {
                 self.counters.lifesize_unknown_sa += 1;
                 continue;

@@ -136,7 +136,7 @@ impl Link {
             recv_buffer: BTreeMap::new(),
             control: VecDeque::new(),
             next_hello: now,
-            next_heartbeat: now + timers.heartbeat_interval,
+            next_heartbeat: now.saturating_add(timers.heartbeat_interval),
             last_heard: None,
             stats: LinkStats::default(),
         }
@@ -295,7 +295,7 @@ impl Link {
         self.control.push_back(Message::Ack { seq });
         self.recv_buffer.insert(seq, message);
         while let Some(next) = self.recv_buffer.remove(&self.recv_next) {
-            self.recv_next += 1;
+            self.recv_next = self.recv_next.saturating_add(1);
             self.deliver(next, out);
         }
     }
@@ -326,8 +326,8 @@ impl Link {
         if pending.sends > 0 {
             self.stats.retransmitted += 1;
         }
-        pending.sends += 1;
-        pending.due = now + pending.rto;
+        pending.sends = pending.sends.saturating_add(1);
+        pending.due = now.saturating_add(pending.rto);
         pending.rto = (pending.rto * 2).min(self.timers.max_rto);
         let message = pending.message.clone();
         self.frame(seq, message)
@@ -336,11 +336,11 @@ impl Link {
     fn run_timers(&mut self, now: Duration) {
         if self.peer_incarnation.is_none() {
             if self.next_hello <= now {
-                self.next_hello = now + self.timers.hello_interval;
+                self.next_hello = now.saturating_add(self.timers.hello_interval);
                 self.control.push_back(self.hello());
             }
         } else if self.next_heartbeat <= now {
-            self.next_heartbeat = now + self.timers.heartbeat_interval;
+            self.next_heartbeat = now.saturating_add(self.timers.heartbeat_interval);
             self.control.push_back(Message::Heartbeat);
         }
     }

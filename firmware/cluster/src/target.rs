@@ -323,7 +323,7 @@ impl Target {
             PendingConn {
                 dvipa,
                 flow,
-                deadline: now + self.newconn_timeout,
+                deadline: now.saturating_add(self.newconn_timeout),
             },
         );
         Ok(ConnStart::Pending { request_id })

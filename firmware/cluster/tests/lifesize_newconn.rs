@@ -423,3 +423,58 @@ fn connection_reports_and_load_reach_the_right_distributor() {
         TargetError::NotServed { dvipa: DVA1.into() }
     );
 }
+
+#[test]
+fn lifesize_from_a_node_that_does_not_serve_the_dvipa_is_ignored() {
+    // The small site, with a second DVIPA that only target-1 serves.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/examples/one-distributor-two-targets.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let api = "dvipas:\n  - name: api\n    define:\n      address: \"2001:db8:100::81\"\n      prefix_len: 128\n    owner: dist\n    distribute:\n      ports: [8080]\n      destip: [target-1]\n";
+    let text = text.replacen("dvipas:\n", api, 1);
+    let site = dvipsec_config::SiteConfig::from_str_named(&text, path).unwrap();
+    let now = Duration::ZERO;
+    let mut distributor = dvipsec_cluster::Distributor::new(
+        &site.node_view("dist").unwrap(),
+        1,
+        LinkSecurity::Protected,
+        Box::new(dvipsec_cluster::SlotPool::new(4)),
+        now,
+    );
+    let timers = LinkTimers::with_heartbeat(Duration::from_millis(50));
+    let mut target_2 = Link::new("target-2", 2, LinkSecurity::Protected, timers, now);
+    let hello = target_2.poll_transmit(now).unwrap();
+    distributor.handle("target-2", &hello, now).unwrap();
+    while let Some(t) = distributor.poll_transmit(now) {
+        if t.to == "target-2" {
+            target_2.handle(&t.bytes, now).unwrap();
+        }
+    }
+    let install = sa(
+        "api",
+        "2001:db8:100::81".parse().unwrap(),
+        Direction::Inbound,
+        0x4001,
+    );
+    let api_sa = install.sa_ref();
+    distributor
+        .handle_ike(IkeEvent::Installed(Box::new(install)), now)
+        .unwrap();
+    let report = |sa: &SaRef| {
+        Message::Lifesize(vec![dvipsec_cluster::wire::LifesizeEntry {
+            sa: sa.clone(),
+            bytes: 999_999,
+            packets: 9,
+        }])
+    };
+    target_2.send(report(&api_sa), now).unwrap();
+    while let Some(bytes) = target_2.poll_transmit(now) {
+        distributor.handle("target-2", &bytes, now).unwrap();
+    }
+    assert_eq!(distributor.usage(&api_sa).unwrap().bytes, 0);
+    assert_eq!(distributor.counters().lifesize_not_served, 1);
+    assert!(std::iter::from_fn(|| distributor.poll_event())
+        .all(|e| !matches!(e, DistributorEvent::SoftLimitReached(_))));
+}
