@@ -46,6 +46,7 @@ pub struct XcfIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     roots: Arc<RootCertStore>,
+    cas: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for XcfIdentity {
@@ -98,6 +99,7 @@ impl XcfIdentity {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der())),
             roots: Arc::new(roots),
+            cas: vec![ca.der().clone()],
         })
     }
 
@@ -115,19 +117,31 @@ impl XcfIdentity {
             detail: err.to_string(),
         })?;
         let mut roots = RootCertStore::empty();
-        for ca in read_certs(ca_pem, "CA certificate")? {
-            roots.add(ca)?;
+        let cas = read_certs(ca_pem, "CA certificate")?;
+        for ca in &cas {
+            roots.add(ca.clone())?;
         }
         Ok(XcfIdentity {
             node: node.to_owned(),
             chain,
             key,
             roots: Arc::new(roots),
+            cas,
         })
     }
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The node's certificate chain as PEM (public: no key).
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|der| to_pem(der)).collect()
+    }
+
+    /// The CA certificates this node trusts, as PEM.
+    pub fn ca_pem(&self) -> String {
+        self.cas.iter().map(|der| to_pem(der)).collect()
     }
 
     /// Server side (the distributor accepts targets): client certificates are required.
@@ -155,6 +169,10 @@ impl XcfIdentity {
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         Ok(Arc::new(config))
     }
+}
+
+fn to_pem(der: &CertificateDer<'_>) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref().to_vec()))
 }
 
 fn read_certs(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {

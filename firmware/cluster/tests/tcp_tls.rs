@@ -233,3 +233,52 @@ fn identities_from_pem_files_work_like_derived_ones() {
     id.server_config().unwrap();
     assert!(XcfIdentity::from_pem("MVS2", b"not pem", b"", b"").is_err());
 }
+
+/// Runs `openssl verify` (code we did not write) on a node certificate against a CA file.
+fn openssl_verify(ca_pem: &str, cert_pem: &str, hostname: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = dir.path().join("node.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    let output = match std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca)
+        .args(["-verify_hostname", hostname])
+        .arg(&cert)
+        .output()
+    {
+        Ok(output) => output,
+        Err(err) => {
+            let reason = format!("openssl is not available: {err}");
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{reason}");
+            }
+            eprintln!("skipping: {reason}");
+            return (true, String::from("skipped"));
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn openssl_accepts_a_derived_certificate_under_another_nodes_derived_ca() {
+    let key = b"figure4 xcf link key";
+    let mvs1 = XcfIdentity::from_site_key("figure4", "MVS1", key).unwrap();
+    let mvs2 = XcfIdentity::from_site_key("figure4", "MVS2", key).unwrap();
+    // MVS1 trusts MVS2 through the CA it derived itself from the same key.
+    let (ok, text) = openssl_verify(&mvs1.ca_pem(), &mvs2.chain_pem(), "mvs2.xcf.dvipsec");
+    assert!(ok, "{text}");
+    // The certificate does not pass for another node's name...
+    let (ok, text) = openssl_verify(&mvs1.ca_pem(), &mvs2.chain_pem(), "mvs4.xcf.dvipsec");
+    assert!(!ok || text == "skipped", "{text}");
+    // ...nor under the CA of a site with another key.
+    let other = XcfIdentity::from_site_key("figure4", "MVS1", b"another key").unwrap();
+    let (ok, text) = openssl_verify(&other.ca_pem(), &mvs2.chain_pem(), "mvs2.xcf.dvipsec");
+    assert!(!ok || text == "skipped", "{text}");
+}
