@@ -6,6 +6,7 @@
 //! [`DistributorEvent`]s; frames come out of [`Distributor::poll_transmit`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use dvipsec_config::NodeView;
@@ -51,22 +52,32 @@ pub enum DistributorEvent {
     TargetUp { node: String, restarted: bool },
 }
 
-/// Allocates coupling-facility slots for SAs.
-pub trait SlotAllocator {
-    fn allocate(&mut self, sa: &SaRef) -> Result<u32, DistributorError>;
-    fn release(&mut self, slot: u32);
+/// What a coupling-facility slot is allocated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRequest {
+    pub dvipa: IpAddr,
+    pub spi: u32,
+    pub direction: Direction,
+    /// The SA's replay window (0: anti-replay off).
+    pub replay_window: u32,
 }
 
-/// Slots `0..capacity`, reused after release.
+/// Allocates coupling-facility slots for SAs (see `cf::CfSlots` for the real facility).
+pub trait SlotAllocator {
+    fn allocate(&mut self, request: &SlotRequest) -> Result<u64, DistributorError>;
+    fn release(&mut self, slot: u64) -> Result<(), DistributorError>;
+}
+
+/// Slot numbers `0..capacity`, reused after release: for tests and for stacks without a CF.
 #[derive(Debug, Clone)]
 pub struct SlotPool {
-    free: Vec<u32>,
-    next: u32,
-    capacity: u32,
+    free: Vec<u64>,
+    next: u64,
+    capacity: u64,
 }
 
 impl SlotPool {
-    pub fn new(capacity: u32) -> SlotPool {
+    pub fn new(capacity: u64) -> SlotPool {
         SlotPool {
             free: Vec::new(),
             next: 0,
@@ -76,7 +87,7 @@ impl SlotPool {
 }
 
 impl SlotAllocator for SlotPool {
-    fn allocate(&mut self, _sa: &SaRef) -> Result<u32, DistributorError> {
+    fn allocate(&mut self, _request: &SlotRequest) -> Result<u64, DistributorError> {
         if let Some(slot) = self.free.pop() {
             return Ok(slot);
         }
@@ -89,15 +100,17 @@ impl SlotAllocator for SlotPool {
         Ok(self.next - 1)
     }
 
-    fn release(&mut self, slot: u32) {
-        if slot < self.next && !self.free.contains(&slot) {
-            self.free.push(slot);
+    fn release(&mut self, slot: u64) -> Result<(), DistributorError> {
+        if slot >= self.next || self.free.contains(&slot) {
+            return Err(DistributorError::UnknownSlot { slot });
         }
+        self.free.push(slot);
+        Ok(())
     }
 }
 
 /// Why the distributor refused an input.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum DistributorError {
     #[error("DVIPA {dvipa} is not owned by this distributor")]
@@ -111,7 +124,16 @@ pub enum DistributorError {
     #[error("SA {spi:#x} of DVIPA {dvipa} is already installed with other parameters")]
     Conflicting { dvipa: String, spi: u32 },
     #[error("all {capacity} coupling-facility slots are in use")]
-    NoFreeSlot { capacity: u32 },
+    NoFreeSlot { capacity: u64 },
+    #[error("a replay window of {window} is wider than a coupling-facility slot holds")]
+    WindowTooWide { window: u32 },
+    #[error("coupling-facility slot {slot} is not allocated")]
+    UnknownSlot { slot: u64 },
+    #[error("coupling facility: {source}")]
+    Cf {
+        #[source]
+        source: std::sync::Arc<dvipsec_cf::CfError>,
+    },
     #[error("frame from {node}, which is not a target of this distributor")]
     UnknownNode { node: String },
     #[error("link to {node}: {source}")]
@@ -131,6 +153,8 @@ pub struct DistributorCounters {
     pub lifesize_unknown_sa: u64,
     /// Reports from a node that is no target of the SA's DVIPA (ignored).
     pub lifesize_not_served: u64,
+    /// Slots the facility would not release (the SA is gone all the same).
+    pub slot_release_failures: u64,
     pub unexpected_messages: u64,
 }
 
@@ -152,6 +176,8 @@ struct WaitingConn {
 pub struct Distributor {
     /// Target nodes of each owned DVIPA (resolved DESTIP).
     targets: BTreeMap<String, Vec<String>>,
+    /// Address of each owned DVIPA.
+    addresses: BTreeMap<String, IpAddr>,
     links: BTreeMap<String, Link>,
     sas: BTreeMap<SaRef, StoredSa>,
     slots: Box<dyn SlotAllocator>,
@@ -191,8 +217,14 @@ impl Distributor {
             })
             .collect();
         let adaptive = &view.lifesize.adaptive;
+        let addresses = view
+            .owns
+            .iter()
+            .map(|owned| (owned.dvipa.clone(), owned.address))
+            .collect();
         Distributor {
             targets,
+            addresses,
             links,
             sas: BTreeMap::new(),
             slots,
@@ -329,7 +361,17 @@ impl Distributor {
                 spi: install.spi,
             });
         }
-        install.cf_slot = self.slots.allocate(&sa)?;
+        let address = self.addresses.get(&install.dvipa).copied().ok_or_else(|| {
+            DistributorError::NotOwned {
+                dvipa: install.dvipa.clone(),
+            }
+        })?;
+        install.cf_slot = self.slots.allocate(&SlotRequest {
+            dvipa: address,
+            spi: install.spi,
+            direction: install.direction,
+            replay_window: install.replay_window,
+        })?;
         install.lifesize_percent = self.threshold.percent();
         let message = Message::SaInstall(Box::new(install.clone()));
         self.sas.insert(
@@ -360,7 +402,9 @@ impl Distributor {
                 direction: sa.direction,
                 spi: sa.spi,
             })?;
-        self.slots.release(stored.install.cf_slot);
+        if self.slots.release(stored.install.cf_slot).is_err() {
+            self.counters.slot_release_failures += 1;
+        }
         let targets = self.targets.get(&sa.dvipa).cloned().unwrap_or_default();
         for target in &targets {
             self.send_to_up(target, Message::SaDelete(sa.clone()), now)?;

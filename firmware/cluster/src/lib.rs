@@ -14,6 +14,7 @@
 //! and does not own the coupling facility (slots come from a [`SlotAllocator`]).
 #![forbid(unsafe_code)]
 
+pub mod cf;
 pub mod distributor;
 pub mod error;
 pub mod lifesize;
@@ -25,7 +26,7 @@ pub mod tls;
 pub mod wire;
 
 pub use distributor::{
-    Distributor, DistributorError, DistributorEvent, IkeEvent, SlotAllocator, SlotPool,
+    Distributor, DistributorError, DistributorEvent, IkeEvent, SlotAllocator, SlotPool, SlotRequest,
 };
 pub use error::{LinkError, WireError};
 pub use link::{LinkSecurity, LinkTimers};

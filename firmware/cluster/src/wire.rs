@@ -321,7 +321,7 @@ pub struct SaInstall {
     /// The remote IKE peer the SA is with.
     pub peer: IpAddr,
     /// The coupling-facility slot holding the SA's sequence and lifesize state.
-    pub cf_slot: u32,
+    pub cf_slot: u64,
     /// Targets report lifesize each time this percentage of the hard lifetime is used.
     pub lifesize_percent: u8,
     pub spi: u32,
@@ -804,7 +804,7 @@ fn read_vipa_entry(r: &mut Reader<'_>) -> Result<VipaEntry, WireError> {
 fn read_install(r: &mut Reader<'_>) -> Result<SaInstall, WireError> {
     let dvipa = r.string("sa_install.dvipa")?;
     let peer = r.ip("sa_install.peer")?;
-    let cf_slot = r.u32("sa_install.cf_slot")?;
+    let cf_slot = r.u64("sa_install.cf_slot")?;
     let lifesize_percent = r.bounded_u8("sa_install.lifesize_percent", 1, 100)?;
     let spi = r.u32("sa_install.spi")?;
     let direction = read_direction(r, "sa_install.direction")?.into();

@@ -81,7 +81,7 @@ fn install() -> impl Strategy<Value = SaInstall> {
     let head = (
         name(),
         ip(),
-        any::<u32>(),
+        any::<u64>(),
         1u8..=100,
         any::<u32>(),
         any::<bool>(),

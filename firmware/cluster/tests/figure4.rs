@@ -78,7 +78,7 @@ fn install_reaches_exactly_the_listed_targets() {
         .collect();
     assert_eq!(distributed.len(), 3, "{distributed:?}");
     // Each SA got its own CF slot, named in the SA_INSTALL the targets hold.
-    let slots: Vec<u32> = cluster
+    let slots: Vec<u64> = cluster
         .target("MVS2")
         .shadow_sas(DVA1)
         .iter()
