@@ -4,16 +4,22 @@
 //!   scripted peer's own seal and open.
 //! - `per_packet_1420/distributor_forward`: the distributor's cost per forwarded packet (find SA,
 //!   peek, classify, DCT, tunnel check, CF replay pre-check, GRE headers).
+//! - `per_packet_1420/distributor_peek_only` and `cf_replay_pre_check_only`: two parts of the
+//!   forward cost, to see where it goes.
 //! - `per_packet_1420/target_decap`: the target's cost per decap (GRE check, shadow SA lookup,
 //!   ESP open with ICV, CF replay check-and-set, inner flow).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dvipsec_cf::SequenceFacility;
 use dvipsec_dataplane::gre::{self, ENCAP_OVERHEAD};
+use dvipsec_dataplane::sa_table::SaTable;
 use dvipsec_dataplane::target::Ingress;
 use dvipsec_dataplane::testbed::*;
 use dvipsec_dataplane::wire;
 use dvipsec_esp::ip::Family;
-use dvipsec_esp::{Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap};
+use dvipsec_esp::{
+    Direction, IpsecProtocol, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap,
+};
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -108,6 +114,18 @@ fn per_packet(c: &mut Criterion) {
             .expect("encap");
             black_box((decision, head))
         })
+    });
+    // Parts of the distributor's cost: peek alone, and the CF's replay pre-check alone.
+    let inbound = node
+        .sas
+        .inbound(SPI_TO_DVIPA, IpsecProtocol::Esp, IpAddr::V4(PEER_OUTER))
+        .expect("installed SA");
+    let slot = inbound.slot;
+    group.bench_function("distributor_peek_only", |b| {
+        b.iter(|| black_box(inbound.sa.peek(black_box(&packet)).is_ok()))
+    });
+    group.bench_function("cf_replay_pre_check_only", |b| {
+        b.iter(|| black_box(node.facility.replay_check(slot, black_box(1))))
     });
     let target = &mut bed.targets[0];
     let mut seq = 1u64;
