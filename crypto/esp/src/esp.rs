@@ -164,6 +164,8 @@ struct SealPlan {
     outer_family: Family,
     /// Offset of the outer protocol byte, relative to `new_start`.
     outer_proto_at: usize,
+    /// Offset of the UDP checksum's pseudo-header destination, relative to `new_start` (IPv6).
+    pseudo_dst_at: usize,
     esp_at: usize,
     payload: Range<usize>,
     pad_len: usize,
@@ -292,10 +294,17 @@ impl Sa {
                 Family::V6 => (Family::V6, 6),
             },
         };
+        let pseudo_dst_at = match (self.params.mode, outer_family) {
+            (Mode::Transport, Family::V6) if udp_len > 0 => {
+                ip::pseudo_header_destination_at(&buf[packet.clone()], inner.header_len)?
+            }
+            _ => 24,
+        };
         Ok(SealPlan {
             new_start,
             outer_family,
             outer_proto_at,
+            pseudo_dst_at,
             esp_at: new_start + outer_len + udp_len,
             payload,
             pad_len,
@@ -430,7 +439,7 @@ impl Sa {
                 out[udp_at + 6..udp_at + 8].fill(0);
                 ip::set_total_len(out, family, total);
                 if family == Family::V6 {
-                    ip::fix_udp6_checksum(out, udp_at);
+                    ip::fix_udp6_checksum(out, udp_at, plan.pseudo_dst_at);
                 }
             }
             None => {

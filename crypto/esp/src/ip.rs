@@ -236,14 +236,60 @@ pub fn addresses(packet: &[u8], family: Family) -> (IpAddr, IpAddr) {
     }
 }
 
-/// Writes the IPv6 UDP checksum of the UDP datagram at `udp_at` (pseudo-header from the IPv6 header).
-pub fn fix_udp6_checksum(packet: &mut [u8], udp_at: usize) {
+/// Writes the IPv6 UDP checksum of the UDP datagram at `udp_at`. The pseudo-header takes the
+/// source from the IPv6 header and the destination from `packet[dst_at..dst_at + 16]`: the final
+/// destination found by [`pseudo_header_destination_at`].
+pub fn fix_udp6_checksum(packet: &mut [u8], udp_at: usize, dst_at: usize) {
     let udp_len = packet.len() - udp_at;
     packet[udp_at + 6] = 0;
     packet[udp_at + 7] = 0;
-    let mut pseudo = u32::from(ones_complement_sum(&packet[8..40], 0));
+    let source = ones_complement_sum(&packet[8..24], 0);
+    let destination = ones_complement_sum(&packet[dst_at..dst_at + 16], u32::from(source));
+    let mut pseudo = u32::from(destination);
     pseudo += (udp_len as u32 >> 16) + (udp_len as u32 & 0xffff) + u32::from(proto::UDP);
     let sum = !ones_complement_sum(&packet[udp_at..], pseudo);
     let sum = if sum == 0 { 0xffff } else { sum };
     packet[udp_at + 6..udp_at + 8].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Offset of the destination address an upper-layer checksum's pseudo-header uses for the IPv6
+/// packet whose headers (fixed and extension) are `packet[..header_len]`, as [`parse`] walked
+/// them. RFC 8200 section 8.1: with a Routing header that still has segments left, the originating
+/// node uses the final destination, found in the Routing header; otherwise the Destination field.
+pub fn pseudo_header_destination_at(packet: &[u8], header_len: usize) -> Result<usize, EspError> {
+    const DESTINATION_FIELD: usize = 24;
+    let mut next = packet.get(6).copied();
+    let mut at = 40;
+    while at < header_len {
+        need(packet, "IPv6 extension header", at, 8)?;
+        if next == Some(proto::ROUTING) && packet[at + 3] != 0 {
+            return final_hop_at(packet, at);
+        }
+        next = Some(packet[at]);
+        at += (usize::from(packet[at + 1]) + 1) * 8;
+    }
+    Ok(DESTINATION_FIELD)
+}
+
+/// Where the final destination is in the Routing header at `at` (segments left > 0).
+fn final_hop_at(packet: &[u8], at: usize) -> Result<usize, EspError> {
+    let addresses = usize::from(packet[at + 1]) / 2;
+    let unusable = |reason| EspError::Malformed {
+        field: "IPv6 routing header",
+        offset: at,
+        reason,
+    };
+    if addresses == 0 {
+        return Err(unusable("segments left but no address"));
+    }
+    let first = at + 8;
+    let final_at = match packet[at + 2] {
+        // Type 0 (RFC 2460) and type 2 (RFC 6275): the last address is the final destination.
+        0 | 2 => first + (addresses - 1) * 16,
+        // Segment Routing (RFC 8754 section 2): Segment List[0] is the last segment.
+        4 => first,
+        _ => return Err(unusable("routing type whose final destination is unknown")),
+    };
+    need(packet, "IPv6 routing header", final_at, 16)?;
+    Ok(final_at)
 }
