@@ -189,6 +189,7 @@ pub struct Distributor {
     events: VecDeque<DistributorEvent>,
     counters: DistributorCounters,
     silence_limit: Duration,
+    security: LinkSecurity,
 }
 
 impl Distributor {
@@ -242,6 +243,7 @@ impl Distributor {
             silence_limit: Duration::from_millis(u64::from(
                 view.xcf_link.takeover_timeout_ms.value,
             )),
+            security,
         }
     }
 
@@ -349,6 +351,14 @@ impl Distributor {
                 dvipa: install.dvipa,
             });
         };
+        // Refuse before storing anything: a stored SA that can never be sent would look
+        // installed to a retry.
+        if !self.security.may_carry_keys() {
+            return Err(DistributorError::Link {
+                node: targets.join(","),
+                source: LinkError::KeysOnUnprotectedLink,
+            });
+        }
         let sa = install.sa_ref();
         if let Some(stored) = self.sas.get(&sa) {
             install.cf_slot = stored.install.cf_slot;
@@ -374,6 +384,14 @@ impl Distributor {
         })?;
         install.lifesize_percent = self.threshold.percent();
         let message = Message::SaInstall(Box::new(install.clone()));
+        if let Err(source) = crate::wire::check_encodable(&message) {
+            // Names over 255 bytes and the like: nothing is stored, the slot goes back.
+            let _ = self.slots.release(install.cf_slot);
+            return Err(DistributorError::Link {
+                node: targets.join(","),
+                source: LinkError::Wire(source),
+            });
+        }
         self.sas.insert(
             sa.clone(),
             StoredSa {
@@ -383,14 +401,12 @@ impl Distributor {
                 level: LimitLevel::Below,
             },
         );
-        for target in &targets {
-            self.send_to_up(target, message.clone(), now)?;
-            self.counters.installs_sent += 1;
-        }
+        let sent = self.broadcast(&targets, &message, now);
+        self.counters.installs_sent += targets.len() as u64;
         if sa.direction == crate::wire::WireDirection::Outbound {
             self.answer_installed(&sa, now);
         }
-        Ok(())
+        sent
     }
 
     fn delete(&mut self, sa: &SaRef, now: Duration) -> Result<(), DistributorError> {
@@ -406,11 +422,24 @@ impl Distributor {
             self.counters.slot_release_failures += 1;
         }
         let targets = self.targets.get(&sa.dvipa).cloned().unwrap_or_default();
-        for target in &targets {
-            self.send_to_up(target, Message::SaDelete(sa.clone()), now)?;
-            self.counters.deletes_sent += 1;
+        self.counters.deletes_sent += targets.len() as u64;
+        self.broadcast(&targets, &Message::SaDelete(sa.clone()), now)
+    }
+
+    /// Sends to every target (that is up), even when one fails; returns the first failure.
+    fn broadcast(
+        &mut self,
+        targets: &[String],
+        message: &Message,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let mut first_error = None;
+        for target in targets {
+            if let Err(err) = self.send_to_up(target, message.clone(), now) {
+                first_error.get_or_insert(err);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// An SA is replaced: if it had reached its hard limit IKE was late, if only its soft limit
@@ -504,15 +533,18 @@ impl Distributor {
                 Message::SaInstall(Box::new(stored.install.clone()))
             })
             .collect();
+        let mut first_error = None;
         for message in current {
-            self.send_to_up(node, message, now)?;
             self.counters.installs_sent += 1;
+            if let Err(err) = self.send_to_up(node, message, now) {
+                first_error.get_or_insert(err);
+            }
         }
         self.events.push_back(DistributorEvent::TargetUp {
             node: node.to_owned(),
             restarted: matches!(change, PeerChange::Restarted { .. }),
         });
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn note_ack(&mut self, target: &str, sa: &SaRef) {

@@ -11,7 +11,8 @@
 //!
 //! It does not run IKE (IKE's results come in as [`IkeEvent`]s and its work goes out as
 //! [`DistributorEvent`]s), does not touch packets (the data path asks the [`Target`] for SAs)
-//! and does not own the coupling facility (slots come from a [`SlotAllocator`]).
+//! and does not own the coupling facility (slots come from a [`SlotAllocator`]; [`cf`] adapts
+//! the `dvipsec-cf` region).
 #![forbid(unsafe_code)]
 
 pub mod cf;

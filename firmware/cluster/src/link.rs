@@ -205,14 +205,7 @@ impl Link {
     /// Fails now, at the caller, for a message the codec cannot carry (a name over 255
     /// bytes...), instead of retransmitting something that can never leave.
     fn check_encodable(&self, message: &Message) -> Result<(), LinkError> {
-        Frame {
-            from_incarnation: self.local_incarnation,
-            to_incarnation: 0,
-            seq: u32::from(message.kind().is_reliable()),
-            message: message.clone(),
-        }
-        .encode()?;
-        Ok(())
+        Ok(crate::wire::check_encodable(message)?)
     }
 
     /// Takes in one frame from the peer.

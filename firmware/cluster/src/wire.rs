@@ -659,6 +659,19 @@ fn suite_from_code(code: u8) -> Option<Suite> {
     })
 }
 
+/// Fails for a message the codec cannot carry (a name over 255 bytes, a suite without a
+/// code...), so callers can refuse it before storing anything.
+pub fn check_encodable(message: &Message) -> Result<(), WireError> {
+    Frame {
+        from_incarnation: 0,
+        to_incarnation: 0,
+        seq: u32::from(message.kind().is_reliable()),
+        message: message.clone(),
+    }
+    .encode()
+    .map(drop)
+}
+
 // ---------------------------------------------------------------------------------------
 // Decoding
 

@@ -425,3 +425,37 @@ fn a_target_that_stops_talking_is_noticed_after_the_takeover_timeout() {
     assert!(cluster.distributor("MVS1").silent_targets(now).is_empty());
     drop(stopped);
 }
+
+#[test]
+fn an_sa_the_codec_cannot_carry_is_refused_before_anything_is_stored() {
+    let mut cluster = started();
+    let dva1 = cluster.dvipa_address(DVA1);
+    let mut huge = sa(DVA1, dva1, Direction::Inbound, 0x1001);
+    huge.keys = dvipsec_cluster::wire::WireKeys::new(&vec![1; 70_000], &[]);
+    let now = cluster.now;
+    let err = cluster
+        .distributor("MVS1")
+        .handle_ike(IkeEvent::Installed(Box::new(huge)), now)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            dvipsec_cluster::DistributorError::Link {
+                source: dvipsec_cluster::LinkError::Wire(
+                    dvipsec_cluster::WireError::FieldTooLong { .. }
+                ),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(cluster.distributor("MVS1").sas(DVA1).is_empty());
+    // The slot went back: the next SA gets slot 0.
+    let good = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
+    assert!(cluster.settle(SETTLE));
+    assert_eq!(cluster.holders(&good), ["MVS1", "MVS2", "MVS4"]);
+    assert_eq!(
+        cluster.target("MVS2").shadow_sas(DVA1)[0].install.cf_slot,
+        0
+    );
+}

@@ -336,6 +336,12 @@ fn keys_are_not_sent_over_an_unprotected_link() {
         ),
         "{err}"
     );
+    assert!(
+        cluster.distributor("MVS1").sas(DVA1).is_empty(),
+        "nothing half-installed"
+    );
+    assert!(cluster.settle(SETTLE));
+    assert!(cluster.targets.values().all(|t| t.all_sas().is_empty()));
 }
 
 #[test]
