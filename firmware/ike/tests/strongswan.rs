@@ -522,3 +522,42 @@ fn strongswan_traffic_keeps_flowing_while_we_rekey() {
         t.ours().wait_for("event=ike_deleted", WAIT);
     });
 }
+
+#[test]
+fn strongswan_sa_survives_an_init_flood_that_triggers_cookies() {
+    if !support::prerequisites_met("strongswan_sa_survives_an_init_flood_that_triggers_cookies") {
+        return;
+    }
+    let mut topology = strongswan_initiates("flood", GCM_X25519);
+    let flood = topology.flood_from_swan_side(300);
+    assert!(flood.contains("flood sent=300"), "{flood}");
+    let ours = topology.ours();
+    // The default threshold is 64 half-open SAs: the rest of the flood gets cookies. Wait
+    // until the count stops moving (UDP may drop a few requests of the burst).
+    let cookies_sent = |ours: &mut support::OurSide| -> u64 {
+        ours.command("stats");
+        let stats = ours.wait_for("stats ", WAIT);
+        field(&stats, "cookies_sent").parse().expect("number")
+    };
+    let mut previous = u64::MAX;
+    let mut cookies = cookies_sent(ours);
+    while cookies != previous {
+        std::thread::sleep(Duration::from_millis(300));
+        previous = cookies;
+        cookies = cookies_sent(ours);
+    }
+    assert!(cookies >= 200, "cookies sent: {cookies}");
+    let listed = ours.list();
+    let established: Vec<&String> = listed
+        .iter()
+        .filter(|l| field(l, "state") == "Established")
+        .collect();
+    assert_eq!(established.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed.len(),
+        1 + 64,
+        "only the threshold of half-open SAs: {listed:?}"
+    );
+    assert!(topology.list_sas().contains("state=ESTABLISHED"));
+    traffic_passes(&mut topology);
+}

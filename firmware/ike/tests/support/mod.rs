@@ -342,6 +342,27 @@ impl Topology {
         )
     }
 
+    /// Runs our loop in flood mode in strongSwan's namespace: `count` IKE_SA_INIT requests to us
+    /// from as many source ports. Returns its output.
+    pub fn flood_from_swan_side(&self, count: u32) -> String {
+        let output = run(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.swan_ns,
+                env!("CARGO_BIN_EXE_dvipsec-ike-udp"),
+            ])
+            .arg(format!("flood={count}"))
+            .arg(format!("local={SWAN_OUTER}"))
+            .arg(format!("remote={OUR_OUTER}"))
+            .arg("local_id=flood@test")
+            .arg(format!("remote_id={OUR_ID}"))
+            .arg(format!("local_ts={SWAN_INNER}/32"))
+            .arg(format!("remote_ts={OUR_INNER}/32"))
+            .env("DVIPSEC_IKE_PSK", "not-the-key"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Starts `ping` in strongSwan's namespace in the background (collect it with `wait_with_output`).
     pub fn spawn_ping_from_swan(&self, count: u32, interval: &str) -> Child {
         Command::new("ip")

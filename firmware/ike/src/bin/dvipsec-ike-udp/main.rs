@@ -6,7 +6,8 @@
 //!   dvipsec-ike-udp local=10.50.0.1 remote=10.50.0.2 local_id=a@test remote_id=b@test
 //!       suite=gcm|cbc local_ts=10.60.0.1/32 remote_ts=10.60.0.2/32 [initiate=1] [mode=transport]
 //! The pre-shared key comes from the environment variable DVIPSEC_IKE_PSK, never from argv.
-//! stdin commands: `list`, `delete`, `liveness`, `rekey-child`, `rekey-ike`, `ping`, `esp`,
+//! With `flood=N` it only sends N IKE_SA_INIT requests from N source ports and exits.
+//! stdin commands: `list`, `stats`, `delete`, `liveness`, `rekey-child`, `rekey-ike`, `ping`, `esp`,
 //! `quit` (or end of input).
 //! ESP arriving on port 4500 is opened by the ESP engine; ICMP echo requests inside are answered
 //! (`inner=` is our tunnel address), and `ping` sends an echo request to `peer_inner=`. `pfs=1` adds an x25519 (gcm) or modp2048 (cbc) PFS group to child rekeys.
@@ -49,6 +50,10 @@ fn run() -> Result<(), String> {
     let remote_ip: IpAddr = parse(&args, "remote")?;
     let peer = peer_config(&args, remote_ip)?;
     let mut endpoint = Endpoint::new(EndpointConfig::new(vec![peer])).map_err(|e| e.to_string())?;
+    if let Some(count) = args.get("flood") {
+        let count: u16 = count.parse().map_err(|_| "bad value for flood=")?;
+        return flood(&mut endpoint, local_ip, remote_ip, count);
+    }
     let sockets = Sockets::bind(local_ip)?;
     let commands = spawn_stdin_reader();
     if args.get("initiate").is_some_and(|v| v == "1") {
@@ -121,6 +126,30 @@ fn run() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Sends `count` IKE_SA_INIT requests, each from its own UDP source port, and nothing else:
+/// a flood for the responder's cookie defence.
+fn flood(endpoint: &mut Endpoint, local: IpAddr, remote: IpAddr, count: u16) -> Result<(), String> {
+    let now = Instant::now();
+    let mut sent = 0;
+    for _ in 0..count {
+        let socket = UdpSocket::bind(SocketAddr::new(local, 0)).map_err(|e| e.to_string())?;
+        let source = socket.local_addr().map_err(|e| e.to_string())?;
+        endpoint
+            .initiate(now, PEER_NAME, source, SocketAddr::new(remote, IKE_PORT))
+            .map_err(|e| e.to_string())?;
+        while let Some(transmit) = endpoint.poll_transmit(now) {
+            socket
+                .send_to(&transmit.payload, transmit.remote)
+                .map_err(|e| e.to_string())?;
+            sent += 1;
+        }
+        // A little pacing, so that the flood tests the cookie defence, not socket buffers.
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    say(&format!("flood sent={sent}"));
+    Ok(())
 }
 
 fn parse<T: std::str::FromStr>(args: &Args, key: &str) -> Result<T, String> {
@@ -203,6 +232,14 @@ fn spawn_stdin_reader() -> Receiver<String> {
 fn execute(command: &str, endpoint: &mut Endpoint, sa: Option<IkeSaId>, now: Instant) -> bool {
     let outcome = match (command, sa) {
         ("quit", _) => return false,
+        ("stats", _) => {
+            let stats = endpoint.stats();
+            say(&format!(
+                "stats cookies_sent={} malformed={} unknown_spi={} integrity_failures={}",
+                stats.cookies_sent, stats.malformed, stats.unknown_spi, stats.integrity_failures
+            ));
+            Ok(())
+        }
         ("list", _) => {
             for info in endpoint.ike_sas() {
                 let children: Vec<String> = info
