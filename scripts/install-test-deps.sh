@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust, gcc and Python on a fresh Debian machine:
-# tshark and scapy (independent ESP checkers), iproute2 (network namespaces).
+# tshark and scapy (independent ESP checkers), strongSwan with its user-space ESP (the independent
+# IKEv2 peer), iproute2 (network namespaces) and ping (traffic through the tunnels).
 # Idempotent: it only installs what is missing. Needs root for apt-get.
 set -euo pipefail
 
 apt_packages=()
 command -v tshark >/dev/null 2>&1 || apt_packages+=(tshark)
 command -v ip >/dev/null 2>&1 || apt_packages+=(iproute2)
+command -v ping >/dev/null 2>&1 || apt_packages+=(iputils-ping)
+if ! command -v swanctl >/dev/null 2>&1 || [ ! -x /usr/sbin/charon-systemd ] \
+    || ! ls /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so >/dev/null 2>&1; then
+    apt_packages+=(strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins
+        libstrongswan-extra-plugins libstrongswan-standard-plugins)
+fi
 
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
