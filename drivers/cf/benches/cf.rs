@@ -2,8 +2,13 @@
 //! contended by a second process), the networked CF on loopback with and without batching, and
 //! sequence numbers per second per target through the lease layer.
 //!
+//! The replay group measures the distributor's pre-check (`replay_check`) and the target's
+//! `replay_check_and_set`, alone and while a second process runs `replay_check_and_set` on the
+//! same slot, against an uncontended atomic load in the same run.
+//!
 //! The contending process is this bench binary started again with `CF_BENCH_HAMMER` set: it
-//! maps the same region and calls `fetch_add` on the same slot in a loop until it is killed.
+//! maps the same region and calls `fetch_add` (or, for the replay group,
+//! `replay_check_and_set` with rising numbers) on the same slot in a loop until it is killed.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -40,9 +45,22 @@ fn hammer(spec: &str) -> ! {
         .and_then(|p| p.parse().ok())
         .expect("incarnation");
     let slot = SlotId(parts.next().and_then(|p| p.parse().ok()).expect("slot"));
+    let replay = parts.next() == Some("replay");
     let region = Region::attach(Path::new(path), 1, incarnation).expect("attach");
     println!("ready");
     std::io::stdout().flush().expect("flush");
+    if replay {
+        // Far ahead of the numbers the measuring process uses, so both keep moving the window.
+        let mut seq = 1u64 << 40;
+        loop {
+            seq += 1;
+            black_box(
+                region
+                    .replay_check_and_set(slot, seq)
+                    .expect("check and set"),
+            );
+        }
+    }
     loop {
         black_box(region.fetch_add(slot, 1).expect("fetch_add"));
     }
@@ -58,9 +76,9 @@ impl Drop for Hammer {
     }
 }
 
-fn start_hammer(path: &Path, owner: &RegionOwner, slot: SlotId) -> Hammer {
+fn start_hammer(path: &Path, owner: &RegionOwner, slot: SlotId, work: &str) -> Hammer {
     let spec = format!(
-        "{},{},{}",
+        "{},{},{},{work}",
         path.display(),
         owner.region().incarnation(),
         slot.0
@@ -96,9 +114,65 @@ fn shm_fetch_add(c: &mut Criterion) {
         b.iter(|| black_box(region.fetch_add(slot, 1).expect("take")))
     });
     {
-        let _hammer = start_hammer(&path, &owner, slot);
+        let _hammer = start_hammer(&path, &owner, slot, "fetch_add");
         group.bench_function("region_contended_by_2_processes", |b| {
             b.iter(|| black_box(region.fetch_add(slot, 1).expect("take")))
+        });
+    }
+    group.finish();
+}
+
+/// A number ahead of every window in the replay benchmarks.
+const AHEAD: u64 = 1 << 62;
+
+fn shm_replay(c: &mut Criterion) {
+    let dir =
+        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
+    let path = dir.path().join("region");
+    let owner = RegionOwner::create(&path, 4).expect("region");
+    let slot = owner.allocate(key(1), 128).expect("slot");
+    let region = owner.region().clone();
+    let mut group = c.benchmark_group("shm_replay");
+    group.throughput(Throughput::Elements(1));
+
+    let local = AtomicU64::new(7);
+    group.bench_function("uncontended_atomic_load", |b| {
+        b.iter(|| black_box(local.load(Ordering::Acquire)))
+    });
+    // Pre-checks of a number inside the window and of one ahead of it (in-order traffic).
+    region.replay_check_and_set(slot, 1000).expect("mark");
+    group.bench_function("check_in_window_uncontended", |b| {
+        b.iter(|| black_box(region.replay_check(slot, black_box(990)).expect("check")))
+    });
+    group.bench_function("check_ahead_uncontended", |b| {
+        b.iter(|| black_box(region.replay_check(slot, black_box(AHEAD)).expect("check")))
+    });
+    let mut seq = 1000u64;
+    group.bench_function("check_and_set_uncontended", |b| {
+        b.iter(|| {
+            seq += 1;
+            black_box(
+                region
+                    .replay_check_and_set(slot, seq)
+                    .expect("check and set"),
+            )
+        })
+    });
+    {
+        let _hammer = start_hammer(&path, &owner, slot, "replay");
+        // The other process keeps moving the window: a number ahead of it stays a real check.
+        group.bench_function("check_ahead_while_2nd_process_sets", |b| {
+            b.iter(|| black_box(region.replay_check(slot, black_box(AHEAD)).expect("check")))
+        });
+        group.bench_function("check_and_set_while_2nd_process_sets", |b| {
+            b.iter(|| {
+                seq += 1;
+                black_box(
+                    region
+                        .replay_check_and_set(slot, seq)
+                        .expect("check and set"),
+                )
+            })
         });
     }
     group.finish();
@@ -192,6 +266,7 @@ fn main() {
     }
     let mut criterion = Criterion::default().configure_from_args();
     shm_fetch_add(&mut criterion);
+    shm_replay(&mut criterion);
     net_cf(&mut criterion);
     per_target(&mut criterion);
     criterion.final_summary();
