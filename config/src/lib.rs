@@ -151,6 +151,17 @@ impl SiteConfig {
         self.read_secret(&config.psk, &format!("PSK of peer {peer}"))
     }
 
+    /// Reads the XCF link key. `Ok(None)` when the site marks the link trusted, which
+    /// carries messages in clear and so has no key.
+    pub fn xcf_key(&self) -> Result<Option<Secret>, ConfigError> {
+        match &self.xcf.security.value {
+            XcfSecurity::Trusted => Ok(None),
+            XcfSecurity::Protected(protection) => {
+                self.read_secret(&protection.key, "XCF link key").map(Some)
+            }
+        }
+    }
+
     /// Reads every secret that `node` needs (all of them when `node` is `None`) and
     /// drops them again: proof that they are available. Returns how many were read.
     pub fn check_secrets(&self, node: Option<&str>) -> Result<usize, ConfigError> {
@@ -169,8 +180,7 @@ impl SiteConfig {
             self.read_secret(&peer.psk, &format!("PSK of peer {}", peer.name.value))?;
             count += 1;
         }
-        if let XcfSecurity::Protected(protection) = &self.xcf.security.value {
-            self.read_secret(&protection.key, "XCF link key")?;
+        if self.xcf_key()?.is_some() {
             count += 1;
         }
         Ok(count)

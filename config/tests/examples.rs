@@ -194,3 +194,31 @@ fn unknown_node_view_is_an_error() {
     let config = load_example("figure4.yaml");
     assert!(config.node_view("MVS9").is_err());
 }
+
+#[test]
+fn xcf_key_is_read_only_for_a_protected_link() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let protected = dvipsec_config::SiteConfig::load(dir.join("one-distributor-two-targets.yaml"))
+        .expect("example loads");
+    let key = protected
+        .xcf_key()
+        .expect("the example's key file is readable")
+        .expect("a protected link has a key");
+    let on_disk = std::fs::read(dir.join("secrets/EXAMPLE-xcf.key")).expect("key file");
+    assert!(!key.expose().is_empty());
+    assert!(
+        on_disk.starts_with(key.expose()),
+        "the key comes from the named file"
+    );
+
+    let trusted =
+        dvipsec_config::SiteConfig::load(dir.join("figure4.yaml")).expect("example loads");
+    assert!(
+        matches!(
+            trusted.xcf.security.value,
+            dvipsec_config::XcfSecurity::Trusted
+        ),
+        "figure4.yaml marks its XCF link trusted"
+    );
+    assert!(trusted.xcf_key().expect("no key to read").is_none());
+}
