@@ -1,6 +1,21 @@
 //! The operator interface of a dvipsec box.
 //!
-//! Owns the versioned control-socket protocol (requests and responses), the Unix-socket server
-//! that answers them from a box's state, the client `dvipsecctl` uses, the Prometheus metrics
-//! rendering and the Wireshark key export. Nothing else in dvipsec prints keys.
+//! Owns the versioned control-socket protocol (requests and responses, [`protocol`]), the
+//! Unix-socket server that answers them from a box's [`ControlHandler`] ([`server`]), the client
+//! `dvipsecctl` uses ([`client`]), the Prometheus metrics rendering and HTTP endpoint
+//! ([`metrics`]) and the Wireshark key export ([`keys`]). Nothing else in dvipsec prints keys.
+//! [`testbed`] answers for a box of the data plane's in-process testbed.
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod handler;
+pub mod keys;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod testbed;
+
+pub use client::{ClientError, ControlClient};
+pub use handler::ControlHandler;
+pub use protocol::{ControlError, Request, Response, PROTOCOL_VERSION};
+pub use server::{ControlServer, ServerError};

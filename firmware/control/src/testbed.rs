@@ -1,0 +1,497 @@
+//! A [`ControlHandler`] for one box of the data plane's in-process testbed (the demo and the
+//! tests use it). The testbed installs SAs with known keys and runs no IKE, so `ike list`,
+//! `conn list` and `takeover` answer [`ControlError::Unsupported`].
+//!
+//! The data plane's tables cannot be enumerated yet, so the SAs listed are the testbed's two
+//! (looked up live: a deleted SA disappears from the listing) and `dct list` reports counts.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dvipsec_cf::{SequenceFacility, SlotId};
+use dvipsec_dataplane::distributor::DropCause;
+use dvipsec_dataplane::sa_table::{InboundSa, OutboundSa, SaTable, TrafficSelector};
+use dvipsec_dataplane::target::TargetDrop;
+use dvipsec_dataplane::testbed::{
+    self, Testbed, DISTRIBUTOR_XCF, DVIPA, KEY_TO_DVIPA, KEY_TO_PEER, PEER_INNER, PEER_OUTER,
+    SPI_TO_DVIPA, SPI_TO_PEER,
+};
+use dvipsec_esp::{Direction, IpsecProtocol, LifetimeState, Mode, Sa};
+use dvipsec_ports::PacketPort;
+
+use crate::handler::ControlHandler;
+use crate::keys::{ExportedSa, KeyExport, SecretBytes};
+use crate::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric, SaMetric};
+use crate::protocol::{
+    CfReport, CfSlot, ConnListReport, ControlError, DctReport, DvipaRelation, DvipaStatus,
+    IkeListReport, LifetimeLeft, LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation,
+    StatusReport, TakeoverReport,
+};
+
+/// Which box of the testbed a handler speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestbedBox {
+    /// The distributor.
+    Distributor,
+    /// Target `n`.
+    Target(usize),
+}
+
+impl TestbedBox {
+    /// The box's name ("distributor", "t0", ...).
+    pub fn name(self) -> String {
+        match self {
+            TestbedBox::Distributor => "distributor".into(),
+            TestbedBox::Target(i) => format!("t{i}"),
+        }
+    }
+}
+
+/// Answers control requests from one box of a shared testbed.
+#[derive(Clone)]
+pub struct TestbedHandler {
+    site: Arc<Mutex<Testbed>>,
+    which: TestbedBox,
+}
+
+impl std::fmt::Debug for TestbedHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestbedHandler")
+            .field("which", &self.which)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(request: &str, reason: impl std::fmt::Display) -> ControlError {
+    ControlError::Failed {
+        request: request.into(),
+        reason: reason.to_string(),
+    }
+}
+
+fn unsupported(request: &str, reason: &str) -> ControlError {
+    ControlError::Unsupported {
+        request: request.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `Debug` names of causes (`UnknownSa`) as metric labels (`unknown_sa`).
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn prefix_text(prefix: &dvipsec_dataplane::sa_table::IpPrefix) -> String {
+    format!("{}/{}", prefix.addr, prefix.len)
+}
+
+fn lifetime_left(sa: &Sa) -> LifetimeLeft {
+    let limits = sa.params().lifetime;
+    let counters = sa.counters();
+    LifetimeLeft {
+        packets: limits
+            .hard_packets
+            .map(|hard| hard.saturating_sub(counters.packets)),
+        bytes: limits
+            .hard_bytes
+            .map(|hard| hard.saturating_sub(counters.bytes)),
+        seconds: None,
+    }
+}
+
+struct SaView<'a> {
+    sa: &'a Sa,
+    dvipa: IpAddr,
+    peer: IpAddr,
+    selector: TrafficSelector,
+    slot: SlotId,
+}
+
+impl<'a> From<&'a InboundSa> for SaView<'a> {
+    fn from(entry: &'a InboundSa) -> Self {
+        SaView {
+            sa: &entry.sa,
+            dvipa: entry.dvipa,
+            peer: entry.peer,
+            selector: entry.selector,
+            slot: entry.slot,
+        }
+    }
+}
+
+impl<'a> From<&'a OutboundSa> for SaView<'a> {
+    fn from(entry: &'a OutboundSa) -> Self {
+        SaView {
+            sa: &entry.sa,
+            dvipa: entry.dvipa,
+            peer: entry.peer,
+            selector: entry.selector,
+            slot: entry.slot,
+        }
+    }
+}
+
+fn sa_entry(view: SaView<'_>, location: SaLocation) -> SaEntry {
+    let params = view.sa.params();
+    let counters = view.sa.counters();
+    SaEntry {
+        spi: params.spi,
+        direction: match params.direction {
+            Direction::Inbound => "inbound".into(),
+            Direction::Outbound => "outbound".into(),
+        },
+        protocol: match params.protocol {
+            IpsecProtocol::Esp => "esp".into(),
+            IpsecProtocol::Ah => "ah".into(),
+        },
+        suite: params.suite.name().into(),
+        mode: match params.mode {
+            Mode::Tunnel => "tunnel".into(),
+            Mode::Transport => "transport".into(),
+        },
+        dvipa: view.dvipa,
+        peer: view.peer,
+        tunnel: params.tunnel.map(|t| (t.src, t.dst)),
+        udp_encap: params.udp_encap.map(|u| (u.src_port, u.dst_port)),
+        local_ts: prefix_text(&view.selector.local),
+        remote_ts: prefix_text(&view.selector.remote),
+        bytes: counters.bytes,
+        packets: counters.packets,
+        replays: counters.replays,
+        auth_failures: counters.auth_failures,
+        lifetime_state: match view.sa.lifetime_state() {
+            LifetimeState::Fresh => "fresh".into(),
+            LifetimeState::Soft => "soft".into(),
+            LifetimeState::Hard => "hard".into(),
+        },
+        lifetime_left: lifetime_left(view.sa),
+        cf_slot: view.slot.0,
+        location,
+    }
+}
+
+/// The testbed's SAs present in `table`.
+fn list_sas(table: &mut dyn SaTable, location: SaLocation) -> Vec<SaEntry> {
+    let mut sas = Vec::new();
+    if let Some(entry) = table.inbound(SPI_TO_DVIPA, IpsecProtocol::Esp, IpAddr::V4(PEER_OUTER)) {
+        sas.push(sa_entry(SaView::from(&*entry), location));
+    }
+    if let Some(entry) = table.outbound(IpAddr::V4(DVIPA), IpAddr::V4(PEER_INNER)) {
+        sas.push(sa_entry(SaView::from(&*entry), location));
+    }
+    sas
+}
+
+fn port_status(port: &impl PacketPort) -> (LinkStatus, PortMetric) {
+    let counters = port.counters();
+    let link = LinkStatus {
+        name: port.name().into(),
+        up: None,
+        rx_packets: counters.rx_packets,
+        tx_packets: counters.tx_packets,
+        drops: counters.total_drops(),
+    };
+    let metric = PortMetric {
+        port: port.name().into(),
+        rx_packets: counters.rx_packets,
+        rx_bytes: counters.rx_bytes,
+        tx_packets: counters.tx_packets,
+        tx_bytes: counters.tx_bytes,
+        drops: counters.total_drops(),
+    };
+    (link, metric)
+}
+
+impl TestbedHandler {
+    /// A handler for `which` in `site`.
+    pub fn new(site: Arc<Mutex<Testbed>>, which: TestbedBox) -> Self {
+        TestbedHandler { site, which }
+    }
+
+    fn lock(&self, request: &str) -> Result<MutexGuard<'_, Testbed>, ControlError> {
+        self.site.lock().map_err(|_| {
+            failed(
+                request,
+                "the testbed lock is poisoned (a data-plane thread panicked)",
+            )
+        })
+    }
+
+    fn target_index(&self, site: &Testbed, request: &str) -> Result<Option<usize>, ControlError> {
+        match self.which {
+            TestbedBox::Distributor => Ok(None),
+            TestbedBox::Target(i) if i < site.targets.len() => Ok(Some(i)),
+            TestbedBox::Target(i) => Err(failed(request, format!("the testbed has no target {i}"))),
+        }
+    }
+
+    fn links(
+        &self,
+        site: &Testbed,
+        request: &str,
+    ) -> Result<(Vec<LinkStatus>, Vec<PortMetric>), ControlError> {
+        let pairs = match self.target_index(site, request)? {
+            None => [
+                port_status(site.distributor.external_port()),
+                port_status(site.distributor.xcf_port()),
+            ],
+            Some(i) => [
+                port_status(site.targets[i].external_port()),
+                port_status(site.targets[i].xcf_port()),
+            ],
+        };
+        Ok(pairs.into_iter().unzip())
+    }
+
+    /// The counters of this box as a metrics snapshot.
+    pub fn snapshot(&self) -> Result<MetricsSnapshot, ControlError> {
+        let request = "metrics";
+        let mut site = self.lock(request)?;
+        let (_, ports) = self.links(&site, request)?;
+        let index = self.target_index(&site, request)?;
+        let mut snapshot = MetricsSnapshot {
+            node: self.which.name(),
+            ports,
+            ..MetricsSnapshot::default()
+        };
+        let (sas, node_counters) = match index {
+            None => {
+                let counters = site.distributor.distributor.counters();
+                snapshot.cores.push(CoreMetric {
+                    core: 0,
+                    packets: counters.peeked,
+                });
+                for cause in DropCause::ALL {
+                    snapshot.drops.push(DropMetric {
+                        stage: "distributor".into(),
+                        cause: snake_case(&format!("{cause:?}")),
+                        count: counters.dropped(cause),
+                    });
+                }
+                let dct = site.distributor.distributor.dct_counters();
+                snapshot.drops.push(DropMetric {
+                    stage: "dct".into(),
+                    cause: "full".into(),
+                    count: dct.full_drops,
+                });
+                let node_counters = site.distributor.counters();
+                (
+                    list_sas(&mut site.distributor.sas, SaLocation::Sad),
+                    node_counters,
+                )
+            }
+            Some(i) => {
+                let target = &mut site.targets[i];
+                let counters = target.target.counters();
+                snapshot.cores.push(CoreMetric {
+                    core: 0,
+                    packets: counters.inbound_packets + counters.outbound_packets,
+                });
+                for cause in TargetDrop::ALL {
+                    snapshot.drops.push(DropMetric {
+                        stage: "target".into(),
+                        cause: snake_case(&format!("{cause:?}")),
+                        count: counters.dropped(cause),
+                    });
+                }
+                let node_counters = target.counters();
+                (list_sas(&mut target.sas, SaLocation::Shadow), node_counters)
+            }
+        };
+        for (cause, count) in [
+            ("not_ip", node_counters.not_ip),
+            ("no_room_or_route", node_counters.no_room_or_route),
+            ("local_overflow", node_counters.local_overflow),
+        ] {
+            snapshot.drops.push(DropMetric {
+                stage: "node".into(),
+                cause: cause.into(),
+                count,
+            });
+        }
+        snapshot.sas = sas
+            .into_iter()
+            .map(|sa| SaMetric {
+                spi: sa.spi,
+                direction: sa.direction,
+                packets: sa.packets,
+                bytes: sa.bytes,
+                replays: sa.replays,
+                auth_failures: sa.auth_failures,
+            })
+            .collect();
+        Ok(snapshot)
+    }
+}
+
+fn exported(spi: u32, from: Ipv4Addr, to: Ipv4Addr, key: &[u8]) -> ExportedSa {
+    ExportedSa {
+        src: IpAddr::V4(from),
+        dst: IpAddr::V4(to),
+        spi,
+        suite: dvipsec_esp::Suite::Aes128Gcm16.name().into(),
+        enc_key: SecretBytes::new(key),
+        auth_key: SecretBytes::default(),
+    }
+}
+
+impl ControlHandler for TestbedHandler {
+    fn status(&mut self) -> Result<StatusReport, ControlError> {
+        let request = "status";
+        let site = self.lock(request)?;
+        let (links, _) = self.links(&site, request)?;
+        let dvipa = IpAddr::V4(DVIPA);
+        let (role, relation, peers) = match self.target_index(&site, request)? {
+            None => (
+                Role::Distributor,
+                DvipaRelation::Owns,
+                (0..site.targets.len())
+                    .map(|i| PeerStatus {
+                        name: TestbedBox::Target(i).name(),
+                        xcf_address: IpAddr::V4(testbed::target_xcf(i)),
+                        role: Role::Target,
+                        link_up: None,
+                    })
+                    .collect(),
+            ),
+            Some(_) => (
+                Role::Target,
+                DvipaRelation::Serves,
+                vec![PeerStatus {
+                    name: TestbedBox::Distributor.name(),
+                    xcf_address: IpAddr::V4(DISTRIBUTOR_XCF),
+                    role: Role::Distributor,
+                    link_up: None,
+                }],
+            ),
+        };
+        Ok(StatusReport {
+            name: self.which.name(),
+            role,
+            dvipas: vec![DvipaStatus { dvipa, relation }],
+            peers,
+            links,
+        })
+    }
+
+    fn sa_list(&mut self) -> Result<SaListReport, ControlError> {
+        let request = "sa list";
+        let mut site = self.lock(request)?;
+        let sas = match self.target_index(&site, request)? {
+            None => list_sas(&mut site.distributor.sas, SaLocation::Sad),
+            Some(i) => list_sas(&mut site.targets[i].sas, SaLocation::Shadow),
+        };
+        Ok(SaListReport { sas })
+    }
+
+    fn dct_list(&mut self) -> Result<DctReport, ControlError> {
+        let request = "dct list";
+        let site = self.lock(request)?;
+        if self.target_index(&site, request)?.is_some() {
+            return Err(unsupported(
+                request,
+                "a target holds no DCT; ask the distributor",
+            ));
+        }
+        let dct = site.distributor.distributor.dct();
+        let counters = dct.counters();
+        Ok(DctReport {
+            entries: dct.len() as u64,
+            capacity: 0,
+            added: counters.added,
+            full_drops: counters.full_drops,
+            expired: counters.expired,
+            closed: counters.closed,
+            flows: Vec::new(),
+        })
+    }
+
+    fn ike_list(&mut self) -> Result<IkeListReport, ControlError> {
+        Err(unsupported(
+            "ike list",
+            "the in-process testbed installs SAs with known keys and runs no IKE",
+        ))
+    }
+
+    fn conn_list(&mut self) -> Result<ConnListReport, ControlError> {
+        Err(unsupported(
+            "conn list",
+            "the in-process testbed has no configured connections (no IKE)",
+        ))
+    }
+
+    fn cf_show(&mut self) -> Result<CfReport, ControlError> {
+        let request = "cf show";
+        let site = self.lock(request)?;
+        let region = site.distributor.facility.region();
+        let dvipa = IpAddr::V4(DVIPA);
+        let mut slots = Vec::new();
+        for (slot, spi) in [
+            (site.inbound_slot, SPI_TO_DVIPA),
+            (site.outbound_slot, SPI_TO_PEER),
+        ] {
+            let lifesize = region
+                .lifesize_read(slot)
+                .map_err(|e| failed(request, format!("slot {}: {e}", slot.0)))?;
+            slots.push(CfSlot {
+                slot: slot.0,
+                dvipa,
+                spi,
+                bytes_in: lifesize.bytes_in,
+                packets_in: lifesize.packets_in,
+                bytes_out: lifesize.bytes_out,
+                packets_out: lifesize.packets_out,
+            });
+        }
+        Ok(CfReport {
+            epoch: region.epoch(),
+            incarnation: region.incarnation(),
+            slot_capacity: region.slot_count(),
+            slots,
+        })
+    }
+
+    fn takeover(&mut self, _dvipa: IpAddr) -> Result<TakeoverReport, ControlError> {
+        Err(unsupported(
+            "takeover",
+            "the in-process testbed has no backup distributor to move the DVIPA to",
+        ))
+    }
+
+    fn keys_export(&mut self) -> Result<KeyExport, ControlError> {
+        let request = "keys export";
+        let mut site = self.lock(request)?;
+        let present: Vec<u32> = match self.target_index(&site, request)? {
+            None => list_sas(&mut site.distributor.sas, SaLocation::Sad),
+            Some(i) => list_sas(&mut site.targets[i].sas, SaLocation::Shadow),
+        }
+        .into_iter()
+        .map(|sa| sa.spi)
+        .collect();
+        let known = [
+            exported(SPI_TO_DVIPA, PEER_OUTER, DVIPA, &KEY_TO_DVIPA),
+            exported(SPI_TO_PEER, DVIPA, PEER_OUTER, &KEY_TO_PEER),
+        ];
+        Ok(KeyExport {
+            sas: known
+                .into_iter()
+                .filter(|sa| present.contains(&sa.spi))
+                .collect(),
+        })
+    }
+
+    fn metrics(&mut self) -> Result<String, ControlError> {
+        Ok(metrics::render(&[self.snapshot()?]))
+    }
+}
