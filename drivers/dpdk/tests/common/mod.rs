@@ -1,0 +1,46 @@
+//! Shared by the DPDK integration tests: one EAL per test binary (one per process), and the
+//! CI rule for missing prerequisites.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use dvipsec_dpdk::Eal;
+
+/// True when a missing prerequisite must fail the test (CI=true) rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Panics in CI, prints the reason and returns false elsewhere.
+pub fn prerequisite(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(!in_ci(), "CI=true and a prerequisite is missing: {what}");
+        eprintln!("skipping: {what}");
+    }
+    ok
+}
+
+pub fn is_root() -> bool {
+    // /proc/self/status "Uid:" line: real, effective, ...
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// This process's EAL, started once with `vdevs`, or None (skipped) without root.
+pub fn eal(test_binary: &str, vdevs: &[&str]) -> Option<&'static Eal> {
+    if !prerequisite(is_root(), "DPDK EAL tests need root") {
+        return None;
+    }
+    static EAL: OnceLock<&'static Eal> = OnceLock::new();
+    Some(EAL.get_or_init(|| {
+        let prefix = format!("dvs_{test_binary}_{}", std::process::id());
+        let args = Eal::args_without_hugepages(&prefix, vdevs);
+        Eal::init(args).expect("EAL init")
+    }))
+}
