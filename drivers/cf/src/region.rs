@@ -7,13 +7,18 @@
 //! ```text
 //! header (128 bytes): magic u64, version u32, slot_count u32, size u64 (the file's length, rounded
 //!   up to the filesystem's block: whole huge pages on hugetlbfs), incarnation u64, epoch u64
-//! slot i at 128 + i * 384, six cache lines:
-//!   line 0  state u32, generation u32, lock u32 (owner pid), window u32, spi u32, family u32,
-//!           address 16 bytes
-//!   line 1  outbound counter u64 (the next number to hand out)
-//!   line 2  replay top u64, then 16 replay words (to line 4)
-//!   line 5  lifesize: bytes in, packets in, bytes out, packets out
+//! slot i at 128 + i * 1344, 21 cache lines:
+//!   line 0      state u32, generation u32, reserved u32, window u32, spi u32, family u32,
+//!               address 16 bytes
+//!   line 1      outbound counter u64 (the next number to hand out)
+//!   line 2      replay top u64
+//!   lines 3-19  136 tagged replay words (see [`SharedWindow`])
+//!   line 20     lifesize: bytes in, packets in, bytes out, packets out
 //! ```
+//!
+//! Nothing takes a lock: counters are fetch-and-add, the replay window is updated with
+//! compare-and-swap ([`SharedWindow`]), so a process that dies in the middle of an operation
+//! never blocks the others. Replay windows up to [`MAX_REPLAY_WINDOW`] (4096) fit.
 //!
 //! The distributor ([`RegionOwner`]) creates the region and allocates and releases slots; targets
 //! ([`Region`]) only map it. Every handle carries the epoch and incarnation it was given: a bumped
@@ -34,12 +39,13 @@ use crate::error::CfError;
 use crate::facility::{
     Direction, Lifesize, ReplayVerdict, SeqRange, SequenceFacility, SlotId, SlotKey,
 };
-use crate::replay::{ReplayState, MAX_REPLAY_WINDOW, REPLAY_WORDS};
+use crate::replay::{SharedWindow, MAX_REPLAY_WINDOW, SHARED_WORDS};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DVCFREG1");
-const VERSION: u32 = 1;
+/// Version 2: lock-free tagged replay words, windows up to 4096.
+const VERSION: u32 = 2;
 const HEADER_SIZE: usize = 128;
-const SLOT_SIZE: usize = 384;
+const SLOT_SIZE: usize = 1344;
 /// The most slots one region holds.
 pub const MAX_SLOTS: u32 = 1 << 20;
 
@@ -52,15 +58,18 @@ const H_EPOCH: usize = 32;
 
 const S_STATE: usize = 0;
 const S_GENERATION: usize = 4;
-const S_LOCK: usize = 8;
 const S_WINDOW: usize = 12;
 const S_SPI: usize = 16;
 const S_FAMILY: usize = 20;
 const S_ADDRESS: usize = 24;
 const S_COUNTER: usize = 64;
 const S_REPLAY_TOP: usize = 128;
-const S_REPLAY_WORDS: usize = 136;
-const S_LIFESIZE: usize = 320;
+const S_REPLAY_WORDS: usize = 192;
+const S_LIFESIZE: usize = 1280;
+
+// The replay words end where the lifesize line starts, and the slot is whole cache lines.
+const _: () = assert!(S_REPLAY_WORDS + SHARED_WORDS * 8 == S_LIFESIZE);
+const _: () = assert!(S_LIFESIZE + 64 == SLOT_SIZE && SLOT_SIZE.is_multiple_of(64));
 
 const STATE_FREE: u32 = 0;
 const STATE_BUSY: u32 = 1;
@@ -68,9 +77,6 @@ const STATE_LIVE: u32 = 2;
 
 const FAMILY_V4: u32 = 4;
 const FAMILY_V6: u32 = 6;
-
-/// Spins on a replay lock before checking whether its owner died.
-const SPINS_BEFORE_OWNER_CHECK: u32 = 1 << 14;
 
 fn region_size(slot_count: u32) -> usize {
     HEADER_SIZE + slot_count as usize * SLOT_SIZE
@@ -93,6 +99,18 @@ impl Mapping {
         // the offset is inside it and 8-byte aligned (checked above). Every process touches this
         // memory only through atomics, so there is no non-atomic access to race with.
         unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(offset).cast::<u64>()) }
+    }
+
+    /// `N` consecutive 64-bit cells starting at `offset`.
+    fn u64_array<const N: usize>(&self, offset: usize) -> &[AtomicU64; N] {
+        assert!(
+            offset & 7 == 0 && offset + N * 8 <= self.len,
+            "region offset {offset} (+{N} words) out of bounds"
+        );
+        // SAFETY: as in `u64_at`: the N * 8 bytes from `offset` are inside the mapping, 8-byte
+        // aligned, and only ever accessed atomically; `[AtomicU64; N]` has the layout of
+        // `[u64; N]`, and the reference borrows `self`, which keeps the mapping alive.
+        unsafe { &*self.raw.as_mut_ptr().add(offset).cast::<[AtomicU64; N]>() }
     }
 
     fn u32_at(&self, offset: usize) -> &AtomicU32 {
@@ -339,78 +357,20 @@ impl Region {
         Err(CfError::InvalidArgument("no slot for this DVIPA and SPI"))
     }
 
-    fn with_replay_lock<T>(&self, index: u32, work: impl FnOnce(&[&AtomicU64]) -> T) -> T {
-        let lock = self.mapping.slot_u32(index, S_LOCK);
-        let me = std::process::id().max(1);
-        let mut spins = 0u32;
-        loop {
-            match lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(owner) => {
-                    spins += 1;
-                    if spins & (SPINS_BEFORE_OWNER_CHECK - 1) == 0
-                        && owner != 0
-                        && !process_alive(owner)
-                    {
-                        // The owner died holding the lock; the replay math leaves a safe state
-                        // at every step (see replay.rs), so taking the lock over is sound.
-                        let _ =
-                            lock.compare_exchange(owner, 0, Ordering::Acquire, Ordering::Relaxed);
-                    }
-                    std::hint::spin_loop();
-                }
-            }
-        }
+    /// The replay window of the slot at `index`.
+    fn window(&self, index: u32) -> SharedWindow<'_> {
         let base = self.mapping.slot_base(index);
-        let mut cells: [&AtomicU64; REPLAY_WORDS + 1] =
-            [self.mapping.u64_at(base + S_REPLAY_TOP); REPLAY_WORDS + 1];
-        for (i, cell) in cells.iter_mut().skip(1).enumerate() {
-            *cell = self.mapping.u64_at(base + S_REPLAY_WORDS + i * 8);
-        }
-        let result = work(&cells);
-        lock.store(0, Ordering::Release);
-        result
+        SharedWindow::new(
+            self.mapping.u64_at(base + S_REPLAY_TOP),
+            self.mapping.u64_array(base + S_REPLAY_WORDS),
+        )
     }
 
-    fn replay(&self, slot: SlotId, seq: u64, set: bool) -> Result<ReplayVerdict, CfError> {
-        let index = self.check_slot(slot)?;
-        let window = self
-            .mapping
+    fn window_size(&self, index: u32) -> u32 {
+        self.mapping
             .slot_u32(index, S_WINDOW)
-            .load(Ordering::Relaxed);
-        Ok(self.with_replay_lock(index, |cells| {
-            let mut state = ReplayState {
-                top: cells[0].load(Ordering::Relaxed),
-                words: [0; REPLAY_WORDS],
-            };
-            for (word, cell) in state.words.iter_mut().zip(&cells[1..]) {
-                *word = cell.load(Ordering::Relaxed);
-            }
-            if !set {
-                return state.check(seq, window);
-            }
-            let update = state.check_and_set(seq, window);
-            // Top first, then the words: see the crash argument in replay.rs.
-            if update.top_changed {
-                cells[0].store(state.top, Ordering::Relaxed);
-            }
-            for (i, word) in state.words.iter().enumerate() {
-                if update.words_changed & (1 << i) != 0 {
-                    cells[i + 1].store(*word, Ordering::Relaxed);
-                }
-            }
-            update.verdict
-        }))
+            .load(Ordering::Relaxed)
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 impl SequenceFacility for Region {
@@ -431,12 +391,17 @@ impl SequenceFacility for Region {
         Ok(SeqRange { first, count: n })
     }
 
+    /// Lock-free and possibly stale: see [`SharedWindow`] for why that is safe for a pre-check.
     fn replay_check(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
-        self.replay(slot, seq, false)
+        let index = self.check_slot(slot)?;
+        Ok(self.window(index).check(seq, self.window_size(index)))
     }
 
     fn replay_check_and_set(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
-        self.replay(slot, seq, true)
+        let index = self.check_slot(slot)?;
+        Ok(self
+            .window(index)
+            .check_and_set(seq, self.window_size(index)))
     }
 
     fn lifesize_add(
@@ -551,7 +516,7 @@ impl RegionOwner {
     /// Allocates a slot for `key` with the peer's replay `window`, counters starting at 1.
     pub fn allocate(&self, key: SlotKey, window: u32) -> Result<SlotId, CfError> {
         if window == 0 || window > MAX_REPLAY_WINDOW {
-            return Err(CfError::InvalidArgument("replay window must be 1 to 1024"));
+            return Err(CfError::InvalidArgument("replay window must be 1 to 4096"));
         }
         self.region.check_fence()?;
         if self.region.lookup(key).is_ok() {
@@ -588,12 +553,10 @@ impl RegionOwner {
                 .store(word, Ordering::Relaxed);
         }
         m.slot_u64(index, S_COUNTER).store(1, Ordering::SeqCst);
-        // Under the lock: a target of the released SA may still be inside a replay update.
-        self.region.with_replay_lock(index, |cells| {
-            for cell in cells {
-                cell.store(0, Ordering::Relaxed);
-            }
-        });
+        // A target still holding the released SA's id may be inside a replay update that it
+        // finishes after this reset. Marks and `top` only move forward, so such a late update can
+        // make the new SA drop packets, never accept one twice; the new SA's peer starts at 1.
+        self.region.window(index).reset();
         for i in 0..4 {
             m.slot_u64(index, S_LIFESIZE + i * 8)
                 .store(0, Ordering::Relaxed);

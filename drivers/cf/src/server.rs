@@ -340,7 +340,7 @@ impl<S: StateStore> ServerCore<S> {
         let Some(state) = self.slots.get_mut(&slot.0) else {
             return OpResult::UnknownSlot;
         };
-        OpResult::Verdict(state.replay.check_and_set(seq, state.window).verdict)
+        OpResult::Verdict(state.replay.check_and_set(seq, state.window))
     }
 
     fn lifesize_add(

@@ -81,7 +81,7 @@ fn simulate(
         ..Outcome::default()
     };
     for (_, _, seq) in arrivals {
-        match peer.check_and_set(seq, params.peer_window).verdict {
+        match peer.check_and_set(seq, params.peer_window) {
             ReplayVerdict::Accepted => {}
             ReplayVerdict::TooOld | ReplayVerdict::Replayed | ReplayVerdict::Zero => {
                 outcome.replay_drops += 1

@@ -87,8 +87,77 @@ fn full_region_reports_no_free_slot() {
         Err(CfError::NoFreeSlot)
     ));
     assert!(matches!(
-        owner.allocate(key(4), 2000),
+        owner.allocate(key(4), 4097),
         Err(CfError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        owner.allocate(key(4), 0),
+        Err(CfError::InvalidArgument(_))
+    ));
+}
+
+/// Windows from the smallest the ESP engine allows (32) to the largest (4096), at their edges.
+#[test]
+fn replay_windows_from_32_to_4096_have_exact_edges() {
+    let dir = shm_dir();
+    let path = region_path(&dir);
+    let owner = RegionOwner::create(&path, 4).unwrap();
+    let target = Region::attach(&path, 1, owner.region().incarnation()).unwrap();
+    for (spi, window) in [(1u32, 32u64), (2, 1024), (3, 4096)] {
+        let slot = owner.allocate(key(spi), window as u32).unwrap();
+        let top = 100_000u64;
+        assert_eq!(
+            target.replay_check_and_set(slot, top).unwrap(),
+            ReplayVerdict::Accepted
+        );
+        let left_edge = top - window + 1;
+        assert_eq!(
+            owner.replay_check(slot, left_edge).unwrap(),
+            ReplayVerdict::Accepted,
+            "window {window}: left edge"
+        );
+        assert_eq!(
+            owner.replay_check(slot, left_edge - 1).unwrap(),
+            ReplayVerdict::TooOld,
+            "window {window}: just outside"
+        );
+        assert_eq!(
+            target.replay_check_and_set(slot, left_edge - 1).unwrap(),
+            ReplayVerdict::TooOld
+        );
+        assert_eq!(
+            target.replay_check_and_set(slot, left_edge).unwrap(),
+            ReplayVerdict::Accepted
+        );
+        assert_eq!(
+            owner.replay_check(slot, left_edge).unwrap(),
+            ReplayVerdict::Replayed
+        );
+        // Every number of the window is accepted once, in reverse order.
+        for seq in (left_edge + 1..top).rev() {
+            assert_eq!(
+                target.replay_check_and_set(slot, seq).unwrap(),
+                ReplayVerdict::Accepted,
+                "window {window}: {seq}"
+            );
+        }
+        for seq in left_edge..=top {
+            assert_eq!(
+                owner.replay_check(slot, seq).unwrap(),
+                ReplayVerdict::Replayed,
+                "window {window}: {seq}"
+            );
+        }
+    }
+    let widest = owner.allocate(key(4), 4096).unwrap();
+    assert!(matches!(
+        owner.allocate(key(5), 4097),
+        Err(CfError::InvalidArgument(_))
+    ));
+    owner.release(widest).unwrap();
+    assert!(matches!(
+        target.replay_check(widest, 1),
+        Err(CfError::UnknownSlot(_))
     ));
 }
 
@@ -380,33 +449,275 @@ fn child_hammers_a_slot() {
     std::fs::write(var("CF_CHILD_ACCEPTS"), accepts).unwrap();
 }
 
-/// A target that died holding a slot's replay lock does not block the others.
+const WIDE_WINDOW: u32 = 4096;
+const RACE_SEQS: u64 = 60_000;
+/// Numbers are tried block by block (blocks no wider than the window), each process in its own
+/// order inside a block, so processes collide. A process that lags may find numbers `TooOld`,
+/// but the first process to move the window past a number tried that number before, while it
+/// was inside the window: so every number is accepted by someone.
+const RACE_BLOCK: u64 = 512;
+
+fn spawn_child(test: &str, envs: &[(&str, String)]) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        test,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.stdout(std::process::Stdio::piped());
+    command.spawn().unwrap()
+}
+
+fn child_region() -> (Region, SlotId) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} not set: run by the parent test"))
+    };
+    let region = Region::attach(
+        Path::new(&var("CF_CHILD_REGION")),
+        1,
+        var("CF_CHILD_INCARNATION").parse().unwrap(),
+    )
+    .unwrap();
+    (region, SlotId(var("CF_CHILD_SLOT").parse().unwrap()))
+}
+
+const READY: &str = "CHILD-READY";
+
+/// Waits for a child's ready line on its stdout (after the test harness's own lines).
+fn wait_ready(child: &mut Child) -> std::io::BufReader<std::process::ChildStdout> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.trim_end().ends_with(READY) {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "child did not start"
+        );
+    }
+    reader
+}
+
+/// Three processes check-and-set the same numbers in different orders on a 4096 window while two
+/// others pre-check: every number is accepted by exactly one process, and a pre-check never
+/// calls a number new again once it saw it used.
 #[test]
-fn a_replay_lock_left_by_a_dead_process_is_taken_over() {
-    use std::os::unix::fs::FileExt;
+fn check_and_set_races_across_processes_while_others_pre_check() {
+    const SETTERS: usize = 3;
+    const CHECKERS: usize = 2;
+    let dir = shm_dir();
+    let path = region_path(&dir);
+    let owner = RegionOwner::create(&path, 4).unwrap();
+    let slot = owner.allocate(key(7), WIDE_WINDOW).unwrap();
+    let base_env = vec![
+        ("CF_CHILD_REGION", path.display().to_string()),
+        (
+            "CF_CHILD_INCARNATION",
+            owner.region().incarnation().to_string(),
+        ),
+        ("CF_CHILD_SLOT", slot.0.to_string()),
+    ];
+    let stop = dir.path().join("stop");
+    let go = dir.path().join("go");
+    let mut checkers = Children(Vec::new());
+    let mut checker_outputs = Vec::new();
+    for _ in 0..CHECKERS {
+        let mut envs = base_env.clone();
+        envs.push(("CF_CHILD_STOP", stop.display().to_string()));
+        let mut child = spawn_child("child_pre_checks", &envs);
+        checker_outputs.push(wait_ready(&mut child));
+        checkers.0.push(child);
+    }
+    let mut setters = Children(Vec::new());
+    for index in 0..SETTERS {
+        let mut envs = base_env.clone();
+        envs.push(("CF_CHILD_ORDER", index.to_string()));
+        envs.push(("CF_CHILD_GO", go.display().to_string()));
+        envs.push((
+            "CF_CHILD_ACCEPTS",
+            dir.path()
+                .join(format!("race-{index}"))
+                .display()
+                .to_string(),
+        ));
+        setters
+            .0
+            .push(spawn_child("child_sets_in_its_order", &envs));
+    }
+    std::fs::write(&go, b"").unwrap();
+    for child in &mut setters.0 {
+        assert!(child.wait().unwrap().success(), "a setter process failed");
+    }
+    std::fs::write(&stop, b"").unwrap();
+    let mut transitions = 0u64;
+    for (child, output) in checkers.0.iter_mut().zip(checker_outputs) {
+        use std::io::BufRead;
+        assert!(
+            child.wait().unwrap().success(),
+            "a pre-check process failed"
+        );
+        let report = output.lines().map(|line| line.unwrap()).collect::<Vec<_>>();
+        let seen: u64 = report
+            .iter()
+            .find_map(|line| line.strip_prefix("transitions "))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no report from a pre-check process: {report:?}"));
+        transitions += seen;
+    }
+    assert!(
+        transitions > 0,
+        "the pre-check processes never saw a number become used: they did not overlap"
+    );
+    let mut accepted = Vec::new();
+    for index in 0..SETTERS {
+        accepted.extend(read_numbers(&dir.path().join(format!("race-{index}"))));
+    }
+    let unique: BTreeSet<u64> = accepted.iter().copied().collect();
+    assert_eq!(unique.len(), accepted.len(), "a number was accepted twice");
+    assert_eq!(unique, (1..=RACE_SEQS).collect::<BTreeSet<u64>>());
+}
+
+/// Entry point of the setters of `check_and_set_races_across_processes_while_others_pre_check`.
+#[test]
+#[ignore = "runs only as a child process of check_and_set_races_across_processes_while_others_pre_check"]
+fn child_sets_in_its_order() {
+    let (region, slot) = child_region();
+    // All setters start together, so that they really collide.
+    let go = PathBuf::from(std::env::var("CF_CHILD_GO").unwrap());
+    while !go.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let order: u64 = std::env::var("CF_CHILD_ORDER").unwrap().parse().unwrap();
+    // Odd multipliers permute each block: 1 (ascending), 3 and 5, each with its own offset.
+    let multiplier = 2 * order + 1;
+    let mut accepts = Vec::new();
+    for block in 0..RACE_SEQS / RACE_BLOCK + 1 {
+        for i in 0..RACE_BLOCK {
+            let seq = block * RACE_BLOCK + (i * multiplier + order * 97) % RACE_BLOCK + 1;
+            if seq > RACE_SEQS {
+                continue;
+            }
+            match region.replay_check_and_set(slot, seq).unwrap() {
+                ReplayVerdict::Accepted => accepts.extend_from_slice(&seq.to_le_bytes()),
+                ReplayVerdict::Replayed | ReplayVerdict::TooOld => {}
+                ReplayVerdict::Zero => panic!("zero is never tried"),
+            }
+        }
+    }
+    std::fs::write(std::env::var("CF_CHILD_ACCEPTS").unwrap(), accepts).unwrap();
+}
+
+/// Entry point of the pre-checkers: checks numbers until the stop file appears, and fails if a
+/// number it once saw used is called new again.
+#[test]
+#[ignore = "runs only as a child process of check_and_set_races_across_processes_while_others_pre_check"]
+fn child_pre_checks() {
+    let (region, slot) = child_region();
+    let stop = PathBuf::from(std::env::var("CF_CHILD_STOP").unwrap());
+    let mut used = vec![false; RACE_SEQS as usize + 1];
+    let mut transitions = 0u64;
+    println!("{READY}");
+    let mut seq = 1u64;
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        if round.is_multiple_of(4096) && stop.exists() {
+            break;
+        }
+        seq = seq % RACE_SEQS + 1;
+        let verdict = region.replay_check(slot, seq).unwrap();
+        let was_used = used[seq as usize];
+        match verdict {
+            ReplayVerdict::Accepted => assert!(!was_used, "{seq} was used, now called new"),
+            ReplayVerdict::Replayed | ReplayVerdict::TooOld => {
+                if !was_used {
+                    used[seq as usize] = true;
+                    transitions += 1;
+                }
+            }
+            ReplayVerdict::Zero => panic!("zero is never checked"),
+        }
+    }
+    println!("transitions {transitions}");
+}
+
+/// A process killed (SIGKILL) in the middle of replay updates leaves no lock behind: the others
+/// carry on at once, and every number it reported accepted stays rejected.
+#[test]
+fn a_process_killed_during_replay_updates_blocks_nobody() {
+    use std::io::BufRead;
     let dir = shm_dir();
     let path = region_path(&dir);
     let owner = RegionOwner::create(&path, 2).unwrap();
-    owner.allocate(key(1), 64).unwrap();
-    let slot = owner.allocate(key(2), 64).unwrap();
-    let mut dead = Command::new("true").spawn().unwrap();
-    let dead_pid = dead.id();
-    dead.wait().unwrap();
-    // The lock word of slot 1: header 128 bytes, 384 bytes per slot, lock at offset 8.
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_at(&dead_pid.to_le_bytes(), 128 + 384 + 8)
-        .unwrap();
+    let slot = owner.allocate(key(2), WIDE_WINDOW).unwrap();
+    let envs = [
+        ("CF_CHILD_REGION", path.display().to_string()),
+        (
+            "CF_CHILD_INCARNATION",
+            owner.region().incarnation().to_string(),
+        ),
+        ("CF_CHILD_SLOT", slot.0.to_string()),
+    ];
+    let mut children = Children(vec![spawn_child("child_sets_until_killed", &envs)]);
+    let mut reports = wait_ready(&mut children.0[0]);
+    let mut reported = Vec::new();
+    let mut line = String::new();
+    while reported.len() < 20_000 {
+        line.clear();
+        assert!(
+            reports.read_line(&mut line).unwrap() > 0,
+            "child ended early"
+        );
+        reported.push(line.trim().parse::<u64>().unwrap());
+    }
+    children.0[0].kill().unwrap();
+    children.0[0].wait().unwrap();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let region = owner.region().clone();
+    let highest = *reported.iter().max().unwrap();
     std::thread::spawn(move || {
-        let _ = done_tx.send(region.replay_check_and_set(slot, 5));
+        let verdicts: Vec<_> = reported
+            .iter()
+            .map(|&seq| (seq, region.replay_check_and_set(slot, seq).unwrap()))
+            .collect();
+        let fresh = region
+            .replay_check_and_set(slot, highest + 1_000_000)
+            .unwrap();
+        let _ = done_tx.send((verdicts, fresh));
     });
-    let verdict = done_rx
+    let (verdicts, fresh) = done_rx
         .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("the replay lock of a dead process was never taken over");
-    assert_eq!(verdict.unwrap(), ReplayVerdict::Accepted);
-    assert_eq!(
-        owner.replay_check(slot, 5).unwrap(),
-        ReplayVerdict::Replayed
-    );
+        .expect("replay updates blocked after a process was killed");
+    for (seq, verdict) in verdicts {
+        assert_ne!(verdict, ReplayVerdict::Accepted, "{seq} accepted twice");
+    }
+    assert_eq!(fresh, ReplayVerdict::Accepted);
+}
+
+/// Entry point of the child of `a_process_killed_during_replay_updates_blocks_nobody`: accepts
+/// rising numbers and reports each on stdout, until killed.
+#[test]
+#[ignore = "runs only as a child process of a_process_killed_during_replay_updates_blocks_nobody"]
+fn child_sets_until_killed() {
+    use std::io::Write;
+    let (region, slot) = child_region();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{READY}").unwrap();
+    out.flush().unwrap();
+    let mut pair = 0u64;
+    loop {
+        pair += 2;
+        // Each pair out of order, so the killed update may move the top or mark inside the window.
+        for seq in [pair, pair - 1] {
+            if region.replay_check_and_set(slot, seq).unwrap() == ReplayVerdict::Accepted {
+                writeln!(out, "{seq}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+    }
 }
