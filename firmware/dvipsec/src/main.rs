@@ -2,6 +2,8 @@
 
 mod cmd_cf;
 mod cmd_config;
+mod cmd_demo;
+mod demo;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,8 @@ enum Command {
     Cf(cmd_cf::CfArgs),
     /// The site configuration: check a file, show a node's resolved view.
     Config(cmd_config::ConfigArgs),
+    /// Boot the figure-4 site in one process and run traffic through it.
+    Demo(cmd_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +35,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Cf(args) => cmd_cf::run(args),
         Command::Config(args) => cmd_config::run(args),
+        Command::Demo(args) => cmd_demo::run(args),
     }
 }

@@ -1,0 +1,11 @@
+//! `dvipsec demo`: the figure-4 site in one process, with a built-in remote peer per DVIPA.
+
+mod convert;
+mod facility;
+mod ike;
+mod peer;
+pub mod site;
+mod summary;
+
+pub use site::Site;
+pub use summary::Summary;

@@ -1,0 +1,843 @@
+//! The figure-4 site in one process: every distributor and target of the configuration, the CF
+//! region, the XCF cluster link between their cores, the data plane on in-memory switches, and
+//! one remote peer per DVIPA. [`Site::round`] runs every box once (single-threaded, in a fixed
+//! order, so runs are deterministic apart from IKE's random keys and SPIs).
+
+use super::convert::{self, child_pair, data_plane_sa, peer_sas};
+use super::facility::CountingFacility;
+use super::ike::{KeyExchange, Parties};
+use super::peer::RemotePeer;
+use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
+use dvipsec_cluster::cf::CfSlots;
+use dvipsec_cluster::sim::Network;
+use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
+use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent};
+use dvipsec_config::NodeView;
+use dvipsec_dataplane::dct::{DctConfig, TargetId};
+use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
+use dvipsec_dataplane::node::{DistributorNode, Neighbours, TargetNode};
+use dvipsec_dataplane::poll::PollNode;
+use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink, ShadowSaTable};
+use dvipsec_dataplane::target::{Target, TargetConfig};
+use dvipsec_dataplane::wire::Mac;
+use dvipsec_ike::{ChildSaInstalled, Event};
+use dvipsec_ports::{FabricConfig, FabricPort, SwitchBuilder};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The built-in echo service's port.
+pub const ECHO_PORT: u16 = dvipsec_dataplane::app::ECHO_PORT;
+/// CF slots in the region (two per child SA, released on delete).
+const CF_SLOTS: u32 = 256;
+/// UDP flows each peer keeps open to its DVIPA.
+const FLOWS_PER_PEER: u16 = 16;
+/// Datagrams each peer sends per round.
+const SENDS_PER_ROUND: u16 = 4;
+/// How often targets hand their counts to the cluster core (simulated time).
+const LIFESIZE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Why the site could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SiteError {
+    #[error("the configuration has no {0}")]
+    Missing(String),
+    #[error("fabric: {0}")]
+    Fabric(#[from] dvipsec_ports::FabricError),
+    #[error("coupling facility: {0}")]
+    Facility(#[from] dvipsec_cf::CfError),
+    #[error("IKE: {0}")]
+    Ike(#[from] dvipsec_ike::IkeError),
+    #[error("IKE crypto: {0}")]
+    IkeCrypto(#[from] dvipsec_ike::CryptoError),
+    #[error("ESP: {0}")]
+    Esp(#[from] dvipsec_esp::SaError),
+    #[error("{0} is an IPv6 XCF address; the demo's data plane runs XCF over IPv4")]
+    Ipv6Xcf(IpAddr),
+}
+
+type PlaneNode = TargetNode<FabricPort, ShadowSaTable, CountingFacility>;
+type DistributorPlane = DistributorNode<FabricPort, ShadowSaTable, CountingFacility>;
+
+/// A target's data plane for the DVIPAs of one distributor (the data plane accepts GRE from one
+/// distributor's XCF address, so a box serving DVIPAs of two distributors runs two planes).
+pub struct Plane {
+    /// (name, address) of the DVIPAs served through this plane.
+    pub dvipas: Vec<(String, IpAddr)>,
+    pub node: PlaneNode,
+}
+
+pub struct TargetBox {
+    pub name: String,
+    pub core: dvipsec_cluster::Target,
+    pub planes: Vec<Plane>,
+}
+
+pub struct DistributorBox {
+    pub name: String,
+    pub core: dvipsec_cluster::Distributor,
+    pub node: DistributorPlane,
+}
+
+/// A child SA on its way to the targets. Until every target holds both halves, the peer keeps
+/// the SA it had (none at first) and the SA it replaces stays installed everywhere: make before
+/// break, so no packet meets a half-installed pair or a released CF slot.
+struct PendingSwitch {
+    new: [Box<SaInstall>; 2],
+    /// SAs not yet acknowledged by every target.
+    waiting: Vec<SaRef>,
+    /// The (inbound, outbound) SPIs of the child this one replaces.
+    old: Option<(u32, u32)>,
+}
+
+/// One DVIPA's remote peer and its negotiation with the DVIPA's distributor.
+pub struct DvipaPeer {
+    pub dvipa: String,
+    pub address: IpAddr,
+    pub distributor: String,
+    pub inner: IpAddr,
+    pub peer: RemotePeer,
+    keys: KeyExchange,
+    /// The distributor side's current child SA: (inbound SPI, outbound SPI).
+    current: Option<(u32, u32)>,
+    rekey_asked: bool,
+    pending_switches: Vec<PendingSwitch>,
+    /// SPIs of children a rekey replaced (their IKE delete needs no cluster delete).
+    retired: Vec<u32>,
+    next_flow: u16,
+}
+
+/// Site-wide counts the summary shows besides the boxes' own.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SiteCounters {
+    pub rekeys: u64,
+    pub child_sas: u64,
+    pub hard_limits: u64,
+    /// Inputs a core refused (cluster link, IKE, SA building); each is also logged.
+    pub errors: u64,
+    /// Lifesize counts the cluster target refused (SA already deleted there).
+    pub lifesize_refused: u64,
+}
+
+pub struct Site {
+    pub distributors: Vec<DistributorBox>,
+    pub targets: Vec<TargetBox>,
+    pub peers: Vec<DvipaPeer>,
+    pub numbers_issued: Arc<AtomicU64>,
+    pub counters: SiteCounters,
+    xcf: Network,
+    start: Instant,
+    now: Duration,
+    last_lifesize: Duration,
+}
+
+fn mac(kind: u8, a: usize, b: usize) -> Mac {
+    [2, 0, kind, a as u8, b as u8, 1]
+}
+
+fn xcf_address(views: &[NodeView], node: &str) -> Result<Ipv4Addr, SiteError> {
+    let view = views
+        .iter()
+        .find(|v| v.node == node)
+        .ok_or_else(|| SiteError::Missing(format!("node {node}")))?;
+    match view.xcf.first() {
+        Some(IpAddr::V4(v4)) => Ok(*v4),
+        Some(other) => Err(SiteError::Ipv6Xcf(*other)),
+        None => Err(SiteError::Missing(format!("XCF address of {node}"))),
+    }
+}
+
+/// What the builder knows about each DVIPA: its owner, address, peer and serving targets.
+struct DvipaPlan {
+    name: String,
+    address: IpAddr,
+    owner: String,
+    peer_outer: IpAddr,
+    targets: Vec<String>,
+}
+
+fn plan(views: &[NodeView]) -> Result<Vec<DvipaPlan>, SiteError> {
+    let mut plans = Vec::new();
+    for view in views {
+        for owned in &view.owns {
+            let peer = view
+                .peers
+                .iter()
+                .find(|p| p.dvipas.contains(&owned.dvipa))
+                .ok_or_else(|| SiteError::Missing(format!("IKE peer for {}", owned.dvipa)))?;
+            plans.push(DvipaPlan {
+                name: owned.dvipa.clone(),
+                address: owned.address,
+                owner: view.node.clone(),
+                peer_outer: peer.address,
+                targets: owned.targets.clone(),
+            });
+        }
+    }
+    if plans.is_empty() {
+        return Err(SiteError::Missing("distributed DVIPA".into()));
+    }
+    Ok(plans)
+}
+
+/// Reports from one plane's data path, to the box's cluster core (which batches LIFESIZE).
+struct ClusterSink<'a> {
+    core: &'a mut dvipsec_cluster::Target,
+    dvipas: &'a [(String, IpAddr)],
+    refused: u64,
+}
+
+impl LifesizeSink for ClusterSink<'_> {
+    fn report(&mut self, report: LifesizeReport) {
+        let Some((name, _)) = self.dvipas.iter().find(|(_, a)| *a == report.dvipa) else {
+            self.refused += 1;
+            return;
+        };
+        let direction = match report.direction {
+            dvipsec_cf::Direction::Inbound => WireDirection::Inbound,
+            dvipsec_cf::Direction::Outbound => WireDirection::Outbound,
+        };
+        let sa = SaRef {
+            dvipa: name.clone(),
+            direction,
+            spi: report.spi,
+        };
+        if self
+            .core
+            .count(&sa, report.usage.bytes, report.usage.packets)
+            .is_err()
+        {
+            self.refused += 1;
+        }
+    }
+}
+
+/// The switch ports of the site, by name.
+struct Ports(BTreeMap<String, FabricPort>);
+
+impl Ports {
+    fn build(fabric: FabricConfig, names: &[(String, Mac)]) -> Result<Ports, SiteError> {
+        let mut builder = SwitchBuilder::new(fabric);
+        for (name, mac) in names {
+            builder = builder.port(name, *mac)?;
+        }
+        let names = names.iter().map(|(n, _)| n.clone());
+        Ok(Ports(names.zip(builder.build()?).collect()))
+    }
+
+    fn take(&mut self, name: &str) -> Result<FabricPort, SiteError> {
+        self.0
+            .remove(name)
+            .ok_or_else(|| SiteError::Missing(format!("switch port {name}")))
+    }
+}
+
+/// The targets each distributor node forwards to: (box, index of the box).
+fn serving_boxes(plans: &[DvipaPlan], owner: &str, boxes: &[String]) -> Vec<(String, usize)> {
+    boxes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            plans
+                .iter()
+                .any(|p| p.owner == owner && p.targets.contains(b))
+        })
+        .map(|(i, b)| (b.clone(), i))
+        .collect()
+}
+
+impl Site {
+    /// Builds the site of `views`; the CF region file is created at `cf_path`.
+    pub fn new(views: &[NodeView], cf_path: &Path, start: Instant) -> Result<Site, SiteError> {
+        let plans = plan(views)?;
+        let mut owners: Vec<String> = plans.iter().map(|p| p.owner.clone()).collect();
+        owners.dedup();
+        let boxes: Vec<String> = views
+            .iter()
+            .filter(|v| v.serves.iter().any(|s| !s.standby))
+            .map(|v| v.node.clone())
+            .collect();
+        let mut external_names = Vec::new();
+        let mut xcf_names = Vec::new();
+        for p in 0..plans.len() {
+            external_names.push((format!("peer{p}"), mac(1, p, 0)));
+        }
+        for (d, owner) in owners.iter().enumerate() {
+            external_names.push((format!("dist{d}-ext"), mac(2, d, 0)));
+            xcf_names.push((format!("dist{d}-xcf"), mac(3, d, 0)));
+            for (_, t) in serving_boxes(&plans, owner, &boxes) {
+                external_names.push((format!("t{t}-d{d}-ext"), mac(4, t, d)));
+                xcf_names.push((format!("t{t}-d{d}-xcf"), mac(5, t, d)));
+            }
+        }
+        let fabric = FabricConfig::esp_default();
+        let mut external = Ports::build(fabric, &external_names)?;
+        let mut xcf = Ports::build(fabric, &xcf_names)?;
+
+        let owner_region = Arc::new(RegionOwner::create(cf_path, CF_SLOTS)?);
+        let numbers_issued = Arc::new(AtomicU64::new(0));
+        let facility = CountingFacility::new(owner_region.region().clone(), numbers_issued.clone());
+        let peer_macs = Neighbours::new(
+            plans
+                .iter()
+                .enumerate()
+                .map(|(p, plan)| (plan.peer_outer, mac(1, p, 0)))
+                .collect(),
+        );
+        let mut incarnation = 1;
+        let view_of = |node: &str| {
+            views
+                .iter()
+                .find(|v| v.node == node)
+                .ok_or_else(|| SiteError::Missing(format!("node {node}")))
+        };
+
+        let mut distributors = Vec::new();
+        let mut planes: BTreeMap<usize, Vec<Plane>> = BTreeMap::new();
+        for (d, owner) in owners.iter().enumerate() {
+            let owner_xcf = xcf_address(views, owner)?;
+            let serving = serving_boxes(&plans, owner, &boxes);
+            let mut infos = Vec::new();
+            let mut target_macs = Vec::new();
+            for (k, (name, t)) in serving.iter().enumerate() {
+                let address = xcf_address(views, name)?;
+                infos.push(TargetInfo {
+                    id: TargetId(k as u16),
+                    xcf_address: address,
+                });
+                target_macs.push((IpAddr::V4(address), mac(5, *t, d)));
+                let dvipas: Vec<(String, IpAddr)> = plans
+                    .iter()
+                    .filter(|p| p.owner == *owner && p.targets.contains(name))
+                    .map(|p| (p.name.clone(), p.address))
+                    .collect();
+                let target = Target::new(
+                    TargetConfig {
+                        xcf_address: address,
+                        distributor_xcf: owner_xcf,
+                        dvipas: dvipas.iter().map(|(_, a)| *a).collect(),
+                    },
+                    facility.clone(),
+                );
+                let mut node = TargetNode::new(
+                    target,
+                    ShadowSaTable::new(),
+                    external.take(&format!("t{t}-d{d}-ext"))?,
+                    xcf.take(&format!("t{t}-d{d}-xcf"))?,
+                    mac(4, *t, d),
+                    peer_macs.clone(),
+                    true,
+                );
+                node.set_distributor_link(mac(3, d, 0));
+                planes.entry(*t).or_default().push(Plane { dvipas, node });
+            }
+            let ports = plans
+                .iter()
+                .filter(|p| p.owner == *owner)
+                .map(|p| DistributedPort {
+                    dvipa: p.address,
+                    protocol: 17,
+                    port: ECHO_PORT,
+                    targets: serving
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (name, _))| p.targets.contains(name))
+                        .map(|(k, _)| TargetId(k as u16))
+                        .collect(),
+                })
+                .collect();
+            let config = DistributorConfig {
+                xcf_address: owner_xcf,
+                targets: infos,
+                ports,
+                dct: DctConfig::default(),
+                load_stale_after_us: 10_000_000,
+                distribute_udp: true,
+            };
+            let node = DistributorNode::new(
+                Distributor::new(config),
+                ShadowSaTable::new(),
+                facility.clone(),
+                external.take(&format!("dist{d}-ext"))?,
+                xcf.take(&format!("dist{d}-xcf"))?,
+                mac(3, d, 0),
+                Neighbours::new(target_macs),
+                256,
+            );
+            incarnation += 1;
+            let core = dvipsec_cluster::Distributor::new(
+                view_of(owner)?,
+                incarnation,
+                LinkSecurity::Trusted,
+                Box::new(CfSlots::new(owner_region.clone())),
+                Duration::ZERO,
+            );
+            distributors.push(DistributorBox {
+                name: owner.clone(),
+                core,
+                node,
+            });
+        }
+        let mut targets = Vec::new();
+        for (t, name) in boxes.iter().enumerate() {
+            incarnation += 1;
+            let core = dvipsec_cluster::Target::new(
+                view_of(name)?,
+                incarnation,
+                LinkSecurity::Trusted,
+                Duration::ZERO,
+            );
+            targets.push(TargetBox {
+                name: name.clone(),
+                core,
+                planes: planes.remove(&t).unwrap_or_default(),
+            });
+        }
+        let mut peers = Vec::new();
+        for (p, plan) in plans.iter().enumerate() {
+            let d = owners.iter().position(|o| *o == plan.owner).unwrap_or(0);
+            let inner = IpAddr::V4(Ipv4Addr::new(10, p as u8 + 1, 0, 1));
+            let keys = KeyExchange::new(&Parties {
+                peer_outer: plan.peer_outer,
+                peer_inner: inner,
+                dvipa: plan.address,
+                dvipa_name: plan.name.clone(),
+            })?;
+            peers.push(DvipaPeer {
+                dvipa: plan.name.clone(),
+                address: plan.address,
+                distributor: plan.owner.clone(),
+                inner,
+                peer: RemotePeer::new(
+                    external.take(&format!("peer{p}"))?,
+                    mac(1, p, 0),
+                    mac(2, d, 0),
+                ),
+                keys,
+                current: None,
+                rekey_asked: false,
+                pending_switches: Vec::new(),
+                retired: Vec::new(),
+                next_flow: 0,
+            });
+        }
+        Ok(Site {
+            distributors,
+            targets,
+            peers,
+            numbers_issued,
+            counters: SiteCounters::default(),
+            xcf: Network::new(1, 0, Duration::from_millis(1)),
+            start,
+            now: Duration::ZERO,
+            last_lifesize: Duration::ZERO,
+        })
+    }
+
+    /// Simulated time since the site started.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Every peer starts negotiating with its DVIPA's distributor.
+    pub fn start_ike(&mut self) -> Result<(), SiteError> {
+        let now = self.start + self.now;
+        for peer in &mut self.peers {
+            peer.keys.initiate(now)?;
+        }
+        Ok(())
+    }
+
+    /// One round of every box, then simulated time moves on by a millisecond.
+    pub fn round(&mut self) {
+        self.run_ike();
+        self.send_traffic();
+        self.run_data_plane();
+        if self.now >= self.last_lifesize + LIFESIZE_INTERVAL {
+            self.report_lifesize();
+            self.last_lifesize = self.now;
+        }
+        self.run_cluster_link();
+        self.now += Duration::from_millis(1);
+    }
+
+    fn run_ike(&mut self) {
+        let now = self.start + self.now;
+        for index in 0..self.peers.len() {
+            let events = self.peers[index].keys.pump(now);
+            for event in events.peer {
+                self.on_peer_event(index, event);
+            }
+            for event in events.distributor {
+                self.on_distributor_ike_event(index, event);
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, index: usize, event: Event) {
+        let peer = &mut self.peers[index];
+        let child = match event {
+            Event::ChildSaInstalled(child) => child,
+            Event::ChildSaRekeyed { new, .. } => new,
+            _ => return,
+        };
+        match peer_sas(&child) {
+            // The peer sends on it once every target holds it (see `on_distributed`).
+            Ok(Some((outbound, inbound))) => peer.peer.stage(outbound, inbound),
+            Ok(None) | Err(_) => self.counters.errors += 1,
+        }
+    }
+
+    fn on_distributor_ike_event(&mut self, index: usize, event: Event) {
+        match event {
+            Event::ChildSaInstalled(child) => self.distribute_child(index, &child, None),
+            Event::ChildSaRekeyed {
+                old_inbound_spi,
+                old_outbound_spi,
+                new,
+            } => self.distribute_child(index, &new, Some((old_inbound_spi, old_outbound_spi))),
+            Event::ChildSaDeleted {
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => self.delete_child(index, inbound_spi, outbound_spi),
+            _ => {}
+        }
+    }
+
+    /// The distributor's responder installed `child` (replacing `old`): hand it to the cluster
+    /// core, which gives it CF slots and sends SA_INSTALL to the DVIPA's targets.
+    fn distribute_child(
+        &mut self,
+        index: usize,
+        child: &ChildSaInstalled,
+        old: Option<(u32, u32)>,
+    ) {
+        let now = self.now;
+        let peer = &mut self.peers[index];
+        let Some(pair) = child_pair(&peer.dvipa, peer.address, peer.inner, child) else {
+            self.counters.errors += 1;
+            return;
+        };
+        let Some(dist) = self
+            .distributors
+            .iter_mut()
+            .find(|d| d.name == peer.distributor)
+        else {
+            self.counters.errors += 1;
+            return;
+        };
+        if let Some((old_in, old_out)) = old {
+            self.counters.rekeys += 1;
+            peer.retired.extend([old_in, old_out]);
+        }
+        let new_inbound = pair.inbound.sa_ref();
+        let waiting = vec![new_inbound.clone(), pair.outbound.sa_ref()];
+        for install in [&pair.inbound, &pair.outbound] {
+            let event = IkeEvent::Installed(Box::new(install.clone()));
+            if dist.core.handle_ike(event, now).is_err() {
+                self.counters.errors += 1;
+            }
+        }
+        self.counters.child_sas += 1;
+        peer.current = Some((child.inbound_spi, child.outbound_spi));
+        peer.rekey_asked = false;
+        peer.pending_switches.push(PendingSwitch {
+            new: [Box::new(pair.inbound), Box::new(pair.outbound)],
+            waiting,
+            old,
+        });
+        // The distributor's own data path needs the inbound SA (with its CF slot) to peek.
+        let stored = dist
+            .core
+            .sas(&peer.dvipa)
+            .into_iter()
+            .find(|s| s.sa_ref() == new_inbound)
+            .cloned();
+        match stored.map(|install| (data_plane_sa(&install), install)) {
+            Some((Ok(sa), install)) => match convert::selector(&install) {
+                Some(selector) => dist.node.sas.install_inbound(
+                    sa,
+                    peer.address,
+                    install.peer,
+                    selector,
+                    SlotId(install.cf_slot),
+                ),
+                None => self.counters.errors += 1,
+            },
+            _ => self.counters.errors += 1,
+        }
+    }
+
+    /// The responder deleted a child SA. Old halves of a rekey are already gone from the cluster
+    /// (the rekey replaced them); anything else is deleted now.
+    fn delete_child(&mut self, index: usize, inbound_spi: u32, outbound_spi: u32) {
+        let now = self.now;
+        let peer = &mut self.peers[index];
+        if peer.retired.contains(&inbound_spi) {
+            peer.retired
+                .retain(|s| *s != inbound_spi && *s != outbound_spi);
+            return;
+        }
+        let Some(dist) = self
+            .distributors
+            .iter_mut()
+            .find(|d| d.name == peer.distributor)
+        else {
+            return;
+        };
+        for (direction, spi) in [
+            (WireDirection::Inbound, inbound_spi),
+            (WireDirection::Outbound, outbound_spi),
+        ] {
+            let sa = SaRef {
+                dvipa: peer.dvipa.clone(),
+                direction,
+                spi,
+            };
+            if dist.core.handle_ike(IkeEvent::Deleted(sa), now).is_err() {
+                self.counters.errors += 1;
+            }
+        }
+        dist.node.sas.delete(inbound_spi);
+        peer.peer.remove_inbound(outbound_spi);
+    }
+
+    fn send_traffic(&mut self) {
+        for peer in &mut self.peers {
+            if !peer.peer.has_outbound() {
+                continue;
+            }
+            for _ in 0..SENDS_PER_ROUND {
+                let flow = peer.next_flow % FLOWS_PER_PEER;
+                peer.next_flow = peer.next_flow.wrapping_add(1);
+                let src = SocketAddr::new(peer.inner, 40_000 + flow);
+                let dst = SocketAddr::new(peer.address, ECHO_PORT);
+                peer.peer.send_udp(src, dst, b"hello from the demo peer");
+            }
+        }
+    }
+
+    fn run_data_plane(&mut self) {
+        let now_us = u64::try_from(self.now.as_micros()).unwrap_or(u64::MAX);
+        for peer in &mut self.peers {
+            peer.peer.flush();
+        }
+        for dist in &mut self.distributors {
+            dist.node.poll(now_us);
+        }
+        for target in &mut self.targets {
+            for plane in &mut target.planes {
+                plane.node.poll(now_us);
+            }
+        }
+        for peer in &mut self.peers {
+            peer.peer.poll_rx();
+        }
+    }
+
+    fn report_lifesize(&mut self) {
+        for target in &mut self.targets {
+            for plane in &mut target.planes {
+                let mut sink = ClusterSink {
+                    core: &mut target.core,
+                    dvipas: &plane.dvipas,
+                    refused: 0,
+                };
+                plane.node.report_lifesize(&mut sink);
+                self.counters.lifesize_refused += sink.refused;
+            }
+        }
+    }
+
+    fn run_cluster_link(&mut self) {
+        let now = self.now;
+        for dist in &mut self.distributors {
+            while let Some(t) = dist.core.poll_transmit(now) {
+                let from = format!("{}/d", dist.name);
+                self.xcf.send(&from, &format!("{}/t", t.to), t.bytes, now);
+            }
+        }
+        for target in &mut self.targets {
+            target.core.handle_timeout(now);
+            while let Some(t) = target.core.poll_transmit(now) {
+                let from = format!("{}/t", target.name);
+                self.xcf.send(&from, &format!("{}/d", t.to), t.bytes, now);
+            }
+        }
+        for frame in self.xcf.arrivals(now) {
+            let from = frame.from.split('/').next().unwrap_or_default();
+            let handled = match frame.to.split_once('/') {
+                Some((to, "d")) => self
+                    .distributors
+                    .iter_mut()
+                    .find(|d| d.name == to)
+                    .map(|d| d.core.handle(from, &frame.bytes, now).is_ok()),
+                Some((to, _)) => self
+                    .targets
+                    .iter_mut()
+                    .find(|t| t.name == to)
+                    .map(|t| t.core.handle(from, &frame.bytes, now).is_ok()),
+                None => None,
+            };
+            if handled != Some(true) {
+                self.counters.errors += 1;
+            }
+        }
+        self.take_cluster_events();
+    }
+
+    fn take_cluster_events(&mut self) {
+        let mut distributor_events = Vec::new();
+        for dist in &mut self.distributors {
+            while let Some(event) = dist.core.poll_event() {
+                distributor_events.push(event);
+            }
+        }
+        for event in distributor_events {
+            self.on_cluster_event(event);
+        }
+        for target in &mut self.targets {
+            while let Some(event) = target.core.poll_event() {
+                let ok = match event {
+                    TargetEvent::Installed(sa) => install_shadow(target, &sa),
+                    TargetEvent::Deleted(sa) => {
+                        for plane in &mut target.planes {
+                            if plane.dvipas.iter().any(|(n, _)| *n == sa.dvipa) {
+                                plane.node.sas.delete(sa.spi);
+                            }
+                        }
+                        true
+                    }
+                    _ => true,
+                };
+                if !ok {
+                    self.counters.errors += 1;
+                }
+            }
+        }
+    }
+
+    fn on_cluster_event(&mut self, event: DistributorEvent) {
+        let now = self.start + self.now;
+        match event {
+            DistributorEvent::SoftLimitReached(sa) => {
+                let Some(peer) = self.peers.iter_mut().find(|p| p.dvipa == sa.dvipa) else {
+                    return;
+                };
+                let Some((inbound, outbound)) = peer.current else {
+                    return;
+                };
+                let is_current = sa.spi == inbound || sa.spi == outbound;
+                if is_current && !peer.rekey_asked {
+                    match peer.keys.rekey_child(now, inbound) {
+                        Ok(()) => peer.rekey_asked = true,
+                        Err(_) => self.counters.errors += 1,
+                    }
+                }
+            }
+            DistributorEvent::HardLimitReached(_) => self.counters.hard_limits += 1,
+            DistributorEvent::Distributed(sa) => self.on_distributed(&sa),
+            _ => {}
+        }
+    }
+
+    /// Every target acknowledged `sa`. Once both halves of a child are everywhere, the peer
+    /// moves to it and the child it replaces goes (IKE's rekey, told to the cluster core now).
+    fn on_distributed(&mut self, sa: &SaRef) {
+        let now = self.now;
+        let Some(peer) = self.peers.iter_mut().find(|p| p.dvipa == sa.dvipa) else {
+            return;
+        };
+        let Some(at) = peer
+            .pending_switches
+            .iter()
+            .position(|s| s.waiting.contains(sa))
+        else {
+            return;
+        };
+        peer.pending_switches[at].waiting.retain(|w| w != sa);
+        if !peer.pending_switches[at].waiting.is_empty() {
+            return;
+        }
+        let switch = peer.pending_switches.remove(at);
+        peer.peer.activate_staged();
+        let Some((old_in, old_out)) = switch.old else {
+            return;
+        };
+        peer.peer.remove_inbound(old_out);
+        let Some(dist) = self
+            .distributors
+            .iter_mut()
+            .find(|d| d.name == peer.distributor)
+        else {
+            return;
+        };
+        let [new_in, new_out] = switch.new;
+        for (direction, old_spi, new) in [
+            (WireDirection::Inbound, old_in, new_in),
+            (WireDirection::Outbound, old_out, new_out),
+        ] {
+            let replaced = IkeEvent::Rekeyed {
+                old: SaRef {
+                    dvipa: peer.dvipa.clone(),
+                    direction,
+                    spi: old_spi,
+                },
+                new,
+            };
+            if dist.core.handle_ike(replaced, now).is_err() {
+                self.counters.errors += 1;
+            }
+        }
+        dist.node.sas.delete(old_in);
+    }
+}
+
+/// A target core installed `sa`: the plane serving its DVIPA builds it for the data path.
+fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
+    let Some(install) = target
+        .core
+        .shadow_sas(&sa.dvipa)
+        .into_iter()
+        .find(|s| s.install.sa_ref() == *sa)
+        .map(|s| s.install.clone())
+    else {
+        return false;
+    };
+    let Some(plane) = target
+        .planes
+        .iter_mut()
+        .find(|p| p.dvipas.iter().any(|(n, _)| *n == sa.dvipa))
+    else {
+        return false;
+    };
+    let Some(&(_, dvipa)) = plane.dvipas.iter().find(|(n, _)| *n == sa.dvipa) else {
+        return false;
+    };
+    let (Ok(esp), Some(selector)) = (data_plane_sa(&install), convert::selector(&install)) else {
+        return false;
+    };
+    let slot = SlotId(install.cf_slot);
+    match sa.direction {
+        WireDirection::Inbound => {
+            plane
+                .node
+                .sas
+                .install_inbound(esp, dvipa, install.peer, selector, slot)
+        }
+        WireDirection::Outbound => plane.node.sas.install_outbound(
+            esp,
+            dvipa,
+            install.peer,
+            selector,
+            slot,
+            LeasePolicy::per_packet(),
+        ),
+    }
+    true
+}
