@@ -14,6 +14,11 @@ if ! command -v swanctl >/dev/null 2>&1 || [ ! -x /usr/sbin/charon-systemd ] \
     apt_packages+=(strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins
         libstrongswan-extra-plugins libstrongswan-standard-plugins)
 fi
+# DPDK 22.11 for dvipsec-dpdk's `dpdk` feature: headers, PMDs, pkg-config and libclang for bindgen.
+if ! pkg-config --exists libdpdk 2>/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/librte_net_ring.so ] \
+    || ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+    apt_packages+=(dpdk libdpdk-dev dpdk-dev pkg-config libclang-dev clang)
+fi
 
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -8,3 +8,6 @@ scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+# The DPDK backend (feature `dpdk`, needs root and DPDK; its tests fail loudly under CI=true).
+cargo clippy -p dvipsec-dpdk --features dpdk --all-targets -- -D warnings
+cargo test -p dvipsec-dpdk --features dpdk
