@@ -55,7 +55,7 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("temporary directory for the CF region: {e}"))?;
     let started = Instant::now();
     let mut site = Site::new(&views, &dir.path().join("cf"), started).map_err(|e| e.to_string())?;
-    site.start_ike().map_err(|e| e.to_string())?;
+    site.start().map_err(|e| e.to_string())?;
     let limit = Duration::from_secs(args.seconds);
     let mut last_progress = started;
     while started.elapsed() < limit {

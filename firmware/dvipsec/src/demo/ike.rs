@@ -1,6 +1,7 @@
-//! IKEv2 between the demo's remote peer and a DVIPA's distributor: our initiator plays the peer,
-//! our responder plays the distributor's key manager. Datagrams pass in memory; time is the
-//! scheduler's simulated time.
+//! IKEv2 between the demo's remote peer and a DVIPA's distributor: one of our endpoints plays
+//! the peer, another the distributor's key manager; either side can start (the distributor does
+//! for NEWCONN, seed figure 11). Datagrams pass in memory; time is the scheduler's simulated
+//! time.
 
 use dvipsec_ike::crypto::{EspSuite, IkeSuite};
 use dvipsec_ike::wire::TrafficSelector;
@@ -28,12 +29,12 @@ pub struct Parties {
 
 /// The two key managers of one DVIPA's peer.
 pub struct KeyExchange {
-    initiator: Endpoint,
-    responder: Endpoint,
+    peer_side: Endpoint,
+    dvipa_side: Endpoint,
     peer_socket: SocketAddr,
     dvipa_socket: SocketAddr,
-    /// The responder's IKE SA, once established.
-    pub responder_sa: Option<IkeSaId>,
+    /// The distributor side's IKE SA, once established.
+    pub dvipa_sa: Option<IkeSaId>,
 }
 
 /// Events of both sides after a pump.
@@ -64,53 +65,65 @@ impl KeyExchange {
     pub fn new(parties: &Parties) -> Result<KeyExchange, IkeError> {
         let peer_id = format!("peer.{}.demo", parties.dvipa_name.to_lowercase());
         let dvipa_id = format!("{}.demo", parties.dvipa_name.to_lowercase());
-        let initiator = peer_config(
+        let peer_side = peer_config(
             "dvipa",
             peer_id.clone(),
             dvipa_id.clone(),
             (parties.peer_inner, parties.dvipa),
         );
-        let responder = peer_config(
+        let dvipa_side = peer_config(
             "peer",
             dvipa_id,
             peer_id,
             (parties.dvipa, parties.peer_inner),
         );
         Ok(KeyExchange {
-            initiator: Endpoint::new(EndpointConfig::new(vec![initiator]))?,
-            responder: Endpoint::new(EndpointConfig::new(vec![responder]))?,
+            peer_side: Endpoint::new(EndpointConfig::new(vec![peer_side]))?,
+            dvipa_side: Endpoint::new(EndpointConfig::new(vec![dvipa_side]))?,
             peer_socket: SocketAddr::new(parties.peer_outer, 500),
             dvipa_socket: SocketAddr::new(parties.dvipa, 500),
-            responder_sa: None,
+            dvipa_sa: None,
         })
     }
 
     /// The peer starts IKE_SA_INIT and IKE_AUTH (with the first child SA).
-    pub fn initiate(&mut self, now: Instant) -> Result<(), IkeError> {
-        self.initiator
+    pub fn initiate_from_peer(&mut self, now: Instant) -> Result<(), IkeError> {
+        self.peer_side
             .initiate(now, "dvipa", self.peer_socket, self.dvipa_socket)
             .map(|_| ())
     }
 
+    /// The distributor's key manager negotiates a child SA with the peer (NEWCONN): a new IKE
+    /// SA when there is none, else a CREATE_CHILD_SA on the existing one.
+    pub fn initiate_from_dvipa(&mut self, now: Instant) -> Result<(), IkeError> {
+        match self.dvipa_sa {
+            Some(id) => self.dvipa_side.create_child(now, id),
+            None => self
+                .dvipa_side
+                .initiate(now, "peer", self.dvipa_socket, self.peer_socket)
+                .map(|_| ()),
+        }
+    }
+
     /// The distributor's key manager rekeys the child whose inbound SPI is `inbound_spi`.
     pub fn rekey_child(&mut self, now: Instant, inbound_spi: u32) -> Result<(), IkeError> {
-        let id = self.responder_sa.ok_or(IkeError::NoSuchSa(0))?;
-        self.responder.rekey_child(now, id, inbound_spi)
+        let id = self.dvipa_sa.ok_or(IkeError::NoSuchSa(0))?;
+        self.dvipa_side.rekey_child(now, id, inbound_spi)
     }
 
     /// Runs timers, passes datagrams both ways until quiet and returns both sides' events.
     pub fn pump(&mut self, now: Instant) -> Events {
-        self.initiator.handle_timeout(now);
-        self.responder.handle_timeout(now);
+        self.peer_side.handle_timeout(now);
+        self.dvipa_side.handle_timeout(now);
         for _ in 0..PUMP_ROUNDS {
             let mut moved = false;
-            while let Some(t) = self.initiator.poll_transmit(now) {
-                self.responder
+            while let Some(t) = self.peer_side.poll_transmit(now) {
+                self.dvipa_side
                     .handle_datagram(now, t.local, t.remote, &t.payload);
                 moved = true;
             }
-            while let Some(t) = self.responder.poll_transmit(now) {
-                self.initiator
+            while let Some(t) = self.dvipa_side.poll_transmit(now) {
+                self.peer_side
                     .handle_datagram(now, t.local, t.remote, &t.payload);
                 moved = true;
             }
@@ -119,12 +132,17 @@ impl KeyExchange {
             }
         }
         let events = Events {
-            peer: std::iter::from_fn(|| self.initiator.poll_event()).collect(),
-            distributor: std::iter::from_fn(|| self.responder.poll_event()).collect(),
+            peer: std::iter::from_fn(|| self.peer_side.poll_event()).collect(),
+            distributor: std::iter::from_fn(|| self.dvipa_side.poll_event()).collect(),
         };
         for event in &events.distributor {
-            if let Event::IkeSaEstablished { ike_sa, .. } = event {
-                self.responder_sa = Some(*ike_sa);
+            match event {
+                Event::IkeSaEstablished { ike_sa, .. } => self.dvipa_sa = Some(*ike_sa),
+                Event::IkeSaRekeyed { new, .. } => self.dvipa_sa = Some(*new),
+                Event::IkeSaDeleted { ike_sa, .. } if self.dvipa_sa == Some(*ike_sa) => {
+                    self.dvipa_sa = None
+                }
+                _ => {}
             }
         }
         events

@@ -13,8 +13,10 @@ use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent};
 use dvipsec_config::NodeView;
+use dvipsec_dataplane::app::SocketId;
 use dvipsec_dataplane::dct::{DctConfig, TargetId};
 use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
+use dvipsec_dataplane::node::SendStatus;
 use dvipsec_dataplane::node::{DistributorNode, Neighbours, TargetNode};
 use dvipsec_dataplane::poll::PollNode;
 use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink, ShadowSaTable};
@@ -37,6 +39,8 @@ const CF_SLOTS: u32 = 256;
 const FLOWS_PER_PEER: u16 = 16;
 /// Datagrams each peer sends per round.
 const SENDS_PER_ROUND: u16 = 4;
+/// The port of the application on a target that opens a connection to a peer (NEWCONN).
+const NEWCONN_PORT: u16 = 7000;
 /// How often targets hand their counts to the cluster core (simulated time).
 const LIFESIZE_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -94,6 +98,20 @@ struct PendingSwitch {
     old: Option<(u32, u32)>,
 }
 
+/// Who opens the first connection of a DVIPA's peer.
+#[derive(Debug, Clone, Copy)]
+enum Opener {
+    /// The peer negotiates and sends to the DVIPA's echo service.
+    Peer,
+    /// An application on a target sends to the peer first (seed figure 11): NEWCONN makes the
+    /// distributor negotiate; the peer sends once the SA is distributed.
+    Target {
+        target: usize,
+        plane: usize,
+        socket: SocketId,
+    },
+}
+
 /// One DVIPA's remote peer and its negotiation with the DVIPA's distributor.
 pub struct DvipaPeer {
     pub dvipa: String,
@@ -102,6 +120,7 @@ pub struct DvipaPeer {
     pub inner: IpAddr,
     pub peer: RemotePeer,
     keys: KeyExchange,
+    opener: Opener,
     /// The distributor side's current child SA: (inbound SPI, outbound SPI).
     current: Option<(u32, u32)>,
     rekey_asked: bool,
@@ -121,6 +140,10 @@ pub struct SiteCounters {
     pub errors: u64,
     /// Lifesize counts the cluster target refused (SA already deleted there).
     pub lifesize_refused: u64,
+    /// NEWCONN requests targets sent, and connections they released or gave up.
+    pub newconn_requests: u64,
+    pub newconn_released: u64,
+    pub newconn_failed: u64,
 }
 
 pub struct Site {
@@ -418,12 +441,18 @@ impl Site {
                     mac(2, d, 0),
                 ),
                 keys,
+                opener: Opener::Peer,
                 current: None,
                 rekey_asked: false,
                 pending_switches: Vec::new(),
                 retired: Vec::new(),
                 next_flow: 0,
             });
+        }
+        // Every DVIPA after the first starts with a target-originated connection.
+        for peer in peers.iter_mut().skip(1) {
+            peer.opener =
+                newconn_opener(&mut targets, &peer.dvipa, &peer.distributor, peer.address)?;
         }
         Ok(Site {
             distributors,
@@ -443,11 +472,33 @@ impl Site {
         self.now
     }
 
-    /// Every peer starts negotiating with its DVIPA's distributor.
-    pub fn start_ike(&mut self) -> Result<(), SiteError> {
+    /// Starts every DVIPA's first connection: the peer negotiates, or a target's application
+    /// sends to the peer and waits for NEWCONN.
+    pub fn start(&mut self) -> Result<(), SiteError> {
         let now = self.start + self.now;
         for peer in &mut self.peers {
-            peer.keys.initiate(now)?;
+            match peer.opener {
+                Opener::Peer => peer.keys.initiate_from_peer(now)?,
+                Opener::Target {
+                    target,
+                    plane,
+                    socket,
+                } => {
+                    let to = SocketAddr::new(peer.inner, NEWCONN_PORT);
+                    let node = self
+                        .targets
+                        .get_mut(target)
+                        .and_then(|t| t.planes.get_mut(plane))
+                        .map(|p| &mut p.node)
+                        .ok_or_else(|| SiteError::Missing("NEWCONN target".into()))?;
+                    let status = node
+                        .send_to(socket, to, b"hello from a target", 0)
+                        .map_err(|e| SiteError::Missing(format!("NEWCONN send: {e}")))?;
+                    if status != SendStatus::AwaitingSa {
+                        self.counters.errors += 1;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -457,6 +508,7 @@ impl Site {
         self.run_ike();
         self.send_traffic();
         self.run_data_plane();
+        self.forward_newconn_requests();
         if self.now >= self.last_lifesize + LIFESIZE_INTERVAL {
             self.report_lifesize();
             self.last_lifesize = self.now;
@@ -640,6 +692,35 @@ impl Site {
         }
     }
 
+    /// Figure 11: packets a target's application sent with no SA wait in the data plane; the
+    /// cluster core asks the distributor for an SA (NEWCONN).
+    fn forward_newconn_requests(&mut self) {
+        let now = self.now;
+        for target in &mut self.targets {
+            for plane in &mut target.planes {
+                let requests: Vec<_> = plane.node.take_newconn_requests().collect();
+                for request in requests {
+                    // The data plane names the addresses only; the demo's filters cover any
+                    // protocol and port.
+                    let flow = dvipsec_cluster::wire::Flow {
+                        local: request.local,
+                        remote: request.remote,
+                        protocol: 17,
+                        local_port: 0,
+                        remote_port: 0,
+                    };
+                    match target.core.open_connection(flow, now) {
+                        Ok(dvipsec_cluster::ConnStart::Pending { .. }) => {
+                            self.counters.newconn_requests += 1
+                        }
+                        Ok(dvipsec_cluster::ConnStart::Ready(_)) => {}
+                        Err(_) => self.counters.errors += 1,
+                    }
+                }
+            }
+        }
+    }
+
     fn report_lifesize(&mut self) {
         for target in &mut self.targets {
             for plane in &mut target.planes {
@@ -713,7 +794,15 @@ impl Site {
                         }
                         true
                     }
-                    _ => true,
+                    TargetEvent::ConnectionReleased { .. } => {
+                        self.counters.newconn_released += 1;
+                        true
+                    }
+                    TargetEvent::ConnectionFailed { .. }
+                    | TargetEvent::ConnectionTimedOut { .. } => {
+                        self.counters.newconn_failed += 1;
+                        true
+                    }
                 };
                 if !ok {
                     self.counters.errors += 1;
@@ -741,6 +830,14 @@ impl Site {
                 }
             }
             DistributorEvent::HardLimitReached(_) => self.counters.hard_limits += 1,
+            DistributorEvent::NegotiateSa { dvipa, .. } => {
+                let Some(peer) = self.peers.iter_mut().find(|p| p.dvipa == dvipa) else {
+                    return;
+                };
+                if peer.keys.initiate_from_dvipa(now).is_err() {
+                    self.counters.errors += 1;
+                }
+            }
             DistributorEvent::Distributed(sa) => self.on_distributed(&sa),
             _ => {}
         }
@@ -796,6 +893,37 @@ impl Site {
         }
         dist.node.sas.delete(old_in);
     }
+}
+
+/// A target serving `dvipa` (not its distributor's own box, if another serves it) binds an
+/// application socket there; it will open the DVIPA's first connection.
+fn newconn_opener(
+    targets: &mut [TargetBox],
+    dvipa: &str,
+    distributor: &str,
+    address: IpAddr,
+) -> Result<Opener, SiteError> {
+    let serves = |t: &TargetBox| {
+        t.planes
+            .iter()
+            .position(|p| p.dvipas.iter().any(|(n, _)| n == dvipa))
+    };
+    let target = targets
+        .iter()
+        .position(|t| t.name != distributor && serves(t).is_some())
+        .or_else(|| targets.iter().position(|t| serves(t).is_some()))
+        .ok_or_else(|| SiteError::Missing(format!("target serving {dvipa}")))?;
+    let plane = serves(&targets[target])
+        .ok_or_else(|| SiteError::Missing(format!("target serving {dvipa}")))?;
+    let socket = targets[target].planes[plane]
+        .node
+        .bind_udp(SocketAddr::new(address, NEWCONN_PORT), 4)
+        .map_err(|e| SiteError::Missing(format!("socket on {dvipa}: {e}")))?;
+    Ok(Opener::Target {
+        target,
+        plane,
+        socket,
+    })
 }
 
 /// A target core installed `sa`: the plane serving its DVIPA builds it for the data path.

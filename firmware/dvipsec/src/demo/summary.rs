@@ -43,6 +43,9 @@ pub struct Summary {
     pub rekeys: u64,
     pub child_sas: u64,
     pub errors: u64,
+    pub newconn_requests: u64,
+    pub newconn_released: u64,
+    pub newconn_failed: u64,
 }
 
 fn add_drops(drops: &mut BTreeMap<String, u64>, cause: String, count: u64) {
@@ -110,6 +113,9 @@ impl Summary {
             rekeys: site.counters.rekeys,
             child_sas: site.counters.child_sas,
             errors: site.counters.errors,
+            newconn_requests: site.counters.newconn_requests,
+            newconn_released: site.counters.newconn_released,
+            newconn_failed: site.counters.newconn_failed,
         }
     }
 
@@ -170,7 +176,9 @@ impl Summary {
             "lifesize_reports": self.lifesize_reports(),
             "rekeys": self.rekeys,
             "child_sas": self.child_sas,
-            "newconn": 0,
+            "newconn": self.newconn_released,
+            "newconn_requests": self.newconn_requests,
+            "newconn_failed": self.newconn_failed,
             "errors": self.errors,
         })
     }
@@ -207,6 +215,10 @@ impl Summary {
             self.child_sas,
             self.rekeys,
             self.errors
+        ));
+        out.push_str(&format!(
+            "target-originated connections (NEWCONN): {} requested, {} released, {} failed\n",
+            self.newconn_requests, self.newconn_released, self.newconn_failed
         ));
         out
     }
