@@ -1,4 +1,5 @@
 //! `dvipsecctl cf take`: takes numbers from a CF slot, for operators and diagnostics.
+//! `dvipsecctl cf show`: a box's view of the CF (epoch, slots, lifesize counters).
 
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
@@ -28,14 +29,19 @@ enum CfCommand {
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
     },
+    /// Shows the CF as a box sees it: epoch, incarnation, slots and lifesize counters.
+    Show(crate::cmd_status::ListingArgs),
 }
 
 pub fn run(args: CfArgs) -> ExitCode {
-    let CfCommand::Take {
-        server,
-        slot,
-        count,
-    } = args.command;
+    let (server, slot, count) = match args.command {
+        CfCommand::Take {
+            server,
+            slot,
+            count,
+        } => (server, slot, count),
+        CfCommand::Show(listing) => return show(listing),
+    };
     match take(server, SlotId(slot), count) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -82,4 +88,36 @@ fn take(server: SocketAddr, slot: SlotId, count: u64) -> Result<(), CfError> {
         }
     }
     out.flush().map_err(write_error)
+}
+
+fn show_human(cf: &dvipsec_control::protocol::CfReport) -> String {
+    let mut out = format!(
+        "cf: epoch {} incarnation {} slots {} in use {}\n",
+        cf.epoch,
+        cf.incarnation,
+        cf.slot_capacity,
+        cf.slots.len()
+    );
+    for slot in &cf.slots {
+        out += &format!(
+            "  slot {} dvipa {} spi 0x{:08x}\n    lifesize in  {}(bytes), {}(packets)\n    lifesize out {}(bytes), {}(packets)\n",
+            slot.slot,
+            slot.dvipa,
+            slot.spi,
+            slot.bytes_in,
+            slot.packets_in,
+            slot.bytes_out,
+            slot.packets_out
+        );
+    }
+    out
+}
+
+fn show(listing: crate::cmd_status::ListingArgs) -> ExitCode {
+    use crate::cmd_status::{ask, print_listing, unexpected};
+    match ask(&listing.socket, dvipsec_control::Request::CfShow) {
+        Ok(dvipsec_control::Response::CfShow(cf)) => print_listing(&listing, &cf, show_human),
+        Ok(_) => unexpected("cf show"),
+        Err(code) => code,
+    }
 }
