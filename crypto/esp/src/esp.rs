@@ -31,6 +31,7 @@ pub(crate) struct EspLocation {
 }
 
 /// Finds the ESP header of a received IP packet, checking the UDP encapsulation rules of RFC 3948.
+#[inline]
 pub(crate) fn locate(sa: &Sa, packet: &[u8]) -> Result<EspLocation, EspError> {
     let outer = ip::parse(packet)?;
     let packet = &packet[..outer.total_len];

@@ -54,6 +54,7 @@ pub struct IpView {
     pub total_len: usize,
 }
 
+#[cold]
 pub(crate) fn truncated(layer: &'static str, offset: usize, needed: usize, len: usize) -> EspError {
     EspError::Truncated {
         layer,
@@ -63,6 +64,7 @@ pub(crate) fn truncated(layer: &'static str, offset: usize, needed: usize, len: 
     }
 }
 
+#[inline]
 pub(crate) fn need(
     packet: &[u8],
     layer: &'static str,
@@ -75,16 +77,24 @@ pub(crate) fn need(
     Ok(())
 }
 
+// One bounds check and one load per field: these run several times per packet.
+#[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let mut bytes = [0u8; 2];
+    bytes.copy_from_slice(&b[at..at + 2]);
+    u16::from_be_bytes(bytes)
 }
 
+#[inline(always)]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(bytes)
 }
 
 /// Parses the IP header at the start of `packet`, walking IPv6 hop-by-hop, routing and destination
 /// options headers. Fragments are rejected.
+#[inline]
 pub fn parse(packet: &[u8]) -> Result<IpView, EspError> {
     let view = parse_header_only(packet)?;
     if view.total_len > packet.len() {
@@ -103,6 +113,7 @@ pub fn parse(packet: &[u8]) -> Result<IpView, EspError> {
 
 /// Like [`parse`] for a packet prefix: the header must be complete, the payload need not be.
 /// `total_len` is what the header declares.
+#[inline]
 pub fn parse_header_only(packet: &[u8]) -> Result<IpView, EspError> {
     need(packet, "IP header", 0, 1)?;
     match packet[0] >> 4 {
@@ -116,6 +127,7 @@ pub fn parse_header_only(packet: &[u8]) -> Result<IpView, EspError> {
     }
 }
 
+#[inline]
 fn parse_v4(packet: &[u8]) -> Result<IpView, EspError> {
     need(packet, "IPv4 header", 0, 20)?;
     let header_len = usize::from(packet[0] & 0x0f) * 4;
@@ -217,6 +229,7 @@ pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// Source and destination addresses of the IP header at the start of `packet` (already parsed).
+#[inline(always)]
 pub fn addresses(packet: &[u8], family: Family) -> (IpAddr, IpAddr) {
     match family {
         Family::V4 => {

@@ -10,6 +10,8 @@ use aws_lc_rs::cipher::DecryptionContext;
 use aws_lc_rs::iv::FixedLength;
 use std::net::IpAddr;
 
+mod fast;
+
 /// A value derived from a packet whose ICV has NOT been verified. Anyone can forge it: use it
 /// only to choose where a packet goes, never to accept it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +83,18 @@ impl Sa {
             IpsecProtocol::Esp => self.peek_esp(packet),
             IpsecProtocol::Ah => self.peek_ah(packet),
         }
-        .map(Unauthenticated)
     }
 
-    fn peek_esp(&self, packet: &[u8]) -> Result<PeekInfo, EspError> {
+    #[inline]
+    fn peek_esp(&self, packet: &[u8]) -> Result<Unauthenticated<PeekInfo>, EspError> {
+        if let Some(found) = self.peek_esp_fast(packet) {
+            return Ok(found);
+        }
+        self.peek_esp_general(packet)
+    }
+
+    /// Any packet shape, with an error naming what is wrong and where.
+    fn peek_esp_general(&self, packet: &[u8]) -> Result<Unauthenticated<PeekInfo>, EspError> {
         let loc = esp::locate(self, packet)?;
         let pkt = &packet[..loc.outer.total_len];
         let suite = self.params.suite;
@@ -129,6 +139,7 @@ impl Sa {
         }
     }
 
+    #[inline]
     fn peek_spi_seq(&self, pkt: &[u8], spi_at: usize) -> Result<(u32, u64), EspError> {
         let spi = ip::be32(pkt, spi_at);
         if spi != self.params.spi {
@@ -141,6 +152,7 @@ impl Sa {
         Ok((spi, self.full_seq(ip::be32(pkt, spi_at + 4))))
     }
 
+    #[inline]
     fn decrypt_more(
         &self,
         ct: &Ciphertext<'_>,
@@ -155,6 +167,7 @@ impl Sa {
     }
 
     /// Decrypts plaintext bytes `offset..offset + out.len()` of the ESP payload into `out`.
+    #[inline(always)]
     fn decrypt_range(
         &self,
         ct: &Ciphertext<'_>,
@@ -221,6 +234,7 @@ fn cbc_decrypt_range(
     Ok(())
 }
 
+#[inline(always)]
 fn l4_peek_len(protocol: u8) -> usize {
     match protocol {
         proto::TCP => TCP_PEEK_LEN,
@@ -230,6 +244,7 @@ fn l4_peek_len(protocol: u8) -> usize {
 }
 
 /// How many plaintext bytes a tunnel-mode peek needs, from the first block of the inner header.
+#[inline]
 fn tunnel_peek_len(first: &[u8], at: usize) -> Result<usize, EspError> {
     ip::need(first, "inner IP header", 0, 10)?;
     match first[0] >> 4 {
@@ -258,10 +273,33 @@ struct L4 {
     tcp_flags: Option<u8>,
 }
 
-fn assemble(spi: u32, seq: u64, outer: Addresses<'_>, inner: Addresses<'_>, l4: L4) -> PeekInfo {
-    let (outer_src, outer_dst) = ip::addresses(outer.header, outer.family);
-    let (src, dst) = ip::addresses(inner.header, inner.family);
-    PeekInfo {
+#[inline]
+fn assemble(
+    spi: u32,
+    seq: u64,
+    outer: Addresses<'_>,
+    inner: Addresses<'_>,
+    l4: L4,
+) -> Unauthenticated<PeekInfo> {
+    flow(
+        spi,
+        seq,
+        ip::addresses(outer.header, outer.family),
+        ip::addresses(inner.header, inner.family),
+        l4,
+    )
+}
+
+/// The result, built in one place for both paths.
+#[inline(always)]
+fn flow(
+    spi: u32,
+    seq: u64,
+    (outer_src, outer_dst): (IpAddr, IpAddr),
+    (src, dst): (IpAddr, IpAddr),
+    l4: L4,
+) -> Unauthenticated<PeekInfo> {
+    Unauthenticated(PeekInfo {
         spi,
         seq,
         outer_src,
@@ -275,9 +313,10 @@ fn assemble(spi: u32, seq: u64, outer: Addresses<'_>, inner: Addresses<'_>, l4: 
         syn: l4
             .tcp_flags
             .is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0),
-    }
+    })
 }
 
+#[inline]
 fn read_inner_ip(head: &[u8], at: usize) -> Result<(Addresses<'_>, L4), EspError> {
     let view = ip::parse_header_only(head).map_err(|e| shift(e, at))?;
     let inner = Addresses {
@@ -294,6 +333,7 @@ fn read_inner_ip(head: &[u8], at: usize) -> Result<(Addresses<'_>, L4), EspError
     Ok((inner, l4))
 }
 
+#[cold]
 fn shift(error: EspError, by: usize) -> EspError {
     match error {
         EspError::Truncated {
@@ -320,6 +360,7 @@ fn shift(error: EspError, by: usize) -> EspError {
     }
 }
 
+#[inline(always)]
 fn read_l4(l4: &[u8], protocol: u8, at: usize) -> Result<L4, EspError> {
     let needed = l4_peek_len(protocol);
     if l4.len() < needed {
@@ -344,7 +385,7 @@ fn read_l4(l4: &[u8], protocol: u8, at: usize) -> Result<L4, EspError> {
 }
 
 impl Sa {
-    fn peek_ah(&self, packet: &[u8]) -> Result<PeekInfo, EspError> {
+    fn peek_ah(&self, packet: &[u8]) -> Result<Unauthenticated<PeekInfo>, EspError> {
         let loc = crate::ah::locate(packet)?;
         let pkt = &packet[..loc.outer.total_len];
         let (spi, seq) = self.peek_spi_seq(pkt, loc.ah_at + 4)?;

@@ -181,11 +181,40 @@ impl CtrKey {
         }
     }
 
+    /// A fixed batch through one backend dispatch.
+    #[inline(always)]
+    fn encrypt_batch(&self, blocks: &mut [aes::Block; CTR_BATCH]) {
+        use aes::cipher::BlockEncrypt;
+        let batch = Batch(blocks);
+        match self {
+            CtrKey::Aes128(k) => k.encrypt_with_backend(batch),
+            CtrKey::Aes256(k) => k.encrypt_with_backend(batch),
+        }
+    }
+
+    /// One block at a time: for peek's one to four blocks the cipher crate's batch machinery
+    /// costs more than the AES rounds, and the blocks still overlap in the CPU's pipeline.
     fn encrypt_blocks(&self, blocks: &mut [aes::Block]) {
         use aes::cipher::BlockEncrypt;
         match self {
-            CtrKey::Aes128(k) => k.encrypt_blocks(blocks),
-            CtrKey::Aes256(k) => k.encrypt_blocks(blocks),
+            CtrKey::Aes128(k) => blocks.iter_mut().for_each(|b| k.encrypt_block(b)),
+            CtrKey::Aes256(k) => blocks.iter_mut().for_each(|b| k.encrypt_block(b)),
+        }
+    }
+}
+
+/// Counter blocks handed to the AES backend in one call.
+struct Batch<'a>(&'a mut [aes::Block; CTR_BATCH]);
+
+impl aes::cipher::BlockSizeUser for Batch<'_> {
+    type BlockSize = aes::cipher::consts::U16;
+}
+
+impl aes::cipher::BlockClosure for Batch<'_> {
+    #[inline(always)]
+    fn call<B: aes::cipher::BlockBackend<BlockSize = Self::BlockSize>>(self, backend: &mut B) {
+        for block in self.0.iter_mut() {
+            backend.proc_block(block.into());
         }
     }
 }
@@ -227,35 +256,94 @@ impl EspAead for AwsLcGcm {
         offset: usize,
         data: &mut [u8],
     ) -> Result<(), CryptoError> {
-        let overflow = CryptoError::Provider {
-            operation: "AES-CTR counter",
-        };
-        let first_block = u32::try_from(offset / 16 + 2).map_err(|_| overflow)?;
+        let mut counter = u32::try_from(offset / 16)
+            .ok()
+            .and_then(|block| block.checked_add(2))
+            .ok_or(CryptoError::Provider {
+                operation: "AES-CTR counter",
+            })?;
         let mut skip = offset % 16;
-        let mut done = 0;
-        let mut counter = first_block;
-        while done < data.len() {
+        if skip == 0 && data.len() <= 16 * CTR_BATCH {
+            self.apply_aligned_batch(nonce, counter, data);
+            return Ok(());
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let wanted = (skip + rest.len()).div_ceil(16).min(CTR_BATCH);
             let mut blocks = [aes::Block::default(); CTR_BATCH];
-            let wanted = (skip + data.len() - done).div_ceil(16).min(CTR_BATCH);
             for block in &mut blocks[..wanted] {
                 block[..NONCE_LEN].copy_from_slice(nonce);
                 block[NONCE_LEN..].copy_from_slice(&counter.to_be_bytes());
                 counter = counter.wrapping_add(1);
             }
             self.ctr.encrypt_blocks(&mut blocks[..wanted]);
-            let mut stream = [0u8; 16 * CTR_BATCH];
-            for (chunk, block) in stream.chunks_exact_mut(16).zip(&blocks[..wanted]) {
-                chunk.copy_from_slice(block);
-            }
-            let take = (wanted * 16 - skip).min(data.len() - done);
-            let keys = &stream[skip..skip + take];
-            for (byte, key) in data[done..done + take].iter_mut().zip(keys) {
-                *byte ^= key;
-            }
-            done += take;
+            let take = (wanted * 16 - skip).min(rest.len());
+            let (now, later) = std::mem::take(&mut rest).split_at_mut(take);
+            xor_keystream(now, &blocks[..wanted], skip);
+            rest = later;
             skip = 0;
         }
         Ok(())
+    }
+}
+
+impl AwsLcGcm {
+    /// Peek's usual call: at most [`CTR_BATCH`] blocks from a block boundary, in one pass over a
+    /// fixed batch (the cipher stays in registers; a spare block costs less than a loop).
+    #[inline(always)]
+    fn apply_aligned_batch(&self, nonce: &[u8; NONCE_LEN], counter: u32, data: &mut [u8]) {
+        let mut blocks = [aes::Block::default(); CTR_BATCH];
+        for (i, block) in blocks.iter_mut().enumerate() {
+            block[..NONCE_LEN].copy_from_slice(nonce);
+            let block_counter = counter.wrapping_add(i as u32);
+            block[NONCE_LEN..].copy_from_slice(&block_counter.to_be_bytes());
+        }
+        self.ctr.encrypt_batch(&mut blocks);
+        for (chunk, block) in data.chunks_mut(16).zip(&blocks) {
+            xor_block(chunk, block);
+        }
+    }
+}
+
+/// XORs up to 16 bytes with a keystream block; a whole block in one 128-bit operation.
+#[inline(always)]
+fn xor_block(chunk: &mut [u8], block: &aes::Block) {
+    match <&mut [u8; 16]>::try_from(&mut *chunk) {
+        Ok(whole) => {
+            let mixed = u128::from_ne_bytes(*whole) ^ u128::from_ne_bytes((*block).into());
+            *whole = mixed.to_ne_bytes();
+        }
+        Err(_) => {
+            for (byte, key) in chunk.iter_mut().zip(block.iter()) {
+                *byte ^= key;
+            }
+        }
+    }
+}
+
+/// XORs `data` with the keystream `blocks`, starting `skip` bytes into the first block. Whole
+/// blocks go 16 bytes at a time: peek's ranges usually start on a block boundary.
+fn xor_keystream(data: &mut [u8], blocks: &[aes::Block], skip: usize) {
+    if skip != 0 {
+        let stream = blocks.iter().flat_map(|block| block.iter()).skip(skip);
+        for (byte, key) in data.iter_mut().zip(stream) {
+            *byte ^= key;
+        }
+        return;
+    }
+    let full_blocks = data.len() / 16;
+    let mut chunks = data.chunks_exact_mut(16);
+    for (chunk, block) in (&mut chunks).zip(blocks) {
+        let mut text = [0u8; 16];
+        text.copy_from_slice(chunk);
+        let mixed = u128::from_ne_bytes(text) ^ u128::from_ne_bytes((*block).into());
+        chunk.copy_from_slice(&mixed.to_ne_bytes());
+    }
+    let tail = chunks.into_remainder();
+    if let Some(block) = blocks.get(full_blocks) {
+        for (byte, key) in tail.iter_mut().zip(block.iter()) {
+            *byte ^= key;
+        }
     }
 }
 
