@@ -3,7 +3,7 @@
 //! sealed by dvipsec-esp with those keys, and a tampered copy fails the check.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -153,7 +153,7 @@ fn tshark_authenticates_and_decrypts_with_the_exported_keys() {
         .find(|l| l.contains(&format!("\"0x{SPI_TO_PEER:08x}\"")))
         .unwrap_or_else(|| panic!("no line for the outbound SA in {text}"));
     let record = fields(line);
-    assert_eq!(record[1], Ipv4Addr::from(DVIPA).to_string());
+    assert_eq!(record[1], DVIPA.to_string());
     let key = hex::decode(record[5].trim_start_matches("0x")).unwrap();
 
     let good = seal(&key);
