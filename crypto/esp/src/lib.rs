@@ -54,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 mod ah;
+mod chacha;
 pub mod classify;
 mod error;
 mod esp;

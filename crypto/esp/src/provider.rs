@@ -3,6 +3,7 @@
 //! An SA asks its provider once, at creation, for an [`EspAead`] bound to its key; per packet it only
 //! calls that object. Peek uses [`EspAead::apply_keystream`] to decrypt a few bytes without the tag.
 
+use crate::chacha::ChaChaKey;
 use crate::error::CryptoError;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
@@ -122,7 +123,7 @@ impl AeadProvider for AwsLcProvider {
                 raw.copy_from_slice(key);
                 Ok(Box::new(AwsLcChaCha {
                     aead: LessSafeKey::new(aead_key),
-                    stream_key: raw,
+                    stream_key: ChaChaKey::new(&raw),
                 }))
             }
         }
@@ -183,7 +184,7 @@ impl CtrKey {
 
     /// A fixed batch through one backend dispatch.
     #[inline(always)]
-    fn encrypt_batch(&self, blocks: &mut [aes::Block; CTR_BATCH]) {
+    fn encrypt_batch<const N: usize>(&self, blocks: &mut [aes::Block; N]) {
         use aes::cipher::BlockEncrypt;
         let batch = Batch(blocks);
         match self {
@@ -204,13 +205,13 @@ impl CtrKey {
 }
 
 /// Counter blocks handed to the AES backend in one call.
-struct Batch<'a>(&'a mut [aes::Block; CTR_BATCH]);
+struct Batch<'a, const N: usize>(&'a mut [aes::Block; N]);
 
-impl aes::cipher::BlockSizeUser for Batch<'_> {
+impl<const N: usize> aes::cipher::BlockSizeUser for Batch<'_, N> {
     type BlockSize = aes::cipher::consts::U16;
 }
 
-impl aes::cipher::BlockClosure for Batch<'_> {
+impl<const N: usize> aes::cipher::BlockClosure for Batch<'_, N> {
     #[inline(always)]
     fn call<B: aes::cipher::BlockBackend<BlockSize = Self::BlockSize>>(self, backend: &mut B) {
         for block in self.0.iter_mut() {
@@ -263,8 +264,12 @@ impl EspAead for AwsLcGcm {
                 operation: "AES-CTR counter",
             })?;
         let mut skip = offset % 16;
-        if skip == 0 && data.len() <= 16 * CTR_BATCH {
-            self.apply_aligned_batch(nonce, counter, data);
+        if skip == 0 && data.len() <= 48 {
+            self.apply_aligned_batch::<3>(nonce, counter, data);
+            return Ok(());
+        }
+        if skip == 0 && data.len() <= 64 {
+            self.apply_aligned_batch::<4>(nonce, counter, data);
             return Ok(());
         }
         let mut rest = data;
@@ -291,8 +296,13 @@ impl AwsLcGcm {
     /// Peek's usual call: at most [`CTR_BATCH`] blocks from a block boundary, in one pass over a
     /// fixed batch (the cipher stays in registers; a spare block costs less than a loop).
     #[inline(always)]
-    fn apply_aligned_batch(&self, nonce: &[u8; NONCE_LEN], counter: u32, data: &mut [u8]) {
-        let mut blocks = [aes::Block::default(); CTR_BATCH];
+    fn apply_aligned_batch<const N: usize>(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        counter: u32,
+        data: &mut [u8],
+    ) {
+        let mut blocks = [aes::Block::default(); N];
         for (i, block) in blocks.iter_mut().enumerate() {
             block[..NONCE_LEN].copy_from_slice(nonce);
             let block_counter = counter.wrapping_add(i as u32);
@@ -349,7 +359,7 @@ fn xor_keystream(data: &mut [u8], blocks: &[aes::Block], skip: usize) {
 
 struct AwsLcChaCha {
     aead: LessSafeKey,
-    stream_key: Zeroizing<[u8; 32]>,
+    stream_key: ChaChaKey,
 }
 
 impl EspAead for AwsLcChaCha {
@@ -381,20 +391,23 @@ impl EspAead for AwsLcChaCha {
         offset: usize,
         data: &mut [u8],
     ) -> Result<(), CryptoError> {
-        use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-        let mut stream = chacha20::ChaCha20::new(
-            chacha20::Key::from_slice(self.stream_key.as_slice()),
-            chacha20::Nonce::from_slice(nonce),
-        );
-        stream
-            .try_seek(64 + offset as u64)
-            .map_err(|_| CryptoError::Provider {
-                operation: "ChaCha20 seek",
+        let mut block_index = offset / 64 + 1;
+        let mut skip = offset % 64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let counter = u32::try_from(block_index).map_err(|_| CryptoError::Provider {
+                operation: "ChaCha20 block counter",
             })?;
-        stream
-            .try_apply_keystream(data)
-            .map_err(|_| CryptoError::Provider {
-                operation: "ChaCha20 keystream",
-            })
+            let block = self.stream_key.block(counter, nonce);
+            let take = (64 - skip).min(rest.len());
+            let (now, later) = std::mem::take(&mut rest).split_at_mut(take);
+            for (byte, key) in now.iter_mut().zip(&block[skip..]) {
+                *byte ^= key;
+            }
+            rest = later;
+            skip = 0;
+            block_index += 1;
+        }
+        Ok(())
     }
 }
