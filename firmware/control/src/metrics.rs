@@ -83,12 +83,12 @@ pub struct MetricsSnapshot {
     pub drops: Vec<DropMetric>,
     /// CF operations by name.
     pub cf_operations: Vec<(String, u64)>,
-    /// Lifesize reports sent to the CF.
-    pub lifesize_reports: u64,
-    /// SA rekeys.
-    pub rekeys: u64,
-    /// DVIPA takeovers.
-    pub takeovers: u64,
+    /// Lifesize reports sent to the CF (None: the node does not count them; not rendered).
+    pub lifesize_reports: Option<u64>,
+    /// SA rekeys (None: not counted here).
+    pub rekeys: Option<u64>,
+    /// DVIPA takeovers (None: not counted here).
+    pub takeovers: Option<u64>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -281,13 +281,15 @@ impl Families {
             self.cf_operations.get_or_create(&labels).inc_by(*count);
         }
         let labels = NodeLabels { node: node() };
-        self.lifesize_reports
-            .get_or_create(&labels)
-            .inc_by(snapshot.lifesize_reports);
-        self.rekeys.get_or_create(&labels).inc_by(snapshot.rekeys);
-        self.takeovers
-            .get_or_create(&labels)
-            .inc_by(snapshot.takeovers);
+        for (family, value) in [
+            (&self.lifesize_reports, snapshot.lifesize_reports),
+            (&self.rekeys, snapshot.rekeys),
+            (&self.takeovers, snapshot.takeovers),
+        ] {
+            if let Some(value) = value {
+                family.get_or_create(&labels).inc_by(value);
+            }
+        }
     }
 }
 
@@ -465,11 +467,11 @@ mod tests {
                 count: 8,
             }],
             cf_operations: vec![("fetch_add".into(), 9)],
-            lifesize_reports: 10,
-            rekeys: 11,
-            takeovers: 12,
+            lifesize_reports: Some(10),
+            rekeys: Some(11),
+            takeovers: Some(12),
         };
-        let text = render(&[snapshot]);
+        let text = render(&[snapshot.clone()]);
         for line in [
             "dvipsec_sa_packets_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 3",
             "dvipsec_sa_bytes_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 300",
@@ -488,5 +490,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+        // A node that does not count lifesize reports shows no sample rather than a false 0.
+        let uncounted = MetricsSnapshot {
+            lifesize_reports: None,
+            ..snapshot
+        };
+        let text = render(&[uncounted]);
+        assert!(!text.contains("dvipsec_lifesize_reports_total{"), "{text}");
+        assert!(
+            text.contains("dvipsec_rekeys_total{node=\"t0\"} 11"),
+            "{text}"
+        );
     }
 }

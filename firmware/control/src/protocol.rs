@@ -462,3 +462,74 @@ pub struct MetricsText {
     /// Prometheus text exposition.
     pub text: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(request: &Request) -> Vec<u8> {
+        serde_json::to_vec(&RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request: request.clone(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_request_survives_the_wire() {
+        let requests = [
+            Request::Status,
+            Request::SaList,
+            Request::DctList,
+            Request::IkeList,
+            Request::ConnList,
+            Request::CfShow,
+            Request::Takeover {
+                dvipa: "2001:db8::10".parse().unwrap(),
+            },
+            Request::KeysExport,
+            Request::Metrics,
+        ];
+        for request in requests {
+            assert_eq!(parse_request(&line(&request)).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn versions_other_than_ours_are_named_in_the_error() {
+        let error = parse_request(br#"{"version":7,"request":{"kind":"status"}}"#).unwrap_err();
+        assert_eq!(
+            error,
+            ControlError::UnsupportedVersion {
+                requested: 7,
+                supported: PROTOCOL_VERSION
+            }
+        );
+        let huge = parse_request(br#"{"version":99999999999,"request":{"kind":"status"}}"#);
+        assert!(matches!(
+            huge,
+            Err(ControlError::UnsupportedVersion {
+                requested: u32::MAX,
+                ..
+            })
+        ));
+        let text = parse_request(br#"{"version":"1","request":{"kind":"status"}}"#);
+        assert!(matches!(text, Err(ControlError::BadRequest { .. })));
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_position() {
+        let error = parse_request(b"{\"version\":1,\n  \"request\": nope}").unwrap_err();
+        let ControlError::BadRequest { line, column, .. } = error else {
+            panic!("{error:?}")
+        };
+        assert_eq!((line, column), (2, 15));
+        let bad_address =
+            parse_request(br#"{"version":1,"request":{"kind":"takeover","dvipa":"300.1.1.1"}}"#)
+                .unwrap_err();
+        assert!(
+            bad_address.to_string().contains("invalid IP address"),
+            "{bad_address}"
+        );
+    }
+}

@@ -260,9 +260,13 @@ impl TestbedHandler {
         let mut site = self.lock(request)?;
         let (_, ports) = self.links(&site, request)?;
         let index = self.target_index(&site, request)?;
+        // The testbed never rekeys or moves a DVIPA, so those counts are truly zero; lifesize
+        // reports and CF operations happen in the caller's loop, which this handler cannot see.
         let mut snapshot = MetricsSnapshot {
             node: self.which.name(),
             ports,
+            rekeys: Some(0),
+            takeovers: Some(0),
             ..MetricsSnapshot::default()
         };
         let (sas, node_counters) = match index {
