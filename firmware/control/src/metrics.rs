@@ -471,7 +471,7 @@ mod tests {
             rekeys: Some(11),
             takeovers: Some(12),
         };
-        let text = render(&[snapshot.clone()]);
+        let text = render(std::slice::from_ref(&snapshot));
         for line in [
             "dvipsec_sa_packets_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 3",
             "dvipsec_sa_bytes_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 300",
