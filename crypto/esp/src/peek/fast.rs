@@ -45,18 +45,23 @@ impl Sa {
         if text_end < text_at + 2 || ip::be32(pkt, esp_at) != self.params.spi {
             return None;
         }
-        let seq = self.full_seq(ip::be32(pkt, esp_at + 4));
         let ct = Ciphertext {
             pkt,
             iv_at,
             text_at,
             text_end,
         };
-        let outer_addresses = ip::addresses(pkt, outer.family);
+        // Decrypt first: the outer fields below are read while the cipher works.
         let (inner_addresses, l4) = match self.params.mode {
-            Mode::Tunnel => self.fast_tunnel(&ct)?,
-            Mode::Transport => (outer_addresses, self.fast_transport(&ct)?),
+            Mode::Tunnel => {
+                let (inner, l4) = self.fast_tunnel(&ct)?;
+                (Some(inner), l4)
+            }
+            Mode::Transport => (None, self.fast_transport(&ct)?),
         };
+        let seq = self.full_seq(ip::be32(pkt, esp_at + 4));
+        let outer_addresses = ip::addresses(pkt, outer.family);
+        let inner_addresses = inner_addresses.unwrap_or(outer_addresses);
         Some(flow(
             self.params.spi,
             seq,
