@@ -3,19 +3,19 @@
 //! sequence numbers per second per target through the lease layer.
 //!
 //! The replay group measures the distributor's pre-check (`replay_check`) and the target's
-//! `replay_check_and_set`, alone and while a second process runs `replay_check_and_set` on the
-//! same slot, against an uncontended atomic load in the same run.
+//! `replay_check_and_set`, alone and while a second thread runs `replay_check_and_set` on the
+//! same slot (two targets decrypting one SA), against an uncontended atomic load in the same run.
 //!
-//! The contending process is this bench binary started again with `CF_BENCH_HAMMER` set: it
-//! maps the same region and calls `fetch_add` (or, for the replay group,
-//! `replay_check_and_set` with rising numbers) on the same slot in a loop until it is killed.
+//! The contending process of the fetch-and-add group is this bench binary started again with
+//! `CF_BENCH_HAMMER` set: it maps the same region and calls `fetch_add` on the same slot in a
+//! loop until it is killed.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,22 +45,9 @@ fn hammer(spec: &str) -> ! {
         .and_then(|p| p.parse().ok())
         .expect("incarnation");
     let slot = SlotId(parts.next().and_then(|p| p.parse().ok()).expect("slot"));
-    let replay = parts.next() == Some("replay");
     let region = Region::attach(Path::new(path), 1, incarnation).expect("attach");
     println!("ready");
     std::io::stdout().flush().expect("flush");
-    if replay {
-        // Far ahead of the numbers the measuring process uses, so both keep moving the window.
-        let mut seq = 1u64 << 40;
-        loop {
-            seq += 1;
-            black_box(
-                region
-                    .replay_check_and_set(slot, seq)
-                    .expect("check and set"),
-            );
-        }
-    }
     loop {
         black_box(region.fetch_add(slot, 1).expect("fetch_add"));
     }
@@ -76,9 +63,9 @@ impl Drop for Hammer {
     }
 }
 
-fn start_hammer(path: &Path, owner: &RegionOwner, slot: SlotId, work: &str) -> Hammer {
+fn start_hammer(path: &Path, owner: &RegionOwner, slot: SlotId) -> Hammer {
     let spec = format!(
-        "{},{},{},{work}",
+        "{},{},{}",
         path.display(),
         owner.region().incarnation(),
         slot.0
@@ -114,7 +101,7 @@ fn shm_fetch_add(c: &mut Criterion) {
         b.iter(|| black_box(region.fetch_add(slot, 1).expect("take")))
     });
     {
-        let _hammer = start_hammer(&path, &owner, slot, "fetch_add");
+        let _hammer = start_hammer(&path, &owner, slot);
         group.bench_function("region_contended_by_2_processes", |b| {
             b.iter(|| black_box(region.fetch_add(slot, 1).expect("take")))
         });
@@ -124,6 +111,30 @@ fn shm_fetch_add(c: &mut Criterion) {
 
 /// A number ahead of every window in the replay benchmarks.
 const AHEAD: u64 = 1 << 62;
+
+/// The second target of the contended replay benchmarks: takes numbers from the shared
+/// `next` (so the two interleave, as when the distributor spreads one SA over two targets),
+/// checks and sets each, and publishes the last one set, until `stop`.
+fn replay_contender<'a>(
+    scope: &'a std::thread::Scope<'a, '_>,
+    region: &'a Region,
+    slot: SlotId,
+    next: &'a AtomicU64,
+    last_set: &'a AtomicU64,
+    stop: &'a AtomicBool,
+) {
+    scope.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let seq = next.fetch_add(1, Ordering::Relaxed);
+            black_box(
+                region
+                    .replay_check_and_set(slot, seq)
+                    .expect("check and set"),
+            );
+            last_set.store(seq, Ordering::Relaxed);
+        }
+    });
+}
 
 fn shm_replay(c: &mut Criterion) {
     let dir =
@@ -147,10 +158,12 @@ fn shm_replay(c: &mut Criterion) {
     group.bench_function("check_ahead_uncontended", |b| {
         b.iter(|| black_box(region.replay_check(slot, black_box(AHEAD)).expect("check")))
     });
-    let mut seq = 1000u64;
-    group.bench_function("check_and_set_uncontended", |b| {
+    // Numbers come from a shared counter in every check-and-set benchmark, so that the
+    // contended one (two takers) and this one differ only by the second thread.
+    let next = AtomicU64::new(1001);
+    group.bench_function("take_and_check_and_set_uncontended", |b| {
         b.iter(|| {
-            seq += 1;
+            let seq = next.fetch_add(1, Ordering::Relaxed);
             black_box(
                 region
                     .replay_check_and_set(slot, seq)
@@ -158,15 +171,23 @@ fn shm_replay(c: &mut Criterion) {
             )
         })
     });
-    {
-        let _hammer = start_hammer(&path, &owner, slot, "replay");
-        // The other process keeps moving the window: a number ahead of it stays a real check.
-        group.bench_function("check_ahead_while_2nd_process_sets", |b| {
+    let last_set = AtomicU64::new(next.load(Ordering::Relaxed));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        replay_contender(scope, &region, slot, &next, &last_set, &stop);
+        // Just behind the other target's last number: the word it is writing.
+        group.bench_function("check_in_window_while_2nd_thread_sets", |b| {
+            b.iter(|| {
+                let seq = last_set.load(Ordering::Relaxed) - 16;
+                black_box(region.replay_check(slot, seq).expect("check"))
+            })
+        });
+        group.bench_function("check_ahead_while_2nd_thread_sets", |b| {
             b.iter(|| black_box(region.replay_check(slot, black_box(AHEAD)).expect("check")))
         });
-        group.bench_function("check_and_set_while_2nd_process_sets", |b| {
+        group.bench_function("take_and_check_and_set_while_2nd_thread_sets", |b| {
             b.iter(|| {
-                seq += 1;
+                let seq = next.fetch_add(1, Ordering::Relaxed);
                 black_box(
                     region
                         .replay_check_and_set(slot, seq)
@@ -174,7 +195,8 @@ fn shm_replay(c: &mut Criterion) {
                 )
             })
         });
-    }
+        stop.store(true, Ordering::Relaxed);
+    });
     group.finish();
 }
 
