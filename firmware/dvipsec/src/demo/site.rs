@@ -62,6 +62,12 @@ pub enum SiteError {
     Esp(#[from] dvipsec_esp::SaError),
     #[error("{0} is an IPv6 XCF address; the demo's data plane runs XCF over IPv4")]
     Ipv6Xcf(IpAddr),
+    #[error("the demo lays out at most {0} DVIPAs and {0} targets")]
+    TooLarge(usize),
+    #[error("the target application's socket: {0}")]
+    Bind(#[from] dvipsec_dataplane::app::BindError),
+    #[error("the target application's first datagram: {0}")]
+    Send(#[from] dvipsec_dataplane::node::SendError),
 }
 
 type PlaneNode = TargetNode<FabricPort, ShadowSaTable, CountingFacility>;
@@ -273,37 +279,42 @@ fn serving_boxes(plans: &[DvipaPlan], owner: &str, boxes: &[String]) -> Vec<(Str
         .collect()
 }
 
-impl Site {
-    /// Builds the site of `views`; the CF region file is created at `cf_path`.
-    pub fn new(views: &[NodeView], cf_path: &Path, start: Instant) -> Result<Site, SiteError> {
+/// The most DVIPAs or boxes the demo lays out (MAC addresses and inner addresses number them in
+/// one byte).
+const MAX_ITEMS: usize = 200;
+
+/// Builds the site's boxes from the plan, taking switch ports by name.
+struct Builder<'v> {
+    views: &'v [NodeView],
+    plans: Vec<DvipaPlan>,
+    owners: Vec<String>,
+    boxes: Vec<String>,
+    external: Ports,
+    xcf: Ports,
+    facility: CountingFacility,
+    peer_macs: Neighbours,
+    incarnation: u64,
+}
+
+impl<'v> Builder<'v> {
+    fn new(views: &'v [NodeView], facility: CountingFacility) -> Result<Builder<'v>, SiteError> {
         let plans = plan(views)?;
-        let mut owners: Vec<String> = plans.iter().map(|p| p.owner.clone()).collect();
-        owners.dedup();
+        let mut owners: Vec<String> = Vec::new();
+        for plan in &plans {
+            if !owners.contains(&plan.owner) {
+                owners.push(plan.owner.clone());
+            }
+        }
         let boxes: Vec<String> = views
             .iter()
             .filter(|v| v.serves.iter().any(|s| !s.standby))
             .map(|v| v.node.clone())
             .collect();
-        let mut external_names = Vec::new();
-        let mut xcf_names = Vec::new();
-        for p in 0..plans.len() {
-            external_names.push((format!("peer{p}"), mac(1, p, 0)));
+        if plans.len() > MAX_ITEMS || boxes.len() > MAX_ITEMS {
+            return Err(SiteError::TooLarge(MAX_ITEMS));
         }
-        for (d, owner) in owners.iter().enumerate() {
-            external_names.push((format!("dist{d}-ext"), mac(2, d, 0)));
-            xcf_names.push((format!("dist{d}-xcf"), mac(3, d, 0)));
-            for (_, t) in serving_boxes(&plans, owner, &boxes) {
-                external_names.push((format!("t{t}-d{d}-ext"), mac(4, t, d)));
-                xcf_names.push((format!("t{t}-d{d}-xcf"), mac(5, t, d)));
-            }
-        }
+        let (external_names, xcf_names) = port_names(&plans, &owners, &boxes);
         let fabric = FabricConfig::esp_default();
-        let mut external = Ports::build(fabric, &external_names)?;
-        let mut xcf = Ports::build(fabric, &xcf_names)?;
-
-        let owner_region = Arc::new(RegionOwner::create(cf_path, CF_SLOTS)?);
-        let numbers_issued = Arc::new(AtomicU64::new(0));
-        let facility = CountingFacility::new(owner_region.region().clone(), numbers_issued.clone());
         let peer_macs = Neighbours::new(
             plans
                 .iter()
@@ -311,144 +322,227 @@ impl Site {
                 .map(|(p, plan)| (plan.peer_outer, mac(1, p, 0)))
                 .collect(),
         );
-        let mut incarnation = 1;
-        let view_of = |node: &str| {
-            views
-                .iter()
-                .find(|v| v.node == node)
-                .ok_or_else(|| SiteError::Missing(format!("node {node}")))
-        };
+        Ok(Builder {
+            views,
+            external: Ports::build(fabric, &external_names)?,
+            xcf: Ports::build(fabric, &xcf_names)?,
+            plans,
+            owners,
+            boxes,
+            facility,
+            peer_macs,
+            incarnation: 0,
+        })
+    }
 
-        let mut distributors = Vec::new();
-        let mut planes: BTreeMap<usize, Vec<Plane>> = BTreeMap::new();
-        for (d, owner) in owners.iter().enumerate() {
-            let owner_xcf = xcf_address(views, owner)?;
-            let serving = serving_boxes(&plans, owner, &boxes);
-            let mut infos = Vec::new();
-            let mut target_macs = Vec::new();
-            for (k, (name, t)) in serving.iter().enumerate() {
-                let address = xcf_address(views, name)?;
-                infos.push(TargetInfo {
-                    id: TargetId(k as u16),
-                    xcf_address: address,
-                });
-                target_macs.push((IpAddr::V4(address), mac(5, *t, d)));
-                let dvipas: Vec<(String, IpAddr)> = plans
-                    .iter()
-                    .filter(|p| p.owner == *owner && p.targets.contains(name))
-                    .map(|p| (p.name.clone(), p.address))
-                    .collect();
-                let target = Target::new(
-                    TargetConfig {
-                        xcf_address: address,
-                        distributor_xcf: owner_xcf,
-                        dvipas: dvipas.iter().map(|(_, a)| *a).collect(),
-                    },
-                    facility.clone(),
-                );
-                let mut node = TargetNode::new(
-                    target,
-                    ShadowSaTable::new(),
-                    external.take(&format!("t{t}-d{d}-ext"))?,
-                    xcf.take(&format!("t{t}-d{d}-xcf"))?,
-                    mac(4, *t, d),
-                    peer_macs.clone(),
-                    true,
-                );
-                node.set_distributor_link(mac(3, d, 0));
-                planes.entry(*t).or_default().push(Plane { dvipas, node });
-            }
-            let ports = plans
-                .iter()
-                .filter(|p| p.owner == *owner)
-                .map(|p| DistributedPort {
-                    dvipa: p.address,
-                    protocol: 17,
-                    port: ECHO_PORT,
-                    targets: serving
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, (name, _))| p.targets.contains(name))
-                        .map(|(k, _)| TargetId(k as u16))
-                        .collect(),
-                })
-                .collect();
-            let config = DistributorConfig {
-                xcf_address: owner_xcf,
-                targets: infos,
-                ports,
-                dct: DctConfig::default(),
-                load_stale_after_us: 10_000_000,
-                distribute_udp: true,
-            };
-            let node = DistributorNode::new(
-                Distributor::new(config),
-                ShadowSaTable::new(),
-                facility.clone(),
-                external.take(&format!("dist{d}-ext"))?,
-                xcf.take(&format!("dist{d}-xcf"))?,
-                mac(3, d, 0),
-                Neighbours::new(target_macs),
-                256,
-            );
-            incarnation += 1;
-            let core = dvipsec_cluster::Distributor::new(
-                view_of(owner)?,
-                incarnation,
-                LinkSecurity::Trusted,
-                Box::new(CfSlots::new(owner_region.clone())),
-                Duration::ZERO,
-            );
-            distributors.push(DistributorBox {
-                name: owner.clone(),
-                core,
-                node,
-            });
-        }
+    fn view(&self, node: &str) -> Result<&'v NodeView, SiteError> {
+        self.views
+            .iter()
+            .find(|v| v.node == node)
+            .ok_or_else(|| SiteError::Missing(format!("node {node}")))
+    }
+
+    fn next_incarnation(&mut self) -> u64 {
+        self.incarnation += 1;
+        self.incarnation
+    }
+
+    /// The data plane of box `t` (named `name`) for the DVIPAs of distributor `d`.
+    fn plane(&mut self, d: usize, t: usize, name: &str) -> Result<Plane, SiteError> {
+        let owner = &self.owners[d];
+        let dvipas: Vec<(String, IpAddr)> = self
+            .plans
+            .iter()
+            .filter(|p| p.owner == *owner && p.targets.iter().any(|n| n == name))
+            .map(|p| (p.name.clone(), p.address))
+            .collect();
+        let target = Target::new(
+            TargetConfig {
+                xcf_address: xcf_address(self.views, name)?,
+                distributor_xcf: xcf_address(self.views, owner)?,
+                dvipas: dvipas.iter().map(|(_, a)| *a).collect(),
+            },
+            self.facility.clone(),
+        );
+        let mut node = TargetNode::new(
+            target,
+            ShadowSaTable::new(),
+            self.external.take(&format!("t{t}-d{d}-ext"))?,
+            self.xcf.take(&format!("t{t}-d{d}-xcf"))?,
+            mac(4, t, d),
+            self.peer_macs.clone(),
+            true,
+        );
+        node.set_distributor_link(mac(3, d, 0));
+        Ok(Plane { dvipas, node })
+    }
+
+    /// The data-plane dispatch configuration of distributor `d` over its `serving` boxes.
+    fn dispatch_config(
+        &self,
+        d: usize,
+        serving: &[(String, usize)],
+    ) -> Result<DistributorConfig, SiteError> {
+        let owner = &self.owners[d];
         let mut targets = Vec::new();
-        for (t, name) in boxes.iter().enumerate() {
-            incarnation += 1;
-            let core = dvipsec_cluster::Target::new(
-                view_of(name)?,
-                incarnation,
-                LinkSecurity::Trusted,
-                Duration::ZERO,
-            );
-            targets.push(TargetBox {
-                name: name.clone(),
-                core,
-                planes: planes.remove(&t).unwrap_or_default(),
+        for (k, (name, _)) in serving.iter().enumerate() {
+            targets.push(TargetInfo {
+                id: TargetId(k as u16),
+                xcf_address: xcf_address(self.views, name)?,
             });
         }
-        let mut peers = Vec::new();
-        for (p, plan) in plans.iter().enumerate() {
-            let d = owners.iter().position(|o| *o == plan.owner).unwrap_or(0);
-            let inner = IpAddr::V4(Ipv4Addr::new(10, p as u8 + 1, 0, 1));
-            let keys = KeyExchange::new(&Parties {
-                peer_outer: plan.peer_outer,
-                peer_inner: inner,
-                dvipa: plan.address,
-                dvipa_name: plan.name.clone(),
-            })?;
-            peers.push(DvipaPeer {
-                dvipa: plan.name.clone(),
-                address: plan.address,
-                distributor: plan.owner.clone(),
-                inner,
-                peer: RemotePeer::new(
-                    external.take(&format!("peer{p}"))?,
-                    mac(1, p, 0),
-                    mac(2, d, 0),
-                ),
-                keys,
-                opener: Opener::Peer,
-                current: None,
-                rekey_asked: false,
-                pending_switches: Vec::new(),
-                retired: Vec::new(),
-                next_flow: 0,
-            });
+        let ports = self
+            .plans
+            .iter()
+            .filter(|p| p.owner == *owner)
+            .map(|p| DistributedPort {
+                dvipa: p.address,
+                protocol: 17,
+                port: ECHO_PORT,
+                targets: serving
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (name, _))| p.targets.contains(name))
+                    .map(|(k, _)| TargetId(k as u16))
+                    .collect(),
+            })
+            .collect();
+        Ok(DistributorConfig {
+            xcf_address: xcf_address(self.views, owner)?,
+            targets,
+            ports,
+            dct: DctConfig::default(),
+            load_stale_after_us: 10_000_000,
+            distribute_udp: true,
+        })
+    }
+
+    /// Distributor `d` (data plane and cluster core) and the planes of the boxes it serves.
+    fn distributor(
+        &mut self,
+        d: usize,
+        region: &Arc<RegionOwner>,
+        planes: &mut BTreeMap<usize, Vec<Plane>>,
+    ) -> Result<DistributorBox, SiteError> {
+        let owner = self.owners[d].clone();
+        let serving = serving_boxes(&self.plans, &owner, &self.boxes);
+        let mut target_macs = Vec::new();
+        for (name, t) in &serving {
+            target_macs.push((IpAddr::V4(xcf_address(self.views, name)?), mac(5, *t, d)));
+            let plane = self.plane(d, *t, name)?;
+            planes.entry(*t).or_default().push(plane);
         }
+        let node = DistributorNode::new(
+            Distributor::new(self.dispatch_config(d, &serving)?),
+            ShadowSaTable::new(),
+            self.facility.clone(),
+            self.external.take(&format!("dist{d}-ext"))?,
+            self.xcf.take(&format!("dist{d}-xcf"))?,
+            mac(3, d, 0),
+            Neighbours::new(target_macs),
+            256,
+        );
+        let core = dvipsec_cluster::Distributor::new(
+            self.view(&owner)?,
+            self.next_incarnation(),
+            LinkSecurity::Trusted,
+            Box::new(CfSlots::new(region.clone())),
+            Duration::ZERO,
+        );
+        Ok(DistributorBox {
+            name: owner,
+            core,
+            node,
+        })
+    }
+
+    fn target(&mut self, name: &str, planes: Vec<Plane>) -> Result<TargetBox, SiteError> {
+        let core = dvipsec_cluster::Target::new(
+            self.view(name)?,
+            self.next_incarnation(),
+            LinkSecurity::Trusted,
+            Duration::ZERO,
+        );
+        Ok(TargetBox {
+            name: name.to_owned(),
+            core,
+            planes,
+        })
+    }
+
+    /// The remote peer of DVIPA `p`, whose inner host is 10.(p+1).0.1.
+    fn peer(&mut self, p: usize) -> Result<DvipaPeer, SiteError> {
+        let plan = &self.plans[p];
+        let d = self
+            .owners
+            .iter()
+            .position(|o| *o == plan.owner)
+            .ok_or_else(|| SiteError::Missing(format!("distributor {}", plan.owner)))?;
+        let inner = IpAddr::V4(Ipv4Addr::new(10, (p + 1) as u8, 0, 1));
+        let keys = KeyExchange::new(&Parties {
+            peer_outer: plan.peer_outer,
+            peer_inner: inner,
+            dvipa: plan.address,
+            dvipa_name: plan.name.clone(),
+        })?;
+        let (dvipa, address, distributor) = (plan.name.clone(), plan.address, plan.owner.clone());
+        let port = self.external.take(&format!("peer{p}"))?;
+        Ok(DvipaPeer {
+            dvipa,
+            address,
+            distributor,
+            inner,
+            peer: RemotePeer::new(port, mac(1, p, 0), mac(2, d, 0)),
+            keys,
+            opener: Opener::Peer,
+            current: None,
+            rekey_asked: false,
+            pending_switches: Vec::new(),
+            retired: Vec::new(),
+            next_flow: 0,
+        })
+    }
+}
+
+/// Switch ports to make: (name, MAC).
+type PortNames = Vec<(String, Mac)>;
+
+/// Names and MACs of the external and XCF switch ports.
+fn port_names(plans: &[DvipaPlan], owners: &[String], boxes: &[String]) -> (PortNames, PortNames) {
+    let mut external = Vec::new();
+    let mut xcf = Vec::new();
+    for p in 0..plans.len() {
+        external.push((format!("peer{p}"), mac(1, p, 0)));
+    }
+    for (d, owner) in owners.iter().enumerate() {
+        external.push((format!("dist{d}-ext"), mac(2, d, 0)));
+        xcf.push((format!("dist{d}-xcf"), mac(3, d, 0)));
+        for (_, t) in serving_boxes(plans, owner, boxes) {
+            external.push((format!("t{t}-d{d}-ext"), mac(4, t, d)));
+            xcf.push((format!("t{t}-d{d}-xcf"), mac(5, t, d)));
+        }
+    }
+    (external, xcf)
+}
+
+impl Site {
+    /// Builds the site of `views`; the CF region file is created at `cf_path`.
+    pub fn new(views: &[NodeView], cf_path: &Path, start: Instant) -> Result<Site, SiteError> {
+        let region = Arc::new(RegionOwner::create(cf_path, CF_SLOTS)?);
+        let numbers_issued = Arc::new(AtomicU64::new(0));
+        let facility = CountingFacility::new(region.region().clone(), numbers_issued.clone());
+        let mut builder = Builder::new(views, facility)?;
+        let mut planes = BTreeMap::new();
+        let distributors = (0..builder.owners.len())
+            .map(|d| builder.distributor(d, &region, &mut planes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = Vec::new();
+        for (t, name) in builder.boxes.clone().iter().enumerate() {
+            targets.push(builder.target(name, planes.remove(&t).unwrap_or_default())?);
+        }
+        let mut peers = (0..builder.plans.len())
+            .map(|p| builder.peer(p))
+            .collect::<Result<Vec<_>, _>>()?;
         // Every DVIPA after the first starts with a target-originated connection.
         for peer in peers.iter_mut().skip(1) {
             peer.opener =
@@ -491,9 +585,7 @@ impl Site {
                         .and_then(|t| t.planes.get_mut(plane))
                         .map(|p| &mut p.node)
                         .ok_or_else(|| SiteError::Missing("NEWCONN target".into()))?;
-                    let status = node
-                        .send_to(socket, to, b"hello from a target", 0)
-                        .map_err(|e| SiteError::Missing(format!("NEWCONN send: {e}")))?;
+                    let status = node.send_to(socket, to, b"hello from a target", 0)?;
                     if status != SendStatus::AwaitingSa {
                         self.counters.errors += 1;
                     }
@@ -917,8 +1009,7 @@ fn newconn_opener(
         .ok_or_else(|| SiteError::Missing(format!("target serving {dvipa}")))?;
     let socket = targets[target].planes[plane]
         .node
-        .bind_udp(SocketAddr::new(address, NEWCONN_PORT), 4)
-        .map_err(|e| SiteError::Missing(format!("socket on {dvipa}: {e}")))?;
+        .bind_udp(SocketAddr::new(address, NEWCONN_PORT), 4)?;
     Ok(Opener::Target {
         target,
         plane,
