@@ -1060,3 +1060,85 @@ fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_config::SiteConfig;
+
+    const FIGURE4: &str = include_str!("../../../../config/examples/figure4.yaml");
+
+    fn figure4(dir: &Path) -> Site {
+        let config = SiteConfig::from_str_named(FIGURE4, "figure4.yaml").unwrap();
+        let mut site = Site::new(&config.node_views(), &dir.join("cf"), Instant::now()).unwrap();
+        site.start().unwrap();
+        site
+    }
+
+    fn drops(site: &Site) -> u64 {
+        let distributors: u64 = site
+            .distributors
+            .iter()
+            .map(|d| d.node.distributor.counters().drops.iter().sum::<u64>())
+            .sum();
+        let targets: u64 = site
+            .targets
+            .iter()
+            .flat_map(|t| &t.planes)
+            .map(|p| p.node.target.counters().drops.iter().sum::<u64>())
+            .sum();
+        distributors + targets
+    }
+
+    #[test]
+    fn rekeys_lose_no_packet_and_retire_the_old_sas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = figure4(dir.path());
+        while site.counters.rekeys < 4 {
+            assert!(site.now() < Duration::from_secs(60), "no rekey happened");
+            site.round();
+            // Every echo request of the round came back (the DVB1 peer gets one extra
+            // datagram: the target-originated one).
+            let released: u64 = site
+                .targets
+                .iter()
+                .flat_map(|t| &t.planes)
+                .map(|p| p.node.pending_released)
+                .sum();
+            for (index, peer) in site.peers.iter().enumerate() {
+                let c = peer.peer.counters();
+                let extra = if index > 0 { released } else { 0 };
+                assert_eq!(c.packets_sent + extra, c.packets_received, "{}", peer.dvipa);
+            }
+        }
+        assert_eq!(drops(&site), 0);
+        assert_eq!(site.counters.errors, 0);
+        // Retired SAs left every shadow cache: at most the current pair and one being
+        // distributed per DVIPA.
+        site.round();
+        for target in &site.targets {
+            let held = target.core.all_sas().len();
+            assert!(held <= 4 * 2, "{} holds {held} SAs", target.name);
+        }
+    }
+
+    #[test]
+    fn a_target_originated_connection_waits_for_newconn_and_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = figure4(dir.path());
+        // DVB1's peer never initiates: its only way to an SA is the target's NEWCONN.
+        assert!(matches!(site.peers[1].opener, Opener::Target { .. }));
+        site.round();
+        assert_eq!(site.counters.newconn_requests, 1);
+        assert_eq!(site.peers[1].peer.counters().packets_received, 0);
+        while site.counters.newconn_released == 0 {
+            assert!(site.now() < Duration::from_secs(5), "NEWCONN not answered");
+            site.round();
+        }
+        site.round();
+        let dvb1 = site.peers[1].peer.counters();
+        assert!(dvb1.packets_received >= 1, "{dvb1:?}");
+        assert_eq!(site.counters.newconn_failed, 0);
+        assert_eq!(site.counters.child_sas, 2, "one child per DVIPA so far");
+    }
+}
