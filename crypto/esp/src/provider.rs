@@ -302,13 +302,22 @@ impl AwsLcGcm {
         counter: u32,
         data: &mut [u8],
     ) {
-        let mut blocks = [aes::Block::default(); N];
-        for (i, block) in blocks.iter_mut().enumerate() {
+        let blocks: [aes::Block; N] = std::array::from_fn(|i| {
+            let mut block = aes::Block::default();
             block[..NONCE_LEN].copy_from_slice(nonce);
             let block_counter = counter.wrapping_add(i as u32);
             block[NONCE_LEN..].copy_from_slice(&block_counter.to_be_bytes());
-        }
+            block
+        });
+        let mut blocks = blocks;
         self.ctr.encrypt_batch(&mut blocks);
+        if data.len() == 16 * N {
+            // The usual case: whole blocks, no per-byte loop.
+            for (chunk, block) in data.chunks_exact_mut(16).zip(&blocks) {
+                xor_block(chunk, block);
+            }
+            return;
+        }
         for (chunk, block) in data.chunks_mut(16).zip(&blocks) {
             xor_block(chunk, block);
         }

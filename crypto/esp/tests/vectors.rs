@@ -167,7 +167,15 @@ fn check_aead(v: &Vector) {
         (ct.len() - 2, 2),
         (0, ct.len()),
         (1, ct.len() - 1),
-    ] {
+        // Peek's batches: three and four whole blocks from a block boundary, and a partial one.
+        (0, 48),
+        (16, 48),
+        (0, 64),
+        (32, 33),
+    ]
+    .into_iter()
+    .filter(|(offset, len)| offset + len <= ct.len())
+    {
         let mut slice = ct[offset..offset + len].to_vec();
         aead.apply_keystream(&v.nonce(), offset, &mut slice)
             .expect("keystream");

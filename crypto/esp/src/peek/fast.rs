@@ -13,7 +13,6 @@ use crate::esp::{ESP_HEADER_LEN, UDP_HEADER_LEN};
 use crate::ip::{self, proto, Family};
 use crate::sa::{Mode, Sa};
 use crate::suite::ICV_LEN;
-use std::net::IpAddr;
 
 /// Bytes of a plain IPv4 header (IHL 5).
 const IPV4_PLAIN: usize = 20;
@@ -52,16 +51,17 @@ impl Sa {
             text_end,
         };
         // Decrypt first: the outer fields below are read while the cipher works.
-        let (inner_addresses, l4) = match self.params.mode {
-            Mode::Tunnel => {
-                let (inner, l4) = self.fast_tunnel(&ct)?;
-                (Some(inner), l4)
-            }
+        let mut head = [0u8; FAST_HEAD];
+        let (inner_family, l4) = match self.params.mode {
+            Mode::Tunnel => self.fast_tunnel(&ct, &mut head)?,
             Mode::Transport => (None, self.fast_transport(&ct)?),
         };
         let seq = self.full_seq(ip::be32(pkt, esp_at + 4));
         let outer_addresses = ip::addresses(pkt, outer.family);
-        let inner_addresses = inner_addresses.unwrap_or(outer_addresses);
+        let inner_addresses = match inner_family {
+            Some(family) => ip::addresses(&head, family),
+            None => outer_addresses,
+        };
         Some(flow(
             self.params.spi,
             seq,
@@ -89,10 +89,13 @@ impl Sa {
         }
     }
 
-    /// Tunnel mode: decrypts the first blocks, reads the inner header and its ports.
+    /// Tunnel mode: decrypts the first blocks into `head`, reads the inner header and its ports.
     #[inline(always)]
-    fn fast_tunnel(&self, ct: &Ciphertext<'_>) -> Option<((IpAddr, IpAddr), L4)> {
-        let mut head = [0u8; FAST_HEAD];
+    fn fast_tunnel(
+        &self,
+        ct: &Ciphertext<'_>,
+        head: &mut [u8; FAST_HEAD],
+    ) -> Option<(Option<Family>, L4)> {
         let first = ct.len().min(TUNNEL_FIRST_PEEK);
         self.decrypt_range(ct, 0, &mut head[..first]).ok()?;
         let inner = plain_header(&head[..first])?;
@@ -109,7 +112,7 @@ impl Sa {
                 .ok()?;
         }
         let l4 = read_l4(&head[l4_at..needed], inner.protocol, 0).ok()?;
-        Some((ip::addresses(&head, inner.family), l4))
+        Some((Some(inner.family), l4))
     }
 
     /// Transport mode: the next header from the trailer, then the ports from the first block.
