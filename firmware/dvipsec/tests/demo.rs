@@ -93,6 +93,21 @@ fn two_seconds_of_the_figure4_site_are_clean_and_consistent() {
         count(peer, "packets_received")
     );
 
+    // Each DVIPA has its own peer; DVB1's first connection comes from a target (NEWCONN).
+    let peers = summary["peers"].as_array().expect("peers");
+    let firsts: Vec<(&str, &str)> = peers
+        .iter()
+        .map(|p| {
+            assert_eq!(count(p, "unrecognised"), 0, "{p}");
+            assert!(count(p, "packets_received") > 0, "{p}");
+            (
+                p["dvipa"].as_str().unwrap(),
+                p["first_connection_from"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(firsts, [("DVA1", "peer"), ("DVB1", "target")]);
+
     assert!(count(&summary, "rekeys") >= 1, "{summary}");
     assert!(count(&summary, "lifesize_reports") >= 1, "{summary}");
     assert_eq!(count(&summary, "newconn"), 1, "{summary}");

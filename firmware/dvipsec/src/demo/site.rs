@@ -561,6 +561,11 @@ impl Site {
         })
     }
 
+    /// Whether `peer`'s first connection is opened by a target (NEWCONN) rather than the peer.
+    pub fn opened_by_target(peer: &DvipaPeer) -> bool {
+        matches!(peer.opener, Opener::Target { .. })
+    }
+
     /// Simulated time since the site started.
     pub fn now(&self) -> Duration {
         self.now

@@ -1,5 +1,6 @@
 //! What the demo shows: the live progress line and the final summary (text or JSON).
 
+use super::peer::PeerCounters;
 use super::site::Site;
 use dvipsec_dataplane::distributor::DropCause;
 use dvipsec_dataplane::target::TargetDrop;
@@ -27,12 +28,19 @@ pub struct DistributorRow {
     pub drops: BTreeMap<String, u64>,
 }
 
+pub struct PeerRow {
+    pub dvipa: String,
+    pub opened_by_target: bool,
+    pub counters: PeerCounters,
+}
+
 /// A snapshot of the site's counters.
 pub struct Summary {
     pub seconds: f64,
     pub simulated_ms: u128,
     pub targets: Vec<TargetRow>,
     pub distributors: Vec<DistributorRow>,
+    pub peers: Vec<PeerRow>,
     pub connections: u64,
     pub packets_sent: u64,
     pub packets_received: u64,
@@ -97,12 +105,21 @@ impl Summary {
             })
             .collect();
         let peers = site.peers.iter().map(|p| p.peer.counters());
-        let sum = |f: fn(&super::peer::PeerCounters) -> u64| peers.clone().map(|c| f(&c)).sum();
+        let sum = |f: fn(&PeerCounters) -> u64| peers.clone().map(|c| f(&c)).sum();
         Summary {
             seconds,
             simulated_ms: site.now().as_millis(),
             targets,
             distributors,
+            peers: site
+                .peers
+                .iter()
+                .map(|p| PeerRow {
+                    dvipa: p.dvipa.clone(),
+                    opened_by_target: Site::opened_by_target(p),
+                    counters: p.peer.counters(),
+                })
+                .collect(),
             connections: site.peers.iter().map(|p| p.peer.connections() as u64).sum(),
             packets_sent: sum(|c| c.packets_sent),
             packets_received: sum(|c| c.packets_received),
@@ -172,6 +189,16 @@ impl Summary {
                 "auth_failures": self.auth_failures,
                 "duplicate_seq": self.duplicate_seq,
             },
+            "peers": self.peers.iter().map(|p| json!({
+                "dvipa": p.dvipa,
+                "first_connection_from": if p.opened_by_target { "target" } else { "peer" },
+                "packets_sent": p.counters.packets_sent,
+                "packets_received": p.counters.packets_received,
+                "replay_drops": p.counters.replay_drops,
+                "auth_failures": p.counters.auth_failures,
+                "duplicate_seq": p.counters.duplicate_seq,
+                "unrecognised": p.counters.other,
+            })).collect::<Vec<_>>(),
             "cf": { "numbers_issued": self.numbers_issued },
             "lifesize_reports": self.lifesize_reports(),
             "rekeys": self.rekeys,
