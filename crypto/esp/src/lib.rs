@@ -50,7 +50,9 @@
 //! * IPv6 hop-by-hop, routing and destination-options headers are walked; ESP goes after them.
 //!   AH after IPv6 extension headers is not supported (refused as malformed).
 //! * Peek decrypts at most the inner IP header and 14 bytes of TCP (8 of UDP), plus the 2-byte
-//!   trailer in transport mode. Inner IPv6 extension headers are not walked by peek.
+//!   trailer in transport mode. Inner IPv6 extension headers are not walked by peek. Plain headers
+//!   (IPv4 without options, IPv6 without extension headers, outer and inner) take a straight-line
+//!   path; anything else, errors included, goes through the general one.
 #![forbid(unsafe_code)]
 
 mod ah;
