@@ -5,7 +5,9 @@
 //! processes on one host ([`region`]) and as a networked server for boxes that share no memory
 //! ([`server`], [`client`]). Both implement [`SequenceFacility`], so the data path cannot tell
 //! them apart. The decisions (replay bitmap math, lease bound, what to persist) are sans-io:
-//! [`replay`], [`lease`], [`server::ServerCore`], [`proto`].
+//! [`replay`], [`lease`], [`server::ServerCore`], [`proto`]. The region takes no locks: counters
+//! are fetch-and-add and the replay window is a compare-and-swap structure
+//! ([`replay::SharedWindow`]), so a process dying mid-operation blocks nobody.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
