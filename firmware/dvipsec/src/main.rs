@@ -1,5 +1,7 @@
 //! `dvipsec`: the firmware binary. Each subcommand lives in its own module.
 
+#![forbid(unsafe_code)]
+
 mod cmd_cf;
 mod cmd_config;
 mod cmd_demo;

@@ -1,5 +1,7 @@
 //! `dvipsecctl`: operator commands. Each subcommand lives in its own module.
 
+#![forbid(unsafe_code)]
+
 mod cmd_cf;
 mod cmd_conn;
 mod cmd_dct;
