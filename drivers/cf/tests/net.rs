@@ -94,6 +94,47 @@ fn network_and_region_behave_the_same() {
     );
 }
 
+/// Both facilities take the widest window the ESP engine allows (4096) and agree at its edge.
+#[test]
+fn both_facilities_take_windows_up_to_4096() {
+    use dvipsec_cf::ReplayVerdict::{Accepted, Replayed, TooOld};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _core) = start_server(&dir.path().join("state"));
+    let client = NetClient::connect_adopting(addr).unwrap();
+    let owner = RegionOwner::create(&dir.path().join("region"), 4).unwrap();
+    assert!(client.allocate(key(2), 4097).is_err());
+    assert!(owner.allocate(key(2), 4097).is_err());
+    let net_slot = client.allocate(key(1), 4096).unwrap();
+    let shm_slot = owner.allocate(key(1), 4096).unwrap();
+    let expected = [
+        (10_000, Accepted),
+        (5904, TooOld),
+        (5905, Accepted),
+        (5905, Replayed),
+        (10_001, Accepted),
+        (5905, TooOld),
+        (5906, Accepted),
+    ];
+    let facilities: [(&dyn SequenceFacility, SlotId); 2] =
+        [(&client, net_slot), (owner.region(), shm_slot)];
+    for (facility, slot) in facilities {
+        for (seq, verdict) in expected {
+            assert_eq!(
+                facility.replay_check(slot, seq).unwrap(),
+                verdict,
+                "check {seq}"
+            );
+            if verdict != Replayed {
+                assert_eq!(
+                    facility.replay_check_and_set(slot, seq).unwrap(),
+                    verdict,
+                    "set {seq}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn one_round_trip_serves_a_burst_over_several_slots() {
     let dir = tempfile::tempdir().unwrap();
