@@ -243,6 +243,13 @@ impl<'a> SharedWindow<'a> {
             // Before the mark: see "Every number is accepted at most once".
             self.top.fetch_max(seq, Ordering::AcqRel);
         }
+        self.mark(seq, window)
+    }
+
+    /// The second half of [`Self::check_and_set`], once `top >= seq`: sets the bit unless the
+    /// number is used or has meanwhile fallen out of the window. Another process may have moved
+    /// the window any distance since `top` was read, which is why `top` is read again here.
+    fn mark(&self, seq: u64, window: u32) -> ReplayVerdict {
         let at = shared_position(seq);
         let cell = &self.words[at.word];
         let mut word = cell.load(Ordering::Acquire);
@@ -428,6 +435,25 @@ mod tests {
         assert_eq!(shared.check_and_set(u64::MAX, 4096), Replayed);
         assert_eq!(shared.check_and_set(u64::MAX - 4095, 4096), Accepted);
         assert_eq!(shared.check_and_set(u64::MAX - 4096, 4096), TooOld);
+    }
+
+    /// A process that read `top` while its number was in the window and is delayed before
+    /// marking: meanwhile the window moved on and a newer block took over the number's word.
+    /// The late mark must not replace that newer block (its numbers would become new again).
+    #[test]
+    fn a_delayed_mark_never_replaces_a_newer_block() {
+        let cells = Cells::new();
+        let shared = cells.window();
+        let window = 4096;
+        let old = 100;
+        assert_eq!(shared.check_and_set(old + 1, window), Accepted);
+        // The delayed process checked `old` here (inside the window) and then stalled.
+        assert_eq!(shared.check(old, window), Accepted);
+        let newer = old + SHARED_RING * SHARED_BLOCK;
+        assert_eq!(shared_position(newer).word, shared_position(old).word);
+        assert_eq!(shared.check_and_set(newer, window), Accepted);
+        assert_eq!(shared.mark(old, window), TooOld);
+        assert_eq!(shared.check_and_set(newer, window), Replayed);
     }
 
     #[test]
