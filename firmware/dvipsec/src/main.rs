@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod boot;
+mod cmd_boot;
 mod cmd_cf;
 mod cmd_config;
 mod cmd_demo;
@@ -24,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run this box: open its ports and hold the site's state until SIGTERM.
+    Boot(cmd_boot::BootArgs),
     /// The coupling facility: serve it over the network.
     Cf(cmd_cf::CfArgs),
     /// The site configuration: check a file, show a node's resolved view.
@@ -35,6 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Boot(args) => cmd_boot::run(args),
         Command::Cf(args) => cmd_cf::run(args),
         Command::Config(args) => cmd_config::run(args),
         Command::Demo(args) => cmd_demo::run(args),

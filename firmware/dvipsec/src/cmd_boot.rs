@@ -1,0 +1,67 @@
+//! `dvipsec boot --config SITE.yaml --node NAME`: run one box until SIGTERM or SIGINT.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::boot::{self, BootError, BootRequest, StopFlag};
+
+/// Exit status for a site file that does not load or lacks the node.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// The site configuration.
+    #[arg(long, value_name = "SITE.yaml")]
+    config: PathBuf,
+    /// This box's node name in the site.
+    #[arg(long, value_name = "NAME")]
+    node: String,
+}
+
+pub fn run(args: BootArgs) -> ExitCode {
+    init_logging();
+    let request = BootRequest {
+        config: args.config,
+        node: args.node,
+    };
+    match boot_and_wait(&request) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ BootError::Config(_)) => {
+            eprintln!("dvipsec boot: {error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("dvipsec boot: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn boot_and_wait(request: &BootRequest) -> Result<(), BootError> {
+    let stop = StopFlag::install()?;
+    let node = boot::boot(request)?;
+    stop.wait();
+    tracing::info!(node = %node.view().node, "stop signal: shutting down");
+    let name = node.view().node.clone();
+    match node.shut_down() {
+        Ok(()) => {
+            tracing::info!(node = %name, "shut down cleanly");
+            Ok(())
+        }
+        Err(source) => Err(BootError::Facility { node: name, source }),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
