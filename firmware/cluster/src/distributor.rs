@@ -27,7 +27,8 @@ use crate::Transmit;
 pub enum IkeEvent {
     /// IKE installed an SA. `cf_slot` and `lifesize_percent` are set by the distributor.
     Installed(Box<SaInstall>),
-    /// IKE replaced `old` by `new`.
+    /// IKE replaced `old` by `new`. Make before break: `old` (and its CF slot) stays on the
+    /// targets until every target that is up has acknowledged `new`; then it is deleted.
     Rekeyed { old: SaRef, new: Box<SaInstall> },
     /// IKE deleted an SA.
     Deleted(SaRef),
@@ -155,6 +156,8 @@ pub struct DistributorCounters {
     pub lifesize_not_served: u64,
     /// Slots the facility would not release (the SA is gone all the same).
     pub slot_release_failures: u64,
+    /// Replaced SAs deleted once their replacement had reached every target.
+    pub replaced_sas_retired: u64,
     pub unexpected_messages: u64,
 }
 
@@ -163,6 +166,12 @@ struct StoredSa {
     acked_by: BTreeSet<String>,
     used: Usage,
     level: LimitLevel,
+}
+
+/// A rekeyed SA kept until its replacement has reached every target.
+struct Replacement {
+    new: SaRef,
+    old: SaRef,
 }
 
 struct WaitingConn {
@@ -180,6 +189,8 @@ pub struct Distributor {
     addresses: BTreeMap<String, IpAddr>,
     links: BTreeMap<String, Link>,
     sas: BTreeMap<SaRef, StoredSa>,
+    /// Rekeys whose old SA waits for the new one to be acknowledged everywhere.
+    replacements: Vec<Replacement>,
     slots: Box<dyn SlotAllocator>,
     threshold: AdaptiveThreshold,
     waiting: Vec<WaitingConn>,
@@ -228,6 +239,7 @@ impl Distributor {
             addresses,
             links,
             sas: BTreeMap::new(),
+            replacements: Vec::new(),
             slots,
             threshold: AdaptiveThreshold::new(
                 view.lifesize.threshold_percent.value,
@@ -275,6 +287,12 @@ impl Distributor {
             .get(sa)
             .map(|s| s.acked_by.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// SAs replaced by a rekey and still installed, waiting for their replacement to reach
+    /// every target: (old, new).
+    pub fn awaiting_retirement(&self) -> Vec<(&SaRef, &SaRef)> {
+        self.replacements.iter().map(|r| (&r.old, &r.new)).collect()
     }
 
     pub fn vipalist(&self, target: &str) -> Option<&[VipaEntry]> {
@@ -326,12 +344,16 @@ impl Distributor {
                         spi: old.spi,
                     })?;
                 self.adapt_threshold(reached);
+                let new_ref = new.sa_ref();
                 self.install(*new, now)?;
-                self.delete(&old, now)
+                self.replacements.push(Replacement { new: new_ref, old });
+                // With no target up (or the new SA already everywhere) the old one goes now.
+                self.retire_replaced(now)
             }
             IkeEvent::Deleted(sa) => {
                 // A delete without a replacement says nothing about rekey timing.
-                self.delete(&sa, now)
+                self.delete(&sa, now)?;
+                self.forget_replacements_of(&sa, now)
             }
             IkeEvent::NegotiationFailed { dvipa, flow } => {
                 self.answer_waiting(
@@ -426,6 +448,65 @@ impl Distributor {
         self.broadcast(&targets, &Message::SaDelete(sa.clone()), now)
     }
 
+    /// Deletes every replaced SA whose replacement all targets that are up have acknowledged.
+    fn retire_replaced(&mut self, now: Duration) -> Result<(), DistributorError> {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.replacements)
+            .into_iter()
+            .partition(|r| self.reached_every_up_target(&r.new));
+        self.replacements = waiting;
+        let mut first_error = None;
+        for replacement in ready {
+            // A second rekey of the same SA may have retired it already.
+            if !self.sas.contains_key(&replacement.old) {
+                continue;
+            }
+            self.counters.replaced_sas_retired += 1;
+            if let Err(err) = self.delete(&replacement.old, now) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// IKE deleted `sa`. A replaced SA that IKE deleted needs no retiring; one whose
+    /// replacement IKE deleted before it was everywhere goes too (IKE holds neither).
+    fn forget_replacements_of(
+        &mut self,
+        sa: &SaRef,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let (orphaned, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.replacements)
+            .into_iter()
+            .filter(|r| r.old != *sa)
+            .partition(|r| r.new == *sa);
+        self.replacements = kept;
+        let mut first_error = None;
+        for replacement in orphaned {
+            if self.sas.contains_key(&replacement.old) {
+                if let Err(err) = self.delete(&replacement.old, now) {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether every target of the SA's DVIPA that is up has acknowledged it.
+    fn reached_every_up_target(&self, sa: &SaRef) -> bool {
+        let Some(stored) = self.sas.get(sa) else {
+            return false;
+        };
+        self.targets.get(&sa.dvipa).is_some_and(|targets| {
+            targets.iter().all(|t| {
+                stored.acked_by.contains(t)
+                    || self
+                        .links
+                        .get(t)
+                        .is_some_and(|l| l.peer_incarnation().is_none())
+            })
+        })
+    }
+
     /// Sends to every target (that is up), even when one fails; returns the first failure.
     fn broadcast(
         &mut self,
@@ -509,7 +590,7 @@ impl Distributor {
         for message in received.messages {
             self.on_message(from, message, now)?;
         }
-        Ok(())
+        self.retire_replaced(now)
     }
 
     fn target_up(
@@ -552,14 +633,7 @@ impl Distributor {
             return;
         };
         stored.acked_by.insert(target.to_owned());
-        let links = &self.links;
-        let all_up_acked = self.targets.get(&sa.dvipa).is_some_and(|targets| {
-            targets.iter().all(|t| {
-                stored.acked_by.contains(t)
-                    || links.get(t).is_some_and(|l| l.peer_incarnation().is_none())
-            })
-        });
-        if all_up_acked {
+        if self.reached_every_up_target(sa) {
             self.events
                 .push_back(DistributorEvent::Distributed(sa.clone()));
         }
