@@ -3,7 +3,9 @@
 //! must survive a round trip through its own encoding.
 #![no_main]
 
-use dvipsec_control::protocol::{parse_request, RequestEnvelope, ResponseEnvelope, PROTOCOL_VERSION};
+use dvipsec_control::protocol::{
+    parse_request, RequestEnvelope, ResponseEnvelope, PROTOCOL_VERSION,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
             request: request.clone(),
         })
         .expect("a parsed request encodes");
-        assert_eq!(parse_request(&line).expect("its own encoding parses"), request);
+        assert_eq!(
+            parse_request(&line).expect("its own encoding parses"),
+            request
+        );
     }
     if let Ok(response) = serde_json::from_slice::<ResponseEnvelope>(data) {
         let _ = serde_json::to_vec(&response).expect("a parsed response encodes");
