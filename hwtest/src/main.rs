@@ -1,5 +1,7 @@
 //! `dvipsec-hwtest`: the hardware-in-the-loop harness.
 
+mod cmd_topology;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,11 +22,14 @@ struct Cli {
 enum Command {
     /// Check that this machine can build the harness's namespace topologies.
     Preflight,
+    /// Bring a site up on network namespaces, one `dvipsec boot` per node, or tear it down.
+    Topology(cmd_topology::TopologyArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Preflight => run_preflight(),
+        Command::Topology(args) => cmd_topology::run(args),
     }
 }
 
