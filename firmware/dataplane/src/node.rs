@@ -279,7 +279,7 @@ pub struct TargetNode<P, S, F> {
     external_mac: Mac,
     peers: Neighbours,
     echo: bool,
-    distributor_link: Option<Mac>,
+    distributor_links: Vec<DistributorLink>,
     rx: Burst,
     to_external: Burst,
     counters: NodeCounters,
@@ -304,6 +304,13 @@ struct Pending {
     deadline_us: u64,
 }
 
+/// One distributor's end of the XCF link: its XCF address and the MAC of its XCF port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DistributorLink {
+    pub xcf: Ipv4Addr,
+    pub mac: Mac,
+}
+
 /// A request for the distributor to negotiate an SA (the cluster link sends it as NEWCONN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewconnRequest {
@@ -311,6 +318,12 @@ pub struct NewconnRequest {
     pub local: IpAddr,
     /// The remote address the application wants to reach.
     pub remote: IpAddr,
+    /// The flow's IP protocol (17: the applications' sockets are UDP).
+    pub protocol: u8,
+    /// Our port.
+    pub local_port: u16,
+    /// The remote port.
+    pub remote_port: u16,
 }
 
 /// What happened to an application's datagram.
@@ -343,7 +356,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             external_mac,
             peers,
             echo,
-            distributor_link: None,
+            distributor_links: Vec::new(),
             rx: Burst::with_capacity(BURST),
             to_external: Burst::with_capacity(BURST),
             counters: NodeCounters::default(),
@@ -393,10 +406,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     }
 
     /// Matches the link as well as the address (the seed's check against spoofing): a frame on
-    /// the XCF port counts as coming over the XCF link only when its source MAC is `mac`, the
-    /// distributor's XCF port. Anything else is treated like external traffic.
-    pub fn set_distributor_link(&mut self, mac: Mac) {
-        self.distributor_link = Some(mac);
+    /// the XCF port counts as coming over the XCF link only when its source MAC and its outer
+    /// IPv4 source are those of one of `links` (the distributors whose DVIPAs this box serves).
+    /// Anything else is treated like external traffic. With no links set, the port alone counts.
+    pub fn set_distributor_link(&mut self, links: &[DistributorLink]) {
+        self.distributor_links = links.to_vec();
     }
 
     /// Binds a UDP socket to `local` (a DVIPA of this target) with a queue of `queue` datagrams.
@@ -441,18 +455,19 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         };
         let _ = frame.trim_back(room - len);
         if self.sas.outbound(local.ip(), dst.ip()).is_none() {
-            return self.hold_for_sa(frame, local.ip(), dst.ip(), now_us);
+            return self.hold_for_sa(frame, local, dst, now_us);
         }
         self.seal_and_queue(frame, now_us)
             .map(|()| SendStatus::Queued)
     }
 
-    /// Figure 11: no SA for this peer yet. Hold the packet and ask for one (once per pair).
+    /// Figure 11: no SA for this peer yet. Hold the packet and ask for one, once per address
+    /// pair (the SA covers the pair), naming the flow that asked first.
     fn hold_for_sa(
         &mut self,
         frame: PacketBuf,
-        local: IpAddr,
-        remote: IpAddr,
+        local: SocketAddr,
+        remote: SocketAddr,
         now_us: u64,
     ) -> Result<SendStatus, SendError> {
         if self.pending.len() >= PENDING_CAPACITY {
@@ -462,8 +477,18 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             frame,
             deadline_us: now_us.saturating_add(self.newconn_timeout_us),
         });
-        let request = NewconnRequest { local, remote };
-        if !self.newconn.contains(&request) && self.newconn.len() < PENDING_CAPACITY {
+        let request = NewconnRequest {
+            local: local.ip(),
+            remote: remote.ip(),
+            protocol: wire::UDP,
+            local_port: local.port(),
+            remote_port: remote.port(),
+        };
+        let asked = self
+            .newconn
+            .iter()
+            .any(|r| r.local == request.local && r.remote == request.remote);
+        if !asked && self.newconn.len() < PENDING_CAPACITY {
             self.newconn.push(request);
         }
         Ok(SendStatus::AwaitingSa)
@@ -554,11 +579,24 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     }
 
     fn link_check(&self, frame: &PacketBuf, ingress: Ingress) -> Ingress {
-        match (ingress, self.distributor_link) {
-            (Ingress::Xcf, Some(mac)) if frame.data().get(6..12) != Some(&mac[..]) => {
-                Ingress::External
-            }
-            _ => ingress,
+        if ingress != Ingress::Xcf || self.distributor_links.is_empty() {
+            return ingress;
+        }
+        let data = frame.data();
+        let source_mac = data.get(6..12);
+        let is_ipv4 = data.get(12..14) == Some(&[0x08, 0x00][..]);
+        let outer_source = data
+            .get(ETHERNET_LEN + 12..ETHERNET_LEN + 16)
+            .filter(|_| is_ipv4)
+            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+        let known = self
+            .distributor_links
+            .iter()
+            .any(|link| source_mac == Some(&link.mac[..]) && outer_source == Some(link.xcf));
+        if known {
+            ingress
+        } else {
+            Ingress::External
         }
     }
 

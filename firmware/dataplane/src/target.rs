@@ -1,7 +1,7 @@
 //! The target's packet paths (seed figures 9 and 10), sans-io, in place on caller buffers.
 //!
 //! Inbound: a GRE packet is accepted without inbound filtering only when it came in on the XCF
-//! port from the distributor's XCF address to ours; any other GRE is refused by the filter (and
+//! port from the XCF address of one of our distributors to ours; any other GRE is refused by the filter (and
 //! counted), and ESP that arrives any other way is filtered normally (its inner addresses must be
 //! covered by its SA's rule). The ESP packet is opened with the shadow SA; only after the ICV
 //! verified is the sequence number checked and set in the CF's shared window. Lifesize is counted
@@ -35,8 +35,9 @@ pub enum Ingress {
 pub struct TargetConfig {
     /// Our address on the XCF network.
     pub xcf_address: Ipv4Addr,
-    /// The distributor's XCF address: the only accepted GRE source.
-    pub distributor_xcf: Ipv4Addr,
+    /// The XCF addresses of the distributors whose DVIPAs this target serves (one box may serve
+    /// DVIPAs of several): the only accepted GRE sources.
+    pub distributor_xcf: Vec<Ipv4Addr>,
     /// The DVIPAs this target serves.
     pub dvipas: Vec<IpAddr>,
 }
@@ -49,7 +50,7 @@ pub enum TargetDrop {
     Malformed,
     /// Refused by inbound filtering (including GRE that is not from the distributor on XCF).
     Filtered,
-    /// GRE from somewhere other than the distributor's XCF address on the XCF port.
+    /// GRE from somewhere other than one of our distributors' XCF addresses on the XCF port.
     SpoofedGre,
     /// No shadow SA for (SPI, protocol, source) (never installed, or deleted).
     UnknownSa,
@@ -235,7 +236,8 @@ impl<F: SequenceFacility> Target<F> {
         })
     }
 
-    /// GRE is taken (and filtering bypassed) only from the distributor, to us, on the XCF port.
+    /// GRE is taken (and filtering bypassed) only from one of our distributors, to us, on the
+    /// XCF port.
     fn accept_gre(
         &self,
         ingress: Ingress,
@@ -243,8 +245,10 @@ impl<F: SequenceFacility> Target<F> {
         base: usize,
     ) -> Result<Range<usize>, TargetDrop> {
         let decap = gre::decapsulate(bytes).map_err(|_| TargetDrop::Malformed)?;
-        let from_distributor = decap.outer_src == IpAddr::V4(self.config.distributor_xcf)
-            && decap.outer_dst == IpAddr::V4(self.config.xcf_address);
+        let from_distributor = match decap.outer_src {
+            IpAddr::V4(src) => self.config.distributor_xcf.contains(&src),
+            IpAddr::V6(_) => false,
+        } && decap.outer_dst == IpAddr::V4(self.config.xcf_address);
         if ingress != Ingress::Xcf || !from_distributor {
             return Err(TargetDrop::SpoofedGre);
         }

@@ -4,7 +4,7 @@
 
 use crate::dct::{DctConfig, TargetId};
 use crate::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
-use crate::node::{DistributorNode, Neighbours, TargetNode};
+use crate::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
 use crate::peer::ScriptedPeer;
 use crate::poll::PollNode;
 use crate::sa_table::{IpPrefix, ShadowSaTable, TrafficSelector};
@@ -70,6 +70,9 @@ pub struct TestbedConfig {
     pub dct: DctConfig,
     /// Ports' pool and ring sizes.
     pub fabric: FabricConfig,
+    /// Distributors besides the testbed's own whose GRE every target also takes (a box that
+    /// serves DVIPAs of several distributors).
+    pub other_distributors: Vec<DistributorLink>,
 }
 
 impl Default for TestbedConfig {
@@ -80,6 +83,7 @@ impl Default for TestbedConfig {
             udp_ports: vec![crate::app::ECHO_PORT, 7000],
             dct: DctConfig::default(),
             fabric: FabricConfig::esp_default(),
+            other_distributors: Vec::new(),
         }
     }
 }
@@ -251,6 +255,13 @@ impl Testbed {
             target_macs,
             256,
         );
+        let own = DistributorLink {
+            xcf: DISTRIBUTOR_XCF,
+            mac: DISTRIBUTOR_XCF_MAC,
+        };
+        let distributor_links: Vec<DistributorLink> = std::iter::once(own)
+            .chain(config.other_distributors.iter().copied())
+            .collect();
         let mut targets = Vec::new();
         for i in 0..config.targets {
             let (Some(ext), Some(x)) = (external.next(), xcf.next()) else {
@@ -288,7 +299,7 @@ impl Testbed {
             let target = Target::new(
                 TargetConfig {
                     xcf_address: target_xcf(i),
-                    distributor_xcf: DISTRIBUTOR_XCF,
+                    distributor_xcf: distributor_links.iter().map(|l| l.xcf).collect(),
                     dvipas: vec![dvipa],
                 },
                 region.clone(),
@@ -302,7 +313,7 @@ impl Testbed {
                 Neighbours::new(vec![(IpAddr::V4(PEER_OUTER), PEER_MAC)]),
                 true,
             );
-            node.set_distributor_link(DISTRIBUTOR_XCF_MAC);
+            node.set_distributor_link(&distributor_links);
             targets.push(node);
         }
         Ok(Testbed {

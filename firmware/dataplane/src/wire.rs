@@ -14,6 +14,8 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Bytes of a UDP header.
 pub const UDP_LEN: usize = 8;
+/// UDP's IP protocol number.
+pub const UDP: u8 = 17;
 const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const DEFAULT_TTL: u8 = 64;

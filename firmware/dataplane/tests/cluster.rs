@@ -532,12 +532,19 @@ fn target_originated_traffic_waits_for_its_sa_then_goes_out() {
     target
         .send_to(socket, Testbed::peer_socket(443), b"second", 1)
         .unwrap();
+    // Another flow to the same peer waits for the same SA: no second request.
+    target
+        .send_to(socket, Testbed::peer_socket(8443), b"third", 2)
+        .unwrap();
     let requests: Vec<NewconnRequest> = target.take_newconn_requests().collect();
     assert_eq!(
         requests,
         [NewconnRequest {
             local: IpAddr::V4(DVIPA),
             remote: IpAddr::V4(PEER_INNER),
+            protocol: 17,
+            local_port: 9100,
+            remote_port: 443,
         }],
         "one NEWCONN per peer"
     );
@@ -572,8 +579,11 @@ fn target_originated_traffic_waits_for_its_sa_then_goes_out() {
         .into_iter()
         .map(|r| r.payload)
         .collect();
-    assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
-    assert_eq!(bed.targets[0].pending_released, 2);
+    assert_eq!(
+        got,
+        [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
+    );
+    assert_eq!(bed.targets[0].pending_released, 3);
 }
 
 #[test]
@@ -592,4 +602,45 @@ fn held_traffic_times_out_cleanly_when_no_sa_arrives() {
     assert_eq!(bed.targets[0].pending(), 0);
     assert_eq!(bed.targets[0].pending_timeouts, 1);
     assert_eq!(bed.peer.counters().packets_received, 0);
+}
+
+#[test]
+fn a_target_takes_gre_from_each_of_its_distributors_and_from_no_one_else() {
+    use dvipsec_dataplane::node::DistributorLink;
+    let second = DistributorLink {
+        xcf: std::net::Ipv4Addr::new(10, 9, 0, 2),
+        mac: [2, 0, 0, 0, 1, 0x11],
+    };
+    let third = DistributorLink {
+        xcf: std::net::Ipv4Addr::new(10, 9, 0, 3),
+        mac: [2, 0, 0, 0, 1, 0x12],
+    };
+    let config = TestbedConfig {
+        other_distributors: vec![second],
+        ..TestbedConfig::default()
+    };
+    let (mut bed, _dir) = site(config);
+    // The testbed's own distributor and the second one are both accepted.
+    let accepted = [
+        (DISTRIBUTOR_XCF, DISTRIBUTOR_XCF_MAC),
+        (second.xcf, second.mac),
+    ];
+    for (seq, (xcf, mac)) in (1..).zip(accepted) {
+        let esp = peer_esp_packet(seq, b"from a distributor");
+        inject(&mut bed.rogue_xcf, &gre_frame(xcf, 0, mac, &esp));
+    }
+    bed.settle(0, 10);
+    let t0 = bed.targets[0].target.counters();
+    assert_eq!(t0.forwarded_in, 2);
+    assert_eq!(t0.dropped(TargetDrop::SpoofedGre), 0);
+    // A third distributor, and a known address on another distributor's link, are refused.
+    let refused = [(third.xcf, third.mac), (second.xcf, DISTRIBUTOR_XCF_MAC)];
+    for (seq, (xcf, mac)) in (10..).zip(refused) {
+        let esp = peer_esp_packet(seq, b"spoofed");
+        inject(&mut bed.rogue_xcf, &gre_frame(xcf, 0, mac, &esp));
+    }
+    bed.settle(20, 10);
+    let t0 = bed.targets[0].target.counters();
+    assert_eq!(t0.dropped(TargetDrop::SpoofedGre), 2);
+    assert_eq!(t0.forwarded_in, 2);
 }

@@ -17,7 +17,7 @@ use dvipsec_dataplane::app::SocketId;
 use dvipsec_dataplane::dct::{DctConfig, TargetId};
 use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
 use dvipsec_dataplane::node::SendStatus;
-use dvipsec_dataplane::node::{DistributorNode, Neighbours, TargetNode};
+use dvipsec_dataplane::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
 use dvipsec_dataplane::poll::PollNode;
 use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink, ShadowSaTable};
 use dvipsec_dataplane::target::{Target, TargetConfig};
@@ -70,21 +70,17 @@ pub enum SiteError {
     Send(#[from] dvipsec_dataplane::node::SendError),
 }
 
-type PlaneNode = TargetNode<FabricPort, ShadowSaTable, CountingFacility>;
+type TargetPlane = TargetNode<FabricPort, ShadowSaTable, CountingFacility>;
 type DistributorPlane = DistributorNode<FabricPort, ShadowSaTable, CountingFacility>;
 
-/// A target's data plane for the DVIPAs of one distributor (the data plane accepts GRE from one
-/// distributor's XCF address, so a box serving DVIPAs of two distributors runs two planes).
-pub struct Plane {
-    /// (name, address) of the DVIPAs served through this plane.
-    pub dvipas: Vec<(String, IpAddr)>,
-    pub node: PlaneNode,
-}
-
+/// A target box: its cluster core and one data plane taking GRE from every distributor whose
+/// DVIPAs it serves.
 pub struct TargetBox {
     pub name: String,
     pub core: dvipsec_cluster::Target,
-    pub planes: Vec<Plane>,
+    /// (name, address) of the DVIPAs the box serves.
+    pub dvipas: Vec<(String, IpAddr)>,
+    pub node: TargetPlane,
 }
 
 pub struct DistributorBox {
@@ -111,11 +107,7 @@ enum Opener {
     Peer,
     /// An application on a target sends to the peer first (seed figure 11): NEWCONN makes the
     /// distributor negotiate; the peer sends once the SA is distributed.
-    Target {
-        target: usize,
-        plane: usize,
-        socket: SocketId,
-    },
+    Target { target: usize, socket: SocketId },
 }
 
 /// One DVIPA's remote peer and its negotiation with the DVIPA's distributor.
@@ -213,7 +205,7 @@ fn plan(views: &[NodeView]) -> Result<Vec<DvipaPlan>, SiteError> {
     Ok(plans)
 }
 
-/// Reports from one plane's data path, to the box's cluster core (which batches LIFESIZE).
+/// Reports from a box's data path, to the box's cluster core (which batches LIFESIZE).
 struct ClusterSink<'a> {
     core: &'a mut dvipsec_cluster::Target,
     dvipas: &'a [(String, IpAddr)],
@@ -347,19 +339,34 @@ impl<'v> Builder<'v> {
         self.incarnation
     }
 
-    /// The data plane of box `t` (named `name`) for the DVIPAs of distributor `d`.
-    fn plane(&mut self, d: usize, t: usize, name: &str) -> Result<Plane, SiteError> {
-        let owner = &self.owners[d];
-        let dvipas: Vec<(String, IpAddr)> = self
+    /// The data plane of box `t` (named `name`): it serves the DVIPAs listed for it and takes
+    /// GRE from each of their distributors.
+    fn target_plane(
+        &mut self,
+        t: usize,
+        name: &str,
+    ) -> Result<(Vec<(String, IpAddr)>, TargetPlane), SiteError> {
+        let served: Vec<&DvipaPlan> = self
             .plans
             .iter()
-            .filter(|p| p.owner == *owner && p.targets.iter().any(|n| n == name))
-            .map(|p| (p.name.clone(), p.address))
+            .filter(|p| p.targets.iter().any(|n| n == name))
             .collect();
+        let dvipas: Vec<(String, IpAddr)> =
+            served.iter().map(|p| (p.name.clone(), p.address)).collect();
+        let mut links: Vec<DistributorLink> = Vec::new();
+        for (d, owner) in self.owners.iter().enumerate() {
+            if served.iter().any(|p| p.owner == *owner) {
+                let xcf = xcf_address(self.views, owner)?;
+                links.push(DistributorLink {
+                    xcf,
+                    mac: mac(3, d, 0),
+                });
+            }
+        }
         let target = Target::new(
             TargetConfig {
                 xcf_address: xcf_address(self.views, name)?,
-                distributor_xcf: xcf_address(self.views, owner)?,
+                distributor_xcf: links.iter().map(|l| l.xcf).collect(),
                 dvipas: dvipas.iter().map(|(_, a)| *a).collect(),
             },
             self.facility.clone(),
@@ -367,14 +374,14 @@ impl<'v> Builder<'v> {
         let mut node = TargetNode::new(
             target,
             ShadowSaTable::new(),
-            self.external.take(&format!("t{t}-d{d}-ext"))?,
-            self.xcf.take(&format!("t{t}-d{d}-xcf"))?,
-            mac(4, t, d),
+            self.external.take(&format!("t{t}-ext"))?,
+            self.xcf.take(&format!("t{t}-xcf"))?,
+            mac(4, t, 0),
             self.peer_macs.clone(),
             true,
         );
-        node.set_distributor_link(mac(3, d, 0));
-        Ok(Plane { dvipas, node })
+        node.set_distributor_link(&links);
+        Ok((dvipas, node))
     }
 
     /// The data-plane dispatch configuration of distributor `d` over its `serving` boxes.
@@ -417,20 +424,17 @@ impl<'v> Builder<'v> {
         })
     }
 
-    /// Distributor `d` (data plane and cluster core) and the planes of the boxes it serves.
+    /// Distributor `d`: its data plane and cluster core.
     fn distributor(
         &mut self,
         d: usize,
         region: &Arc<RegionOwner>,
-        planes: &mut BTreeMap<usize, Vec<Plane>>,
     ) -> Result<DistributorBox, SiteError> {
         let owner = self.owners[d].clone();
         let serving = serving_boxes(&self.plans, &owner, &self.boxes);
         let mut target_macs = Vec::new();
         for (name, t) in &serving {
-            target_macs.push((IpAddr::V4(xcf_address(self.views, name)?), mac(5, *t, d)));
-            let plane = self.plane(d, *t, name)?;
-            planes.entry(*t).or_default().push(plane);
+            target_macs.push((IpAddr::V4(xcf_address(self.views, name)?), mac(5, *t, 0)));
         }
         let node = DistributorNode::new(
             Distributor::new(self.dispatch_config(d, &serving)?),
@@ -456,7 +460,8 @@ impl<'v> Builder<'v> {
         })
     }
 
-    fn target(&mut self, name: &str, planes: Vec<Plane>) -> Result<TargetBox, SiteError> {
+    fn target(&mut self, t: usize, name: &str) -> Result<TargetBox, SiteError> {
+        let (dvipas, node) = self.target_plane(t, name)?;
         let core = dvipsec_cluster::Target::new(
             self.view(name)?,
             self.next_incarnation(),
@@ -466,7 +471,8 @@ impl<'v> Builder<'v> {
         Ok(TargetBox {
             name: name.to_owned(),
             core,
-            planes,
+            dvipas,
+            node,
         })
     }
 
@@ -514,13 +520,13 @@ fn port_names(plans: &[DvipaPlan], owners: &[String], boxes: &[String]) -> (Port
     for p in 0..plans.len() {
         external.push((format!("peer{p}"), mac(1, p, 0)));
     }
-    for (d, owner) in owners.iter().enumerate() {
+    for d in 0..owners.len() {
         external.push((format!("dist{d}-ext"), mac(2, d, 0)));
         xcf.push((format!("dist{d}-xcf"), mac(3, d, 0)));
-        for (_, t) in serving_boxes(plans, owner, boxes) {
-            external.push((format!("t{t}-d{d}-ext"), mac(4, t, d)));
-            xcf.push((format!("t{t}-d{d}-xcf"), mac(5, t, d)));
-        }
+    }
+    for t in 0..boxes.len() {
+        external.push((format!("t{t}-ext"), mac(4, t, 0)));
+        xcf.push((format!("t{t}-xcf"), mac(5, t, 0)));
     }
     (external, xcf)
 }
@@ -532,13 +538,12 @@ impl Site {
         let numbers_issued = Arc::new(AtomicU64::new(0));
         let facility = CountingFacility::new(region.region().clone(), numbers_issued.clone());
         let mut builder = Builder::new(views, facility)?;
-        let mut planes = BTreeMap::new();
         let distributors = (0..builder.owners.len())
-            .map(|d| builder.distributor(d, &region, &mut planes))
+            .map(|d| builder.distributor(d, &region))
             .collect::<Result<Vec<_>, _>>()?;
         let mut targets = Vec::new();
         for (t, name) in builder.boxes.clone().iter().enumerate() {
-            targets.push(builder.target(name, planes.remove(&t).unwrap_or_default())?);
+            targets.push(builder.target(t, name)?);
         }
         let mut peers = (0..builder.plans.len())
             .map(|p| builder.peer(p))
@@ -578,17 +583,12 @@ impl Site {
         for peer in &mut self.peers {
             match peer.opener {
                 Opener::Peer => peer.keys.initiate_from_peer(now)?,
-                Opener::Target {
-                    target,
-                    plane,
-                    socket,
-                } => {
+                Opener::Target { target, socket } => {
                     let to = SocketAddr::new(peer.inner, NEWCONN_PORT);
                     let node = self
                         .targets
                         .get_mut(target)
-                        .and_then(|t| t.planes.get_mut(plane))
-                        .map(|p| &mut p.node)
+                        .map(|t| &mut t.node)
                         .ok_or_else(|| SiteError::Missing("NEWCONN target".into()))?;
                     let status = node.send_to(socket, to, b"hello from a target", 0)?;
                     if status != SendStatus::AwaitingSa {
@@ -780,9 +780,7 @@ impl Site {
             dist.node.poll(now_us);
         }
         for target in &mut self.targets {
-            for plane in &mut target.planes {
-                plane.node.poll(now_us);
-            }
+            target.node.poll(now_us);
         }
         for peer in &mut self.peers {
             peer.peer.poll_rx();
@@ -794,25 +792,21 @@ impl Site {
     fn forward_newconn_requests(&mut self) {
         let now = self.now;
         for target in &mut self.targets {
-            for plane in &mut target.planes {
-                let requests: Vec<_> = plane.node.take_newconn_requests().collect();
-                for request in requests {
-                    // The data plane names the addresses only; the demo's filters cover any
-                    // protocol and port.
-                    let flow = dvipsec_cluster::wire::Flow {
-                        local: request.local,
-                        remote: request.remote,
-                        protocol: 17,
-                        local_port: 0,
-                        remote_port: 0,
-                    };
-                    match target.core.open_connection(flow, now) {
-                        Ok(dvipsec_cluster::ConnStart::Pending { .. }) => {
-                            self.counters.newconn_requests += 1
-                        }
-                        Ok(dvipsec_cluster::ConnStart::Ready(_)) => {}
-                        Err(_) => self.counters.errors += 1,
+            let requests: Vec<_> = target.node.take_newconn_requests().collect();
+            for request in requests {
+                let flow = dvipsec_cluster::wire::Flow {
+                    local: request.local,
+                    remote: request.remote,
+                    protocol: request.protocol,
+                    local_port: request.local_port,
+                    remote_port: request.remote_port,
+                };
+                match target.core.open_connection(flow, now) {
+                    Ok(dvipsec_cluster::ConnStart::Pending { .. }) => {
+                        self.counters.newconn_requests += 1
                     }
+                    Ok(dvipsec_cluster::ConnStart::Ready(_)) => {}
+                    Err(_) => self.counters.errors += 1,
                 }
             }
         }
@@ -820,15 +814,13 @@ impl Site {
 
     fn report_lifesize(&mut self) {
         for target in &mut self.targets {
-            for plane in &mut target.planes {
-                let mut sink = ClusterSink {
-                    core: &mut target.core,
-                    dvipas: &plane.dvipas,
-                    refused: 0,
-                };
-                plane.node.report_lifesize(&mut sink);
-                self.counters.lifesize_refused += sink.refused;
-            }
+            let mut sink = ClusterSink {
+                core: &mut target.core,
+                dvipas: &target.dvipas,
+                refused: 0,
+            };
+            target.node.report_lifesize(&mut sink);
+            self.counters.lifesize_refused += sink.refused;
         }
     }
 
@@ -884,10 +876,8 @@ impl Site {
                 let ok = match event {
                     TargetEvent::Installed(sa) => install_shadow(target, &sa),
                     TargetEvent::Deleted(sa) => {
-                        for plane in &mut target.planes {
-                            if plane.dvipas.iter().any(|(n, _)| *n == sa.dvipa) {
-                                plane.node.sas.delete(sa.spi);
-                            }
+                        if target.dvipas.iter().any(|(n, _)| *n == sa.dvipa) {
+                            target.node.sas.delete(sa.spi);
                         }
                         true
                     }
@@ -1000,29 +990,19 @@ fn newconn_opener(
     distributor: &str,
     address: IpAddr,
 ) -> Result<Opener, SiteError> {
-    let serves = |t: &TargetBox| {
-        t.planes
-            .iter()
-            .position(|p| p.dvipas.iter().any(|(n, _)| n == dvipa))
-    };
+    let serves = |t: &TargetBox| t.dvipas.iter().any(|(n, _)| n == dvipa);
     let target = targets
         .iter()
-        .position(|t| t.name != distributor && serves(t).is_some())
-        .or_else(|| targets.iter().position(|t| serves(t).is_some()))
+        .position(|t| t.name != distributor && serves(t))
+        .or_else(|| targets.iter().position(serves))
         .ok_or_else(|| SiteError::Missing(format!("target serving {dvipa}")))?;
-    let plane = serves(&targets[target])
-        .ok_or_else(|| SiteError::Missing(format!("target serving {dvipa}")))?;
-    let socket = targets[target].planes[plane]
+    let socket = targets[target]
         .node
         .bind_udp(SocketAddr::new(address, NEWCONN_PORT), 4)?;
-    Ok(Opener::Target {
-        target,
-        plane,
-        socket,
-    })
+    Ok(Opener::Target { target, socket })
 }
 
-/// A target core installed `sa`: the plane serving its DVIPA builds it for the data path.
+/// A target core installed `sa`: the box's data plane builds it for the data path.
 fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
     let Some(install) = target
         .core
@@ -1033,14 +1013,7 @@ fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
     else {
         return false;
     };
-    let Some(plane) = target
-        .planes
-        .iter_mut()
-        .find(|p| p.dvipas.iter().any(|(n, _)| *n == sa.dvipa))
-    else {
-        return false;
-    };
-    let Some(&(_, dvipa)) = plane.dvipas.iter().find(|(n, _)| *n == sa.dvipa) else {
+    let Some(&(_, dvipa)) = target.dvipas.iter().find(|(n, _)| *n == sa.dvipa) else {
         return false;
     };
     let (Ok(esp), Some(selector)) = (data_plane_sa(&install), convert::selector(&install)) else {
@@ -1049,12 +1022,12 @@ fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
     let slot = SlotId(install.cf_slot);
     match sa.direction {
         WireDirection::Inbound => {
-            plane
+            target
                 .node
                 .sas
                 .install_inbound(esp, dvipa, install.peer, selector, slot)
         }
-        WireDirection::Outbound => plane.node.sas.install_outbound(
+        WireDirection::Outbound => target.node.sas.install_outbound(
             esp,
             dvipa,
             install.peer,
@@ -1089,8 +1062,7 @@ mod tests {
         let targets: u64 = site
             .targets
             .iter()
-            .flat_map(|t| &t.planes)
-            .map(|p| p.node.target.counters().drops.iter().sum::<u64>())
+            .map(|t| t.node.target.counters().drops.iter().sum::<u64>())
             .sum();
         distributors + targets
     }
@@ -1104,12 +1076,7 @@ mod tests {
             site.round();
             // Every echo request of the round came back (the DVB1 peer gets one extra
             // datagram: the target-originated one).
-            let released: u64 = site
-                .targets
-                .iter()
-                .flat_map(|t| &t.planes)
-                .map(|p| p.node.pending_released)
-                .sum();
+            let released: u64 = site.targets.iter().map(|t| t.node.pending_released).sum();
             for (index, peer) in site.peers.iter().enumerate() {
                 let c = peer.peer.counters();
                 let extra = if index > 0 { released } else { 0 };

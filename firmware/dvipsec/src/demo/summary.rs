@@ -74,13 +74,11 @@ impl Summary {
                     outbound_packets: 0,
                     drops: BTreeMap::new(),
                 };
-                for plane in &t.planes {
-                    let c = plane.node.target.counters();
-                    row.inbound_packets += c.inbound_packets;
-                    row.outbound_packets += c.outbound_packets;
-                    for cause in TargetDrop::ALL {
-                        add_drops(&mut row.drops, format!("{cause:?}"), c.dropped(cause));
-                    }
+                let c = t.node.target.counters();
+                row.inbound_packets += c.inbound_packets;
+                row.outbound_packets += c.outbound_packets;
+                for cause in TargetDrop::ALL {
+                    add_drops(&mut row.drops, format!("{cause:?}"), c.dropped(cause));
                 }
                 row
             })
