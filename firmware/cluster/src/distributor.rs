@@ -47,6 +47,9 @@ pub enum DistributorEvent {
     NegotiateSa { dvipa: String, flow: Flow },
     /// Every target listed for the SA's DVIPA that is up has acknowledged it.
     Distributed(SaRef),
+    /// A rekeyed SA was deleted from the targets (and its CF slot released) now that its
+    /// replacement is everywhere: the distributor's own data path can drop it too.
+    Retired(SaRef),
     /// The reporting threshold changed to `percent`.
     ThresholdChanged { percent: u8 },
     /// A target came up or restarted (and was sent the current SAs).
@@ -464,6 +467,8 @@ impl Distributor {
             if let Err(err) = self.delete(&replacement.old, now) {
                 first_error.get_or_insert(err);
             }
+            self.events
+                .push_back(DistributorEvent::Retired(replacement.old));
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -113,6 +113,13 @@ fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one
         cluster.distributor("MVS1").counters().replaced_sas_retired,
         1
     );
+    let retired: Vec<&DistributorEvent> = cluster
+        .distributor_events
+        .iter()
+        .filter(|(_, e)| matches!(e, DistributorEvent::Retired(_)))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(retired, [&DistributorEvent::Retired(old.clone())]);
 
     // Retired, the old SA's slot is free again.
     let next = sa(DVA1, dva1, Direction::Inbound, 0x1003);

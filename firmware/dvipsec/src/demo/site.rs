@@ -10,7 +10,7 @@ use super::peer::RemotePeer;
 use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::sim::Network;
-use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
+use dvipsec_cluster::wire::{SaRef, WireDirection};
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent};
 use dvipsec_config::NodeView;
 use dvipsec_dataplane::app::SocketId;
@@ -90,14 +90,14 @@ pub struct DistributorBox {
 }
 
 /// A child SA on its way to the targets. Until every target holds both halves, the peer keeps
-/// the SA it had (none at first) and the SA it replaces stays installed everywhere: make before
-/// break, so no packet meets a half-installed pair or a released CF slot.
+/// the SA it had (none at first); the cluster core keeps the SAs a rekey replaces until their
+/// replacements are everywhere (make before break), so no packet meets a half-installed pair or
+/// a released CF slot.
 struct PendingSwitch {
-    new: [Box<SaInstall>; 2],
     /// SAs not yet acknowledged by every target.
     waiting: Vec<SaRef>,
-    /// The (inbound, outbound) SPIs of the child this one replaces.
-    old: Option<(u32, u32)>,
+    /// The outbound SPI of the child this one replaces (the peer's inbound SA).
+    old_outbound: Option<u32>,
 }
 
 /// Who opens the first connection of a DVIPA's peer.
@@ -686,8 +686,27 @@ impl Site {
         }
         let new_inbound = pair.inbound.sa_ref();
         let waiting = vec![new_inbound.clone(), pair.outbound.sa_ref()];
-        for install in [&pair.inbound, &pair.outbound] {
-            let event = IkeEvent::Installed(Box::new(install.clone()));
+        // Outbound first: the old inbound SA (the one the peer still sends on) is retired no
+        // earlier than the new outbound one is everywhere.
+        for (direction, install) in [
+            (WireDirection::Outbound, &pair.outbound),
+            (WireDirection::Inbound, &pair.inbound),
+        ] {
+            let new = Box::new(install.clone());
+            let event = match old {
+                Some((old_in, old_out)) => IkeEvent::Rekeyed {
+                    old: SaRef {
+                        dvipa: peer.dvipa.clone(),
+                        direction,
+                        spi: match direction {
+                            WireDirection::Inbound => old_in,
+                            WireDirection::Outbound => old_out,
+                        },
+                    },
+                    new,
+                },
+                None => IkeEvent::Installed(new),
+            };
             if dist.core.handle_ike(event, now).is_err() {
                 self.counters.errors += 1;
             }
@@ -696,9 +715,8 @@ impl Site {
         peer.current = Some((child.inbound_spi, child.outbound_spi));
         peer.rekey_asked = false;
         peer.pending_switches.push(PendingSwitch {
-            new: [Box::new(pair.inbound), Box::new(pair.outbound)],
             waiting,
-            old,
+            old_outbound: old.map(|(_, old_out)| old_out),
         });
         // The distributor's own data path needs the inbound SA (with its CF slot) to peek.
         let stored = dist
@@ -926,14 +944,14 @@ impl Site {
                 }
             }
             DistributorEvent::Distributed(sa) => self.on_distributed(&sa),
+            DistributorEvent::Retired(sa) => self.on_retired(&sa),
             _ => {}
         }
     }
 
     /// Every target acknowledged `sa`. Once both halves of a child are everywhere, the peer
-    /// moves to it and the child it replaces goes (IKE's rekey, told to the cluster core now).
+    /// moves to it and drops the SA it replaces; the cluster core retires the old halves.
     fn on_distributed(&mut self, sa: &SaRef) {
-        let now = self.now;
         let Some(peer) = self.peers.iter_mut().find(|p| p.dvipa == sa.dvipa) else {
             return;
         };
@@ -950,35 +968,26 @@ impl Site {
         }
         let switch = peer.pending_switches.remove(at);
         peer.peer.activate_staged();
-        let Some((old_in, old_out)) = switch.old else {
+        if let Some(old_outbound) = switch.old_outbound {
+            peer.peer.remove_inbound(old_outbound);
+        }
+    }
+
+    /// The cluster core retired a rekeyed SA: an inbound one leaves its distributor's data path.
+    fn on_retired(&mut self, sa: &SaRef) {
+        if sa.direction != WireDirection::Inbound {
+            return;
+        }
+        let Some(owner) = self.peers.iter().find(|p| p.dvipa == sa.dvipa) else {
             return;
         };
-        peer.peer.remove_inbound(old_out);
-        let Some(dist) = self
+        if let Some(dist) = self
             .distributors
             .iter_mut()
-            .find(|d| d.name == peer.distributor)
-        else {
-            return;
-        };
-        let [new_in, new_out] = switch.new;
-        for (direction, old_spi, new) in [
-            (WireDirection::Inbound, old_in, new_in),
-            (WireDirection::Outbound, old_out, new_out),
-        ] {
-            let replaced = IkeEvent::Rekeyed {
-                old: SaRef {
-                    dvipa: peer.dvipa.clone(),
-                    direction,
-                    spi: old_spi,
-                },
-                new,
-            };
-            if dist.core.handle_ike(replaced, now).is_err() {
-                self.counters.errors += 1;
-            }
+            .find(|d| d.name == owner.distributor)
+        {
+            dist.node.sas.delete(sa.spi);
         }
-        dist.node.sas.delete(old_in);
     }
 }
 
@@ -1071,7 +1080,7 @@ mod tests {
     fn rekeys_lose_no_packet_and_retire_the_old_sas() {
         let dir = tempfile::tempdir().unwrap();
         let mut site = figure4(dir.path());
-        while site.counters.rekeys < 4 {
+        while site.counters.rekeys < 12 {
             assert!(site.now() < Duration::from_secs(60), "no rekey happened");
             site.round();
             // Every echo request of the round came back (the DVB1 peer gets one extra
