@@ -10,7 +10,10 @@ use aws_lc_rs::cipher::DecryptionContext;
 use aws_lc_rs::iv::FixedLength;
 use std::net::IpAddr;
 
+mod burst;
 mod fast;
+
+pub use burst::{peek_burst, MAX_PEEK_BURST};
 
 /// A value derived from a packet whose ICV has NOT been verified. Anyone can forge it: use it
 /// only to choose where a packet goes, never to accept it.
@@ -67,6 +70,7 @@ const TUNNEL_FIRST_PEEK: usize = 48;
 const MAX_HEAD: usize = 128;
 
 /// The encrypted payload of an ESP packet as seen by peek.
+#[derive(Clone, Copy)]
 struct Ciphertext<'a> {
     pkt: &'a [u8],
     iv_at: usize,

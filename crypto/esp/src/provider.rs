@@ -71,6 +71,15 @@ pub trait EspAead: Send + Sync {
         offset: usize,
         data: &mut [u8],
     ) -> Result<(), CryptoError>;
+
+    /// For a counter-mode AEAD built on AES (GCM): encrypts each of `blocks` in place with the
+    /// AEAD's block cipher, so that a burst peek can compute the counter blocks of many packets in
+    /// one pipelined call. Returns `false`, leaving `blocks` untouched, when the AEAD has no such
+    /// block cipher (the default); the caller then uses [`EspAead::apply_keystream`] per packet.
+    fn encrypt_counter_blocks(&self, blocks: &mut [[u8; 16]]) -> bool {
+        let _ = blocks;
+        false
+    }
 }
 
 /// Makes keyed AEADs.
@@ -204,6 +213,50 @@ impl CtrKey {
     }
 }
 
+impl CtrKey {
+    /// Many blocks through the backend's parallel path (eight blocks in flight with AES-NI).
+    /// One backend dispatch for the whole slice.
+    fn encrypt_many(&self, blocks: &mut [[u8; 16]]) {
+        use aes::cipher::BlockEncrypt;
+        let many = ManyBlocks(blocks);
+        match self {
+            CtrKey::Aes128(k) => k.encrypt_with_backend(many),
+            CtrKey::Aes256(k) => k.encrypt_with_backend(many),
+        }
+    }
+}
+
+/// Any number of blocks, fed to the backend in groups of its parallel width.
+struct ManyBlocks<'a>(&'a mut [[u8; 16]]);
+
+impl aes::cipher::BlockSizeUser for ManyBlocks<'_> {
+    type BlockSize = aes::cipher::consts::U16;
+}
+
+impl aes::cipher::BlockClosure for ManyBlocks<'_> {
+    #[inline(always)]
+    fn call<B: aes::cipher::BlockBackend<BlockSize = Self::BlockSize>>(self, backend: &mut B) {
+        use aes::cipher::typenum::Unsigned;
+        let width = B::ParBlocksSize::USIZE;
+        let mut chunks = self.0.chunks_exact_mut(width);
+        for chunk in &mut chunks {
+            let mut par = aes::cipher::ParBlocks::<B>::default();
+            for (lane, block) in par.iter_mut().zip(chunk.iter()) {
+                lane.copy_from_slice(block);
+            }
+            backend.proc_par_blocks((&mut par).into());
+            for (block, lane) in chunk.iter_mut().zip(par.iter()) {
+                block.copy_from_slice(lane);
+            }
+        }
+        for block in chunks.into_remainder() {
+            let mut single = aes::Block::from(*block);
+            backend.proc_block((&mut single).into());
+            *block = single.into();
+        }
+    }
+}
+
 /// Counter blocks handed to the AES backend in one call.
 struct Batch<'a, const N: usize>(&'a mut [aes::Block; N]);
 
@@ -289,6 +342,11 @@ impl EspAead for AwsLcGcm {
             skip = 0;
         }
         Ok(())
+    }
+
+    fn encrypt_counter_blocks(&self, blocks: &mut [[u8; 16]]) -> bool {
+        self.ctr.encrypt_many(blocks);
+        true
     }
 }
 

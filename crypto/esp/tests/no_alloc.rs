@@ -5,13 +5,14 @@
 mod common;
 
 use common::*;
-use dvipsec_esp::{IpsecProtocol, Mode, Suite};
+use dvipsec_esp::{peek_burst, EspError, IpsecProtocol, Mode, Sa, Suite};
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 fn main() {
     seal_open_and_peek_do_not_allocate();
-    println!("seal, open and peek made no heap allocation");
+    burst_peek_does_not_allocate();
+    println!("seal, open, peek and burst peek made no heap allocation");
 }
 
 fn seal_open_and_peek_do_not_allocate() {
@@ -43,4 +44,38 @@ fn seal_open_and_peek_do_not_allocate() {
             }
         }
     }
+}
+
+/// A 40-packet burst over three SAs (two passes): nothing on the heap.
+fn burst_peek_does_not_allocate() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let suites = [
+        Suite::Aes128Gcm16,
+        Suite::Aes256Gcm16,
+        Suite::ChaCha20Poly1305,
+    ];
+    let mut pairs: Vec<(Sa, Sa)> = suites
+        .iter()
+        .map(|&suite| pair(Shape::esp(suite, Mode::Tunnel)))
+        .collect();
+    let wires: Vec<Vec<u8>> = (0..40)
+        .map(|i| seal(&mut pairs[i % 3].0, &ipv4(TCP, 7, 8, 0x02, 1300)))
+        .collect();
+    let burst: Vec<(&Sa, &[u8])> = wires
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (&pairs[i % 3].1, w.as_slice()))
+        .collect();
+    let mut results: Vec<_> = (0..burst.len())
+        .map(|_| Err(EspError::DummyPacket))
+        .collect();
+    let before = dhat::HeapStats::get().total_blocks;
+    for _ in 0..20 {
+        assert_eq!(peek_burst(&burst, &mut results), burst.len());
+    }
+    let after = dhat::HeapStats::get().total_blocks;
+    assert_eq!(after, before, "burst peek allocated");
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|f| f.unverified().syn)));
 }

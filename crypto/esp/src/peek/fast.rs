@@ -31,10 +31,42 @@ struct PlainHeader {
     protocol: u8,
 }
 
+/// Where the fast path gets plaintext: the SA's cipher per call ([`Direct`]) or keystream a burst
+/// computed ahead (`burst::Precomputed`). Both give the same bytes, so both give the same result.
+pub(super) trait PlainSource {
+    /// Plaintext bytes `offset..offset + out.len()` of the ESP payload, or `None` on failure.
+    fn decrypt(&self, ct: &Ciphertext<'_>, offset: usize, out: &mut [u8]) -> Option<()>;
+}
+
+/// Decrypts with the SA's cipher at each call.
+pub(super) struct Direct<'s>(pub(super) &'s Sa);
+
+impl PlainSource for Direct<'_> {
+    #[inline(always)]
+    fn decrypt(&self, ct: &Ciphertext<'_>, offset: usize, out: &mut [u8]) -> Option<()> {
+        self.0.decrypt_range(ct, offset, out).ok()
+    }
+}
+
+/// The outer part of a fast peek: checked headers and where the ciphertext is.
+#[derive(Clone, Copy)]
+pub(super) struct FastOuter<'a> {
+    pub(super) ct: Ciphertext<'a>,
+    family: Family,
+    esp_at: usize,
+}
+
 impl Sa {
     /// The fast peek of an ESP packet, or `None` to fall back to the general path.
     #[inline(always)]
     pub(super) fn peek_esp_fast(&self, packet: &[u8]) -> Option<Unauthenticated<PeekInfo>> {
+        let outer = self.fast_outer(packet)?;
+        self.fast_finish(&outer, &Direct(self))
+    }
+
+    /// Parses the outer headers of a plain-shaped ESP packet for this SA; `None` for other shapes.
+    #[inline(always)]
+    pub(super) fn fast_outer<'a>(&self, packet: &'a [u8]) -> Option<FastOuter<'a>> {
         let outer = plain_header(packet)?;
         let pkt = packet.get(..outer.total_len)?;
         let esp_at = self.esp_offset(pkt, outer)?;
@@ -50,14 +82,29 @@ impl Sa {
             text_at,
             text_end,
         };
+        Some(FastOuter {
+            ct,
+            family: outer.family,
+            esp_at,
+        })
+    }
+
+    /// Decrypts the inner headers from `source` and builds the result.
+    #[inline(always)]
+    pub(super) fn fast_finish(
+        &self,
+        outer: &FastOuter<'_>,
+        source: &impl PlainSource,
+    ) -> Option<Unauthenticated<PeekInfo>> {
+        let ct = &outer.ct;
         // Decrypt first: the outer fields below are read while the cipher works.
         let mut head = [0u8; FAST_HEAD];
         let (inner_family, l4) = match self.params.mode {
-            Mode::Tunnel => self.fast_tunnel(&ct, &mut head)?,
-            Mode::Transport => (None, self.fast_transport(&ct)?),
+            Mode::Tunnel => fast_tunnel(ct, source, &mut head)?,
+            Mode::Transport => (None, fast_transport(ct, source)?),
         };
-        let seq = self.full_seq(ip::be32(pkt, esp_at + 4));
-        let outer_addresses = ip::addresses(pkt, outer.family);
+        let seq = self.full_seq(ip::be32(ct.pkt, outer.esp_at + 4));
+        let outer_addresses = ip::addresses(ct.pkt, outer.family);
         let inner_addresses = match inner_family {
             Some(family) => ip::addresses(&head, family),
             None => outer_addresses,
@@ -88,47 +135,46 @@ impl Sa {
             _ => None,
         }
     }
+}
 
-    /// Tunnel mode: decrypts the first blocks into `head`, reads the inner header and its ports.
-    #[inline(always)]
-    fn fast_tunnel(
-        &self,
-        ct: &Ciphertext<'_>,
-        head: &mut [u8; FAST_HEAD],
-    ) -> Option<(Option<Family>, L4)> {
-        let first = ct.len().min(TUNNEL_FIRST_PEEK);
-        self.decrypt_range(ct, 0, &mut head[..first]).ok()?;
-        let inner = plain_header(&head[..first])?;
-        if inner.total_len < inner.header_len {
-            return None;
-        }
-        let l4_at = inner.header_len;
-        let needed = l4_at + l4_peek_len(inner.protocol);
-        if needed > ct.len() {
-            return None;
-        }
-        if needed > first {
-            self.decrypt_range(ct, first, &mut head[first..needed])
-                .ok()?;
-        }
-        let l4 = read_l4(&head[l4_at..needed], inner.protocol, 0).ok()?;
-        Some((Some(inner.family), l4))
+/// Tunnel mode: decrypts the first blocks into `head`, reads the inner header and its ports.
+#[inline(always)]
+fn fast_tunnel(
+    ct: &Ciphertext<'_>,
+    source: &impl PlainSource,
+    head: &mut [u8; FAST_HEAD],
+) -> Option<(Option<Family>, L4)> {
+    let first = ct.len().min(TUNNEL_FIRST_PEEK);
+    source.decrypt(ct, 0, &mut head[..first])?;
+    let inner = plain_header(&head[..first])?;
+    if inner.total_len < inner.header_len {
+        return None;
     }
+    let l4_at = inner.header_len;
+    let needed = l4_at + l4_peek_len(inner.protocol);
+    if needed > ct.len() {
+        return None;
+    }
+    if needed > first {
+        source.decrypt(ct, first, &mut head[first..needed])?;
+    }
+    let l4 = read_l4(&head[l4_at..needed], inner.protocol, 0).ok()?;
+    Some((Some(inner.family), l4))
+}
 
-    /// Transport mode: the next header from the trailer, then the ports from the first block.
-    #[inline(always)]
-    fn fast_transport(&self, ct: &Ciphertext<'_>) -> Option<L4> {
-        let mut trailer = [0u8; 2];
-        self.decrypt_range(ct, ct.len() - 2, &mut trailer).ok()?;
-        let protocol = trailer[1];
-        let needed = l4_peek_len(protocol);
-        if needed > ct.len() {
-            return None;
-        }
-        let mut head = [0u8; TCP_PEEK_LEN];
-        self.decrypt_range(ct, 0, &mut head[..needed]).ok()?;
-        read_l4(&head[..needed], protocol, 0).ok()
+/// Transport mode: the next header from the trailer, then the ports from the first block.
+#[inline(always)]
+fn fast_transport(ct: &Ciphertext<'_>, source: &impl PlainSource) -> Option<L4> {
+    let mut trailer = [0u8; 2];
+    source.decrypt(ct, ct.len() - 2, &mut trailer)?;
+    let protocol = trailer[1];
+    let needed = l4_peek_len(protocol);
+    if needed > ct.len() {
+        return None;
     }
+    let mut head = [0u8; TCP_PEEK_LEN];
+    source.decrypt(ct, 0, &mut head[..needed])?;
+    read_l4(&head[..needed], protocol, 0).ok()
 }
 
 /// An IPv4 header without options that is not a fragment, or an IPv6 header whose next header is
