@@ -1,5 +1,6 @@
 //! Seal/open per suite at 64, 576 and 1420 bytes and IMIX, the raw aws-lc-rs AEAD on the same
-//! sizes as the baseline, and peek against a full open at 1420 bytes.
+//! sizes as the baseline, peek against a full open at 1420 bytes, and burst peek against a full
+//! open of the same 32-packet burst over four SAs.
 //!
 //! Every seal iteration first copies the plaintext into the buffer (seal works in place), and so
 //! does the raw AEAD baseline, so the ratio compares like with like.
@@ -7,7 +8,8 @@
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dvipsec_esp::{
-    Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, MAX_HEADROOM, MAX_TAILROOM,
+    peek_burst, Direction, EspError, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints,
+    MAX_HEADROOM, MAX_TAILROOM,
 };
 
 const SIZES: [usize; 3] = [64, 576, 1420];
@@ -217,12 +219,87 @@ fn bench_peek(c: &mut Criterion) {
     group.finish();
 }
 
+/// Packets of a distributor burst and how many SAs they are spread over.
+const BURST: usize = 32;
+const BURST_SAS: usize = 4;
+
+/// A burst of 32 sealed 1420-byte packets over four SAs of `suite` (packet i from SA i % 4) and
+/// the four inbound SAs.
+fn sealed_burst(suite: Suite) -> (Vec<Vec<u8>>, Vec<Sa>) {
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for n in 0..BURST_SAS as u32 {
+        let mut out = config(suite, Direction::Outbound);
+        out.spi += n;
+        out.keys = SaKeys::new(
+            &vec![0x42 + n as u8; suite.enc_key_len()],
+            &vec![0x24; suite.auth_key_len()],
+        );
+        let mut inb = out.clone();
+        inb.direction = Direction::Inbound;
+        senders.push(Sa::new(out).unwrap());
+        receivers.push(Sa::new(inb).unwrap());
+    }
+    let mut frames = Frames::new(&[1420]);
+    let packet = frames.packets[0].clone();
+    let wires = (0..BURST)
+        .map(|i| {
+            frames.buf[MAX_HEADROOM..MAX_HEADROOM + packet.len()].copy_from_slice(&packet);
+            let range = MAX_HEADROOM..MAX_HEADROOM + packet.len();
+            let sealed = senders[i % BURST_SAS].seal(&mut frames.buf, range).unwrap();
+            frames.buf[sealed.packet].to_vec()
+        })
+        .collect();
+    (wires, receivers)
+}
+
+/// Per packet, same 32 packets in each: burst peek, peek one by one, and a full open of each.
+fn bench_burst_peek(c: &mut Criterion) {
+    let mut group = c.benchmark_group("burst32-4sa-1420B");
+    group.throughput(Throughput::Elements(BURST as u64));
+    for suite in [Suite::Aes128Gcm16, Suite::Aes256Gcm16] {
+        let (wires, mut sas) = sealed_burst(suite);
+        let pairs: Vec<(&Sa, &[u8])> = wires
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (&sas[i % BURST_SAS], w.as_slice()))
+            .collect();
+        let mut results: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
+        group.bench_function(BenchmarkId::new("peek_burst", suite.name()), |b| {
+            b.iter(|| {
+                peek_burst(black_box(&pairs), &mut results);
+                black_box(&results);
+            })
+        });
+        group.bench_function(BenchmarkId::new("peek_each", suite.name()), |b| {
+            b.iter(|| {
+                for &(sa, packet) in black_box(&pairs) {
+                    black_box(sa.peek(packet).unwrap());
+                }
+            })
+        });
+        drop(pairs);
+        let mut buf = vec![0u8; 2048];
+        group.bench_function(BenchmarkId::new("open_each", suite.name()), |b| {
+            b.iter(|| {
+                for (i, w) in black_box(&wires).iter().enumerate() {
+                    buf[..w.len()].copy_from_slice(w);
+                    let opened = sas[i % BURST_SAS].open(&mut buf, 0..w.len()).unwrap();
+                    black_box(&buf[opened.packet]);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_raw_aead,
     bench_seal,
     bench_open,
     bench_pps,
-    bench_peek
+    bench_peek,
+    bench_burst_peek
 );
 criterion_main!(benches);

@@ -177,10 +177,15 @@ struct Precomputed<'p> {
 }
 
 impl Precomputed<'_> {
+    /// The keystream of plaintext block `number`, if it was computed ahead.
+    #[inline(always)]
     fn block(&self, number: usize) -> Option<&[u8; AES_BLOCK]> {
-        let at = self.plan.blocks[..self.plan.count]
-            .iter()
-            .position(|&b| b as usize == number)?;
+        let planned = &self.plan.blocks[..self.plan.count];
+        // Tunnel plans hold blocks 0, 1, 2 in order: one comparison finds them.
+        let at = match planned.get(number) {
+            Some(&b) if b as usize == number => number,
+            _ => planned.iter().position(|&b| b as usize == number)?,
+        };
         self.keystream.get(at)
     }
 }
@@ -188,26 +193,38 @@ impl Precomputed<'_> {
 impl PlainSource for Precomputed<'_> {
     #[inline(always)]
     fn decrypt(&self, ct: &Ciphertext<'_>, offset: usize, out: &mut [u8]) -> Option<()> {
-        let end = offset + out.len();
-        if out.is_empty() {
-            return Some(());
-        }
         let from = ct.text_at + offset;
         out.copy_from_slice(ct.pkt.get(from..from + out.len())?);
-        for number in offset / AES_BLOCK..=(end - 1) / AES_BLOCK {
-            let Some(block) = self.block(number) else {
+        let mut at = offset;
+        let mut rest = &mut out[..];
+        while !rest.is_empty() {
+            let Some(block) = self.block(at / AES_BLOCK) else {
                 // Not computed ahead (e.g. an inner IPv6 + TCP head): the SA's cipher does it all.
                 return Direct(self.sa).decrypt(ct, offset, out);
             };
-            let block_start = number * AES_BLOCK;
-            let lo = offset.max(block_start);
-            let hi = end.min(block_start + AES_BLOCK);
-            let stream = &block[lo - block_start..hi - block_start];
-            for (byte, key) in out[lo - offset..hi - offset].iter_mut().zip(stream) {
-                *byte ^= key;
-            }
+            let skip = at % AES_BLOCK;
+            let take = (AES_BLOCK - skip).min(rest.len());
+            let (now, later) = std::mem::take(&mut rest).split_at_mut(take);
+            xor_with(now, &block[skip..]);
+            rest = later;
+            at += take;
         }
         Some(())
+    }
+}
+
+/// XORs `data` with the start of `stream`; a whole block in one 128-bit operation.
+#[inline(always)]
+fn xor_with(data: &mut [u8], stream: &[u8]) {
+    if let (Ok(whole), Ok(key)) = (
+        <&mut [u8; AES_BLOCK]>::try_from(&mut *data),
+        <&[u8; AES_BLOCK]>::try_from(stream),
+    ) {
+        *whole = (u128::from_ne_bytes(*whole) ^ u128::from_ne_bytes(*key)).to_ne_bytes();
+        return;
+    }
+    for (byte, key) in data.iter_mut().zip(stream) {
+        *byte ^= key;
     }
 }
 
