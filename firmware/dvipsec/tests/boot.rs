@@ -188,14 +188,11 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?}");
 }
 
-#[test]
-fn boot_runs_until_sigterm_and_removes_its_region() {
-    if !root_or_skip("boot_runs_until_sigterm_and_removes_its_region") {
-        return;
-    }
-    let site = write_site("run", "af_packet", "bt-ext", "[0]");
-    let namespace = format!("dvb-boot-{}", std::process::id());
-    let mut run = NamespaceRun {
+/// Runs boot for the one-node site in a namespace of its own with a veth as its port.
+fn run_in_namespace(tag: &str, xcf_address_present: bool) -> (Site, NamespaceRun, Child) {
+    let site = write_site(tag, "af_packet", "bt-ext", "[0]");
+    let namespace = format!("dvb-boot-{}-{tag}", std::process::id());
+    let run = NamespaceRun {
         namespace: namespace.clone(),
         child: None,
         cf: site.cf.clone(),
@@ -207,14 +204,34 @@ fn boot_runs_until_sigterm_and_removes_its_region() {
     ip(&link);
     ip(&["-n", &namespace, "link", "set", "bt-ext", "up"]);
     ip(&["-n", &namespace, "link", "set", "bt-ext-p", "up"]);
+    if xcf_address_present {
+        ip(&[
+            "-n",
+            &namespace,
+            "addr",
+            "add",
+            "10.99.0.1/24",
+            "dev",
+            "bt-ext-p",
+        ]);
+    }
 
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", &namespace, BIN, "boot", "--config"])
         .arg(&site.file)
         .args(["--node", "dist"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (site, run, child)
+}
+
+#[test]
+fn boot_runs_until_sigterm_and_removes_its_region() {
+    if !root_or_skip("boot_runs_until_sigterm_and_removes_its_region") {
+        return;
+    }
+    let (site, mut run, mut child) = run_in_namespace("run", true);
     let lines = log_lines(child.stderr.take().unwrap());
     let pid = child.id();
     run.child = Some(child);

@@ -1,0 +1,560 @@
+//! The XCF connection manager: one TCP (or mutual-TLS) stream to every other node.
+//!
+//! Of each pair of nodes the one whose name sorts first dials and the other accepts, so there
+//! is exactly one stream per pair. A dialer binds its own XCF address; an acceptor names the
+//! caller by its certificate (protected link) or by its source address (trusted link) and
+//! closes streams from anyone else. Lost streams are dialled again with exponential backoff.
+//! Frames that arrive come out of [`XcfManager::recv`] tagged with their sender, for the
+//! distributor or target core to handle; frames for a node that is not connected are dropped
+//! and counted.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dvipsec_cluster::stream::{read_frame, write_frame, FrameSplitter};
+use dvipsec_cluster::tls::{node_dns_name, peer_is, XcfIdentity};
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use zeroize::Zeroizing;
+
+/// The port XCF streams use on every node's XCF address.
+pub const XCF_PORT: u16 = 7410;
+/// How long a stream read waits before the writer side gets a turn.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a TLS handshake or a dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the manager could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XcfError {
+    #[error("XCF: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("XCF: TLS setup for node {node}: {source}")]
+    Tls {
+        node: String,
+        #[source]
+        source: dvipsec_cluster::tls::TlsError,
+    },
+}
+
+/// Another node of the site and where it listens.
+#[derive(Debug, Clone)]
+pub struct XcfPeer {
+    pub node: String,
+    pub addr: SocketAddr,
+}
+
+/// What the manager needs: who this node is, where it listens, whom it talks to, and the TLS
+/// identity when the link is protected (`None`: the site trusts the link).
+pub struct XcfSetup {
+    pub node: String,
+    pub listen: SocketAddr,
+    pub peers: Vec<XcfPeer>,
+    pub tls: Option<XcfIdentity>,
+    pub backoff: Backoff,
+}
+
+/// Reconnect delays: `first`, doubling up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A frame from another node.
+pub struct Received {
+    pub from: String,
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+/// What the manager counts.
+#[derive(Debug, Default)]
+pub struct XcfCounters {
+    /// Streams established (both directions, reconnects included).
+    pub connected: AtomicU64,
+    /// Accepted streams closed because the caller is not a node of the site.
+    pub rejected: AtomicU64,
+    /// Streams closed because of a bad frame or an I/O error.
+    pub broken: AtomicU64,
+    /// Frames dropped because their node was not connected.
+    pub unsent: AtomicU64,
+}
+
+type BoxedStream = Box<dyn ReadWrite + Send>;
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A running manager; its threads stop when it is dropped.
+pub struct XcfManager {
+    outboxes: HashMap<String, Sender<Zeroizing<Vec<u8>>>>,
+    inbox: Receiver<Received>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<XcfCounters>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What the per-peer threads share.
+#[derive(Clone)]
+struct Shared {
+    me: String,
+    local_ip: IpAddr,
+    stop: Arc<AtomicBool>,
+    counters: Arc<XcfCounters>,
+    inbox: Sender<Received>,
+    tls: Option<Arc<TlsConfigs>>,
+    backoff: Backoff,
+}
+
+struct TlsConfigs {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl XcfManager {
+    /// Listens, and starts one thread per peer plus the acceptor.
+    pub fn start(setup: XcfSetup) -> Result<Self, XcfError> {
+        let listener = TcpListener::bind(setup.listen).map_err(|source| XcfError::Listen {
+            addr: setup.listen,
+            source,
+        })?;
+        let tls = tls_configs(&setup)?;
+        let (inbox_tx, inbox) = mpsc::channel();
+        let shared = Shared {
+            me: setup.node.clone(),
+            local_ip: setup.listen.ip(),
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(XcfCounters::default()),
+            inbox: inbox_tx,
+            tls,
+            backoff: setup.backoff,
+        };
+        let mut outboxes = HashMap::new();
+        let mut threads = Vec::new();
+        let mut accepted_by_node = HashMap::new();
+        for peer in setup.peers {
+            let (out_tx, out_rx) = mpsc::channel();
+            outboxes.insert(peer.node.clone(), out_tx);
+            let dials = setup.node < peer.node;
+            let (streams_tx, streams_rx) = mpsc::channel::<BoxedStream>();
+            if !dials {
+                accepted_by_node.insert(peer.node.clone(), (peer.addr.ip(), streams_tx));
+            }
+            let worker = PeerWorker {
+                shared: shared.clone(),
+                peer,
+                dials,
+                outbox: out_rx,
+                accepted: streams_rx,
+            };
+            threads.push(std::thread::spawn(move || worker.run()));
+        }
+        let acceptor = Acceptor {
+            shared: shared.clone(),
+            listener,
+            peers: accepted_by_node,
+        };
+        threads.push(std::thread::spawn(move || acceptor.run()));
+        Ok(XcfManager {
+            outboxes,
+            inbox,
+            stop: shared.stop,
+            counters: shared.counters,
+            threads,
+        })
+    }
+
+    /// Queues `frame` for `node`; false (and counted) when there is no such node.
+    pub fn send(&self, node: &str, frame: Zeroizing<Vec<u8>>) -> bool {
+        let queued = self
+            .outboxes
+            .get(node)
+            .is_some_and(|outbox| outbox.send(frame).is_ok());
+        if !queued {
+            self.counters.unsent.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// The next frame from any node, waiting up to `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Received> {
+        self.inbox.recv_timeout(timeout).ok()
+    }
+
+    /// The nodes this manager keeps streams to.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.outboxes.keys().map(String::as_str)
+    }
+
+    pub fn counters(&self) -> &XcfCounters {
+        &self.counters
+    }
+}
+
+impl Drop for XcfManager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.outboxes.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn tls_configs(setup: &XcfSetup) -> Result<Option<Arc<TlsConfigs>>, XcfError> {
+    let Some(identity) = &setup.tls else {
+        return Ok(None);
+    };
+    let tls_error = |source| XcfError::Tls {
+        node: setup.node.clone(),
+        source,
+    };
+    Ok(Some(Arc::new(TlsConfigs {
+        server: identity.server_config().map_err(tls_error)?,
+        client: identity.client_config().map_err(tls_error)?,
+    })))
+}
+
+/// Accepts streams and hands each to the worker of the node that called.
+struct Acceptor {
+    shared: Shared,
+    listener: TcpListener,
+    peers: HashMap<String, (IpAddr, Sender<BoxedStream>)>,
+}
+
+impl Acceptor {
+    fn run(self) {
+        if self.listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            match self.listener.accept() {
+                Ok((tcp, from)) => self.admit(tcp, from.ip()),
+                Err(_) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    fn admit(&self, tcp: TcpStream, from: IpAddr) {
+        match self.identify(tcp, from) {
+            Some((node, stream)) => {
+                if let Some((_, handoff)) = self.peers.get(&node) {
+                    let _ = handoff.send(stream);
+                }
+            }
+            None => {
+                self.shared
+                    .counters
+                    .rejected
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The calling node and its stream, or `None` for a caller that is not one of ours.
+    fn identify(&self, tcp: TcpStream, from: IpAddr) -> Option<(String, BoxedStream)> {
+        let by_address = self
+            .peers
+            .iter()
+            .find(|(_, (ip, _))| *ip == from)
+            .map(|(node, _)| node.clone())?;
+        prepare(&tcp).ok()?;
+        let Some(tls) = &self.shared.tls else {
+            short_reads(&tcp)?;
+            return Some((by_address, Box::new(tcp)));
+        };
+        let connection = ServerConnection::new(Arc::clone(&tls.server)).ok()?;
+        let mut stream = StreamOwned::new(connection, tcp);
+        finish_handshake(&mut stream.conn, &mut stream.sock)?;
+        if !peer_is(stream.conn.peer_certificates(), &by_address) {
+            return None;
+        }
+        short_reads(&stream.sock)?;
+        Some((by_address, Box::new(stream)))
+    }
+}
+
+fn prepare(tcp: &TcpStream) -> std::io::Result<()> {
+    tcp.set_nonblocking(false)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
+}
+
+fn finish_handshake<C, S>(connection: &mut C, tcp: &mut TcpStream) -> Option<()>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while connection.is_handshaking() {
+        connection.complete_io(tcp).ok()?;
+    }
+    Some(())
+}
+
+/// Keeps the stream to one peer: dials or waits for it, then moves frames both ways.
+struct PeerWorker {
+    shared: Shared,
+    peer: XcfPeer,
+    dials: bool,
+    outbox: Receiver<Zeroizing<Vec<u8>>>,
+    accepted: Receiver<BoxedStream>,
+}
+
+impl PeerWorker {
+    fn run(self) {
+        let mut delay = self.shared.backoff.first;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let Some(stream) = self.connect() else {
+                self.drop_queued();
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(self.shared.backoff.max);
+                continue;
+            };
+            delay = self.shared.backoff.first;
+            self.shared
+                .counters
+                .connected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = %self.shared.me, peer = %self.peer.node, "XCF stream up");
+            self.pump(stream);
+        }
+    }
+
+    fn connect(&self) -> Option<BoxedStream> {
+        if !self.dials {
+            return self.accepted.recv_timeout(POLL).ok();
+        }
+        let tcp = self.dial().ok()?;
+        prepare(&tcp).ok()?;
+        let Some(tls) = &self.shared.tls else {
+            short_reads(&tcp)?;
+            return Some(Box::new(tcp));
+        };
+        let name = node_dns_name(&self.peer.node).ok()?;
+        let connection = ClientConnection::new(Arc::clone(&tls.client), name).ok()?;
+        let mut stream = StreamOwned::new(connection, tcp);
+        finish_handshake(&mut stream.conn, &mut stream.sock)?;
+        short_reads(&stream.sock)?;
+        Some(Box::new(stream))
+    }
+
+    /// A TCP stream from this node's own XCF address, so the acceptor can tell who calls.
+    fn dial(&self) -> std::io::Result<TcpStream> {
+        let domain = match self.peer.addr {
+            SocketAddr::V4(_) => socket2::Domain::IPV4,
+            SocketAddr::V6(_) => socket2::Domain::IPV6,
+        };
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(self.shared.local_ip, 0).into())?;
+        socket.connect_timeout(&self.peer.addr.into(), CONNECT_TIMEOUT)?;
+        Ok(socket.into())
+    }
+
+    /// Frames queued while there is no stream cannot wait for one: the cores resend what
+    /// must arrive (the reliable link above this layer).
+    fn drop_queued(&self) {
+        let dropped = self.outbox.try_iter().count() as u64;
+        self.shared
+            .counters
+            .unsent
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    /// Moves frames until the stream breaks or the manager stops.
+    fn pump(&self, mut stream: BoxedStream) {
+        let mut splitter = FrameSplitter::new();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            if self.exchange(&mut stream, &mut splitter).is_err() {
+                self.shared.counters.broken.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.shared.me, peer = %self.peer.node, "XCF stream lost");
+                return;
+            }
+        }
+    }
+
+    fn exchange(
+        &self,
+        stream: &mut BoxedStream,
+        splitter: &mut FrameSplitter,
+    ) -> Result<(), dvipsec_cluster::stream::StreamError> {
+        for frame in self.outbox.try_iter() {
+            write_frame(stream, &frame)?;
+        }
+        while let Some(bytes) = read_frame(stream, splitter)? {
+            let received = Received {
+                from: self.peer.node.clone(),
+                bytes,
+            };
+            if self.shared.inbox.send(received).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Short reads from now on, so the writer side is served often.
+fn short_reads(tcp: &TcpStream) -> Option<()> {
+    tcp.set_read_timeout(Some(POLL)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_cluster::wire::{Frame, Message};
+    use std::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn free_addr(ip: &str) -> SocketAddr {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn hello(node: &str) -> Zeroizing<Vec<u8>> {
+        let frame = Frame {
+            from_incarnation: 7,
+            to_incarnation: 0,
+            seq: 0,
+            message: Message::Hello {
+                node: node.to_owned(),
+            },
+        };
+        frame.encode().unwrap()
+    }
+
+    fn setup(node: &str, listen: SocketAddr, peers: &[(&str, SocketAddr)], tls: bool) -> XcfSetup {
+        XcfSetup {
+            node: node.to_owned(),
+            listen,
+            peers: peers
+                .iter()
+                .map(|(node, addr)| XcfPeer {
+                    node: (*node).to_owned(),
+                    addr: *addr,
+                })
+                .collect(),
+            tls: tls.then(|| {
+                XcfIdentity::from_site_key("xcftest", node, b"site key 0123456789").unwrap()
+            }),
+            backoff: Backoff {
+                first: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            },
+        }
+    }
+
+    /// Sends hellos from `from` to `to` until `receiver` gets one; returns its sender's name
+    /// and the node named inside.
+    fn deliver(
+        from: &XcfManager,
+        from_node: &str,
+        to: &str,
+        receiver: &XcfManager,
+    ) -> (String, String) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            from.send(to, hello(from_node));
+            if let Some(received) = receiver.recv(Duration::from_millis(100)) {
+                let frame = Frame::decode(&received.bytes).unwrap();
+                let Message::Hello { node } = frame.message else {
+                    panic!("not a hello");
+                };
+                return (received.from, node);
+            }
+        }
+        panic!("no frame from {from_node} reached {to}");
+    }
+
+    fn pair(ip_a: &str, ip_b: &str, tls: bool) -> (XcfManager, XcfManager) {
+        let (a, b) = (free_addr(ip_a), free_addr(ip_b));
+        let ma = XcfManager::start(setup("a", a, &[("b", b)], tls)).unwrap();
+        let mb = XcfManager::start(setup("b", b, &[("a", a)], tls)).unwrap();
+        (ma, mb)
+    }
+
+    #[test]
+    fn trusted_link_carries_frames_both_ways() {
+        let (a, b) = pair("127.0.1.1", "127.0.1.2", false);
+        assert_eq!(deliver(&a, "a", "b", &b), ("a".to_owned(), "a".to_owned()));
+        assert_eq!(deliver(&b, "b", "a", &a), ("b".to_owned(), "b".to_owned()));
+    }
+
+    #[test]
+    fn protected_link_carries_frames_both_ways_over_mutual_tls() {
+        let (a, b) = pair("127.0.2.1", "127.0.2.2", true);
+        assert_eq!(deliver(&a, "a", "b", &b), ("a".to_owned(), "a".to_owned()));
+        assert_eq!(deliver(&b, "b", "a", &a), ("b".to_owned(), "b".to_owned()));
+        assert_eq!(b.counters().rejected.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn dialler_reconnects_after_the_peer_restarts() {
+        let (a_addr, b_addr) = (free_addr("127.0.3.1"), free_addr("127.0.3.2"));
+        let a = XcfManager::start(setup("a", a_addr, &[("b", b_addr)], false)).unwrap();
+        let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
+        deliver(&a, "a", "b", &b);
+        drop(b);
+        let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
+        assert_eq!(deliver(&a, "a", "b", &b).0, "a");
+        assert!(a.counters().connected.load(Ordering::Relaxed) >= 2);
+        assert!(a.counters().broken.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[test]
+    fn a_caller_that_is_not_a_node_is_turned_away() {
+        let (a_addr, b_addr) = (free_addr("127.0.4.1"), free_addr("127.0.4.2"));
+        let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
+        let stranger =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        stranger
+            .bind(&SocketAddr::from(([127, 0, 4, 9], 0)).into())
+            .unwrap();
+        stranger.connect(&b_addr.into()).unwrap();
+        let mut stranger: TcpStream = stranger.into();
+        stranger.set_read_timeout(Some(WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(stranger.read(&mut byte).unwrap_or(0), 0, "stream closed");
+        assert_eq!(b.counters().rejected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_bad_frame_header_breaks_only_that_stream() {
+        let (a_addr, b_addr) = (free_addr("127.0.5.1"), free_addr("127.0.5.2"));
+        let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
+        let impostor =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        impostor
+            .bind(&SocketAddr::from(([127, 0, 5, 1], 0)).into())
+            .unwrap();
+        impostor.connect(&b_addr.into()).unwrap();
+        let mut impostor: TcpStream = impostor.into();
+        impostor.write_all(&[0xff; 64]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while b.counters().broken.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "bad header not noticed");
+            std::thread::sleep(POLL);
+        }
+        let a = XcfManager::start(setup("a", a_addr, &[("b", b_addr)], false)).unwrap();
+        assert_eq!(deliver(&a, "a", "b", &b).0, "a");
+    }
+}
