@@ -174,9 +174,28 @@ fn up_builds_the_site_and_down_leaves_nothing() {
     assert!(pings(&site.ns("MVS1"), "192.0.2.4"), "XCF1 reaches XCF4");
     assert!(pings(&site.ns("MVS4"), "192.0.2.2"), "XCF4 reaches XCF2");
 
+    for peer in ["MVS2", "MVS4"] {
+        let line = format!("XCF stream up node=MVS1 peer={peer}");
+        wait_for_log(&site, "MVS1", &line);
+    }
+    wait_for_log(&site, "MVS4", "XCF stream up node=MVS4 peer=MVS2");
+
     topology::down(&site.run_dir()).unwrap();
     site.assert_nothing_left(&pids);
     topology::down(&site.run_dir()).unwrap();
+}
+
+/// Waits until `node`'s log has `needle` (the XCF streams cross the namespaces' bridge).
+fn wait_for_log(site: &TestSite, node: &str, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log_of(site, node).contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node} never logged {needle:?}:\n{}",
+            log_of(site, node)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
