@@ -71,30 +71,37 @@ fn traffic_until_settled(cluster: &mut Cluster, old: &SaRef, new: &SaRef) -> (u6
     panic!("the rekey did not complete");
 }
 
-#[test]
-fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one() {
-    let mut cluster = Cluster::figure4(11, 25);
+/// Installs the old SA on DVA1, lets it reach every target, then hands IKE's rekey to the
+/// distributor. Returns (old, new).
+fn installed_then_rekeyed(cluster: &mut Cluster) -> (SaRef, SaRef) {
     assert!(cluster.settle(Duration::from_secs(60)), "links came up");
     let dva1 = cluster.dvipa_address(DVA1);
     let old_install = sa(DVA1, dva1, Direction::Inbound, OLD_SPI);
     let old = old_install.sa_ref();
-    handle_ike(&mut cluster, IkeEvent::Installed(Box::new(old_install)));
+    handle_ike(cluster, IkeEvent::Installed(Box::new(old_install)));
     assert!(
         cluster.settle(Duration::from_secs(60)),
         "old SA distributed"
     );
-    let old_slot = slot_of(&mut cluster, &old);
-
-    let lost_before = cluster.net.lost;
     let new_install = sa(DVA1, dva1, Direction::Inbound, NEW_SPI);
     let new = new_install.sa_ref();
     handle_ike(
-        &mut cluster,
+        cluster,
         IkeEvent::Rekeyed {
             old: old.clone(),
             new: Box::new(new_install),
         },
     );
+    (old, new)
+}
+
+#[test]
+fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one() {
+    let mut cluster = Cluster::figure4(11, 25);
+    let (old, new) = installed_then_rekeyed(&mut cluster);
+    let lost_before = cluster.net.lost;
+    let old_slot = slot_of(&mut cluster, &old);
+    let dva1 = cluster.dvipa_address(DVA1);
     // The old SA keeps its slot while it waits: another SA installed now gets a fresh one.
     let other = sa(DVA1, dva1, Direction::Outbound, 0x2001);
     let other_ref = other.sa_ref();
@@ -131,21 +138,7 @@ fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one
 #[test]
 fn deleting_the_new_sa_before_it_is_everywhere_retires_the_old_one_too() {
     let mut cluster = Cluster::figure4(5, 0);
-    assert!(cluster.settle(Duration::from_secs(30)), "links came up");
-    let dva1 = cluster.dvipa_address(DVA1);
-    let old_install = sa(DVA1, dva1, Direction::Inbound, OLD_SPI);
-    let old = old_install.sa_ref();
-    handle_ike(&mut cluster, IkeEvent::Installed(Box::new(old_install)));
-    assert!(cluster.settle(Duration::from_secs(30)));
-    let new_install = sa(DVA1, dva1, Direction::Inbound, NEW_SPI);
-    let new = new_install.sa_ref();
-    handle_ike(
-        &mut cluster,
-        IkeEvent::Rekeyed {
-            old: old.clone(),
-            new: Box::new(new_install),
-        },
-    );
+    let (old, new) = installed_then_rekeyed(&mut cluster);
     handle_ike(&mut cluster, IkeEvent::Deleted(new.clone()));
     assert!(cluster.distributor("MVS1").awaiting_retirement().is_empty());
     assert!(cluster.settle(Duration::from_secs(30)));

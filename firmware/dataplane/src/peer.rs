@@ -1,7 +1,10 @@
-//! A scripted remote peer for tests, benchmarks and the demo: ESP with known keys (no IKE), in
-//! tunnel mode over UDP 4500, on a fabric port. It receives like a real peer would: a 128-packet
-//! replay window, and it counts duplicates of (SPI, sequence number) on the wire, replay drops,
-//! authentication failures and which MAC addresses its packets came from.
+//! A scripted remote peer for tests, benchmarks and the demo: ESP in tunnel mode over UDP 4500,
+//! on a fabric port, with SAs it is given (known keys, or keys an IKE run negotiated). It swaps
+//! SAs the way a rekeying peer does: a new pair can be staged (its inbound SA takes replies at
+//! once, its outbound SA waits until activated) and old inbound SAs removed. It receives like a
+//! real peer would: a 128-packet replay window per inbound SA, and it counts duplicates of
+//! (SPI, sequence number) on the wire, replay drops, authentication failures and which MAC
+//! addresses its packets came from.
 
 use crate::frame::{in_storage, narrow};
 use crate::wire::{self, Flow, Mac, ETHERNET_LEN};
@@ -27,8 +30,10 @@ pub struct PeerCounters {
     pub auth_failures: u64,
     /// Packets whose (SPI, sequence number) was seen on the wire before.
     pub duplicate_seq: u64,
-    /// Frames that were not ESP for our SA, or malformed.
+    /// Frames that were not ESP for one of our inbound SAs, or malformed.
     pub other: u64,
+    /// Datagrams that could not be sent (no outbound SA, no buffer, or the seal failed).
+    pub send_failures: u64,
 }
 
 /// A datagram the peer received.
@@ -45,8 +50,10 @@ pub struct Received {
 /// The scripted peer.
 pub struct ScriptedPeer<P> {
     port: P,
-    outbound: Sa,
-    inbound: Sa,
+    outbound: Option<Sa>,
+    /// An outbound SA of a rekey, used once [`ScriptedPeer::activate_staged`] is called.
+    staged_outbound: Option<Sa>,
+    inbound: Vec<Sa>,
     mac: Mac,
     gateway_mac: Mac,
     seen: HashSet<(u32, u64)>,
@@ -62,10 +69,19 @@ impl<P: PacketPort> ScriptedPeer<P> {
     /// A peer on `port` sending with `outbound` (tunnel mode, UDP-encapsulated, to the DVIPA) to
     /// `gateway_mac` (the distributor), receiving with `inbound` (window 128).
     pub fn new(port: P, outbound: Sa, inbound: Sa, mac: Mac, gateway_mac: Mac) -> Self {
+        let mut peer = ScriptedPeer::unkeyed(port, mac, gateway_mac);
+        peer.install(outbound, inbound);
+        peer
+    }
+
+    /// A peer with no SA yet (it sends nothing until [`ScriptedPeer::install`] or a staged pair
+    /// is activated).
+    pub fn unkeyed(port: P, mac: Mac, gateway_mac: Mac) -> Self {
         ScriptedPeer {
             port,
-            outbound,
-            inbound,
+            outbound: None,
+            staged_outbound: None,
+            inbound: Vec::new(),
             mac,
             gateway_mac,
             seen: HashSet::new(),
@@ -80,6 +96,37 @@ impl<P: PacketPort> ScriptedPeer<P> {
     /// The counters.
     pub fn counters(&self) -> PeerCounters {
         self.counters
+    }
+
+    /// Sends on `outbound` from now on and takes replies on `inbound` too.
+    pub fn install(&mut self, outbound: Sa, inbound: Sa) {
+        self.outbound = Some(outbound);
+        self.inbound.push(inbound);
+    }
+
+    /// A rekeyed pair, make before break: replies may come on the new inbound SA at once; the
+    /// new outbound SA waits for [`ScriptedPeer::activate_staged`] (until the other side holds
+    /// its partner everywhere).
+    pub fn stage(&mut self, outbound: Sa, inbound: Sa) {
+        self.staged_outbound = Some(outbound);
+        self.inbound.push(inbound);
+    }
+
+    /// Switches to the staged outbound SA, if any.
+    pub fn activate_staged(&mut self) {
+        if let Some(sa) = self.staged_outbound.take() {
+            self.outbound = Some(sa);
+        }
+    }
+
+    /// Forgets the inbound SA `spi` (it was replaced or deleted).
+    pub fn remove_inbound(&mut self, spi: u32) {
+        self.inbound.retain(|sa| sa.params().spi != spi);
+    }
+
+    /// Whether the peer has an outbound SA to send on.
+    pub fn has_outbound(&self) -> bool {
+        self.outbound.is_some()
     }
 
     /// The port (for its counters).
@@ -98,8 +145,22 @@ impl<P: PacketPort> ScriptedPeer<P> {
     }
 
     /// Queues one UDP datagram from `src` (our inner address) to `dst`, sealed with the next
-    /// sequence number. Returns false when no buffer or the seal failed.
+    /// sequence number. Returns false (and counts a send failure) when there is no outbound SA
+    /// or buffer, or the seal failed.
     pub fn send_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+        let sent = self.build_and_queue(src, dst, payload);
+        if sent {
+            self.counters.packets_sent += 1;
+        } else {
+            self.counters.send_failures += 1;
+        }
+        sent
+    }
+
+    fn build_and_queue(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+        let Some(sa) = self.outbound.as_mut() else {
+            return false;
+        };
         let Some(mut frame) = self.port.alloc_tx() else {
             return false;
         };
@@ -119,7 +180,6 @@ impl<P: PacketPort> ScriptedPeer<P> {
         if built != Some(inner_len) {
             return false;
         }
-        let sa = &mut self.outbound;
         let sealed = in_storage(
             &mut frame,
             |bytes, range| sa.seal(bytes, range).map(|s| s.packet),
@@ -143,9 +203,7 @@ impl<P: PacketPort> ScriptedPeer<P> {
         if self.tx.is_full() {
             self.port.tx_burst(&mut self.tx);
         }
-        let _ = self.tx.push(frame);
-        self.counters.packets_sent += 1;
-        true
+        self.tx.push(frame).is_ok()
     }
 
     /// Queues a raw Ethernet frame (for tests that replay or forge packets).
@@ -194,13 +252,11 @@ impl<P: PacketPort> ScriptedPeer<P> {
             self.counters.other += 1;
             return;
         }
-        if let Ok(peeked) = self.inbound.peek(frame.data()) {
-            let info = peeked.unverified();
-            if !self.seen.insert((info.spi, info.seq)) {
-                self.counters.duplicate_seq += 1;
-            }
-        }
-        let sa = &mut self.inbound;
+        let Some(index) = self.inbound_sa_for(frame.data()) else {
+            self.counters.other += 1;
+            return;
+        };
+        let sa = &mut self.inbound[index];
         let opened = in_storage(
             &mut frame,
             |bytes, range| sa.open(bytes, range).map(|o| o.packet),
@@ -224,9 +280,25 @@ impl<P: PacketPort> ScriptedPeer<P> {
         }
     }
 
+    /// The inbound SA named by the packet's SPI (peek refuses other SPIs); records its
+    /// (SPI, sequence number) as seen on the wire.
+    fn inbound_sa_for(&mut self, packet: &[u8]) -> Option<usize> {
+        let (index, info) = self
+            .inbound
+            .iter()
+            .enumerate()
+            .find_map(|(index, sa)| sa.peek(packet).ok().map(|p| (index, *p.unverified())))?;
+        if !self.seen.insert((info.spi, info.seq)) {
+            self.counters.duplicate_seq += 1;
+        }
+        Some(index)
+    }
+
     /// Our inner address as the SA's selectors see it is the caller's business; this is the
-    /// outer address packets come from.
+    /// outer address packets come from (none before an outbound SA is installed).
     pub fn outer_address(&self) -> Option<IpAddr> {
-        self.outbound.params().tunnel.map(|t| t.src)
+        self.outbound
+            .as_ref()
+            .and_then(|sa| sa.params().tunnel.map(|t| t.src))
     }
 }

@@ -644,3 +644,69 @@ fn a_target_takes_gre_from_each_of_its_distributors_and_from_no_one_else() {
     assert_eq!(t0.dropped(TargetDrop::SpoofedGre), 2);
     assert_eq!(t0.forwarded_in, 2);
 }
+
+/// A pair of SAs as a rekey would give the peer: new SPIs and keys.
+fn rekeyed_peer_pair() -> (Sa, Sa) {
+    let sa = |spi, direction, key: &[u8], (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr)| {
+        let mut config = SaConfig::new(spi, direction, Suite::Aes128Gcm16, SaKeys::new(key, &[]));
+        config.mode = Mode::Tunnel;
+        config.tunnel = Some(TunnelEndpoints {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+        });
+        config.udp_encap = Some(UdpEncap::NAT_T);
+        Sa::new(config).unwrap()
+    };
+    let outbound = sa(
+        0x1100,
+        Direction::Outbound,
+        &[0x33; 20],
+        (PEER_OUTER, DVIPA),
+    );
+    let inbound = sa(0x2100, Direction::Inbound, &[0x44; 20], (DVIPA, PEER_OUTER));
+    (outbound, inbound)
+}
+
+fn unknown_spi_drops(bed: &Testbed) -> u64 {
+    bed.distributor
+        .distributor
+        .counters()
+        .dropped(DropCause::UnknownSa)
+}
+
+#[test]
+fn the_scripted_peer_switches_to_a_staged_pair_only_when_told() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    let echo = |bed: &mut Testbed, now_us| {
+        assert!(bed.peer.send_udp(
+            Testbed::peer_socket(5000),
+            Testbed::dvipa_socket(60),
+            b"ping"
+        ));
+        bed.settle(now_us, 10);
+    };
+    let (outbound, inbound) = rekeyed_peer_pair();
+    bed.peer.stage(outbound, inbound);
+    // Staged: the peer still sends on its old SA, and the reply opens on its old inbound SA.
+    echo(&mut bed, 0);
+    assert_eq!(bed.peer.counters().packets_received, 1);
+    // Without its old inbound SA the next reply opens nowhere.
+    bed.peer.remove_inbound(SPI_TO_PEER);
+    echo(&mut bed, 100);
+    let counters = bed.peer.counters();
+    assert_eq!((counters.packets_received, counters.other), (1, 1));
+    // Activated: the peer sends on the new SPI, which this site never installed.
+    let unknown_before = unknown_spi_drops(&bed);
+    echo(&mut bed, 200);
+    let unknown_after = unknown_spi_drops(&bed);
+    assert_eq!(
+        unknown_after, unknown_before,
+        "staged SA used before activation"
+    );
+    bed.peer.activate_staged();
+    echo(&mut bed, 300);
+    let unknown_now = unknown_spi_drops(&bed);
+    assert_eq!(unknown_now, unknown_after + 1);
+    assert_eq!(bed.peer.counters().packets_sent, 4);
+    assert_eq!(bed.peer.counters().send_failures, 0);
+}

@@ -99,6 +99,7 @@ fn two_seconds_of_the_figure4_site_are_clean_and_consistent() {
         .iter()
         .map(|p| {
             assert_eq!(count(p, "unrecognised"), 0, "{p}");
+            assert_eq!(count(p, "send_failures"), 0, "{p}");
             assert!(count(p, "packets_received") > 0, "{p}");
             (
                 p["dvipa"].as_str().unwrap(),

@@ -3,7 +3,6 @@
 mod convert;
 mod facility;
 mod ike;
-mod peer;
 pub mod site;
 mod summary;
 

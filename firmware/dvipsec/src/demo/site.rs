@@ -6,7 +6,6 @@
 use super::convert::{self, child_pair, data_plane_sa, peer_sas};
 use super::facility::CountingFacility;
 use super::ike::{KeyExchange, Parties};
-use super::peer::RemotePeer;
 use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::sim::Network;
@@ -18,13 +17,14 @@ use dvipsec_dataplane::dct::{DctConfig, TargetId};
 use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
 use dvipsec_dataplane::node::SendStatus;
 use dvipsec_dataplane::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
+use dvipsec_dataplane::peer::ScriptedPeer;
 use dvipsec_dataplane::poll::PollNode;
 use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink, ShadowSaTable};
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
 use dvipsec_ike::{ChildSaInstalled, Event};
 use dvipsec_ports::{FabricConfig, FabricPort, SwitchBuilder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -116,7 +116,9 @@ pub struct DvipaPeer {
     pub address: IpAddr,
     pub distributor: String,
     pub inner: IpAddr,
-    pub peer: RemotePeer,
+    pub peer: ScriptedPeer<FabricPort>,
+    /// Distinct (source, destination) UDP flows the peer opened.
+    pub connections: BTreeSet<(SocketAddr, SocketAddr)>,
     keys: KeyExchange,
     opener: Opener,
     /// The distributor side's current child SA: (inbound SPI, outbound SPI).
@@ -498,7 +500,8 @@ impl<'v> Builder<'v> {
             address,
             distributor,
             inner,
-            peer: RemotePeer::new(port, mac(1, p, 0), mac(2, d, 0)),
+            peer: remote_peer(port, mac(1, p, 0), mac(2, d, 0)),
+            connections: BTreeSet::new(),
             keys,
             opener: Opener::Peer,
             current: None,
@@ -508,6 +511,13 @@ impl<'v> Builder<'v> {
             next_flow: 0,
         })
     }
+}
+
+/// A DVIPA's remote peer: no SA until IKE gives it one; it keeps counts, not datagrams.
+fn remote_peer(port: FabricPort, mac: Mac, gateway_mac: Mac) -> ScriptedPeer<FabricPort> {
+    let mut peer = ScriptedPeer::unkeyed(port, mac, gateway_mac);
+    peer.keep_received = false;
+    peer
 }
 
 /// Switch ports to make: (name, MAC).
@@ -784,7 +794,9 @@ impl Site {
                 peer.next_flow = peer.next_flow.wrapping_add(1);
                 let src = SocketAddr::new(peer.inner, 40_000 + flow);
                 let dst = SocketAddr::new(peer.address, ECHO_PORT);
-                peer.peer.send_udp(src, dst, b"hello from the demo peer");
+                if peer.peer.send_udp(src, dst, b"hello from the demo peer") {
+                    peer.connections.insert((src, dst));
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
 //! What the demo shows: the live progress line and the final summary (text or JSON).
 
-use super::peer::PeerCounters;
 use super::site::Site;
 use dvipsec_dataplane::distributor::DropCause;
+use dvipsec_dataplane::peer::PeerCounters;
 use dvipsec_dataplane::target::TargetDrop;
 use dvipsec_ports::PacketPort;
 use serde_json::{json, Value};
@@ -118,7 +118,7 @@ impl Summary {
                     counters: p.peer.counters(),
                 })
                 .collect(),
-            connections: site.peers.iter().map(|p| p.peer.connections() as u64).sum(),
+            connections: site.peers.iter().map(|p| p.connections.len() as u64).sum(),
             packets_sent: sum(|c| c.packets_sent),
             packets_received: sum(|c| c.packets_received),
             replay_drops: sum(|c| c.replay_drops),
@@ -196,6 +196,7 @@ impl Summary {
                 "auth_failures": p.counters.auth_failures,
                 "duplicate_seq": p.counters.duplicate_seq,
                 "unrecognised": p.counters.other,
+                "send_failures": p.counters.send_failures,
             })).collect::<Vec<_>>(),
             "cf": { "numbers_issued": self.numbers_issued },
             "lifesize_reports": self.lifesize_reports(),
