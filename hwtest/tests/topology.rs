@@ -175,10 +175,10 @@ fn up_builds_the_site_and_down_leaves_nothing() {
     assert!(pings(&site.ns("MVS4"), "192.0.2.2"), "XCF4 reaches XCF2");
 
     for peer in ["MVS2", "MVS4"] {
-        let line = format!("XCF stream up node=MVS1 peer={peer}");
+        let line = format!("XCF stream up node=MVS1 peer={peer} tls=false");
         wait_for_log(&site, "MVS1", &line);
     }
-    wait_for_log(&site, "MVS4", "XCF stream up node=MVS4 peer=MVS2");
+    wait_for_log(&site, "MVS4", "XCF stream up node=MVS4 peer=MVS2 tls=false");
 
     topology::down(&site.run_dir()).unwrap();
     site.assert_nothing_left(&pids);
@@ -196,6 +196,29 @@ fn wait_for_log(site: &TestSite, node: &str, needle: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+#[test]
+fn protected_xcf_streams_come_up_over_mutual_tls() {
+    let Some(dvipsec) = prerequisites("protected_xcf_streams_come_up_over_mutual_tls") else {
+        return;
+    };
+    let site = TestSite::new("p", |text| {
+        text.replace(
+            "  security: trusted",
+            "  security:\n    protected:\n      key: file:xcf.key",
+        )
+    });
+    std::fs::write(site.dir.path().join("xcf.key"), b"a test-only XCF site key").unwrap();
+    topology::up(&site.file, &site.options(dvipsec)).unwrap();
+    let pids = site.pids();
+    for peer in ["MVS2", "MVS4"] {
+        let line = format!("XCF stream up node=MVS1 peer={peer} tls=true");
+        wait_for_log(&site, "MVS1", &line);
+    }
+    wait_for_log(&site, "MVS4", "XCF stream up node=MVS4 peer=MVS2 tls=true");
+    topology::down(&site.run_dir()).unwrap();
+    site.assert_nothing_left(&pids);
 }
 
 #[test]

@@ -334,7 +334,12 @@ impl PeerWorker {
                 .counters
                 .connected
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(node = %self.shared.me, peer = %self.peer.node, "XCF stream up");
+            tracing::info!(
+                node = %self.shared.me,
+                peer = %self.peer.node,
+                tls = self.shared.tls.is_some(),
+                "XCF stream up"
+            );
             self.pump(stream);
         }
     }
