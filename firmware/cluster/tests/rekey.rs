@@ -72,8 +72,8 @@ fn traffic_until_settled(cluster: &mut Cluster, old: &SaRef, new: &SaRef) -> (u6
 }
 
 /// Installs the old SA on DVA1, lets it reach every target, then hands IKE's rekey to the
-/// distributor. Returns (old, new).
-fn installed_then_rekeyed(cluster: &mut Cluster) -> (SaRef, SaRef) {
+/// distributor. Returns (old, new, the old SA's CF slot).
+fn installed_then_rekeyed(cluster: &mut Cluster) -> (SaRef, SaRef, u64) {
     assert!(cluster.settle(Duration::from_secs(60)), "links came up");
     let dva1 = cluster.dvipa_address(DVA1);
     let old_install = sa(DVA1, dva1, Direction::Inbound, OLD_SPI);
@@ -83,6 +83,7 @@ fn installed_then_rekeyed(cluster: &mut Cluster) -> (SaRef, SaRef) {
         cluster.settle(Duration::from_secs(60)),
         "old SA distributed"
     );
+    let old_slot = slot_of(cluster, &old);
     let new_install = sa(DVA1, dva1, Direction::Inbound, NEW_SPI);
     let new = new_install.sa_ref();
     handle_ike(
@@ -92,15 +93,14 @@ fn installed_then_rekeyed(cluster: &mut Cluster) -> (SaRef, SaRef) {
             new: Box::new(new_install),
         },
     );
-    (old, new)
+    (old, new, old_slot)
 }
 
 #[test]
 fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one() {
     let mut cluster = Cluster::figure4(11, 25);
-    let (old, new) = installed_then_rekeyed(&mut cluster);
+    let (old, new, old_slot) = installed_then_rekeyed(&mut cluster);
     let lost_before = cluster.net.lost;
-    let old_slot = slot_of(&mut cluster, &old);
     let dva1 = cluster.dvipa_address(DVA1);
     // The old SA keeps its slot while it waits: another SA installed now gets a fresh one.
     let other = sa(DVA1, dva1, Direction::Outbound, 0x2001);
@@ -138,7 +138,7 @@ fn a_rekey_over_a_lossy_link_keeps_the_old_sa_until_every_target_has_the_new_one
 #[test]
 fn deleting_the_new_sa_before_it_is_everywhere_retires_the_old_one_too() {
     let mut cluster = Cluster::figure4(5, 0);
-    let (old, new) = installed_then_rekeyed(&mut cluster);
+    let (old, new, _) = installed_then_rekeyed(&mut cluster);
     handle_ike(&mut cluster, IkeEvent::Deleted(new.clone()));
     assert!(cluster.distributor("MVS1").awaiting_retirement().is_empty());
     assert!(cluster.settle(Duration::from_secs(30)));
