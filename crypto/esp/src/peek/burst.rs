@@ -51,6 +51,8 @@ struct Planned<'a> {
     /// Plaintext block numbers whose keystream is computed, `count` of them.
     blocks: [u32; BLOCKS_PER_PACKET],
     count: usize,
+    /// The planned blocks are 0, 1, 2...: block n's keystream is at index n.
+    in_order: bool,
     /// Where this packet's keystream starts in the pass's block array.
     slot: usize,
 }
@@ -95,6 +97,7 @@ fn plan_packet<'a>(sa: &'a Sa, packet: &'a [u8]) -> Option<Planned<'a>> {
     let mut iv = [0u8; 8];
     iv.copy_from_slice(&ct.pkt[ct.iv_at..ct.iv_at + 8]);
     let text_blocks = u32::try_from(ct.len().div_ceil(AES_BLOCK)).ok()?;
+    let in_order = sa.params.mode == Mode::Tunnel;
     let (blocks, count) = match sa.params.mode {
         Mode::Tunnel => ([0, 1, 2], text_blocks.min(3) as usize),
         Mode::Transport => {
@@ -110,6 +113,7 @@ fn plan_packet<'a>(sa: &'a Sa, packet: &'a [u8]) -> Option<Planned<'a>> {
         nonce: esp::aead_nonce(salt, u64::from_be_bytes(iv)),
         blocks,
         count,
+        in_order,
         slot: 0,
     })
 }
@@ -121,31 +125,66 @@ fn compute_keystream(
     plans: &mut [Option<Planned<'_>>; MAX_PEEK_BURST],
     keystream: &mut [[u8; AES_BLOCK]],
 ) {
-    let mut grouped = [false; MAX_PEEK_BURST];
-    let mut next_slot = 0;
-    for leader in 0..pairs.len() {
-        if grouped[leader] || plans[leader].is_none() {
-            continue;
+    let groups = Groups::of(pairs, plans);
+    let mut cursor = groups.start;
+    for (plan, &group) in plans.iter_mut().zip(&groups.of_packet) {
+        if let Some(plan) = plan.as_mut() {
+            let slot = &mut cursor[usize::from(group)];
+            plan.slot = *slot;
+            write_counters(plan, &mut keystream[*slot..*slot + plan.count]);
+            *slot += plan.count;
         }
-        let group_start = next_slot;
-        for member in leader..pairs.len() {
-            if grouped[member] || !std::ptr::eq(pairs[member].0, pairs[leader].0) {
-                continue;
-            }
-            let Some(plan) = plans[member].as_mut() else {
-                continue;
-            };
-            grouped[member] = true;
-            plan.slot = next_slot;
-            write_counters(plan, &mut keystream[next_slot..next_slot + plan.count]);
-            next_slot += plan.count;
-        }
+    }
+    for group in 0..groups.count {
+        let leader = groups.leader[group];
         let Some(aead) = plans[leader].as_ref().map(|plan| plan.aead) else {
             continue;
         };
-        if !aead.encrypt_counter_blocks(&mut keystream[group_start..next_slot]) {
+        let blocks = &mut keystream[groups.start[group]..cursor[group]];
+        if !aead.encrypt_counter_blocks(blocks) {
             drop_group(pairs, plans, pairs[leader].0);
         }
+    }
+}
+
+/// Planned packets grouped by SA: which group each is in, and where each group's blocks start.
+struct Groups {
+    count: usize,
+    of_packet: [u8; MAX_PEEK_BURST],
+    leader: [usize; MAX_PEEK_BURST],
+    start: [usize; MAX_PEEK_BURST],
+}
+
+impl Groups {
+    fn of(pairs: &[(&Sa, &[u8])], plans: &[Option<Planned<'_>>; MAX_PEEK_BURST]) -> Self {
+        let mut groups = Groups {
+            count: 0,
+            of_packet: [0; MAX_PEEK_BURST],
+            leader: [0; MAX_PEEK_BURST],
+            start: [0; MAX_PEEK_BURST],
+        };
+        let mut blocks = [0usize; MAX_PEEK_BURST];
+        for (index, (plan, &(sa, _))) in plans.iter().zip(pairs).enumerate() {
+            let Some(plan) = plan else { continue };
+            let leaders = &groups.leader[..groups.count];
+            let group = match leaders.iter().position(|&l| std::ptr::eq(pairs[l].0, sa)) {
+                Some(group) => group,
+                None => {
+                    groups.leader[groups.count] = index;
+                    groups.count += 1;
+                    groups.count - 1
+                }
+            };
+            // At most MAX_PEEK_BURST (32) groups: fits a byte.
+            groups.of_packet[index] = group as u8;
+            blocks[group] += plan.count;
+        }
+        let mut next = 0;
+        for (start, size) in groups.start.iter_mut().zip(&blocks[..groups.count]) {
+            *start = next;
+            next += size;
+        }
+        groups
     }
 }
 
@@ -177,6 +216,20 @@ struct Precomputed<'p> {
 }
 
 impl Precomputed<'_> {
+    /// The keystream for whole blocks `offset..offset + len` when a tunnel plan holds them all
+    /// (its blocks are 0, 1, 2 in order): the usual call, without per-block lookups.
+    #[inline(always)]
+    fn whole_blocks(&self, offset: usize, len: usize) -> Option<&[[u8; AES_BLOCK]]> {
+        if !self.plan.in_order
+            || !offset.is_multiple_of(AES_BLOCK)
+            || !len.is_multiple_of(AES_BLOCK)
+        {
+            return None;
+        }
+        self.keystream
+            .get(offset / AES_BLOCK..(offset + len) / AES_BLOCK)
+    }
+
     /// The keystream of plaintext block `number`, if it was computed ahead.
     #[inline(always)]
     fn block(&self, number: usize) -> Option<&[u8; AES_BLOCK]> {
@@ -195,6 +248,12 @@ impl PlainSource for Precomputed<'_> {
     fn decrypt(&self, ct: &Ciphertext<'_>, offset: usize, out: &mut [u8]) -> Option<()> {
         let from = ct.text_at + offset;
         out.copy_from_slice(ct.pkt.get(from..from + out.len())?);
+        if let Some(stream) = self.whole_blocks(offset, out.len()) {
+            for (chunk, key) in out.chunks_exact_mut(AES_BLOCK).zip(stream) {
+                xor_with(chunk, key);
+            }
+            return Some(());
+        }
         let mut at = offset;
         let mut rest = &mut out[..];
         while !rest.is_empty() {
