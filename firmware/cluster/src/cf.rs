@@ -7,8 +7,8 @@ use dvipsec_esp::Direction;
 
 use crate::distributor::{DistributorError, SlotAllocator, SlotRequest};
 
-/// The widest replay window a CF slot holds.
-pub const CF_MAX_REPLAY_WINDOW: u32 = 1024;
+/// The widest replay window a CF slot holds: the region's own limit, so the two cannot drift.
+pub const CF_MAX_REPLAY_WINDOW: u32 = dvipsec_cf::replay::MAX_REPLAY_WINDOW;
 /// The window given to slots that do not check replay (outbound SAs, anti-replay off).
 const UNUSED_WINDOW: u32 = 32;
 

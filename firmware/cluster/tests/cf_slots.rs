@@ -107,7 +107,7 @@ fn sa_install_names_a_live_cf_slot_that_delete_releases() {
 #[test]
 fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = Arc::new(RegionOwner::create(&dir.path().join("cf-region"), 2).unwrap());
+    let owner = Arc::new(RegionOwner::create(&dir.path().join("cf-region"), 3).unwrap());
     let mut cluster = Cluster::figure4(6, 0);
     let mvs1 = cluster
         .views
@@ -125,18 +125,25 @@ fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
     cluster.distributors.insert("MVS1".into(), distributor);
     assert!(cluster.settle(SETTLE));
     let dva1 = cluster.dvipa_address(DVA1);
+    let mut widest = sa(DVA1, dva1, Direction::Inbound, 0x1000);
+    widest.replay_window = 4096;
+    let now = cluster.now;
+    cluster
+        .distributor("MVS1")
+        .handle_ike(IkeEvent::Installed(Box::new(widest)), now)
+        .expect("4096, the ESP engine's widest window, fits a CF slot");
     let mut wide = sa(DVA1, dva1, Direction::Inbound, 0x1001);
-    wide.replay_window = 4096;
+    wide.replay_window = 4097;
     let now = cluster.now;
     let err = cluster
         .distributor("MVS1")
         .handle_ike(IkeEvent::Installed(Box::new(wide)), now)
         .unwrap_err();
     assert!(
-        matches!(err, DistributorError::WindowTooWide { window: 4096 }),
+        matches!(err, DistributorError::WindowTooWide { window: 4097 }),
         "{err}"
     );
-    // Two slots: the third SA finds none.
+    // Three slots, one taken by the widest window: the fourth SA finds none.
     for spi in [0x2001, 0x2002] {
         let now = cluster.now;
         cluster
@@ -156,6 +163,7 @@ fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
         .unwrap_err();
     assert!(matches!(err, DistributorError::Cf { .. }), "{err}");
     assert!(cluster.settle(SETTLE));
-    assert_eq!(cluster.target("MVS2").all_sas().len(), 2);
-    assert_eq!(cluster.distributor("MVS1").sas(DVA1).len(), 2);
+    // The widest-window SA and the two that found slots; neither refused SA got anywhere.
+    assert_eq!(cluster.target("MVS2").all_sas().len(), 3);
+    assert_eq!(cluster.distributor("MVS1").sas(DVA1).len(), 3);
 }
