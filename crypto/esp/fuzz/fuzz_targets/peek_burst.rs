@@ -1,8 +1,9 @@
 //! Burst peek over arbitrary packets and SAs: never panics, and every packet's result equals
 //! what `Sa::peek` returns for it alone.
 //!
-//! Input: repeated records of [selector, length, bytes...]; the selector picks one of eight SAs
-//! (several packets may share one), the length byte how many following bytes form the packet.
+//! Input: eight bytes choosing the SAs of the pool (suite, mode, encapsulation, ESN, AH), then
+//! repeated records of [selector, length, bytes...]; the selector picks an SA of the pool (several
+//! packets may share one), the length byte how many following bytes form the packet.
 #![no_main]
 
 use dvipsec_esp::{peek_burst, EspError, Sa};
@@ -15,9 +16,11 @@ mod sas;
 const MAX_PACKETS: usize = 40;
 
 fuzz_target!(|data: &[u8]| {
-    let pool: Vec<Sa> = (0..8u8).map(|n| sas::inbound_sa(n.wrapping_mul(37))).collect();
+    let Some((choices, mut rest)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let pool: Vec<Sa> = choices.iter().map(|&c| sas::inbound_sa(c)).collect();
     let mut burst: Vec<(&Sa, &[u8])> = Vec::new();
-    let mut rest = data;
     while let [selector, length, tail @ ..] = rest {
         if burst.len() == MAX_PACKETS {
             break;
@@ -32,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         burst.push((&pool[usize::from(*selector) % pool.len()], packet));
         rest = after;
     }
-    let mut results: Vec<_> = (0..burst.len()).map(|_| Err(EspError::DummyPacket)).collect();
+    let mut results: Vec<_> = (0..burst.len())
+        .map(|_| Err(EspError::DummyPacket))
+        .collect();
     assert_eq!(peek_burst(&burst, &mut results), burst.len());
     for (&(sa, packet), result) in burst.iter().zip(&results) {
         assert_eq!(result, &sa.peek(packet));
