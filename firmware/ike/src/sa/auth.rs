@@ -212,10 +212,7 @@ impl IkeSa {
         peers: &[PeerConfig],
         out: &mut Outputs,
     ) -> Result<(), Discard> {
-        let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
-            .ok_or(Discard::UnexpectedMessage)?;
+        let peer = self.peer_config(peers).ok_or(Discard::UnexpectedMessage)?;
         let id_r = incoming.find(|p| match p {
             Payload::IdR(id) => Some(id),
             _ => None,

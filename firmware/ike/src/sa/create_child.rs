@@ -102,10 +102,7 @@ impl IkeSa {
         peers: &[PeerConfig],
         out: &mut Outputs,
     ) -> Result<(), Discard> {
-        let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
-            .ok_or(Discard::UnexpectedMessage)?;
+        let peer = self.peer_config(peers).ok_or(Discard::UnexpectedMessage)?;
         let proposals = child_proposals(incoming).ok_or(Discard::Malformed)?;
         let ni = incoming.nonce().ok_or(Discard::Malformed)?.to_vec();
         let answer = if proposals.iter().any(|p| p.protocol == ProtocolId::Ike) {
@@ -334,8 +331,7 @@ impl IkeSa {
         out: &mut Outputs,
     ) -> Result<(), IkeError> {
         let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
+            .peer_config(peers)
             .ok_or(IkeError::NoSuchSa(self.local_spi()))?;
         let (mode, local_ts, remote_ts) = match &replaces {
             Some(old) => (old.mode, old.local_ts.clone(), old.remote_ts.clone()),
@@ -411,8 +407,7 @@ impl IkeSa {
         out: &mut Outputs,
     ) -> Result<(), IkeError> {
         let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
+            .peer_config(peers)
             .ok_or(IkeError::NoSuchSa(self.local_spi()))?;
         let dh = self.suite.dh.generate()?;
         let ni = random_bytes(NONCE_LEN)?;
@@ -450,10 +445,7 @@ impl IkeSa {
         peers: &[PeerConfig],
         out: &mut Outputs,
     ) -> Result<(), Discard> {
-        let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
-            .ok_or(Discard::UnexpectedMessage)?;
+        let peer = self.peer_config(peers).ok_or(Discard::UnexpectedMessage)?;
         let Some(pending) = self.pending_create.take() else {
             return Err(Discard::UnexpectedMessage);
         };

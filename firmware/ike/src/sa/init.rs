@@ -104,10 +104,7 @@ impl IkeSa {
         peers: &[PeerConfig],
         out: &mut Outputs,
     ) -> Result<(), Discard> {
-        let peer = self
-            .peer
-            .and_then(|i| peers.get(i))
-            .ok_or(Discard::UnexpectedMessage)?;
+        let peer = self.peer_config(peers).ok_or(Discard::UnexpectedMessage)?;
         if self.retry_init(now, incoming, peer, out) {
             return Ok(());
         }

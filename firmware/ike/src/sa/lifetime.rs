@@ -80,7 +80,7 @@ impl IkeSa {
         if self.state != State::Established || self.is_busy() {
             return;
         }
-        let Some(peer) = self.peer.and_then(|i| peers.get(i)) else {
+        let Some(peer) = self.peer_config(peers) else {
             return;
         };
         let Some(action) = self.due_action(now, peer) else {
@@ -113,7 +113,7 @@ impl IkeSa {
         if self.state != State::Established || self.is_busy() {
             return None;
         }
-        let peer = self.peer.and_then(|i| peers.get(i))?;
+        let peer = self.peer_config(peers)?;
         let child_limits = &peer.child_lifetime;
         let children = self.children.iter().flat_map(|c| {
             let soft = child_limits

@@ -273,10 +273,15 @@ impl IkeSa {
         }
     }
 
+    /// The configured peer this SA was matched to, once it is known.
+    fn peer_config<'p>(&self, peers: &'p [PeerConfig]) -> Option<&'p PeerConfig> {
+        self.peer.and_then(|index| peers.get(index))
+    }
+
     pub fn info(&self, peers: &[PeerConfig]) -> IkeSaInfo {
         IkeSaInfo {
             id: self.id(),
-            peer: self.peer.and_then(|i| peers.get(i)).map(|p| p.name.clone()),
+            peer: self.peer_config(peers).map(|p| p.name.clone()),
             role: self.role,
             state: self.state,
             spi_i: self.spi_i,
