@@ -21,7 +21,7 @@ use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
-use crate::port::{Burst, PacketPort};
+use crate::port::{alloc_counting_empty, Burst, PacketPort};
 
 /// An Ethernet MAC address.
 pub type Mac = [u8; 6];
@@ -322,11 +322,7 @@ impl PacketPort for FabricPort {
 
     /// An exhausted pool counts as a [`DropCause::PoolEmpty`] drop: the frame never gets built.
     fn alloc_tx(&mut self) -> Option<PacketBuf> {
-        let frame = self.pool.alloc();
-        if frame.is_none() {
-            self.stats.add_drops(DropCause::PoolEmpty, 1);
-        }
-        frame
+        alloc_counting_empty(&self.pool, &self.stats)
     }
 
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod fabric;
 mod ifindex;
 pub mod netns;
+mod poll;
 pub mod port;
 
 pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};

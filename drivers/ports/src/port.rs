@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::buf::{BufLayout, PacketBuf};
+use crate::buf::{BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortCounters, PortStats};
 
 /// A fixed-capacity batch of frames. Never grows after creation.
@@ -138,6 +138,17 @@ pub trait PacketPort {
     fn counters(&self) -> PortCounters {
         self.stats().snapshot()
     }
+}
+
+/// A buffer from `pool` for a frame to send; an exhausted pool counts as a
+/// [`DropCause::PoolEmpty`] drop in `stats`, since the frame never gets built. Every backend's
+/// `alloc_tx` is this.
+pub(crate) fn alloc_counting_empty(pool: &Pool, stats: &PortStats) -> Option<PacketBuf> {
+    let frame = pool.alloc();
+    if frame.is_none() {
+        stats.add_drops(DropCause::PoolEmpty, 1);
+    }
+    frame
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
 use crate::ifindex::{interface_index, IfIndexError};
-use crate::port::{Burst, PacketPort};
+use crate::port::{alloc_counting_empty, Burst, PacketPort};
 use ring::{Mapping, Ring};
 
 /// Sizes of an AF_XDP port.
@@ -324,18 +324,7 @@ impl AfXdpPort {
         if self.rx.available() > 0 {
             return Ok(true);
         }
-        let mut poll_fd = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `poll_fd` is a valid pollfd for the duration of the call and we pass 1.
-        let rc = unsafe { libc::poll(&mut poll_fd, 1, millis) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc > 0)
+        crate::poll::wait_readable(self.socket.as_raw_fd(), timeout)
     }
 
     /// Adds frames the kernel dropped for this socket (full rx ring, empty fill ring, bad
@@ -460,11 +449,7 @@ impl PacketPort for AfXdpPort {
 
     /// An exhausted pool counts as a [`DropCause::PoolEmpty`] drop: the frame never gets built.
     fn alloc_tx(&mut self) -> Option<PacketBuf> {
-        let frame = self.pool.alloc();
-        if frame.is_none() {
-            self.stats.add_drops(DropCause::PoolEmpty, 1);
-        }
-        frame
+        alloc_counting_empty(&self.pool, &self.stats)
     }
 
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
