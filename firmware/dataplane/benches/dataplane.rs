@@ -17,9 +17,7 @@ use dvipsec_dataplane::target::Ingress;
 use dvipsec_dataplane::testbed::*;
 use dvipsec_dataplane::wire;
 use dvipsec_esp::ip::Family;
-use dvipsec_esp::{
-    Direction, IpsecProtocol, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap,
-};
+use dvipsec_esp::{Direction, IpsecProtocol, Sa};
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -28,18 +26,12 @@ const PAYLOAD: usize = INNER_LEN - 20 - 8;
 const BURST: usize = 32;
 
 fn peer_sa() -> Sa {
-    let mut config = SaConfig::new(
+    let config = tunnel_sa_config(
         SPI_TO_DVIPA,
         Direction::Outbound,
-        Suite::Aes128Gcm16,
-        SaKeys::new(&KEY_TO_DVIPA, &[]),
+        &KEY_TO_DVIPA,
+        (PEER_OUTER, DVIPA),
     );
-    config.mode = Mode::Tunnel;
-    config.tunnel = Some(TunnelEndpoints {
-        src: IpAddr::V4(PEER_OUTER),
-        dst: IpAddr::V4(DVIPA),
-    });
-    config.udp_encap = Some(UdpEncap::NAT_T);
     Sa::new(config).expect("peer SA")
 }
 

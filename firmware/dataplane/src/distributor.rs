@@ -369,9 +369,11 @@ mod tests {
     use super::*;
     use crate::dct::tcp_flags::{FIN, SYN};
     use crate::sa_table::ShadowSaTable;
-    use crate::testbed::{selector, DVIPA, KEY_TO_DVIPA, PEER_INNER, PEER_OUTER, SPI_TO_DVIPA};
+    use crate::testbed::{
+        selector, tunnel_sa_config, DVIPA, KEY_TO_DVIPA, PEER_INNER, PEER_OUTER, SPI_TO_DVIPA,
+    };
     use dvipsec_cf::{RegionOwner, SlotKey};
-    use dvipsec_esp::{Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap};
+    use dvipsec_esp::{Direction, Sa, UdpEncap};
 
     const ACK_ONLY: u8 = 0x10;
     const ACK: u8 = ACK_ONLY;
@@ -385,17 +387,8 @@ mod tests {
     }
 
     fn sa_with(direction: Direction, udp_encap: Option<UdpEncap>) -> Sa {
-        let mut config = SaConfig::new(
-            SPI_TO_DVIPA,
-            direction,
-            Suite::Aes128Gcm16,
-            SaKeys::new(&KEY_TO_DVIPA, &[]),
-        );
-        config.mode = Mode::Tunnel;
-        config.tunnel = Some(TunnelEndpoints {
-            src: IpAddr::V4(PEER_OUTER),
-            dst: IpAddr::V4(DVIPA),
-        });
+        let mut config =
+            tunnel_sa_config(SPI_TO_DVIPA, direction, &KEY_TO_DVIPA, (PEER_OUTER, DVIPA));
         config.udp_encap = udp_encap;
         Sa::new(config).unwrap()
     }

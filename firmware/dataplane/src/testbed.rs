@@ -124,7 +124,14 @@ pub struct Testbed {
     pub outbound_slot: SlotId,
 }
 
-fn sa_config(spi: u32, direction: Direction, key: &[u8], tunnel: (Ipv4Addr, Ipv4Addr)) -> SaConfig {
+/// The config every testbed SA shares: AES-128-GCM, tunnel mode from `tunnel.0` to `tunnel.1`,
+/// NAT-T (UDP 4500) encapsulation; `key` is the 16 key bytes and 4 salt bytes.
+pub fn tunnel_sa_config(
+    spi: u32,
+    direction: Direction,
+    key: &[u8],
+    tunnel: (Ipv4Addr, Ipv4Addr),
+) -> SaConfig {
     let mut config = SaConfig::new(spi, direction, Suite::Aes128Gcm16, SaKeys::new(key, &[]));
     config.mode = Mode::Tunnel;
     config.tunnel = Some(TunnelEndpoints {
@@ -182,13 +189,13 @@ impl Testbed {
         };
         let peer = ScriptedPeer::new(
             peer_port,
-            Sa::new(sa_config(
+            Sa::new(tunnel_sa_config(
                 SPI_TO_DVIPA,
                 Direction::Outbound,
                 &KEY_TO_DVIPA,
                 (PEER_OUTER, DVIPA),
             ))?,
-            Sa::new(sa_config(
+            Sa::new(tunnel_sa_config(
                 SPI_TO_PEER,
                 Direction::Inbound,
                 &KEY_TO_PEER,
@@ -228,7 +235,7 @@ impl Testbed {
         };
         let mut dist_sas = ShadowSaTable::new();
         dist_sas.install_inbound(
-            Sa::new(sa_config(
+            Sa::new(tunnel_sa_config(
                 SPI_TO_DVIPA,
                 Direction::Inbound,
                 &KEY_TO_DVIPA,
@@ -268,7 +275,7 @@ impl Testbed {
                 return Err(dvipsec_cf::CfError::InvalidArgument("switch ports missing").into());
             };
             let mut sas = ShadowSaTable::new();
-            let mut inbound_config = sa_config(
+            let mut inbound_config = tunnel_sa_config(
                 SPI_TO_DVIPA,
                 Direction::Inbound,
                 &KEY_TO_DVIPA,
@@ -284,7 +291,7 @@ impl Testbed {
                 inbound_slot,
             );
             sas.install_outbound(
-                Sa::new(sa_config(
+                Sa::new(tunnel_sa_config(
                     SPI_TO_PEER,
                     Direction::Outbound,
                     &KEY_TO_PEER,

@@ -10,7 +10,7 @@ use dvipsec_dataplane::target::TargetDrop;
 use dvipsec_dataplane::testbed::*;
 use dvipsec_dataplane::wire::{self, ETHERNET_LEN};
 use dvipsec_esp::ip::Family;
-use dvipsec_esp::{Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap};
+use dvipsec_esp::{Direction, Sa};
 use dvipsec_ports::PacketPort;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -262,18 +262,12 @@ fn peer_esp_packet(seq: u64, payload: &[u8]) -> Vec<u8> {
 
 /// Like [`peer_esp_packet`] with the inner source address `src`.
 fn peer_esp_packet_from(src: std::net::Ipv4Addr, seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut config = SaConfig::new(
+    let config = tunnel_sa_config(
         SPI_TO_DVIPA,
         Direction::Outbound,
-        Suite::Aes128Gcm16,
-        SaKeys::new(&KEY_TO_DVIPA, &[]),
+        &KEY_TO_DVIPA,
+        (PEER_OUTER, DVIPA),
     );
-    config.mode = Mode::Tunnel;
-    config.tunnel = Some(TunnelEndpoints {
-        src: IpAddr::V4(PEER_OUTER),
-        dst: IpAddr::V4(DVIPA),
-    });
-    config.udp_encap = Some(UdpEncap::NAT_T);
     let mut sa = Sa::new(config).unwrap();
     let mut buf = vec![0u8; 2048];
     let len = wire::write_udp(
@@ -551,18 +545,12 @@ fn target_originated_traffic_waits_for_its_sa_then_goes_out() {
     bed.settle(10, 5);
     assert_eq!(bed.peer.counters().packets_received, 0, "held while no SA");
     // The distributor's IKE negotiated an SA and the cluster link installed it.
-    let mut config = SaConfig::new(
+    let config = tunnel_sa_config(
         SPI_TO_PEER,
         Direction::Outbound,
-        Suite::Aes128Gcm16,
-        SaKeys::new(&KEY_TO_PEER, &[]),
+        &KEY_TO_PEER,
+        (DVIPA, PEER_OUTER),
     );
-    config.mode = Mode::Tunnel;
-    config.tunnel = Some(TunnelEndpoints {
-        src: IpAddr::V4(DVIPA),
-        dst: IpAddr::V4(PEER_OUTER),
-    });
-    config.udp_encap = Some(UdpEncap::NAT_T);
     let slot = bed.outbound_slot;
     bed.targets[0].sas.install_outbound(
         Sa::new(config).unwrap(),
@@ -647,15 +635,8 @@ fn a_target_takes_gre_from_each_of_its_distributors_and_from_no_one_else() {
 
 /// A pair of SAs as a rekey would give the peer: new SPIs and keys.
 fn rekeyed_peer_pair() -> (Sa, Sa) {
-    let sa = |spi, direction, key: &[u8], (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr)| {
-        let mut config = SaConfig::new(spi, direction, Suite::Aes128Gcm16, SaKeys::new(key, &[]));
-        config.mode = Mode::Tunnel;
-        config.tunnel = Some(TunnelEndpoints {
-            src: IpAddr::V4(src),
-            dst: IpAddr::V4(dst),
-        });
-        config.udp_encap = Some(UdpEncap::NAT_T);
-        Sa::new(config).unwrap()
+    let sa = |spi, direction, key: &[u8], tunnel| {
+        Sa::new(tunnel_sa_config(spi, direction, key, tunnel)).unwrap()
     };
     let outbound = sa(
         0x1100,

@@ -9,9 +9,11 @@ use dvipsec_dataplane::distributor::{
     DistributedPort, Distributor, DistributorConfig, TargetInfo,
 };
 use dvipsec_dataplane::sa_table::ShadowSaTable;
-use dvipsec_dataplane::testbed::{selector, DVIPA, KEY_TO_DVIPA, PEER_OUTER, SPI_TO_DVIPA};
+use dvipsec_dataplane::testbed::{
+    selector, tunnel_sa_config, DVIPA, KEY_TO_DVIPA, PEER_OUTER, SPI_TO_DVIPA,
+};
 use dvipsec_dataplane::wire;
-use dvipsec_esp::{Direction, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints, UdpEncap};
+use dvipsec_esp::{Direction, Sa};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,18 +40,12 @@ impl SequenceFacility for Accepting {
 }
 
 fn setup() -> (Distributor, ShadowSaTable) {
-    let mut config = SaConfig::new(
+    let config = tunnel_sa_config(
         SPI_TO_DVIPA,
         Direction::Inbound,
-        Suite::Aes128Gcm16,
-        SaKeys::new(&KEY_TO_DVIPA, &[]),
+        &KEY_TO_DVIPA,
+        (PEER_OUTER, DVIPA),
     );
-    config.mode = Mode::Tunnel;
-    config.tunnel = Some(TunnelEndpoints {
-        src: IpAddr::V4(PEER_OUTER),
-        dst: IpAddr::V4(DVIPA),
-    });
-    config.udp_encap = Some(UdpEncap::NAT_T);
     let mut sas = ShadowSaTable::new();
     let sa = Sa::new(config).expect("fixed SA config");
     sas.install_inbound(sa, IpAddr::V4(DVIPA), IpAddr::V4(PEER_OUTER), selector(), SlotId(1));
