@@ -1,6 +1,7 @@
 //! `dvipsec boot` driven as a process: refusals with clear messages, and a clean run in a
 //! network namespace of its own that ends on SIGTERM with the CF region removed.
 
+use dvipsec_hwtest::netns::Netns;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -163,11 +164,12 @@ fn root_or_skip(test: &str) -> bool {
     false
 }
 
-/// A namespace with a veth pair inside, and whatever boot process runs in it; both gone on drop.
+/// A namespace with a veth pair inside, and whatever boot process runs in it; both gone on drop
+/// (the process first, then the namespace with the veth, by hwtest's guard).
 struct NamespaceRun {
-    namespace: String,
     child: Option<Child>,
     cf: PathBuf,
+    namespace: Netns,
 }
 
 impl Drop for NamespaceRun {
@@ -176,44 +178,28 @@ impl Drop for NamespaceRun {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.namespace])
-            .status();
         let _ = std::fs::remove_file(&self.cf);
     }
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
 }
 
 /// Runs boot for the one-node site in a namespace of its own with a veth as its port.
 fn run_in_namespace(tag: &str, xcf_address_present: bool) -> (Site, NamespaceRun, Child) {
     let site = write_site(tag, "af_packet", "bt-ext", "[0]");
-    let namespace = format!("dvb-boot-{}-{tag}", std::process::id());
+    let netns = Netns::create(&format!("dvb-boot-{}-{tag}", std::process::id())).unwrap();
+    let namespace = netns.name().to_owned();
     let run = NamespaceRun {
-        namespace: namespace.clone(),
         child: None,
         cf: site.cf.clone(),
+        namespace: netns,
     };
-    ip(&["netns", "add", &namespace]);
-    let link = [
-        "-n", &namespace, "link", "add", "bt-ext", "type", "veth", "peer", "name", "bt-ext-p",
-    ];
-    ip(&link);
-    ip(&["-n", &namespace, "link", "set", "bt-ext", "up"]);
-    ip(&["-n", &namespace, "link", "set", "bt-ext-p", "up"]);
+    let in_namespace = |args: &[&str]| run.namespace.exec_ip(args).unwrap();
+    in_namespace(&[
+        "link", "add", "bt-ext", "type", "veth", "peer", "name", "bt-ext-p",
+    ]);
+    in_namespace(&["link", "set", "bt-ext", "up"]);
+    in_namespace(&["link", "set", "bt-ext-p", "up"]);
     if xcf_address_present {
-        ip(&[
-            "-n",
-            &namespace,
-            "addr",
-            "add",
-            "10.99.0.1/24",
-            "dev",
-            "bt-ext-p",
-        ]);
+        in_namespace(&["addr", "add", "10.99.0.1/24", "dev", "bt-ext-p"]);
     }
 
     let child = Command::new("ip")
