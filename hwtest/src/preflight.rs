@@ -60,6 +60,12 @@ fn check_root() -> Check {
     }
 }
 
+/// True when this process runs with effective uid 0 (what namespaces, veth pairs and packet
+/// sockets need). Shared by the integration tests of every crate that builds topologies.
+pub fn running_as_root() -> bool {
+    effective_uid() == Some(0)
+}
+
 /// Reads the effective uid from /proc, which keeps this crate free of `unsafe` libc calls.
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -1,31 +1,19 @@
 //! The preflight really builds and removes a topology, and the binary reports it.
 
+mod support;
+
 use std::process::Command;
 
 use dvipsec_hwtest::netns::list_namespaces;
-use dvipsec_hwtest::preflight;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+use dvipsec_hwtest::preflight::{self, running_as_root};
+use support::skip_or_fail_in_ci;
 
 /// Returns false (and says why) when this test cannot run here; panics under CI.
 fn have_root_or_skip(test: &str) -> bool {
-    if is_root() {
+    if running_as_root() {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root for network namespaces, and CI=true"
-    );
-    eprintln!("skipping {test}: needs root for network namespaces");
+    skip_or_fail_in_ci(test, "needs root for network namespaces");
     false
 }
 

@@ -1,28 +1,17 @@
 //! `topology up|down` on the test site: everything it builds is there and reachable while up,
 //! and nothing is left after `down`, also after the nodes crashed or a node failed to boot.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dvipsec_hwtest::netns::list_namespaces;
+use dvipsec_hwtest::preflight::running_as_root;
 use dvipsec_hwtest::topology::{self, Resource, TopologyError, TopologyOptions};
+use support::skip_or_fail_in_ci;
 
 const SITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sites/figure4-netns.yaml");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
 
 /// The `dvipsec` binary of this build (target/debug/dvipsec next to target/debug/deps).
 fn dvipsec_binary() -> Option<PathBuf> {
@@ -33,15 +22,14 @@ fn dvipsec_binary() -> Option<PathBuf> {
 
 /// The prerequisites, or `None` (after saying why) outside CI; under CI a gap is a failure.
 fn prerequisites(test: &str) -> Option<PathBuf> {
-    let problem = if !is_root() {
+    let problem = if !running_as_root() {
         "needs root for network namespaces".to_owned()
     } else if let Some(binary) = dvipsec_binary() {
         return Some(binary);
     } else {
         "needs the dvipsec binary: run `cargo build -p dvipsec` first".to_owned()
     };
-    assert!(!in_ci(), "{test}: {problem}, and CI=true");
-    eprintln!("skipping {test}: {problem}");
+    skip_or_fail_in_ci(test, &problem);
     None
 }
 
