@@ -8,8 +8,8 @@
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dvipsec_esp::{
-    peek_burst, Direction, EspError, Mode, Sa, SaConfig, SaKeys, Suite, TunnelEndpoints,
-    MAX_HEADROOM, MAX_TAILROOM,
+    peek_burst, peek_burst_flows, Direction, EspError, Mode, Sa, SaConfig, SaKeys, Suite,
+    TunnelEndpoints, MAX_HEADROOM, MAX_TAILROOM,
 };
 
 const SIZES: [usize; 3] = [64, 576, 1420];
@@ -253,7 +253,8 @@ fn sealed_burst(suite: Suite) -> (Vec<Vec<u8>>, Vec<Sa>) {
     (wires, receivers)
 }
 
-/// Per packet, same 32 packets in each: burst peek, peek one by one, and a full open of each.
+/// Per packet, same 32 packets in each: burst peek (full and compact result), peek one by one,
+/// and a full open of each.
 fn bench_burst_peek(c: &mut Criterion) {
     let mut group = c.benchmark_group("burst32-4sa-1420B");
     group.throughput(Throughput::Elements(BURST as u64));
@@ -269,6 +270,13 @@ fn bench_burst_peek(c: &mut Criterion) {
             b.iter(|| {
                 peek_burst(black_box(&pairs), &mut results);
                 black_box(&results);
+            })
+        });
+        let mut flows: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
+        group.bench_function(BenchmarkId::new("peek_burst_flows", suite.name()), |b| {
+            b.iter(|| {
+                peek_burst_flows(black_box(&pairs), &mut flows);
+                black_box(&flows);
             })
         });
         group.bench_function(BenchmarkId::new("peek_each", suite.name()), |b| {

@@ -1,9 +1,10 @@
 //! Fixed work for instruction counting under callgrind (repeatable where timings are not):
 //! 10 000 rounds over the benchmark's burst of 32 1420-byte tunnel packets over four SAs.
 //!
-//! `valgrind --tool=callgrind target/release/examples/peek_cost burst|each|open [null]`
-//! runs peek_burst, Sa::peek per packet or a full open per packet; `null` uses ESP-null
-//! instead of AES-128-GCM. Divide the collected instructions by 320 000 for a per-packet figure.
+//! `valgrind --tool=callgrind target/release/examples/peek_cost burst|flows|each|open [null]`
+//! runs peek_burst, peek_burst_flows, Sa::peek per packet or a full open per packet; `null` uses
+//! ESP-null instead of AES-128-GCM. Divide the collected instructions by 320 000 for a per-packet
+//! figure.
 use dvipsec_esp::*;
 use std::hint::black_box;
 fn main() {
@@ -60,6 +61,18 @@ fn main() {
             let mut results: Vec<_> = (0..32).map(|_| Err(EspError::DummyPacket)).collect();
             for _ in 0..iters {
                 peek_burst(black_box(&pairs), &mut results);
+                black_box(&results);
+            }
+        }
+        "flows" => {
+            let pairs: Vec<(&Sa, &[u8])> = wires
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (&receivers[i % 4], w.as_slice()))
+                .collect();
+            let mut results: Vec<_> = (0..32).map(|_| Err(EspError::DummyPacket)).collect();
+            for _ in 0..iters {
+                peek_burst_flows(black_box(&pairs), &mut results);
                 black_box(&results);
             }
         }

@@ -70,7 +70,9 @@ mod suite;
 pub use classify::{classify, Combination, Distribution};
 pub use error::{CryptoError, EspError, SaError};
 pub use esp::{Opened, Sealed, ESP_HEADER_LEN, MAX_HEADROOM, MAX_TAILROOM, UDP_HEADER_LEN};
-pub use peek::{peek_burst, PeekInfo, Unauthenticated, MAX_PEEK_BURST};
+pub use peek::{
+    peek_burst, peek_burst_flows, FlowAddrs, PeekFlow, PeekInfo, Unauthenticated, MAX_PEEK_BURST,
+};
 pub use provider::{AeadAlgorithm, AeadProvider, AwsLcProvider, EspAead, NONCE_LEN, TAG_LEN};
 pub use sa::{
     Direction, IpsecProtocol, LifetimeLimits, LifetimeState, Mode, Sa, SaConfig, SaCounters,

@@ -11,9 +11,11 @@ use aws_lc_rs::iv::FixedLength;
 use std::net::IpAddr;
 
 mod burst;
+mod compact;
 mod fast;
 
-pub use burst::{peek_burst, MAX_PEEK_BURST};
+pub use burst::{peek_burst, peek_burst_flows, MAX_PEEK_BURST};
+pub use compact::{FlowAddrs, PeekFlow};
 
 /// A value derived from a packet whose ICV has NOT been verified. Anyone can forge it: use it
 /// only to choose where a packet goes, never to accept it.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use dvipsec_esp::{peek_burst, EspError, IpsecProtocol, Mode, Sa, Suite};
+use dvipsec_esp::{peek_burst, peek_burst_flows, EspError, IpsecProtocol, Mode, Sa, Suite};
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
@@ -69,13 +69,20 @@ fn burst_peek_does_not_allocate() {
     let mut results: Vec<_> = (0..burst.len())
         .map(|_| Err(EspError::DummyPacket))
         .collect();
+    let mut flows: Vec<_> = (0..burst.len())
+        .map(|_| Err(EspError::DummyPacket))
+        .collect();
     let before = dhat::HeapStats::get().total_blocks;
     for _ in 0..20 {
         assert_eq!(peek_burst(&burst, &mut results), burst.len());
+        assert_eq!(peek_burst_flows(&burst, &mut flows), burst.len());
     }
     let after = dhat::HeapStats::get().total_blocks;
     assert_eq!(after, before, "burst peek allocated");
     assert!(results
         .iter()
         .all(|r| r.as_ref().is_ok_and(|f| f.unverified().syn)));
+    assert!(flows
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|f| f.unverified().syn())));
 }

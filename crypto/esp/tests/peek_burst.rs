@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use dvipsec_esp::{
-    peek_burst, AeadAlgorithm, AeadProvider, AwsLcProvider, CryptoError, Direction, EspAead,
-    EspError, IpsecProtocol, Mode, PeekInfo, Sa, Suite, Unauthenticated, MAX_PEEK_BURST,
+    peek_burst, peek_burst_flows, AeadAlgorithm, AeadProvider, AwsLcProvider, CryptoError,
+    Direction, EspAead, EspError, IpsecProtocol, Mode, PeekFlow, PeekInfo, Sa, Suite,
+    Unauthenticated, MAX_PEEK_BURST,
 };
 use proptest::prelude::*;
 
@@ -129,6 +130,42 @@ fn assert_burst_matches_peek(burst: &[(&Sa, &[u8])]) -> Result<(), TestCaseError
     for (i, (&(sa, packet), got)) in burst.iter().zip(&results).enumerate() {
         prop_assert_eq!(got, &sa.peek(packet), "packet {} of {}", i, burst.len());
     }
+    assert_flows_match_peek(burst)
+}
+
+/// The compact burst reports, for every packet, each field `Sa::peek` reports the same way (the
+/// low 32 bits for the sequence number), and fails exactly where `Sa::peek` fails.
+fn assert_flows_match_peek(burst: &[(&Sa, &[u8])]) -> Result<(), TestCaseError> {
+    let mut flows: Vec<Result<Unauthenticated<PeekFlow>, EspError>> = (0..burst.len())
+        .map(|_| Err(EspError::DummyPacket))
+        .collect();
+    prop_assert_eq!(peek_burst_flows(burst, &mut flows), burst.len());
+    for (i, (&(sa, packet), got)) in burst.iter().zip(&flows).enumerate() {
+        match (got, sa.peek(packet)) {
+            (Ok(flow), Ok(info)) => {
+                let (flow, info) = (flow.unverified(), info.unverified());
+                prop_assert_eq!(flow.src(), info.src, "packet {}", i);
+                prop_assert_eq!(flow.dst(), info.dst, "packet {}", i);
+                prop_assert_eq!(flow.protocol, info.protocol, "packet {}", i);
+                prop_assert_eq!(flow.src_port, info.src_port, "packet {}", i);
+                prop_assert_eq!(flow.dst_port, info.dst_port, "packet {}", i);
+                prop_assert_eq!(flow.tcp_flags, info.tcp_flags, "packet {}", i);
+                prop_assert_eq!(flow.syn(), info.syn, "packet {}", i);
+                prop_assert_eq!(
+                    u64::from(flow.seq_lo),
+                    info.seq & 0xffff_ffff,
+                    "packet {}",
+                    i
+                );
+            }
+            (Err(got), Err(expected)) => prop_assert_eq!(got, &expected, "packet {}", i),
+            (got, expected) => {
+                return Err(TestCaseError::fail(format!(
+                    "packet {i}: flows gave {got:?}, peek gave {expected:?}"
+                )))
+            }
+        }
+    }
     Ok(())
 }
 
@@ -199,6 +236,7 @@ fn interleaved_gcm_burst_reads_every_flow() {
             assert_eq!(flow.syn, i % 5 == 0 && (i % 3 == 0 || i % 2 == 0));
             assert_eq!(result, &burst[i].0.peek(burst[i].1));
         }
+        assert_flows_match_peek(&burst).unwrap();
     }
 }
 
@@ -302,4 +340,5 @@ fn provider_without_block_cipher_falls_back_per_packet() {
         assert_eq!(flow.src_port, i as u16);
         assert!(flow.syn);
     }
+    assert_flows_match_peek(&burst).unwrap();
 }

@@ -9,9 +9,8 @@
 //! every result equals what [`Sa::peek`] returns for that packet.
 
 use super::fast::{Direct, FastOuter, PlainSource};
-use super::{Ciphertext, PeekInfo, Unauthenticated};
+use super::{Ciphertext, PeekFlow, PeekInfo, Unauthenticated};
 use crate::error::EspError;
-use crate::esp;
 use crate::provider::EspAead;
 use crate::sa::{Cipher, IpsecProtocol, Mode, Sa};
 use crate::suite::Suite;
@@ -32,6 +31,25 @@ pub fn peek_burst(
     burst: &[(&Sa, &[u8])],
     out: &mut [Result<Unauthenticated<PeekInfo>, EspError>],
 ) -> usize {
+    peek_burst_into(burst, out)
+}
+
+/// [`peek_burst`] with the compact result the distributor routes by: per packet the inner
+/// 5-tuple, TCP flags and the header's low 32 sequence bits ([`PeekFlow::seq_lo`]; with ESN the
+/// caller infers the high half, as its replay pre-check does). Every field equals the same field
+/// of [`Sa::peek`]'s answer, and a packet [`Sa::peek`] rejects gets the same error. Allocates
+/// nothing.
+pub fn peek_burst_flows(
+    burst: &[(&Sa, &[u8])],
+    out: &mut [Result<Unauthenticated<PeekFlow>, EspError>],
+) -> usize {
+    peek_burst_into(burst, out)
+}
+
+fn peek_burst_into<T: BurstResult>(
+    burst: &[(&Sa, &[u8])],
+    out: &mut [Result<Unauthenticated<T>, EspError>],
+) -> usize {
     let count = burst.len().min(out.len());
     let passes = burst[..count]
         .chunks(MAX_PEEK_BURST)
@@ -42,12 +60,51 @@ pub fn peek_burst(
     count
 }
 
+/// A result type a burst can produce: from keystream computed ahead, or one packet at a time.
+trait BurstResult: Sized {
+    fn from_keystream(
+        sa: &Sa,
+        outer: &FastOuter<'_>,
+        source: &Precomputed<'_>,
+    ) -> Option<Unauthenticated<Self>>;
+    fn one_by_one(sa: &Sa, packet: &[u8]) -> Result<Unauthenticated<Self>, EspError>;
+}
+
+impl BurstResult for PeekInfo {
+    #[inline(always)]
+    fn from_keystream(
+        sa: &Sa,
+        outer: &FastOuter<'_>,
+        source: &Precomputed<'_>,
+    ) -> Option<Unauthenticated<Self>> {
+        sa.fast_finish(outer, source)
+    }
+
+    fn one_by_one(sa: &Sa, packet: &[u8]) -> Result<Unauthenticated<Self>, EspError> {
+        sa.peek(packet)
+    }
+}
+
+impl BurstResult for PeekFlow {
+    #[inline(always)]
+    fn from_keystream(
+        sa: &Sa,
+        outer: &FastOuter<'_>,
+        source: &Precomputed<'_>,
+    ) -> Option<Unauthenticated<Self>> {
+        sa.fast_finish_flow(outer, source)
+    }
+
+    fn one_by_one(sa: &Sa, packet: &[u8]) -> Result<Unauthenticated<Self>, EspError> {
+        let info = sa.peek(packet)?;
+        Ok(Unauthenticated(PeekFlow::from_info(info.unverified())))
+    }
+}
+
 /// A packet whose keystream the burst computes ahead.
 #[derive(Clone, Copy)]
 struct Planned<'a> {
     outer: FastOuter<'a>,
-    aead: &'a dyn EspAead,
-    nonce: [u8; 12],
     /// Plaintext block numbers whose keystream is computed, `count` of them.
     blocks: [u32; BLOCKS_PER_PACKET],
     count: usize,
@@ -57,13 +114,16 @@ struct Planned<'a> {
     slot: usize,
 }
 
-fn peek_pass(pairs: &[(&Sa, &[u8])], results: &mut [Result<Unauthenticated<PeekInfo>, EspError>]) {
-    let mut plans: [Option<Planned<'_>>; MAX_PEEK_BURST] = [None; MAX_PEEK_BURST];
-    for (plan, &(sa, packet)) in plans.iter_mut().zip(pairs) {
-        *plan = plan_packet(sa, packet);
-    }
-    let mut keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
-    compute_keystream(pairs, &mut plans, &mut keystream);
+type Plans<'a> = [Option<Planned<'a>>; MAX_PEEK_BURST];
+type Keystream = [[u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
+
+fn peek_pass<T: BurstResult>(
+    pairs: &[(&Sa, &[u8])],
+    results: &mut [Result<Unauthenticated<T>, EspError>],
+) {
+    let mut plans: Plans<'_> = [None; MAX_PEEK_BURST];
+    let mut keystream: Keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
+    plan_and_encrypt(pairs, &mut plans, &mut keystream);
     for ((result, plan), &(sa, packet)) in results.iter_mut().zip(&plans).zip(pairs) {
         let fast = plan.as_ref().and_then(|plan| {
             let source = Precomputed {
@@ -71,33 +131,71 @@ fn peek_pass(pairs: &[(&Sa, &[u8])], results: &mut [Result<Unauthenticated<PeekI
                 plan,
                 keystream: &keystream[plan.slot..plan.slot + plan.count],
             };
-            sa.fast_finish(&plan.outer, &source)
+            T::from_keystream(sa, &plan.outer, &source)
         });
         *result = match fast {
             Some(found) => Ok(found),
-            None => sa.peek(packet),
+            None => T::one_by_one(sa, packet),
         };
     }
 }
 
-/// Outer headers and counter blocks of a plain-shaped AES-GCM ESP packet; `None` sends the packet
-/// to the one-by-one peek.
+/// Plans every packet, writing its counter blocks straight into its SA's run of `keystream`, then
+/// encrypts each SA's run in one call. A group whose AEAD cannot do this loses its plans.
+fn plan_and_encrypt<'a>(
+    pairs: &[(&'a Sa, &'a [u8])],
+    plans: &mut Plans<'a>,
+    keystream: &mut Keystream,
+) {
+    let groups = Groups::of(pairs);
+    let mut cursor = groups.start;
+    for ((plan, &(sa, packet)), &group) in plans.iter_mut().zip(pairs).zip(&groups.of_packet) {
+        let Some(slot) = cursor.get_mut(usize::from(group)) else {
+            continue;
+        };
+        let blocks = &mut keystream[*slot..*slot + BLOCKS_PER_PACKET];
+        *plan = plan_packet(sa, packet, *slot, blocks);
+        *slot += BLOCKS_PER_PACKET;
+    }
+    for group in 0..groups.count {
+        let sa = pairs[groups.leader[group]].0;
+        let Some((aead, _)) = gcm_cipher(sa) else {
+            continue;
+        };
+        let run = &mut keystream[groups.start[group]..cursor[group]];
+        if !aead.encrypt_counter_blocks(run) {
+            drop_group(pairs, plans, sa);
+        }
+    }
+}
+
+/// The AEAD and salt of an AES-GCM ESP SA: the only SAs whose keystream a burst computes ahead.
 #[inline(always)]
-fn plan_packet<'a>(sa: &'a Sa, packet: &'a [u8]) -> Option<Planned<'a>> {
+fn gcm_cipher(sa: &Sa) -> Option<(&dyn EspAead, &[u8; 4])> {
     if sa.params.protocol != IpsecProtocol::Esp
         || !matches!(sa.params.suite, Suite::Aes128Gcm16 | Suite::Aes256Gcm16)
     {
         return None;
     }
-    let Cipher::Aead { aead, salt } = &sa.cipher else {
-        return None;
-    };
+    match &sa.cipher {
+        Cipher::Aead { aead, salt } => Some((aead.as_ref(), &**salt)),
+        _ => None,
+    }
+}
+
+/// Parses the outer headers of a plain-shaped AES-GCM ESP packet and writes the counter blocks of
+/// the plaintext blocks peek reads into `counters`; `None` sends the packet to the one-by-one peek.
+#[inline(always)]
+fn plan_packet<'a>(
+    sa: &'a Sa,
+    packet: &'a [u8],
+    slot: usize,
+    counters: &mut [[u8; AES_BLOCK]],
+) -> Option<Planned<'a>> {
+    let (_, salt) = gcm_cipher(sa)?;
     let outer = sa.fast_outer(packet)?;
     let ct = &outer.ct;
-    let mut iv = [0u8; 8];
-    iv.copy_from_slice(&ct.pkt[ct.iv_at..ct.iv_at + 8]);
     let text_blocks = u32::try_from(ct.len().div_ceil(AES_BLOCK)).ok()?;
-    let in_order = sa.params.mode == Mode::Tunnel;
     let (blocks, count) = match sa.params.mode {
         Mode::Tunnel => ([0, 1, 2], text_blocks.min(3) as usize),
         Mode::Transport => {
@@ -107,47 +205,24 @@ fn plan_packet<'a>(sa: &'a Sa, packet: &'a [u8]) -> Option<Planned<'a>> {
             ([0, first, last], BLOCKS_PER_PACKET)
         }
     };
+    // GCM counter block of plaintext block n: salt || IV || (n + 2).
+    let iv = ct.pkt.get(ct.iv_at..ct.iv_at + 8)?;
+    for (block, number) in counters.iter_mut().zip(blocks) {
+        block[..4].copy_from_slice(salt);
+        block[4..12].copy_from_slice(iv);
+        block[12..].copy_from_slice(&number.wrapping_add(GCM_FIRST_COUNTER).to_be_bytes());
+    }
     Some(Planned {
         outer,
-        aead: aead.as_ref(),
-        nonce: esp::aead_nonce(salt, u64::from_be_bytes(iv)),
         blocks,
         count,
-        in_order,
-        slot: 0,
+        in_order: sa.params.mode == Mode::Tunnel,
+        slot,
     })
 }
 
-/// Fills `keystream` with the counter blocks of every planned packet, grouped by SA, and
-/// encrypts each group in one call. A group whose AEAD cannot do this loses its plans.
-fn compute_keystream(
-    pairs: &[(&Sa, &[u8])],
-    plans: &mut [Option<Planned<'_>>; MAX_PEEK_BURST],
-    keystream: &mut [[u8; AES_BLOCK]],
-) {
-    let groups = Groups::of(pairs, plans);
-    let mut cursor = groups.start;
-    for (plan, &group) in plans.iter_mut().zip(&groups.of_packet) {
-        if let Some(plan) = plan.as_mut() {
-            let slot = &mut cursor[usize::from(group)];
-            plan.slot = *slot;
-            write_counters(plan, &mut keystream[*slot..*slot + plan.count]);
-            *slot += plan.count;
-        }
-    }
-    for group in 0..groups.count {
-        let leader = groups.leader[group];
-        let Some(aead) = plans[leader].as_ref().map(|plan| plan.aead) else {
-            continue;
-        };
-        let blocks = &mut keystream[groups.start[group]..cursor[group]];
-        if !aead.encrypt_counter_blocks(blocks) {
-            drop_group(pairs, plans, pairs[leader].0);
-        }
-    }
-}
-
-/// Planned packets grouped by SA: which group each is in, and where each group's blocks start.
+/// The packets of a burst whose SA is AES-GCM ESP, grouped by SA: which group each is in
+/// ([`NO_GROUP`] for other SAs), and where each group's run of blocks starts (three per packet).
 struct Groups {
     count: usize,
     of_packet: [u8; MAX_PEEK_BURST],
@@ -155,17 +230,22 @@ struct Groups {
     start: [usize; MAX_PEEK_BURST],
 }
 
+/// Group number of a packet whose keystream is not computed ahead.
+const NO_GROUP: u8 = u8::MAX;
+
 impl Groups {
-    fn of(pairs: &[(&Sa, &[u8])], plans: &[Option<Planned<'_>>; MAX_PEEK_BURST]) -> Self {
+    fn of(pairs: &[(&Sa, &[u8])]) -> Self {
         let mut groups = Groups {
             count: 0,
-            of_packet: [0; MAX_PEEK_BURST],
+            of_packet: [NO_GROUP; MAX_PEEK_BURST],
             leader: [0; MAX_PEEK_BURST],
             start: [0; MAX_PEEK_BURST],
         };
-        let mut blocks = [0usize; MAX_PEEK_BURST];
-        for (index, (plan, &(sa, _))) in plans.iter().zip(pairs).enumerate() {
-            let Some(plan) = plan else { continue };
+        let mut packets = [0usize; MAX_PEEK_BURST];
+        for (index, &(sa, _)) in pairs.iter().enumerate().take(MAX_PEEK_BURST) {
+            if gcm_cipher(sa).is_none() {
+                continue;
+            }
             let leaders = &groups.leader[..groups.count];
             let group = match leaders.iter().position(|&l| std::ptr::eq(pairs[l].0, sa)) {
                 Some(group) => group,
@@ -175,32 +255,22 @@ impl Groups {
                     groups.count - 1
                 }
             };
-            // At most MAX_PEEK_BURST (32) groups: fits a byte.
+            // At most MAX_PEEK_BURST (32) groups: fits a byte, below NO_GROUP.
             groups.of_packet[index] = group as u8;
-            blocks[group] += plan.count;
+            packets[group] += 1;
         }
         let mut next = 0;
-        for (start, size) in groups.start.iter_mut().zip(&blocks[..groups.count]) {
+        for (start, size) in groups.start.iter_mut().zip(&packets[..groups.count]) {
             *start = next;
-            next += size;
+            next += size * BLOCKS_PER_PACKET;
         }
         groups
     }
 }
 
-/// GCM counter block of plaintext block `n`: nonce || (n + 2).
-#[inline(always)]
-fn write_counters(plan: &Planned<'_>, blocks: &mut [[u8; AES_BLOCK]]) {
-    for (block, &number) in blocks.iter_mut().zip(&plan.blocks) {
-        block[..12].copy_from_slice(&plan.nonce);
-        let counter = number.wrapping_add(GCM_FIRST_COUNTER);
-        block[12..].copy_from_slice(&counter.to_be_bytes());
-    }
-}
-
 /// Sends every packet of `sa` to the one-by-one peek.
 #[cold]
-fn drop_group(pairs: &[(&Sa, &[u8])], plans: &mut [Option<Planned<'_>>; MAX_PEEK_BURST], sa: &Sa) {
+fn drop_group(pairs: &[(&Sa, &[u8])], plans: &mut Plans<'_>, sa: &Sa) {
     for (plan, &(owner, _)) in plans.iter_mut().zip(pairs) {
         if std::ptr::eq(owner, sa) {
             *plan = None;
@@ -332,7 +402,7 @@ mod tests {
 
     /// Plain AES-GCM packets of two interleaved SAs take the batched path: each is planned, its
     /// keystream slot holds exactly the SA's own keystream for the planned blocks, and finishing
-    /// from that keystream gives `Sa::peek`'s answer.
+    /// from that keystream gives `Sa::peek`'s answer, in both result forms.
     #[test]
     fn plain_gcm_packets_use_the_batched_keystream() {
         let (mut tunnel_out, tunnel_in) = gcm_pair(0x2001, Mode::Tunnel, 5);
@@ -352,18 +422,18 @@ mod tests {
             .iter()
             .map(|(tunnel, w)| (if *tunnel { &tunnel_in } else { &transport_in }, &w[..]))
             .collect();
-        let mut plans = [None; MAX_PEEK_BURST];
-        for (plan, &(sa, packet)) in plans.iter_mut().zip(&pairs) {
-            *plan = plan_packet(sa, packet);
-        }
-        let mut keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
-        compute_keystream(&pairs, &mut plans, &mut keystream);
+        let mut plans: Plans<'_> = [None; MAX_PEEK_BURST];
+        let mut keystream: Keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
+        plan_and_encrypt(&pairs, &mut plans, &mut keystream);
         for (i, &(sa, packet)) in pairs.iter().enumerate() {
             let plan = plans[i].as_ref().expect("planned");
+            let (aead, salt) = gcm_cipher(sa).expect("GCM");
+            let iv_at = plan.outer.ct.iv_at;
+            let iv = u64::from_be_bytes(packet[iv_at..iv_at + 8].try_into().unwrap());
+            let nonce = crate::esp::aead_nonce(salt, iv);
             for (j, &number) in plan.blocks[..plan.count].iter().enumerate() {
                 let mut expected = [0u8; AES_BLOCK];
-                plan.aead
-                    .apply_keystream(&plan.nonce, number as usize * AES_BLOCK, &mut expected)
+                aead.apply_keystream(&nonce, number as usize * AES_BLOCK, &mut expected)
                     .unwrap();
                 assert_eq!(
                     keystream[plan.slot + j],
@@ -376,8 +446,14 @@ mod tests {
                 plan,
                 keystream: &keystream[plan.slot..plan.slot + plan.count],
             };
-            let finished = sa.fast_finish(&plan.outer, &source).expect("fast path");
-            assert_eq!(Ok(finished), sa.peek(packet), "packet {i}");
+            let info = PeekInfo::from_keystream(sa, &plan.outer, &source).expect("fast path");
+            assert_eq!(Ok(info), sa.peek(packet), "packet {i}");
+            let flow = PeekFlow::from_keystream(sa, &plan.outer, &source).expect("fast path");
+            assert_eq!(
+                flow.into_unverified(),
+                PeekFlow::from_info(info.unverified()),
+                "packet {i}"
+            );
         }
         // The two SAs' packets were grouped: each SA's slots are contiguous.
         let mut tunnel_slots: Vec<usize> = (0..9)

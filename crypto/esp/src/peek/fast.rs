@@ -7,6 +7,7 @@
 //! returns `None` and the general path in the parent module handles the packet, errors included.
 //! The tests at the bottom check that both paths agree on every packet this one accepts.
 
+use super::compact::{FlowAddrs, PeekFlow};
 use super::{flow, l4_peek_len, read_l4, Ciphertext, PeekInfo, Unauthenticated, L4};
 use super::{TCP_PEEK_LEN, TUNNEL_FIRST_PEEK};
 use crate::esp::{ESP_HEADER_LEN, UDP_HEADER_LEN};
@@ -99,10 +100,7 @@ impl Sa {
         let ct = &outer.ct;
         // Decrypt first: the outer fields below are read while the cipher works.
         let mut head = [0u8; FAST_HEAD];
-        let (inner_family, l4) = match self.params.mode {
-            Mode::Tunnel => fast_tunnel(ct, source, &mut head)?,
-            Mode::Transport => (None, fast_transport(ct, source)?),
-        };
+        let (inner_family, l4) = self.fast_inner(ct, source, &mut head)?;
         let seq = self.full_seq(ip::be32(ct.pkt, outer.esp_at + 4));
         let outer_addresses = ip::addresses(ct.pkt, outer.family);
         let inner_addresses = match inner_family {
@@ -116,6 +114,46 @@ impl Sa {
             inner_addresses,
             l4,
         ))
+    }
+
+    /// The compact result ([`PeekFlow`]) from `source`: the same reads as [`Sa::fast_finish`],
+    /// with the addresses kept as bytes and the header's sequence field as it is.
+    #[inline(always)]
+    pub(super) fn fast_finish_flow(
+        &self,
+        outer: &FastOuter<'_>,
+        source: &impl PlainSource,
+    ) -> Option<Unauthenticated<PeekFlow>> {
+        let ct = &outer.ct;
+        let mut head = [0u8; FAST_HEAD];
+        let (inner_family, l4) = self.fast_inner(ct, source, &mut head)?;
+        let addrs = match inner_family {
+            Some(family) => FlowAddrs::read(&head, family),
+            None => FlowAddrs::read(ct.pkt, outer.family),
+        };
+        Some(Unauthenticated(PeekFlow {
+            addrs,
+            protocol: l4.protocol,
+            src_port: l4.src_port,
+            dst_port: l4.dst_port,
+            tcp_flags: l4.tcp_flags,
+            seq_lo: ip::be32(ct.pkt, outer.esp_at + 4),
+        }))
+    }
+
+    /// Decrypts and reads the inner headers: the inner family (tunnel mode only, its header left
+    /// in `head`) and the transport part.
+    #[inline(always)]
+    fn fast_inner(
+        &self,
+        ct: &Ciphertext<'_>,
+        source: &impl PlainSource,
+        head: &mut [u8; FAST_HEAD],
+    ) -> Option<(Option<Family>, L4)> {
+        match self.params.mode {
+            Mode::Tunnel => fast_tunnel(ct, source, head),
+            Mode::Transport => Some((None, fast_transport(ct, source)?)),
+        }
     }
 
     /// Where the ESP header is behind a plain outer header (RFC 3948 rules for UDP).
