@@ -81,6 +81,20 @@ impl Pair {
         }
     }
 
+    /// The default initiator and responder, `a`'s IKE_SA_INIT request queued, nothing delivered.
+    fn initiating() -> Self {
+        let mut pair = Self::new(initiator_peer(), responder_peer());
+        pair.initiate();
+        pair
+    }
+
+    /// `a` starts the IKE SA "to-b" toward `b`.
+    fn initiate(&mut self) {
+        self.a
+            .initiate(self.now, "to-b", addr(INITIATOR), addr(RESPONDER))
+            .unwrap();
+    }
+
     fn take(endpoint: &mut Endpoint, now: Instant) -> Vec<Transmit> {
         std::iter::from_fn(|| endpoint.poll_transmit(now)).collect()
     }
@@ -182,9 +196,7 @@ fn assert_children_match(a: &[Event], b: &[Event]) -> (u32, u32) {
 }
 
 fn establish(pair: &mut Pair) -> (Vec<Event>, Vec<Event>) {
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    pair.initiate();
     pair.pump();
     (events(&mut pair.a), events(&mut pair.b))
 }
@@ -364,10 +376,7 @@ fn transport_mode_is_negotiated_when_both_want_it() {
 
 #[test]
 fn lost_auth_response_is_retransmitted_and_replayed_from_cache() {
-    let mut pair = Pair::new(initiator_peer(), responder_peer());
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    let mut pair = Pair::initiating();
     let mut responses_from_b = 0;
     // Lose the responder's first IKE_AUTH answer (its second datagram).
     pair.pump_with(|from_a, _| {
@@ -399,10 +408,7 @@ fn lost_auth_response_is_retransmitted_and_replayed_from_cache() {
 
 #[test]
 fn retransmissions_back_off_and_then_give_up() {
-    let mut pair = Pair::new(initiator_peer(), responder_peer());
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    let mut pair = Pair::initiating();
     let mut gaps = Vec::new();
     let mut sent = 0;
     loop {
@@ -429,10 +435,7 @@ fn retransmissions_back_off_and_then_give_up() {
 
 #[test]
 fn half_open_responder_state_expires() {
-    let mut pair = Pair::new(initiator_peer(), responder_peer());
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    let mut pair = Pair::initiating();
     // Deliver only the IKE_SA_INIT request.
     let first = Pair::take(&mut pair.a, pair.now).remove(0);
     pair.b
@@ -444,10 +447,7 @@ fn half_open_responder_state_expires() {
 
 #[test]
 fn duplicate_init_request_gets_the_same_response() {
-    let mut pair = Pair::new(initiator_peer(), responder_peer());
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    let mut pair = Pair::initiating();
     let request = Pair::take(&mut pair.a, pair.now).remove(0);
     pair.b
         .handle_datagram(pair.now, request.local, request.remote, &request.payload);
@@ -582,10 +582,7 @@ fn init_flood_triggers_cookies_and_established_sa_survives() {
 
 #[test]
 fn garbage_and_truncated_messages_are_counted_not_fatal() {
-    let mut pair = Pair::new(initiator_peer(), responder_peer());
-    pair.a
-        .initiate(pair.now, "to-b", addr(INITIATOR), addr(RESPONDER))
-        .unwrap();
+    let mut pair = Pair::initiating();
     let request = Pair::take(&mut pair.a, pair.now).remove(0);
     let (from, to) = (request.local, request.remote);
     for cut in 0..request.payload.len() {

@@ -4,6 +4,7 @@
 //! Everything is torn down by [`Topology`]'s Drop: both processes are killed and both
 //! namespaces deleted, also when a test fails.
 
+use dvipsec_hwtest::netns::{join_with_veth, Netns};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -103,10 +104,6 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
 /// Our event loop process and the lines it printed.
 pub struct OurSide {
     child: Child,
@@ -165,10 +162,11 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
-/// Two namespaces, strongSwan and our loop; torn down on drop.
+/// Two namespaces, strongSwan and our loop; torn down on drop (the processes by `Drop`, then
+/// the namespaces and their veth by hwtest's guards).
 pub struct Topology {
-    pub ours_ns: String,
-    pub swan_ns: String,
+    ours_ns: Netns,
+    swan_ns: Netns,
     dir: tempfile::TempDir,
     charon: Option<Child>,
     pub ours: Option<OurSide>,
@@ -182,8 +180,8 @@ impl Topology {
         let n = TOPOLOGY_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let mut topology = Self {
-            ours_ns: format!("dvike{tag}u"),
-            swan_ns: format!("dvike{tag}s"),
+            ours_ns: Netns::create(&format!("dvike{tag}u")).expect("our namespace"),
+            swan_ns: Netns::create(&format!("dvike{tag}s")).expect("strongSwan's namespace"),
             dir: tempfile::tempdir().expect("temporary directory"),
             charon: None,
             ours: None,
@@ -194,21 +192,15 @@ impl Topology {
     }
 
     fn build_network(&self, veth_ours: &str, veth_swan: &str) {
-        ip(&["netns", "add", &self.ours_ns]);
-        ip(&["netns", "add", &self.swan_ns]);
-        ip(&[
-            "link", "add", veth_ours, "type", "veth", "peer", "name", veth_swan,
-        ]);
-        ip(&["link", "set", veth_ours, "netns", &self.ours_ns]);
-        ip(&["link", "set", veth_swan, "netns", &self.swan_ns]);
+        join_with_veth(&self.ours_ns, veth_ours, &self.swan_ns, veth_swan).expect("veth pair");
         for (ns, dev, outer, inner) in [
             (&self.ours_ns, veth_ours, OUR_OUTER, OUR_INNER),
             (&self.swan_ns, veth_swan, SWAN_OUTER, SWAN_INNER),
         ] {
-            ip(&["-n", ns, "addr", "add", &format!("{outer}/24"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{inner}/32"), "dev", "lo"]);
+            ns.exec_ip(&["addr", "add", &format!("{outer}/24"), "dev", dev])
+                .expect("outer address");
+            ns.exec_ip(&["addr", "add", &format!("{inner}/32"), "dev", "lo"])
+                .expect("inner address");
         }
     }
 
@@ -228,12 +220,12 @@ impl Topology {
         let dir = self.dir().to_path_buf();
         std::fs::write(
             dir.join("strongswan.conf"),
-            strongswan_conf(&dir, &self.swan_ns),
+            strongswan_conf(&dir, self.swan_ns.name()),
         )
         .expect("write strongswan.conf");
         std::fs::write(dir.join("swanctl.conf"), swanctl_conf(suites)).expect("write swanctl.conf");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.swan_ns, CHARON])
+            .args(["netns", "exec", self.swan_ns.name(), CHARON])
             .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -285,7 +277,7 @@ impl Topology {
         let bin = env!("CARGO_BIN_EXE_dvipsec-ike-udp");
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &self.ours_ns, bin])
+            .args(["netns", "exec", self.ours_ns.name(), bin])
             .arg(format!("local={OUR_OUTER}"))
             .arg(format!("remote={SWAN_OUTER}"))
             .arg(format!("local_id={OUR_ID}"))
@@ -330,7 +322,7 @@ impl Topology {
     /// Runs `ping` in strongSwan's namespace to our inner address; returns ping's output.
     pub fn ping_from_swan(&self, count: u32) -> String {
         let output = Command::new("ip")
-            .args(["netns", "exec", &self.swan_ns, "ping", "-n", "-c"])
+            .args(["netns", "exec", self.swan_ns.name(), "ping", "-n", "-c"])
             .arg(count.to_string())
             .args(["-i", "0.2", "-W", "2", "-I", SWAN_INNER, OUR_INNER])
             .output()
@@ -349,7 +341,7 @@ impl Topology {
             .args([
                 "netns",
                 "exec",
-                &self.swan_ns,
+                self.swan_ns.name(),
                 env!("CARGO_BIN_EXE_dvipsec-ike-udp"),
             ])
             .arg(format!("flood={count}"))
@@ -366,7 +358,7 @@ impl Topology {
     /// Starts `ping` in strongSwan's namespace in the background (collect it with `wait_with_output`).
     pub fn spawn_ping_from_swan(&self, count: u32, interval: &str) -> Child {
         Command::new("ip")
-            .args(["netns", "exec", &self.swan_ns, "ping", "-n", "-c"])
+            .args(["netns", "exec", self.swan_ns.name(), "ping", "-n", "-c"])
             .arg(count.to_string())
             .args(["-i", interval, "-W", "2", "-I", SWAN_INNER, OUR_INNER])
             .stdout(Stdio::piped())
@@ -415,9 +407,6 @@ impl Drop for Topology {
         if let Some(mut charon) = self.charon.take() {
             let _ = charon.kill();
             let _ = charon.wait();
-        }
-        for ns in [&self.ours_ns, &self.swan_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
 }
