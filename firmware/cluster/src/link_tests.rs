@@ -23,6 +23,11 @@ fn link(node: &str, incarnation: u64) -> Link {
     )
 }
 
+/// Two trusted links `a` (incarnation 10) and `b` (incarnation 20), not yet connected.
+fn pair() -> (Link, Link) {
+    (link("a", 10), link("b", 20))
+}
+
 fn delete(spi: u32) -> Message {
     Message::SaDelete(SaRef {
         dvipa: "DVA1".into(),
@@ -66,8 +71,7 @@ fn run(
 
 #[test]
 fn messages_arrive_once_and_in_order_over_a_clean_link() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(1, 0, MS);
     for spi in 256..266 {
         a.send(delete(spi), Duration::ZERO).unwrap();
@@ -89,8 +93,7 @@ fn messages_arrive_once_and_in_order_over_a_clean_link() {
 
 #[test]
 fn ten_percent_loss_still_delivers_everything_once_in_order() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(0x5EED, 10, 2 * MS);
     for spi in 256..756 {
         a.send(delete(spi), Duration::ZERO).unwrap();
@@ -114,8 +117,7 @@ fn ten_percent_loss_still_delivers_everything_once_in_order() {
 
 #[test]
 fn a_replayed_frame_is_acknowledged_but_not_delivered_again() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(1, 0, MS);
     run(&mut a, &mut b, &mut net, Duration::ZERO, 10 * MS);
     a.send(delete(300), 10 * MS).unwrap();
@@ -131,8 +133,7 @@ fn a_replayed_frame_is_acknowledged_but_not_delivered_again() {
 
 #[test]
 fn backoff_doubles_up_to_the_maximum() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(1, 0, MS);
     run(&mut a, &mut b, &mut net, Duration::ZERO, 5 * MS);
     let start = 10 * MS;
@@ -158,8 +159,7 @@ fn backoff_doubles_up_to_the_maximum() {
 
 #[test]
 fn a_restarted_peer_starts_afresh_and_its_old_frames_are_refused() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(1, 0, MS);
     run(&mut a, &mut b, &mut net, Duration::ZERO, 10 * MS);
     b.send(delete(400), 10 * MS).unwrap();
@@ -189,8 +189,7 @@ fn a_restarted_peer_starts_afresh_and_its_old_frames_are_refused() {
 
 #[test]
 fn frames_for_an_old_incarnation_of_us_are_refused() {
-    let mut a = link("a", 10);
-    let mut b = link("b", 20);
+    let (mut a, mut b) = pair();
     let mut net = Network::new(1, 0, MS);
     run(&mut a, &mut b, &mut net, Duration::ZERO, 10 * MS);
     a.send(delete(300), 10 * MS).unwrap();
@@ -213,8 +212,7 @@ proptest::proptest! {
         a_count in 1u32..80,
         b_count in 0u32..40,
     ) {
-        let mut a = link("a", 10);
-        let mut b = link("b", 20);
+        let (mut a, mut b) = pair();
         let mut net = Network::new(seed, loss, 3 * MS);
         for spi in 0..a_count {
             a.send(delete(256 + spi), Duration::ZERO).unwrap();

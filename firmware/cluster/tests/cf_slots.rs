@@ -12,14 +12,10 @@ use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::{Distributor, DistributorError, IkeEvent, LinkSecurity};
 use dvipsec_esp::Direction;
 
-const SETTLE: Duration = Duration::from_secs(30);
-
-#[test]
-fn sa_install_names_a_live_cf_slot_that_delete_releases() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cf-region");
-    let owner = Arc::new(RegionOwner::create(&path, 8).unwrap());
-    let mut cluster = Cluster::figure4(5, 0);
+/// A loss-free figure-4 cluster whose distributor MVS1 takes its slots from the CF region of
+/// `owner`, settled.
+fn settled_with_cf_slots(seed: u64, owner: Arc<RegionOwner>) -> Cluster {
+    let mut cluster = Cluster::figure4(seed, 0);
     let mvs1 = cluster
         .views
         .iter()
@@ -30,11 +26,20 @@ fn sa_install_names_a_live_cf_slot_that_delete_releases() {
         &mvs1,
         999,
         LinkSecurity::Trusted,
-        Box::new(CfSlots::new(owner.clone())),
+        Box::new(CfSlots::new(owner)),
         Duration::ZERO,
     );
     cluster.distributors.insert("MVS1".into(), distributor);
     assert!(cluster.settle(SETTLE));
+    cluster
+}
+
+#[test]
+fn sa_install_names_a_live_cf_slot_that_delete_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cf-region");
+    let owner = Arc::new(RegionOwner::create(&path, 8).unwrap());
+    let mut cluster = settled_with_cf_slots(5, owner.clone());
 
     let dva1 = cluster.dvipa_address(DVA1);
     let now = cluster.now;
@@ -108,22 +113,7 @@ fn sa_install_names_a_live_cf_slot_that_delete_releases() {
 fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
     let dir = tempfile::tempdir().unwrap();
     let owner = Arc::new(RegionOwner::create(&dir.path().join("cf-region"), 3).unwrap());
-    let mut cluster = Cluster::figure4(6, 0);
-    let mvs1 = cluster
-        .views
-        .iter()
-        .find(|v| v.node == "MVS1")
-        .unwrap()
-        .clone();
-    let distributor = Distributor::new(
-        &mvs1,
-        999,
-        LinkSecurity::Trusted,
-        Box::new(CfSlots::new(owner)),
-        Duration::ZERO,
-    );
-    cluster.distributors.insert("MVS1".into(), distributor);
-    assert!(cluster.settle(SETTLE));
+    let mut cluster = settled_with_cf_slots(6, owner);
     let dva1 = cluster.dvipa_address(DVA1);
     let mut widest = sa(DVA1, dva1, Direction::Inbound, 0x1000);
     widest.replay_window = 4096;

@@ -13,30 +13,8 @@ use dvipsec_cluster::wire::SaRef;
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, LinkTimers, NoSa, Target};
 use dvipsec_esp::{Direction, IpsecProtocol};
 
-const SETTLE: Duration = Duration::from_secs(30);
-
-fn install(
-    cluster: &mut Cluster,
-    owner: &str,
-    dvipa: &str,
-    direction: Direction,
-    spi: u32,
-) -> SaRef {
-    let address = cluster.dvipa_address(dvipa);
-    let install = sa(dvipa, address, direction, spi);
-    let sa_ref = install.sa_ref();
-    let now = cluster.now;
-    cluster
-        .distributor(owner)
-        .handle_ike(IkeEvent::Installed(Box::new(install)), now)
-        .unwrap();
-    sa_ref
-}
-
 fn started() -> Cluster {
-    let mut cluster = Cluster::figure4(7, 0);
-    assert!(cluster.settle(SETTLE), "links came up");
-    cluster
+    Cluster::started(7)
 }
 
 #[test]
@@ -55,9 +33,9 @@ fn figure4_targets_are_resolved_from_the_site_file() {
 #[test]
 fn install_reaches_exactly_the_listed_targets() {
     let mut cluster = started();
-    let a_in = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
-    let a_out = install(&mut cluster, "MVS1", DVA1, Direction::Outbound, 0x2001);
-    let b_in = install(&mut cluster, "MVS5", DVB1, Direction::Inbound, 0x3001);
+    let a_in = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
+    let a_out = cluster.install_sa("MVS1", DVA1, Direction::Outbound, 0x2001);
+    let b_in = cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3001);
     assert!(cluster.settle(SETTLE));
     // DVA1: DESTIP XCF1, XCF2, XCF4. MVS3 serves DVA1 only after MVS5 takes over.
     assert_eq!(cluster.holders(&a_in), ["MVS1", "MVS2", "MVS4"]);
@@ -94,8 +72,8 @@ fn install_reaches_exactly_the_listed_targets() {
 #[test]
 fn lookups_find_the_shadow_sa_and_deleted_sas_drop_their_packets() {
     let mut cluster = started();
-    let a_in = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
-    let a_out = install(&mut cluster, "MVS1", DVA1, Direction::Outbound, 0x2001);
+    let a_in = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
+    let a_out = cluster.install_sa("MVS1", DVA1, Direction::Outbound, 0x2001);
     assert!(cluster.settle(SETTLE));
     let dva1 = cluster.dvipa_address(DVA1);
     let flow = dvipsec_cluster::wire::Flow {
@@ -161,8 +139,8 @@ fn lookups_find_the_shadow_sa_and_deleted_sas_drop_their_packets() {
 #[test]
 fn delete_and_rekey_reach_exactly_the_listed_targets() {
     let mut cluster = started();
-    let a_old = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
-    let b_old = install(&mut cluster, "MVS5", DVB1, Direction::Inbound, 0x3001);
+    let a_old = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
+    let b_old = cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3001);
     assert!(cluster.settle(SETTLE));
     let dva1 = cluster.dvipa_address(DVA1);
     let now = cluster.now;
@@ -205,10 +183,10 @@ fn delete_and_rekey_reach_exactly_the_listed_targets() {
 #[test]
 fn installing_the_same_sa_twice_changes_nothing() {
     let mut cluster = started();
-    let a_in = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
+    let a_in = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
     assert!(cluster.settle(SETTLE));
     let sent = cluster.distributor("MVS1").counters().installs_sent;
-    install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
+    cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
     assert!(cluster.settle(SETTLE));
     assert_eq!(cluster.distributor("MVS1").counters().installs_sent, sent);
 
@@ -259,9 +237,9 @@ fn installing_the_same_sa_twice_changes_nothing() {
 #[test]
 fn a_restarted_target_receives_the_current_sas_again() {
     let mut cluster = started();
-    let a_in = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
-    let a_gone = install(&mut cluster, "MVS1", DVA1, Direction::Outbound, 0x2001);
-    let b_in = install(&mut cluster, "MVS5", DVB1, Direction::Inbound, 0x3001);
+    let a_in = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
+    let a_gone = cluster.install_sa("MVS1", DVA1, Direction::Outbound, 0x2001);
+    let b_in = cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3001);
     assert!(cluster.settle(SETTLE));
     cluster.restart_target("MVS2");
     assert!(cluster.target("MVS2").all_sas().is_empty());
@@ -290,20 +268,8 @@ fn a_link_that_drops_ten_percent_still_converges() {
     let mut expect_a = Vec::new();
     let mut expect_b = Vec::new();
     for i in 0..20u32 {
-        expect_a.push(install(
-            &mut cluster,
-            "MVS1",
-            DVA1,
-            Direction::Inbound,
-            0x1000 + i,
-        ));
-        expect_b.push(install(
-            &mut cluster,
-            "MVS5",
-            DVB1,
-            Direction::Inbound,
-            0x3000 + i,
-        ));
+        expect_a.push(cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1000 + i));
+        expect_b.push(cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3000 + i));
         cluster.run_for(Duration::from_millis(3));
     }
     // Delete a few, rekey a few, while frames are still being lost.
@@ -381,8 +347,8 @@ fn a_link_that_drops_ten_percent_still_converges() {
 #[test]
 fn a_restarted_distributor_has_its_shadow_sas_rebuilt() {
     let mut cluster = started();
-    let a_old = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
-    let b_in = install(&mut cluster, "MVS5", DVB1, Direction::Inbound, 0x3001);
+    let a_old = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
+    let b_in = cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3001);
     assert!(cluster.settle(SETTLE));
     cluster.restart_distributor("MVS1");
     assert!(cluster.settle(SETTLE));
@@ -393,7 +359,7 @@ fn a_restarted_distributor_has_its_shadow_sas_rebuilt() {
         ["MVS1", "MVS2", "MVS3", "MVS4", "MVS5"]
     );
     // IKE on the new MVS1 negotiates again and the caches fill.
-    let a_new = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1101);
+    let a_new = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1101);
     assert!(cluster.settle(SETTLE));
     assert_eq!(cluster.holders(&a_new), ["MVS1", "MVS2", "MVS4"]);
     let target = cluster.target("MVS2");
@@ -451,7 +417,7 @@ fn an_sa_the_codec_cannot_carry_is_refused_before_anything_is_stored() {
     );
     assert!(cluster.distributor("MVS1").sas(DVA1).is_empty());
     // The slot went back: the next SA gets slot 0.
-    let good = install(&mut cluster, "MVS1", DVA1, Direction::Inbound, 0x1001);
+    let good = cluster.install_sa("MVS1", DVA1, Direction::Inbound, 0x1001);
     assert!(cluster.settle(SETTLE));
     assert_eq!(cluster.holders(&good), ["MVS1", "MVS2", "MVS4"]);
     assert_eq!(

@@ -14,25 +14,13 @@ use dvipsec_cluster::{
 };
 use dvipsec_esp::Direction;
 
-const SETTLE: Duration = Duration::from_secs(30);
-
 fn started() -> Cluster {
-    let mut cluster = Cluster::figure4(11, 0);
-    assert!(cluster.settle(SETTLE), "links came up");
-    cluster
+    Cluster::started(11)
 }
 
 fn install(cluster: &mut Cluster, dvipa: &str, direction: Direction, spi: u32) -> SaRef {
     let owner = if dvipa == DVA1 { "MVS1" } else { "MVS5" };
-    let address = cluster.dvipa_address(dvipa);
-    let install = sa(dvipa, address, direction, spi);
-    let sa_ref = install.sa_ref();
-    let now = cluster.now;
-    cluster
-        .distributor(owner)
-        .handle_ike(IkeEvent::Installed(Box::new(install)), now)
-        .unwrap();
-    sa_ref
+    cluster.install_sa(owner, dvipa, direction, spi)
 }
 
 fn events_of(cluster: &Cluster, wanted: fn(&DistributorEvent) -> bool) -> Vec<DistributorEvent> {

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::wire::{FilterRule, PortRange, Prefix, SaInstall, SaRef, WireKeys};
-use dvipsec_cluster::{Distributor, DistributorEvent, LinkSecurity, SlotPool, Target, TargetEvent};
+use dvipsec_cluster::{
+    Distributor, DistributorEvent, IkeEvent, LinkSecurity, SlotPool, Target, TargetEvent,
+};
 use dvipsec_config::{NodeView, SiteConfig};
 use dvipsec_esp::{Direction, IpsecProtocol, LifetimeLimits, Mode, Suite, TunnelEndpoints};
 
 pub const MS: Duration = Duration::from_millis(1);
+/// How long a test lets the cluster settle before it counts as stuck.
+pub const SETTLE: Duration = Duration::from_secs(30);
 pub const DVA1: &str = "DVA1";
 pub const DVB1: &str = "DVB1";
 
@@ -158,6 +162,31 @@ impl Cluster {
             }
         }
         false
+    }
+
+    /// A loss-free figure-4 cluster with every link up.
+    pub fn started(seed: u64) -> Cluster {
+        let mut cluster = Cluster::figure4(seed, 0);
+        assert!(cluster.settle(SETTLE), "links came up");
+        cluster
+    }
+
+    /// Hands `owner`'s distributor an SA of `dvipa` as IKE would; returns its reference.
+    pub fn install_sa(
+        &mut self,
+        owner: &str,
+        dvipa: &str,
+        direction: Direction,
+        spi: u32,
+    ) -> SaRef {
+        let address = self.dvipa_address(dvipa);
+        let install = sa(dvipa, address, direction, spi);
+        let sa_ref = install.sa_ref();
+        let now = self.now;
+        self.distributor(owner)
+            .handle_ike(IkeEvent::Installed(Box::new(install)), now)
+            .unwrap();
+        sa_ref
     }
 
     pub fn distributor(&mut self, node: &str) -> &mut Distributor {
