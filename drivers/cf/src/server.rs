@@ -617,8 +617,8 @@ pub fn serve_connection<S: StateStore>(mut stream: TcpStream, core: &SharedCore<
 mod tests {
     use super::*;
 
-    /// Keeps the last image; can be told to fail.
-    #[derive(Default, Debug)]
+    /// Keeps the last image; can be told to fail. Clones share the image and the switch.
+    #[derive(Default, Debug, Clone)]
     struct MemoryStore {
         image: Arc<Mutex<Vec<u8>>>,
         fail: Arc<std::sync::atomic::AtomicBool>,
@@ -632,6 +632,48 @@ mod tests {
             *self.image.lock().unwrap() = image.to_vec();
             Ok(())
         }
+    }
+
+    impl MemoryStore {
+        fn saved(&self) -> Vec<u8> {
+            self.image.lock().unwrap().clone()
+        }
+
+        fn set_failing(&self, failing: bool) {
+            self.fail
+                .store(failing, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A fresh core of `incarnation`, and a handle on its store's image and failure switch.
+    fn fresh_core(incarnation: u64) -> (ServerCore<MemoryStore>, MemoryStore) {
+        let store = MemoryStore::default();
+        let handle = store.clone();
+        let core = ServerCore::fresh(store, small_blocks(), incarnation).unwrap();
+        (core, handle)
+    }
+
+    /// A core restarted from a saved image.
+    fn restart_from(saved: &[u8]) -> ServerCore<MemoryStore> {
+        ServerCore::restore(
+            MemoryStore::default(),
+            small_blocks(),
+            saved,
+            Path::new("mem"),
+        )
+        .unwrap()
+    }
+
+    /// Allocates the slot of `key(1)` with a 64-packet window.
+    fn allocate_key1(core: &mut ServerCore<MemoryStore>) -> SlotId {
+        slot(one(
+            core,
+            1,
+            Op::Allocate {
+                key: key(1),
+                window: 64,
+            },
+        ))
     }
 
     fn key(spi: u32) -> SlotKey {
@@ -672,31 +714,16 @@ mod tests {
 
     #[test]
     fn restart_continues_above_everything_issued() {
-        let store = MemoryStore::default();
-        let image = Arc::clone(&store.image);
-        let mut core = ServerCore::fresh(store, small_blocks(), 42).unwrap();
-        let id = slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let (mut core, store) = fresh_core(42);
+        let id = allocate_key1(&mut core);
         let mut highest = 0;
         for _ in 0..7 {
             let r = range(one(&mut core, 1, Op::FetchAdd { slot: id, count: 3 }));
             highest = r.first + u64::from(r.count) - 1;
         }
         assert_eq!(highest, 21);
-        let saved = image.lock().unwrap().clone();
-        let mut restarted = ServerCore::restore(
-            MemoryStore::default(),
-            small_blocks(),
-            &saved,
-            Path::new("mem"),
-        )
-        .unwrap();
+        let saved = store.saved();
+        let mut restarted = restart_from(&saved);
         assert_eq!(restarted.incarnation(), 42);
         let after = range(one(&mut restarted, 1, Op::FetchAdd { slot: id, count: 1 }));
         assert!(
@@ -711,31 +738,16 @@ mod tests {
 
     #[test]
     fn replay_state_after_restart_rejects_what_may_have_been_seen() {
-        let store = MemoryStore::default();
-        let image = Arc::clone(&store.image);
-        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
-        let id = slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let (mut core, store) = fresh_core(1);
+        let id = allocate_key1(&mut core);
         for seq in [5, 6, 9] {
             assert_eq!(
                 one(&mut core, 1, Op::ReplayCheckAndSet { slot: id, seq }),
                 OpResult::Verdict(crate::ReplayVerdict::Accepted)
             );
         }
-        let saved = image.lock().unwrap().clone();
-        let mut restarted = ServerCore::restore(
-            MemoryStore::default(),
-            small_blocks(),
-            &saved,
-            Path::new("mem"),
-        )
-        .unwrap();
+        let saved = store.saved();
+        let mut restarted = restart_from(&saved);
         for seq in [5, 6, 9, 7, 15] {
             assert_eq!(
                 one(&mut restarted, 1, Op::ReplayCheckAndSet { slot: id, seq }),
@@ -755,22 +767,13 @@ mod tests {
 
     #[test]
     fn storage_failure_hands_out_nothing() {
-        let store = MemoryStore::default();
-        let fail = Arc::clone(&store.fail);
-        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
-        let id = slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let (mut core, store) = fresh_core(1);
+        let id = allocate_key1(&mut core);
         assert_eq!(
             range(one(&mut core, 1, Op::FetchAdd { slot: id, count: 5 })).first,
             1
         );
-        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        store.set_failing(true);
         // 6..=11 are below the mark (16): no write needed.
         assert_eq!(
             range(one(
@@ -795,7 +798,7 @@ mod tests {
             ),
             OpResult::StorageFailed
         );
-        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        store.set_failing(false);
         assert_eq!(
             range(one(&mut core, 1, Op::FetchAdd { slot: id, count: 1 })).first,
             16
@@ -804,17 +807,8 @@ mod tests {
 
     #[test]
     fn epochs_fence_stale_clients() {
-        let store = MemoryStore::default();
-        let image = Arc::clone(&store.image);
-        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
-        let id = slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let (mut core, store) = fresh_core(1);
+        let id = allocate_key1(&mut core);
         assert_eq!(
             one(&mut core, 1, Op::BumpEpoch { new_epoch: 2 }),
             OpResult::Epoch(2)
@@ -832,14 +826,8 @@ mod tests {
             1
         );
         // The epoch survives a restart: the fenced client stays fenced.
-        let saved = image.lock().unwrap().clone();
-        let mut restarted = ServerCore::restore(
-            MemoryStore::default(),
-            small_blocks(),
-            &saved,
-            Path::new("mem"),
-        )
-        .unwrap();
+        let saved = store.saved();
+        let mut restarted = restart_from(&saved);
         assert_eq!(restarted.epoch(), 2);
         assert_eq!(
             one(&mut restarted, 1, Op::FetchAdd { slot: id, count: 1 }),
@@ -849,17 +837,8 @@ mod tests {
 
     #[test]
     fn released_ids_are_never_reused() {
-        let store = MemoryStore::default();
-        let image = Arc::clone(&store.image);
-        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
-        let first = slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let (mut core, store) = fresh_core(1);
+        let first = allocate_key1(&mut core);
         assert_eq!(
             one(&mut core, 1, Op::Release { slot: first }),
             OpResult::Done
@@ -875,39 +854,17 @@ mod tests {
             ),
             OpResult::UnknownSlot
         );
-        let saved = image.lock().unwrap().clone();
-        let mut restarted = ServerCore::restore(
-            MemoryStore::default(),
-            small_blocks(),
-            &saved,
-            Path::new("mem"),
-        )
-        .unwrap();
-        let second = slot(one(
-            &mut restarted,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
+        let saved = store.saved();
+        let mut restarted = restart_from(&saved);
+        let second = allocate_key1(&mut restarted);
         assert_ne!(first, second);
     }
 
     #[test]
     fn corrupt_images_are_refused_with_their_offset() {
-        let store = MemoryStore::default();
-        let image = Arc::clone(&store.image);
-        let mut core = ServerCore::fresh(store, small_blocks(), 1).unwrap();
-        slot(one(
-            &mut core,
-            1,
-            Op::Allocate {
-                key: key(1),
-                window: 64,
-            },
-        ));
-        let saved = image.lock().unwrap().clone();
+        let (mut core, store) = fresh_core(1);
+        allocate_key1(&mut core);
+        let saved = store.saved();
         let mut flipped = saved.clone();
         flipped[40] ^= 1;
         let error = ServerCore::restore(

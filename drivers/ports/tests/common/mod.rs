@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dvipsec_hwtest::netns::{join_with_veth, Netns};
+use dvipsec_hwtest::preflight::running_as_root;
 use dvipsec_ports::netns::enter_thread_into;
 use dvipsec_ports::{Burst, PacketPort};
 
@@ -30,8 +31,7 @@ fn command_works(program: &str, args: &[&str]) -> bool {
 }
 
 fn missing_prerequisite(tools: &[&str]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if !running_as_root() {
         return Some("needs root for network namespaces and packet sockets".into());
     }
     if !command_works("ip", &["-V"]) {
