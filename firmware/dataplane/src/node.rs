@@ -82,6 +82,32 @@ pub struct NodeCounters {
     pub relocated: u64,
 }
 
+/// The accessors both node kinds share: their counters and their two ports (fields `counters`,
+/// `external` and `xcf` in each).
+macro_rules! node_accessors {
+    () => {
+        /// The node's own counters.
+        pub fn counters(&self) -> NodeCounters {
+            self.counters
+        }
+
+        /// The external port (for its counters).
+        pub fn external_port(&self) -> &P {
+            &self.external
+        }
+
+        /// The XCF port (for its counters).
+        pub fn xcf_port(&self) -> &P {
+            &self.xcf
+        }
+
+        /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
+        pub fn xcf_port_mut(&mut self) -> &mut P {
+            &mut self.xcf
+        }
+    };
+}
+
 /// A distributor on two ports: external (peers) and XCF (targets).
 pub struct DistributorNode<P, S, F> {
     /// The dispatch core.
@@ -140,25 +166,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         &mut self.local
     }
 
-    /// The node's own counters.
-    pub fn counters(&self) -> NodeCounters {
-        self.counters
-    }
-
-    /// The external port (for its counters).
-    pub fn external_port(&self) -> &P {
-        &self.external
-    }
-
-    /// The XCF port (for its counters).
-    pub fn xcf_port(&self) -> &P {
-        &self.xcf
-    }
-
-    /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
-    pub fn xcf_port_mut(&mut self) -> &mut P {
-        &mut self.xcf
-    }
+    node_accessors!();
 
     fn handle(&mut self, mut frame: PacketBuf, now_us: u64) {
         if !strip_ethernet(&mut frame) {
@@ -385,25 +393,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         self.pending.len()
     }
 
-    /// The node's own counters.
-    pub fn counters(&self) -> NodeCounters {
-        self.counters
-    }
-
-    /// The external port (for its counters).
-    pub fn external_port(&self) -> &P {
-        &self.external
-    }
-
-    /// The XCF port (for its counters).
-    pub fn xcf_port(&self) -> &P {
-        &self.xcf
-    }
-
-    /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
-    pub fn xcf_port_mut(&mut self) -> &mut P {
-        &mut self.xcf
-    }
+    node_accessors!();
 
     /// Matches the link as well as the address (the seed's check against spoofing): a frame on
     /// the XCF port counts as coming over the XCF link only when its source MAC and its outer

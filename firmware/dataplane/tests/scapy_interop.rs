@@ -104,15 +104,8 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(text).unwrap_or_else(|e| panic!("scapy printed {text:?}, not hex: {e}"))
 }
 
 fn take_frames<P: PacketPort>(port: &mut P) -> Vec<Vec<u8>> {
@@ -150,7 +143,7 @@ fn scapy_esp_through_our_distributor_comes_out_as_gre_scapy_can_read() {
         &mac(DISTRIBUTOR_MAC),
         &mac(PEER_MAC),
         "9",
-        &hex(payload),
+        &hex::encode(payload),
     ]);
     assert!(bed.peer.send_raw(&unhex(&frame)));
     bed.peer.flush();
@@ -161,7 +154,7 @@ fn scapy_esp_through_our_distributor_comes_out_as_gre_scapy_can_read() {
         forwarded.extend(take_frames(target.xcf_port_mut()));
     }
     assert_eq!(forwarded.len(), 1);
-    let report = scapy(&["check_gre", &hex(&forwarded[0])]);
+    let report = scapy(&["check_gre", &hex::encode(&forwarded[0])]);
     assert_eq!(field(&report, "outer_src"), DISTRIBUTOR_XCF.to_string());
     let dst = field(&report, "outer_dst");
     assert!(dst == target_xcf(0).to_string() || dst == target_xcf(1).to_string());
@@ -170,7 +163,7 @@ fn scapy_esp_through_our_distributor_comes_out_as_gre_scapy_can_read() {
     assert_eq!(field(&report, "gre_proto"), "2048");
     assert_eq!(field(&report, "gre_version"), "0");
     assert_eq!(field(&report, "gre_flags"), "0");
-    assert_eq!(field(&report, "payload"), hex(payload));
+    assert_eq!(field(&report, "payload"), hex::encode(payload));
     assert_eq!(field(&report, "dport"), "60");
 }
 
@@ -188,7 +181,7 @@ fn scapy_gre_reaches_our_target_and_scapy_decrypts_the_echo() {
         &DISTRIBUTOR_XCF.to_string(),
         &target_xcf(0).to_string(),
         "41",
-        &hex(payload),
+        &hex::encode(payload),
     ]);
     let port = bed.distributor.xcf_port_mut();
     let mut buf = port.alloc_tx().unwrap();
@@ -206,7 +199,7 @@ fn scapy_gre_reaches_our_target_and_scapy_decrypts_the_echo() {
         &target_mac(0)[..],
         "sent by the target itself"
     );
-    let report = scapy(&["check_reply", &hex(&replies[0])]);
+    let report = scapy(&["check_reply", &hex::encode(&replies[0])]);
     assert_eq!(field(&report, "outer_src"), DVIPA.to_string());
     assert_eq!(field(&report, "outer_dst"), PEER_OUTER.to_string());
     assert_eq!(field(&report, "outer_checksum_ok"), "true");
@@ -215,6 +208,6 @@ fn scapy_gre_reaches_our_target_and_scapy_decrypts_the_echo() {
     assert_eq!(field(&report, "sport"), "60");
     assert_eq!(field(&report, "dport"), "40000");
     assert_eq!(field(&report, "udp_checksum_ok"), "true");
-    assert_eq!(field(&report, "payload"), hex(payload));
+    assert_eq!(field(&report, "payload"), hex::encode(payload));
     assert_eq!(field(&report, "esp_seq"), "1");
 }
