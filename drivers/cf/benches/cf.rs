@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,12 +83,22 @@ fn start_hammer(path: &Path, owner: &RegionOwner, slot: SlotId) -> Hammer {
     Hammer(child)
 }
 
-fn shm_fetch_add(c: &mut Criterion) {
-    let dir =
-        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
-    let path = dir.path().join("region");
+/// A scratch directory in /dev/shm (where production keeps the region), else the temp dir.
+fn shm_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"))
+}
+
+/// A region for 4 targets in `dir`, owned here, with the slot of `key(1)` allocated.
+fn region_with_slot(dir: &Path) -> (PathBuf, RegionOwner, SlotId) {
+    let path = dir.join("region");
     let owner = RegionOwner::create(&path, 4).expect("region");
     let slot = owner.allocate(key(1), 128).expect("slot");
+    (path, owner, slot)
+}
+
+fn shm_fetch_add(c: &mut Criterion) {
+    let dir = shm_dir();
+    let (path, owner, slot) = region_with_slot(dir.path());
     let region = owner.region().clone();
     let mut group = c.benchmark_group("shm_fetch_add");
     group.throughput(Throughput::Elements(1));
@@ -137,11 +147,8 @@ fn replay_contender<'a>(
 }
 
 fn shm_replay(c: &mut Criterion) {
-    let dir =
-        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
-    let path = dir.path().join("region");
-    let owner = RegionOwner::create(&path, 4).expect("region");
-    let slot = owner.allocate(key(1), 128).expect("slot");
+    let dir = shm_dir();
+    let (_path, owner, slot) = region_with_slot(dir.path());
     let region = owner.region().clone();
     let mut group = c.benchmark_group("shm_replay");
     group.throughput(Throughput::Elements(1));
@@ -235,10 +242,8 @@ fn net_cf(c: &mut Criterion) {
 }
 
 fn per_target(c: &mut Criterion) {
-    let dir =
-        tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().expect("tempdir"));
-    let owner = RegionOwner::create(&dir.path().join("region"), 4).expect("region");
-    let shm_slot = owner.allocate(key(1), 128).expect("slot");
+    let dir = shm_dir();
+    let (_path, owner, shm_slot) = region_with_slot(dir.path());
     let (_state, addr) = net_server();
     let client = NetClient::connect_adopting(addr).expect("connect");
     let net_slot = client.allocate(key(1), 128).expect("slot");

@@ -2,7 +2,8 @@
 //! not write): keys exported from a running in-process box decrypt and authenticate a packet
 //! sealed by dvipsec-esp with those keys, and a tampered copy fails the check.
 
-use std::io::Write;
+mod support;
+
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,10 +21,6 @@ use dvipsec_esp::{
 const INNER_PORT: u16 = 40_123;
 const PAYLOAD: &[u8] = b"exported keys decrypt this";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// A missing prerequisite fails under CI=true and is a printed skip otherwise.
 fn tshark_available(test: &str) -> bool {
     let found = Command::new("tshark")
@@ -33,11 +30,7 @@ fn tshark_available(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        let reason = "tshark is not on PATH (run scripts/install-test-deps.sh)";
-        if in_ci() {
-            panic!("{test}: prerequisite missing under CI=true: {reason}");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+        support::missing(test, "tshark is not on PATH");
     }
     found
 }
