@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use dvipsec_dpdk::Eal;
+use dvipsec_hwtest::preflight::running_as_root;
 
 /// True when a missing prerequisite must fail the test (CI=true) rather than skip it.
 pub fn in_ci() -> bool {
@@ -20,21 +21,9 @@ pub fn prerequisite(ok: bool, what: &str) -> bool {
     ok
 }
 
-pub fn is_root() -> bool {
-    // /proc/self/status "Uid:" line: real, effective, ...
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// This process's EAL, started once with `vdevs`, or None (skipped) without root.
 pub fn eal(test_binary: &str, vdevs: &[&str]) -> Option<&'static Eal> {
-    if !prerequisite(is_root(), "DPDK EAL tests need root") {
+    if !prerequisite(running_as_root(), "DPDK EAL tests need root") {
         return None;
     }
     static EAL: OnceLock<&'static Eal> = OnceLock::new();
