@@ -435,6 +435,15 @@ mod tests {
         listener.local_addr().unwrap()
     }
 
+    /// A plain TCP stream to `to` from the IPv4 address `source` (any port).
+    fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket.connect(&to.into()).unwrap();
+        socket.into()
+    }
+
     fn hello(node: &str) -> Zeroizing<Vec<u8>> {
         let frame = Frame {
             from_incarnation: 7,
@@ -529,13 +538,7 @@ mod tests {
     fn a_caller_that_is_not_a_node_is_turned_away() {
         let (a_addr, b_addr) = (free_addr("127.0.4.1"), free_addr("127.0.4.2"));
         let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
-        let stranger =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        stranger
-            .bind(&SocketAddr::from(([127, 0, 4, 9], 0)).into())
-            .unwrap();
-        stranger.connect(&b_addr.into()).unwrap();
-        let mut stranger: TcpStream = stranger.into();
+        let mut stranger = connect_from([127, 0, 4, 9], b_addr);
         stranger.set_read_timeout(Some(WAIT)).unwrap();
         let mut byte = [0u8; 1];
         assert_eq!(stranger.read(&mut byte).unwrap_or(0), 0, "stream closed");
@@ -546,13 +549,7 @@ mod tests {
     fn a_bad_frame_header_breaks_only_that_stream() {
         let (a_addr, b_addr) = (free_addr("127.0.5.1"), free_addr("127.0.5.2"));
         let b = XcfManager::start(setup("b", b_addr, &[("a", a_addr)], false)).unwrap();
-        let impostor =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        impostor
-            .bind(&SocketAddr::from(([127, 0, 5, 1], 0)).into())
-            .unwrap();
-        impostor.connect(&b_addr.into()).unwrap();
-        let mut impostor: TcpStream = impostor.into();
+        let mut impostor = connect_from([127, 0, 5, 1], b_addr);
         impostor.write_all(&[0xff; 64]).unwrap();
         let deadline = Instant::now() + WAIT;
         while b.counters().broken.load(Ordering::Relaxed) == 0 {

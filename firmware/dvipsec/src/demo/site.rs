@@ -682,11 +682,7 @@ impl Site {
             self.counters.errors += 1;
             return;
         };
-        let Some(dist) = self
-            .distributors
-            .iter_mut()
-            .find(|d| d.name == peer.distributor)
-        else {
+        let Some(dist) = distributor_named(&mut self.distributors, &peer.distributor) else {
             self.counters.errors += 1;
             return;
         };
@@ -760,11 +756,7 @@ impl Site {
                 .retain(|s| *s != inbound_spi && *s != outbound_spi);
             return;
         }
-        let Some(dist) = self
-            .distributors
-            .iter_mut()
-            .find(|d| d.name == peer.distributor)
-        else {
+        let Some(dist) = distributor_named(&mut self.distributors, &peer.distributor) else {
             return;
         };
         for (direction, spi) in [
@@ -872,10 +864,7 @@ impl Site {
         for frame in self.xcf.arrivals(now) {
             let from = frame.from.split('/').next().unwrap_or_default();
             let handled = match frame.to.split_once('/') {
-                Some((to, "d")) => self
-                    .distributors
-                    .iter_mut()
-                    .find(|d| d.name == to)
+                Some((to, "d")) => distributor_named(&mut self.distributors, to)
                     .map(|d| d.core.handle(from, &frame.bytes, now).is_ok()),
                 Some((to, _)) => self
                     .targets
@@ -993,14 +982,18 @@ impl Site {
         let Some(owner) = self.peers.iter().find(|p| p.dvipa == sa.dvipa) else {
             return;
         };
-        if let Some(dist) = self
-            .distributors
-            .iter_mut()
-            .find(|d| d.name == owner.distributor)
-        {
+        if let Some(dist) = distributor_named(&mut self.distributors, &owner.distributor) {
             dist.node.sas.delete(sa.spi);
         }
     }
+}
+
+/// The distributor box called `name`, if the site has one.
+fn distributor_named<'a>(
+    distributors: &'a mut [DistributorBox],
+    name: &str,
+) -> Option<&'a mut DistributorBox> {
+    distributors.iter_mut().find(|d| d.name == name)
 }
 
 /// A target serving `dvipa` (not its distributor's own box, if another serves it) binds an
