@@ -39,6 +39,11 @@ fn running_site(dir: &Path) -> Arc<Mutex<Testbed>> {
     Arc::new(Mutex::new(bed))
 }
 
+/// A control server at `path` answering for box `which` of `site`.
+fn serve(path: &Path, site: Arc<Mutex<Testbed>>, which: TestbedBox) -> ControlServer {
+    ControlServer::start(path, Box::new(TestbedHandler::new(site, which))).unwrap()
+}
+
 fn ask(client: &mut ControlClient, request: Request) -> Response {
     client.request(request).unwrap()
 }
@@ -56,11 +61,7 @@ fn socket_is_owner_only_and_removed_on_drop() {
     let site = running_site(dir.path());
     let path = dir.path().join("ctl.sock");
     std::fs::write(&path, b"stale").unwrap();
-    let server = ControlServer::start(
-        &path,
-        Box::new(TestbedHandler::new(site, TestbedBox::Distributor)),
-    )
-    .unwrap();
+    let server = serve(&path, site, TestbedBox::Distributor);
     let meta = std::fs::metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -86,11 +87,7 @@ fn the_distributor_answers_from_its_sad_dct_and_cf() {
     let dir = tempfile::tempdir().unwrap();
     let site = running_site(dir.path());
     let path = dir.path().join("dist.sock");
-    let _server = ControlServer::start(
-        &path,
-        Box::new(TestbedHandler::new(site.clone(), TestbedBox::Distributor)),
-    )
-    .unwrap();
+    let _server = serve(&path, site.clone(), TestbedBox::Distributor);
     let mut client = ControlClient::connect(&path).unwrap();
 
     let Response::Status(status) = ask(&mut client, Request::Status) else {
@@ -219,11 +216,7 @@ fn bad_requests_get_error_responses_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let site = running_site(dir.path());
     let path = dir.path().join("ctl.sock");
-    let _server = ControlServer::start(
-        &path,
-        Box::new(TestbedHandler::new(site, TestbedBox::Distributor)),
-    )
-    .unwrap();
+    let _server = serve(&path, site, TestbedBox::Distributor);
     let mut client = ControlClient::connect(&path).unwrap();
     let cases: [(&[u8], &str); 5] = [
         (
