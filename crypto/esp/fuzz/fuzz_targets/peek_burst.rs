@@ -1,12 +1,13 @@
 //! Burst peek over arbitrary packets and SAs: never panics, and every packet's result equals
-//! what `Sa::peek` returns for it alone.
+//! what `Sa::peek` returns for it alone; the compact burst (`peek_burst_flows`) reports the same
+//! fields and fails on the same packets with the same error.
 //!
 //! Input: eight bytes choosing the SAs of the pool (suite, mode, encapsulation, ESN, AH), then
 //! repeated records of [selector, length, bytes...]; the selector picks an SA of the pool (several
 //! packets may share one), the length byte how many following bytes form the packet.
 #![no_main]
 
-use dvipsec_esp::{peek_burst, EspError, Sa};
+use dvipsec_esp::{peek_burst, peek_burst_flows, EspError, PeekFlow, PeekInfo, Sa};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "sas.rs"]
@@ -42,4 +43,24 @@ fuzz_target!(|data: &[u8]| {
     for (&(sa, packet), result) in burst.iter().zip(&results) {
         assert_eq!(result, &sa.peek(packet));
     }
+    let mut flows: Vec<_> = (0..burst.len())
+        .map(|_| Err(EspError::DummyPacket))
+        .collect();
+    assert_eq!(peek_burst_flows(&burst, &mut flows), burst.len());
+    for (flow, full) in flows.iter().zip(&results) {
+        match (flow, full) {
+            (Ok(flow), Ok(full)) => assert_same_fields(flow.unverified(), full.unverified()),
+            (Err(flow), Err(full)) => assert_eq!(flow, full),
+            (flow, full) => panic!("flows gave {flow:?}, peek gave {full:?}"),
+        }
+    }
 });
+
+fn assert_same_fields(flow: &PeekFlow, full: &PeekInfo) {
+    assert_eq!(
+        (flow.src(), flow.dst(), flow.protocol, flow.src_port, flow.dst_port),
+        (full.src, full.dst, full.protocol, full.src_port, full.dst_port)
+    );
+    assert_eq!((flow.tcp_flags, flow.syn()), (full.tcp_flags, full.syn));
+    assert_eq!(u64::from(flow.seq_lo), full.seq & 0xffff_ffff);
+}

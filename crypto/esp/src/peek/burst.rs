@@ -107,11 +107,11 @@ struct Planned<'a> {
     outer: FastOuter<'a>,
     /// Plaintext block numbers whose keystream is computed, `count` of them.
     blocks: [u32; BLOCKS_PER_PACKET],
-    count: usize,
+    count: u8,
     /// The planned blocks are 0, 1, 2...: block n's keystream is at index n.
     in_order: bool,
-    /// Where this packet's keystream starts in the pass's block array.
-    slot: usize,
+    /// Where this packet's keystream starts in the pass's block array (below 96).
+    slot: u8,
 }
 
 type Plans<'a> = [Option<Planned<'a>>; MAX_PEEK_BURST];
@@ -125,18 +125,19 @@ fn peek_pass<T: BurstResult>(
     let mut keystream: Keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
     plan_and_encrypt(pairs, &mut plans, &mut keystream);
     for ((result, plan), &(sa, packet)) in results.iter_mut().zip(&plans).zip(pairs) {
-        let fast = plan.as_ref().and_then(|plan| {
+        if let Some(plan) = plan {
+            let slot = usize::from(plan.slot);
             let source = Precomputed {
                 sa,
                 plan,
-                keystream: &keystream[plan.slot..plan.slot + plan.count],
+                keystream: &keystream[slot..slot + usize::from(plan.count)],
             };
-            T::from_keystream(sa, &plan.outer, &source)
-        });
-        *result = match fast {
-            Some(found) => Ok(found),
-            None => T::one_by_one(sa, packet),
-        };
+            if let Some(found) = T::from_keystream(sa, &plan.outer, &source) {
+                *result = Ok(found);
+                continue;
+            }
+        }
+        *result = T::one_by_one(sa, packet);
     }
 }
 
@@ -197,12 +198,12 @@ fn plan_packet<'a>(
     let ct = &outer.ct;
     let text_blocks = u32::try_from(ct.len().div_ceil(AES_BLOCK)).ok()?;
     let (blocks, count) = match sa.params.mode {
-        Mode::Tunnel => ([0, 1, 2], text_blocks.min(3) as usize),
+        Mode::Tunnel => ([0, 1, 2], text_blocks.min(3) as u8),
         Mode::Transport => {
             let trailer_at = ct.len() - 2;
             let first = u32::try_from(trailer_at / AES_BLOCK).ok()?;
             let last = u32::try_from((trailer_at + 1) / AES_BLOCK).ok()?;
-            ([0, first, last], BLOCKS_PER_PACKET)
+            ([0, first, last], BLOCKS_PER_PACKET as u8)
         }
     };
     // GCM counter block of plaintext block n: salt || IV || (n + 2).
@@ -217,7 +218,8 @@ fn plan_packet<'a>(
         blocks,
         count,
         in_order: sa.params.mode == Mode::Tunnel,
-        slot,
+        // Below MAX_PEEK_BURST * BLOCKS_PER_PACKET (96): fits a byte.
+        slot: slot as u8,
     })
 }
 
@@ -303,7 +305,7 @@ impl Precomputed<'_> {
     /// The keystream of plaintext block `number`, if it was computed ahead.
     #[inline(always)]
     fn block(&self, number: usize) -> Option<&[u8; AES_BLOCK]> {
-        let planned = &self.plan.blocks[..self.plan.count];
+        let planned = &self.plan.blocks[..usize::from(self.plan.count)];
         // Tunnel plans hold blocks 0, 1, 2 in order: one comparison finds them.
         let at = match planned.get(number) {
             Some(&b) if b as usize == number => number,
@@ -431,20 +433,17 @@ mod tests {
             let iv_at = plan.outer.ct.iv_at;
             let iv = u64::from_be_bytes(packet[iv_at..iv_at + 8].try_into().unwrap());
             let nonce = crate::esp::aead_nonce(salt, iv);
-            for (j, &number) in plan.blocks[..plan.count].iter().enumerate() {
+            let (slot, count) = (usize::from(plan.slot), usize::from(plan.count));
+            for (j, &number) in plan.blocks[..count].iter().enumerate() {
                 let mut expected = [0u8; AES_BLOCK];
                 aead.apply_keystream(&nonce, number as usize * AES_BLOCK, &mut expected)
                     .unwrap();
-                assert_eq!(
-                    keystream[plan.slot + j],
-                    expected,
-                    "packet {i} block {number}"
-                );
+                assert_eq!(keystream[slot + j], expected, "packet {i} block {number}");
             }
             let source = Precomputed {
                 sa,
                 plan,
-                keystream: &keystream[plan.slot..plan.slot + plan.count],
+                keystream: &keystream[slot..slot + count],
             };
             let info = PeekInfo::from_keystream(sa, &plan.outer, &source).expect("fast path");
             assert_eq!(Ok(info), sa.peek(packet), "packet {i}");
@@ -458,7 +457,7 @@ mod tests {
         // The two SAs' packets were grouped: each SA's slots are contiguous.
         let mut tunnel_slots: Vec<usize> = (0..9)
             .filter(|i| i % 3 != 0)
-            .map(|i| plans[i].unwrap().slot)
+            .map(|i| usize::from(plans[i].unwrap().slot))
             .collect();
         tunnel_slots.sort_unstable();
         assert!(
