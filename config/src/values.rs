@@ -2,6 +2,7 @@
 //! prefixes, port sets, DESTIP lists, protocols, IKE identities and secret sources.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -165,31 +166,52 @@ impl Serialize for PortSet {
 
 impl<'de> Deserialize<'de> for PortSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PortSetVisitor;
-        impl<'de> Visitor<'de> for PortSetVisitor {
-            type Value = PortSet;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`all` or a list of port numbers")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<PortSet, E> {
-                if text.eq_ignore_ascii_case("all") {
-                    Ok(PortSet::All)
-                } else {
-                    Err(E::custom(format!(
-                        "expected `all` or a list of port numbers, found `{text}`"
-                    )))
-                }
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortSet, A::Error> {
-                let mut ports = Vec::new();
-                while let Some(port) = seq.next_element()? {
-                    ports.push(port);
-                }
-                Ok(PortSet::List(ports))
+        let ports = deserialize_all_or_list(deserializer, "`all` or a list of port numbers")?;
+        Ok(ports.map_or(PortSet::All, PortSet::List))
+    }
+}
+
+/// Reads the word `all` (any case) as `None`, or a list as `Some`; anything else is an error
+/// saying what was `expecting`. PORT sets and DESTIP share this shape.
+fn deserialize_all_or_list<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct AllOrListVisitor<T> {
+        expecting: &'static str,
+        entries: PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for AllOrListVisitor<T> {
+        type Value = Option<Vec<T>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            if text.eq_ignore_ascii_case("all") {
+                Ok(None)
+            } else {
+                Err(E::custom(format!(
+                    "expected {}, found `{text}`",
+                    self.expecting
+                )))
             }
         }
-        deserializer.deserialize_any(PortSetVisitor)
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = seq.next_element()? {
+                entries.push(entry);
+            }
+            Ok(Some(entries))
+        }
     }
+    deserializer.deserialize_any(AllOrListVisitor {
+        expecting,
+        entries: PhantomData,
+    })
 }
 
 /// The DESTIP of a VIPADISTRIBUTE: every target-capable node, or a list whose
@@ -211,30 +233,11 @@ impl Serialize for DestIp {
 
 impl<'de> Deserialize<'de> for DestIp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DestIpVisitor;
-        impl<'de> Visitor<'de> for DestIpVisitor {
-            type Value = DestIp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`ALL` or a list of node names and XCF addresses")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<DestIp, E> {
-                if text.eq_ignore_ascii_case("all") {
-                    Ok(DestIp::All)
-                } else {
-                    Err(E::custom(format!(
-                        "expected `ALL` or a list of node names and XCF addresses, found `{text}`"
-                    )))
-                }
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DestIp, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = seq.next_element()? {
-                    entries.push(entry);
-                }
-                Ok(DestIp::List(entries))
-            }
-        }
-        deserializer.deserialize_any(DestIpVisitor)
+        let entries = deserialize_all_or_list(
+            deserializer,
+            "`ALL` or a list of node names and XCF addresses",
+        )?;
+        Ok(entries.map_or(DestIp::All, DestIp::List))
     }
 }
 
