@@ -148,6 +148,16 @@ pub enum DistributorError {
     },
 }
 
+impl DistributorError {
+    /// Wraps a failure of the link to `node`, naming the node.
+    fn link(node: &str) -> impl FnOnce(LinkError) -> Self + '_ {
+        move |source| DistributorError::Link {
+            node: node.to_owned(),
+            source,
+        }
+    }
+}
+
 /// Counters of the distributor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DistributorCounters {
@@ -559,10 +569,7 @@ impl Distributor {
             return Ok(());
         }
         link.send(message, now)
-            .map_err(|source| DistributorError::Link {
-                node: target.to_owned(),
-                source,
-            })
+            .map_err(DistributorError::link(target))
     }
 
     /// Takes in one frame from the target `from`.
@@ -580,10 +587,7 @@ impl Distributor {
             })?;
         let received = link
             .handle(bytes, now)
-            .map_err(|source| DistributorError::Link {
-                node: from.to_owned(),
-                source,
-            })?;
+            .map_err(DistributorError::link(from))?;
         if let Some(change) = received.peer {
             self.target_up(from, change, now)?;
         }

@@ -39,6 +39,16 @@ pub enum TargetError {
     },
 }
 
+impl TargetError {
+    /// Wraps a failure of the link to `node`, naming the node.
+    fn link(node: &str) -> impl FnOnce(LinkError) -> Self + '_ {
+        move |source| TargetError::Link {
+            node: node.to_owned(),
+            source,
+        }
+    }
+}
+
 /// Why a packet found no SA; each is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoSa {
@@ -312,11 +322,9 @@ impl Target {
             flow,
         });
         if let Some(link) = distributor.as_deref().and_then(|d| self.links.get_mut(d)) {
-            link.send(request, now)
-                .map_err(|source| TargetError::Link {
-                    node: distributor.clone().unwrap_or_default(),
-                    source,
-                })?;
+            link.send(request, now).map_err(TargetError::link(
+                distributor.as_deref().unwrap_or_default(),
+            ))?;
         }
         self.pending.insert(
             request_id,
@@ -352,12 +360,7 @@ impl Target {
             .ok_or_else(|| TargetError::UnknownNode {
                 node: from.to_owned(),
             })?;
-        let received = link
-            .handle(bytes, now)
-            .map_err(|source| TargetError::Link {
-                node: from.to_owned(),
-                source,
-            })?;
+        let received = link.handle(bytes, now).map_err(TargetError::link(from))?;
         match received.peer {
             Some(PeerChange::Up { .. }) => self.announce_vipas(from, now)?,
             Some(PeerChange::Restarted { .. }) => {
@@ -400,10 +403,7 @@ impl Target {
             .collect();
         if let Some(link) = self.links.get_mut(distributor) {
             link.send(Message::VipaList(entries), now)
-                .map_err(|source| TargetError::Link {
-                    node: distributor.to_owned(),
-                    source,
-                })?;
+                .map_err(TargetError::link(distributor))?;
         }
         Ok(())
     }
@@ -542,10 +542,7 @@ impl Target {
     pub fn report_load(&mut self, load: TargetLoad, now: Duration) -> Result<(), TargetError> {
         for (node, link) in &mut self.links {
             link.send(Message::TargetLoad(load), now)
-                .map_err(|source| TargetError::Link {
-                    node: node.clone(),
-                    source,
-                })?;
+                .map_err(TargetError::link(node))?;
         }
         Ok(())
     }
