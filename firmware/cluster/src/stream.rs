@@ -116,18 +116,10 @@ fn retryable(err: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Frame, Message};
+    use crate::wire::Frame;
 
-    fn heartbeat(seq_from: u64) -> Vec<u8> {
-        Frame {
-            from_incarnation: seq_from,
-            to_incarnation: 2,
-            seq: 0,
-            message: Message::Heartbeat,
-        }
-        .encode()
-        .unwrap()
-        .to_vec()
+    fn heartbeat(from_incarnation: u64) -> Vec<u8> {
+        crate::wire_tests::heartbeat_between(from_incarnation, 2)
     }
 
     #[test]

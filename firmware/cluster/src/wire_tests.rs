@@ -242,16 +242,21 @@ proptest! {
     }
 }
 
-fn heartbeat() -> Vec<u8> {
+/// The encoded heartbeat frame between incarnations `from` and `to` (sequence 0).
+pub(crate) fn heartbeat_between(from: u64, to: u64) -> Vec<u8> {
     Frame {
-        from_incarnation: 7,
-        to_incarnation: 9,
+        from_incarnation: from,
+        to_incarnation: to,
         seq: 0,
         message: Message::Heartbeat,
     }
     .encode()
     .unwrap()
     .to_vec()
+}
+
+fn heartbeat() -> Vec<u8> {
+    heartbeat_between(7, 9)
 }
 
 #[test]
