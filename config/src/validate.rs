@@ -1,7 +1,9 @@
 //! Semantic validation: the rules that types alone cannot express. Every finding
 //! points at the value that breaks the rule.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use crate::error::{Family, Invalid, ValidationError};
@@ -108,20 +110,18 @@ impl<'a> Validator<'a> {
         kind: NameKind,
         names: impl IntoIterator<Item = &'n Located<String>>,
     ) {
-        let mut seen: HashMap<&str, Position> = HashMap::new();
+        let mut seen: FirstSeen<&str> = FirstSeen::default();
         for name in names {
             self.check_name(kind, name);
-            if let Some(first) = seen.get(name.as_str()) {
+            if let Some(first) = seen.earlier(name.as_str(), name.at) {
                 self.report(
                     name.at,
                     Invalid::DuplicateName {
                         kind: kind.label(),
                         name: name.value.clone(),
-                        first: *first,
+                        first,
                     },
                 );
-            } else {
-                seen.insert(name.as_str(), name.at);
             }
         }
     }
@@ -158,20 +158,18 @@ impl<'a> Validator<'a> {
         if list.is_empty() {
             self.report(ports.at, Invalid::EmptyList { what });
         }
-        let mut seen: HashMap<u32, Position> = HashMap::new();
+        let mut seen: FirstSeen<u32> = FirstSeen::default();
         for port in list {
             if port.value == 0 || port.value > u32::from(u16::MAX) {
                 self.report(port.at, Invalid::InvalidPort { port: port.value });
-            } else if let Some(first) = seen.get(&port.value) {
+            } else if let Some(first) = seen.earlier(port.value, port.at) {
                 self.report(
                     port.at,
                     Invalid::DuplicatePort {
                         port: port.value,
-                        first: *first,
+                        first,
                     },
                 );
-            } else {
-                seen.insert(port.value, port.at);
             }
         }
     }
@@ -253,18 +251,16 @@ impl Validator<'_> {
     }
 
     fn polling_cores(&mut self, cores: &[Located<u32>]) {
-        let mut seen: HashMap<u32, Position> = HashMap::new();
+        let mut seen: FirstSeen<u32> = FirstSeen::default();
         for core in cores {
-            if let Some(first) = seen.get(&core.value) {
+            if let Some(first) = seen.earlier(core.value, core.at) {
                 self.report(
                     core.at,
                     Invalid::DuplicateCore {
                         core: core.value,
-                        first: *first,
+                        first,
                     },
                 );
-            } else {
-                seen.insert(core.value, core.at);
             }
         }
     }
@@ -458,8 +454,8 @@ impl Validator<'_> {
     }
 
     fn backups(&mut self, dvipa: &DvipaConfig) {
-        let mut ranks: HashMap<u32, Position> = HashMap::new();
-        let mut nodes: HashMap<&str, Position> = HashMap::new();
+        let mut ranks: FirstSeen<u32> = FirstSeen::default();
+        let mut nodes: FirstSeen<&str> = FirstSeen::default();
         for backup in &dvipa.backups {
             if backup.node.value == dvipa.owner.value {
                 self.report(
@@ -469,33 +465,30 @@ impl Validator<'_> {
                         dvipa: dvipa.name.value.clone(),
                     },
                 );
-            } else if let Some(first) = nodes.get(backup.node.as_str()) {
+            } else if let Some(first) = nodes.earlier(&backup.node, backup.node.at) {
                 self.report(
                     backup.node.at,
                     Invalid::DuplicateBackup {
                         node: backup.node.value.clone(),
                         dvipa: dvipa.name.value.clone(),
-                        first: *first,
+                        first,
                     },
                 );
             } else {
-                nodes.insert(&backup.node, backup.node.at);
                 self.routing_node("backup", &backup.node, dvipa);
             }
             let rank = &backup.rank;
             if !RANK_RANGE.contains(&rank.value) {
                 self.report(rank.at, Invalid::RankOutOfRange { rank: rank.value });
-            } else if let Some(first) = ranks.get(&rank.value) {
+            } else if let Some(first) = ranks.earlier(rank.value, rank.at) {
                 self.report(
                     rank.at,
                     Invalid::DuplicateRank {
                         rank: rank.value,
                         dvipa: dvipa.name.value.clone(),
-                        first: *first,
+                        first,
                     },
                 );
-            } else {
-                ranks.insert(rank.value, rank.at);
             }
             if let Some(distribute) = &backup.distribute {
                 self.distribution(dvipa, distribute);
@@ -854,5 +847,27 @@ fn pick_known<'v, T>(preferred: &'v Located<T>, other: &'v Located<T>) -> &'v Lo
         preferred
     } else {
         other
+    }
+}
+
+/// Where each key was first seen, for the "already defined at ..." errors.
+struct FirstSeen<K>(HashMap<K, Position>);
+
+impl<K> Default for FirstSeen<K> {
+    fn default() -> Self {
+        FirstSeen(HashMap::new())
+    }
+}
+
+impl<K: Hash + Eq> FirstSeen<K> {
+    /// The position `key` was first seen at if it is a repeat; otherwise records `at` for it.
+    fn earlier(&mut self, key: K, at: Position) -> Option<Position> {
+        match self.0.entry(key) {
+            Entry::Occupied(first) => Some(*first.get()),
+            Entry::Vacant(slot) => {
+                slot.insert(at);
+                None
+            }
+        }
     }
 }

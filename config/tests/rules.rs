@@ -1,7 +1,7 @@
 //! One failing example per validation rule: each test edits the valid tests/base.yaml
 //! so that exactly one rule breaks, and expects that rule's error at a known position.
 
-use dvipsec_config::{Invalid, SiteConfig, ValidationError};
+use dvipsec_config::{Invalid, Position, SiteConfig, ValidationError};
 
 const BASE: &str = include_str!("base.yaml");
 
@@ -650,4 +650,19 @@ fn overlapping_backup_chains_are_valid() {
         ["D3", "D1"]
     );
     assert_eq!(d2.backs[0].dvipa, "DV1");
+}
+
+// A repeat is reported where it stands and points back at the first occurrence.
+#[test]
+fn repeats_point_back_at_their_first_occurrence() {
+    let errors = errors_after(&[("      ports: [60]", "      ports: [60, 61, 60]")]);
+    let repeat = errors
+        .iter()
+        .find(|e| matches!(e.kind, Invalid::DuplicatePort { port: 60, .. }))
+        .unwrap_or_else(|| panic!("no DuplicatePort in {errors:#?}"));
+    assert_eq!(repeat.at, Position::new(28, 23));
+    assert!(
+        matches!(repeat.kind, Invalid::DuplicatePort { first, .. } if first == Position::new(28, 15)),
+        "{repeat:?}"
+    );
 }
