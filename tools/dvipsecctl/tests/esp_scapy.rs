@@ -161,6 +161,20 @@ fn expected_peek(case: &Case) -> Value {
     json!({"src": src, "dst": dst, "proto": proto, "sport": port(sport), "dport": port(dport), "syn": syn})
 }
 
+/// One check over the scapy-encrypted packets of a table of cases.
+type PacketCheck = fn(&[Case], &[(Vec<u8>, Vec<u8>)], &mut Failures);
+
+/// Has scapy encrypt every case, runs `checks` over the packets and fails `test` on any
+/// failure they recorded.
+fn check_cases(test: &str, cases: &[Case], checks: &[PacketCheck]) {
+    let packets = scapy_encrypt(cases);
+    let mut failures = Failures::default();
+    for check in checks {
+        check(cases, &packets, &mut failures);
+    }
+    failures.assert_none(test, cases.len());
+}
+
 #[test]
 fn we_open_scapys_packets_to_its_exact_plaintext() {
     let test = "we_open_scapys_packets_to_its_exact_plaintext";
@@ -168,10 +182,7 @@ fn we_open_scapys_packets_to_its_exact_plaintext() {
         return;
     };
     let cases = interop_matrix(checkers);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
-    check_we_open(&cases, &packets, &mut failures);
-    failures.assert_none(test, cases.len());
+    check_cases(test, &cases, &[check_we_open]);
 }
 
 #[test]
@@ -181,10 +192,7 @@ fn scapy_opens_our_packets_to_the_exact_input() {
         return;
     };
     let cases = interop_matrix(checkers);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
-    check_scapy_opens(&cases, &packets, &mut failures);
-    failures.assert_none(test, cases.len());
+    check_cases(test, &cases, &[check_scapy_opens]);
 }
 
 #[test]
@@ -206,10 +214,7 @@ fn peek_reports_the_inner_header_scapy_built() {
         })
         .collect();
     cases.extend(extra);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
-    check_peek(&cases, &packets, &mut failures);
-    failures.assert_none(test, cases.len());
+    check_cases(test, &cases, &[check_peek]);
 }
 
 /// IPv4 options, IPv6 extension headers, ICMP, a NAT that changed the source port and
@@ -221,12 +226,11 @@ fn unusual_packets_interoperate() {
         return;
     };
     let cases = unusual_cases(checkers);
-    let packets = scapy_encrypt(&cases);
-    let mut failures = Failures::default();
-    check_we_open(&cases, &packets, &mut failures);
-    check_scapy_opens(&cases, &packets, &mut failures);
-    check_peek(&cases, &packets, &mut failures);
-    failures.assert_none(test, cases.len());
+    check_cases(
+        test,
+        &cases,
+        &[check_we_open, check_scapy_opens, check_peek],
+    );
 }
 
 fn unusual_cases(checkers: support::Checkers) -> Vec<Case> {
