@@ -42,17 +42,14 @@ fn sa_install_names_a_live_cf_slot_that_delete_releases() {
     let mut cluster = settled_with_cf_slots(5, owner.clone());
 
     let dva1 = cluster.dvipa_address(DVA1);
-    let now = cluster.now;
     let inbound = sa(DVA1, dva1, Direction::Inbound, 0x1001);
     let inbound_ref = inbound.sa_ref();
     cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(inbound)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(inbound)))
         .unwrap();
     let outbound = sa(DVA1, dva1, Direction::Outbound, 0x2001);
     cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(outbound)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(outbound)))
         .unwrap();
     assert!(cluster.settle(SETTLE));
 
@@ -95,11 +92,7 @@ fn sa_install_names_a_live_cf_slot_that_delete_releases() {
     assert_eq!((first.first, first.count, next.first), (1, 4, 5));
 
     // IKE deletes the SA: its slot stops working for everyone.
-    let now = cluster.now;
-    cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Deleted(inbound_ref), now)
-        .unwrap();
+    cluster.ike("MVS1", IkeEvent::Deleted(inbound_ref)).unwrap();
     assert!(cluster.settle(SETTLE));
     assert!(target_view.fetch_add(SlotId(in_slot), 1).is_err());
     assert!(target_view.fetch_add(SlotId(out_slot), 1).is_ok());
@@ -117,17 +110,13 @@ fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
     let dva1 = cluster.dvipa_address(DVA1);
     let mut widest = sa(DVA1, dva1, Direction::Inbound, 0x1000);
     widest.replay_window = 4096;
-    let now = cluster.now;
     cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(widest)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(widest)))
         .expect("4096, the ESP engine's widest window, fits a CF slot");
     let mut wide = sa(DVA1, dva1, Direction::Inbound, 0x1001);
     wide.replay_window = 4097;
-    let now = cluster.now;
     let err = cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(wide)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(wide)))
         .unwrap_err();
     assert!(
         matches!(err, DistributorError::WindowTooWide { window: 4097 }),
@@ -135,20 +124,17 @@ fn an_sa_whose_window_no_slot_can_hold_is_refused_and_not_distributed() {
     );
     // Three slots, one taken by the widest window: the fourth SA finds none.
     for spi in [0x2001, 0x2002] {
-        let now = cluster.now;
         cluster
-            .distributor("MVS1")
-            .handle_ike(
+            .ike(
+                "MVS1",
                 IkeEvent::Installed(Box::new(sa(DVA1, dva1, Direction::Outbound, spi))),
-                now,
             )
             .unwrap();
     }
     let err = cluster
-        .distributor("MVS1")
-        .handle_ike(
+        .ike(
+            "MVS1",
             IkeEvent::Installed(Box::new(sa(DVA1, dva1, Direction::Outbound, 0x2003))),
-            now,
         )
         .unwrap_err();
     assert!(matches!(err, DistributorError::Cf { .. }), "{err}");

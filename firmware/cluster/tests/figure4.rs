@@ -114,10 +114,8 @@ fn lookups_find_the_shadow_sa_and_deleted_sas_drop_their_packets() {
     };
     assert_eq!(target.outbound_lookup(&udp).unwrap_err(), NoSa::Unknown);
 
-    let now = cluster.now;
     cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Deleted(a_in.clone()), now)
+        .ike("MVS1", IkeEvent::Deleted(a_in.clone()))
         .unwrap();
     assert!(cluster.settle(SETTLE));
     assert!(cluster.holders(&a_in).is_empty());
@@ -143,20 +141,17 @@ fn delete_and_rekey_reach_exactly_the_listed_targets() {
     let b_old = cluster.install_sa("MVS5", DVB1, Direction::Inbound, 0x3001);
     assert!(cluster.settle(SETTLE));
     let dva1 = cluster.dvipa_address(DVA1);
-    let now = cluster.now;
     cluster
-        .distributor("MVS1")
-        .handle_ike(
+        .ike(
+            "MVS1",
             IkeEvent::Rekeyed {
                 old: a_old.clone(),
                 new: Box::new(sa(DVA1, dva1, Direction::Inbound, 0x1002)),
             },
-            now,
         )
         .unwrap();
     cluster
-        .distributor("MVS5")
-        .handle_ike(IkeEvent::Deleted(b_old.clone()), now)
+        .ike("MVS5", IkeEvent::Deleted(b_old.clone()))
         .unwrap();
     assert!(cluster.settle(SETTLE));
     let a_new = SaRef {
@@ -167,16 +162,12 @@ fn delete_and_rekey_reach_exactly_the_listed_targets() {
     assert!(cluster.holders(&a_old).is_empty());
     assert!(cluster.holders(&b_old).is_empty());
     // Deleting what is not there is an error, not a silent success.
-    assert!(cluster
-        .distributor("MVS5")
-        .handle_ike(IkeEvent::Deleted(b_old), now)
-        .is_err());
+    assert!(cluster.ike("MVS5", IkeEvent::Deleted(b_old)).is_err());
     // A DVIPA MVS1 does not own is refused.
     let dvb1 = cluster.dvipa_address(DVB1);
     let wrong = sa(DVB1, dvb1, Direction::Inbound, 0x5000);
     assert!(cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(wrong)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(wrong)))
         .is_err());
 }
 
@@ -243,10 +234,8 @@ fn a_restarted_target_receives_the_current_sas_again() {
     assert!(cluster.settle(SETTLE));
     cluster.restart_target("MVS2");
     assert!(cluster.target("MVS2").all_sas().is_empty());
-    let now = cluster.now;
     cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Deleted(a_gone.clone()), now)
+        .ike("MVS1", IkeEvent::Deleted(a_gone.clone()))
         .unwrap();
     assert!(cluster.settle(SETTLE));
     let mut held = cluster.target("MVS2").all_sas();
@@ -275,28 +264,20 @@ fn a_link_that_drops_ten_percent_still_converges() {
     // Delete a few, rekey a few, while frames are still being lost.
     let dva1 = cluster.dvipa_address(DVA1);
     for i in 0..5 {
-        let now = cluster.now;
         let old = expect_a.remove(0);
-        cluster
-            .distributor("MVS1")
-            .handle_ike(IkeEvent::Deleted(old), now)
-            .unwrap();
+        cluster.ike("MVS1", IkeEvent::Deleted(old)).unwrap();
         let old_b = expect_b.remove(0);
-        cluster
-            .distributor("MVS5")
-            .handle_ike(IkeEvent::Deleted(old_b), now)
-            .unwrap();
+        cluster.ike("MVS5", IkeEvent::Deleted(old_b)).unwrap();
         let replaced = expect_a.remove(0);
         let new = sa(DVA1, dva1, Direction::Inbound, 0x7000 + i);
         expect_a.push(new.sa_ref());
         cluster
-            .distributor("MVS1")
-            .handle_ike(
+            .ike(
+                "MVS1",
                 IkeEvent::Rekeyed {
                     old: replaced,
                     new: Box::new(new),
                 },
-                now,
             )
             .unwrap();
         cluster.run_for(Duration::from_millis(2));
@@ -398,10 +379,8 @@ fn an_sa_the_codec_cannot_carry_is_refused_before_anything_is_stored() {
     let dva1 = cluster.dvipa_address(DVA1);
     let mut huge = sa(DVA1, dva1, Direction::Inbound, 0x1001);
     huge.keys = dvipsec_cluster::wire::WireKeys::new(&vec![1; 70_000], &[]);
-    let now = cluster.now;
     let err = cluster
-        .distributor("MVS1")
-        .handle_ike(IkeEvent::Installed(Box::new(huge)), now)
+        .ike("MVS1", IkeEvent::Installed(Box::new(huge)))
         .unwrap_err();
     assert!(
         matches!(

@@ -110,17 +110,15 @@ fn soft_and_hard_limits_reach_ike_once_and_the_threshold_adapts() {
     });
     assert_eq!(hard, [DistributorEvent::HardLimitReached(first.clone())]);
     let dva1 = cluster.dvipa_address(DVA1);
-    let now = cluster.now;
     let second_sa = sa(DVA1, dva1, Direction::Inbound, 0x1002);
     let second = second_sa.sa_ref();
     cluster
-        .distributor("MVS1")
-        .handle_ike(
+        .ike(
+            "MVS1",
             IkeEvent::Rekeyed {
                 old: first,
                 new: Box::new(second_sa),
             },
-            now,
         )
         .unwrap();
     assert!(cluster.settle(SETTLE));
@@ -139,15 +137,13 @@ fn soft_and_hard_limits_reach_ike_once_and_the_threshold_adapts() {
     use_up(&mut cluster, &second, 900_000);
     let third_sa = sa(DVA1, dva1, Direction::Inbound, 0x1003);
     let third = third_sa.sa_ref();
-    let now = cluster.now;
     cluster
-        .distributor("MVS1")
-        .handle_ike(
+        .ike(
+            "MVS1",
             IkeEvent::Rekeyed {
                 old: second,
                 new: Box::new(third_sa),
             },
-            now,
         )
         .unwrap();
     assert!(cluster.settle(SETTLE));
@@ -266,15 +262,13 @@ fn newconn_times_out_cleanly_or_fails_when_ike_fails() {
         panic!("must wait");
     };
     assert!(cluster.settle(SETTLE));
-    let now = cluster.now;
     cluster
-        .distributor("MVS5")
-        .handle_ike(
+        .ike(
+            "MVS5",
             IkeEvent::NegotiationFailed {
                 dvipa: DVB1.into(),
                 flow,
             },
-            now,
         )
         .unwrap();
     assert!(cluster.settle(SETTLE));
@@ -306,12 +300,10 @@ fn keys_are_not_sent_over_an_unprotected_link() {
     let mut cluster = Cluster::with_security(3, 0, LinkSecurity::Unprotected);
     assert!(cluster.settle(SETTLE));
     let address = cluster.dvipa_address(DVA1);
-    let now = cluster.now;
     let err = cluster
-        .distributor("MVS1")
-        .handle_ike(
+        .ike(
+            "MVS1",
             IkeEvent::Installed(Box::new(sa(DVA1, address, Direction::Inbound, 0x1001))),
-            now,
         )
         .unwrap_err();
     assert!(

@@ -26,8 +26,7 @@ fn slot_of(cluster: &mut Cluster, sa: &SaRef) -> u64 {
 }
 
 fn handle_ike(cluster: &mut Cluster, event: IkeEvent) {
-    let now = cluster.now;
-    cluster.distributor("MVS1").handle_ike(event, now).unwrap();
+    cluster.ike("MVS1", event).unwrap();
 }
 
 fn distributed(cluster: &Cluster, sa: &SaRef) -> bool {

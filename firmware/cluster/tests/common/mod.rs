@@ -10,7 +10,8 @@ use std::time::Duration;
 use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::wire::{FilterRule, PortRange, Prefix, SaInstall, SaRef, WireKeys};
 use dvipsec_cluster::{
-    Distributor, DistributorEvent, IkeEvent, LinkSecurity, SlotPool, Target, TargetEvent,
+    Distributor, DistributorError, DistributorEvent, IkeEvent, LinkSecurity, SlotPool, Target,
+    TargetEvent,
 };
 use dvipsec_config::{NodeView, SiteConfig};
 use dvipsec_esp::{Direction, IpsecProtocol, LifetimeLimits, Mode, Suite, TunnelEndpoints};
@@ -182,11 +183,15 @@ impl Cluster {
         let address = self.dvipa_address(dvipa);
         let install = sa(dvipa, address, direction, spi);
         let sa_ref = install.sa_ref();
-        let now = self.now;
-        self.distributor(owner)
-            .handle_ike(IkeEvent::Installed(Box::new(install)), now)
+        self.ike(owner, IkeEvent::Installed(Box::new(install)))
             .unwrap();
         sa_ref
+    }
+
+    /// Hands `event` from IKE to `owner`'s distributor at the cluster's current time.
+    pub fn ike(&mut self, owner: &str, event: IkeEvent) -> Result<(), DistributorError> {
+        let now = self.now;
+        self.distributor(owner).handle_ike(event, now)
     }
 
     pub fn distributor(&mut self, node: &str) -> &mut Distributor {
