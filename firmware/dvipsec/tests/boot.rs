@@ -88,6 +88,14 @@ fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Boots `node` of `site`, asserts that it exits with `exit_code`, and returns its stderr.
+fn refused_boot(site: &Path, node: &str, exit_code: i32) -> String {
+    let output = boot(site, node);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(exit_code), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_bad_configuration_exits_2_naming_the_line() {
     let site = write_site("badcfg", "af_packet", "eth-none", "[]");
@@ -95,9 +103,7 @@ fn a_bad_configuration_exits_2_naming_the_line() {
         .unwrap()
         .replace("action: bypass", "action: permit");
     std::fs::write(&site.file, text).unwrap();
-    let output = boot(&site.file, "dist");
-    let stderr = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = refused_boot(&site.file, "dist", 2);
     let located = format!("{}:22:17: unknown variant `permit`", site.file.display());
     assert!(stderr.contains(&located), "{stderr}");
     assert!(!site.cf.exists(), "no region for a refused boot");
@@ -106,18 +112,14 @@ fn a_bad_configuration_exits_2_naming_the_line() {
 #[test]
 fn an_unknown_node_exits_2() {
     let site = write_site("nonode", "af_packet", "eth-none", "[]");
-    let output = boot(&site.file, "nobody");
-    let stderr = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = refused_boot(&site.file, "nobody", 2);
     assert!(stderr.contains("no node is named `nobody`"), "{stderr}");
 }
 
 #[test]
 fn a_missing_device_exits_1_naming_port_and_interface() {
     let site = write_site("nodev", "af_packet", "dvb-absent0", "[]");
-    let output = boot(&site.file, "dist");
-    let stderr = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused_boot(&site.file, "dist", 1);
     assert!(stderr.contains("node dist: port ext:"), "{stderr}");
     assert!(stderr.contains("dvb-absent0"), "{stderr}");
     assert!(!site.cf.exists(), "no region for a refused boot");
@@ -126,9 +128,7 @@ fn a_missing_device_exits_1_naming_port_and_interface() {
 #[test]
 fn a_missing_polling_core_exits_1() {
     let site = write_site("nocore", "af_packet", "dvb-absent0", "[4000]");
-    let output = boot(&site.file, "dist");
-    let stderr = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused_boot(&site.file, "dist", 1);
     assert!(
         stderr.contains("polling core 4000 does not exist"),
         "{stderr}"
@@ -139,9 +139,7 @@ fn a_missing_polling_core_exits_1() {
 fn in_memory_and_dpdk_ports_are_refused_with_the_reason() {
     for driver in ["mem", "dpdk"] {
         let site = write_site(driver, driver, "", "[]");
-        let output = boot(&site.file, "dist");
-        let stderr = stderr_of(&output);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let stderr = refused_boot(&site.file, "dist", 1);
         let expected = format!("port ext: driver {driver} cannot be used by `dvipsec boot`");
         assert!(stderr.contains(&expected), "{stderr}");
     }
