@@ -2,6 +2,9 @@
 //! against the software path (aws-lc-rs), same SA shape and sizes, in one run: compare the two
 //! as a ratio. Needs root (DPDK EAL); run with `--features dpdk`.
 
+#[path = "../tests/common/ipv4.rs"]
+mod ipv4;
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -32,28 +35,7 @@ fn outbound(provider: &dyn AeadProvider) -> Sa {
 
 fn inner(total: usize) -> Vec<u8> {
     let mut p = vec![0xa5u8; total];
-    p[..20].copy_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0,
-        0,
-        64,
-        17,
-        0,
-        0,
-        10,
-        0,
-        0,
-        1,
-        10,
-        0,
-        0,
-        2,
-    ]);
+    p[..20].copy_from_slice(&ipv4::ipv4_udp_header(total));
     p
 }
 

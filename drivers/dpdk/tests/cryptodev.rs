@@ -67,28 +67,7 @@ fn packet(total: usize, fill: u8) -> (Vec<u8>, std::ops::Range<usize>) {
     let mut p: Vec<u8> = (0..total)
         .map(|i| (i as u8).wrapping_mul(31) ^ fill)
         .collect();
-    p[..20].copy_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0,
-        0,
-        64,
-        17,
-        0,
-        0,
-        10,
-        0,
-        0,
-        1,
-        10,
-        0,
-        0,
-        2,
-    ]);
+    p[..20].copy_from_slice(&common::ipv4::ipv4_udp_header(total));
     if total >= 28 {
         p[20..24].copy_from_slice(&[0x30, 0x39, 0x00, 0x35]);
         p[24..26].copy_from_slice(&((total - 20) as u16).to_be_bytes());

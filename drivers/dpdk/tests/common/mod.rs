@@ -2,6 +2,8 @@
 //! CI rule for missing prerequisites.
 #![allow(dead_code)]
 
+pub mod ipv4;
+
 use std::sync::OnceLock;
 
 use dvipsec_dpdk::Eal;
