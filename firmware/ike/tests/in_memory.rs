@@ -613,6 +613,13 @@ fn garbage_and_truncated_messages_are_counted_not_fatal() {
     assert_eq!(pair.b.stats().unknown_spi, 1);
 }
 
+/// Whether `events` report the child SA with inbound SPI `spi` deleted.
+fn child_deleted(events: &[Event], spi: u32) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == spi))
+}
+
 fn rekeyed(events: &[Event]) -> Vec<(u32, u32, &ChildSaInstalled)> {
     events
         .iter()
@@ -662,8 +669,7 @@ fn child_rekey_round(a_pfs: bool) {
     assert_eq!(nb.suite.pfs.is_some(), a_pfs);
     // The old child is deleted on both sides afterwards.
     for (events, inbound) in [(&a, old_in), (&b, old_out)] {
-        assert!(events.iter().any(|e| matches!(e,
-            Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == inbound)));
+        assert!(child_deleted(events, inbound));
     }
     let listed_a = pair.a.ike_sas();
     assert_eq!(listed_a[0].children.len(), 1);
@@ -784,9 +790,7 @@ fn ike_rekey_round(from_initiator: bool) {
     pair.b.delete_ike_sa(pair.now, new_b[0].id).unwrap();
     pair.pump();
     let a = events(&mut pair.a);
-    assert!(a.iter().any(
-        |e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == child_in)
-    ));
+    assert!(child_deleted(&a, child_in));
     assert!(pair.a.ike_sas().is_empty() && pair.b.ike_sas().is_empty());
 }
 
@@ -833,9 +837,7 @@ fn soft_time_limit_rekeys_the_child_and_hard_limit_is_never_reached() {
     let rekeys = rekeyed(&a);
     assert_eq!(rekeys.len(), 1);
     assert_eq!(rekeys[0].0, old_in);
-    assert!(a
-        .iter()
-        .any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_in)));
+    assert!(child_deleted(&a, old_in));
     // The new child's own soft limit is next.
     assert_eq!(
         pair.a.poll_timeout(),
@@ -890,12 +892,8 @@ fn hard_packet_limit_deletes_the_child_on_both_sides() {
     let a = events(&mut pair.a);
     let b = events(&mut pair.b);
     assert!(rekeyed(&a).is_empty());
-    assert!(a
-        .iter()
-        .any(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_in)));
-    assert!(b.iter().any(
-        |e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old_out)
-    ));
+    assert!(child_deleted(&a, old_in));
+    assert!(child_deleted(&b, old_out));
     assert!(pair.a.ike_sas()[0].children.is_empty());
     assert!(pair.b.ike_sas()[0].children.is_empty());
 }
