@@ -93,6 +93,6 @@ fn main() {
                 }
             }
         }
-        other => eprintln!("unknown mode {other:?}: use burst, each or open"),
+        other => eprintln!("unknown mode {other:?}: use burst, flows, each or open"),
     }
 }
