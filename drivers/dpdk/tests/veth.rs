@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dvipsec_dpdk::{Eal, EthdevConfig, EthdevPort};
 use dvipsec_hwtest::netns::{join_with_veth, Netns};
-use dvipsec_ports::netns::enter_thread_into;
+use dvipsec_ports::netns::run_in;
 use dvipsec_ports::{AfPacketConfig, AfPacketPort, Burst, PacketPort};
 
 /// An EtherType for local experiments (IEEE 802): the kernel ignores it, so only our frames match.
@@ -95,32 +95,23 @@ fn veth_pair(tag: &str) -> Pair {
     }
 }
 
-/// Opens a port from a thread that has entered `ns` (sockets belong to their creator's namespace).
-fn in_namespace<T: Send + 'static>(ns: &str, open: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_owned();
-    thread::spawn(move || {
-        enter_thread_into(&ns).expect("enter namespace");
-        open()
-    })
-    .join()
-    .expect("opener thread")
-}
-
 fn check_both_ways(eal: &'static Eal, pair: &Pair, vdev: &str, device: &str) {
     let devargs = vdev.to_owned();
     let dev_name = device.to_owned();
-    let mut dpdk = in_namespace(pair.dpdk_side.name(), move || {
+    let mut dpdk = run_in(pair.dpdk_side.name(), move || {
         eal.probe_vdev(&devargs).expect("probe vdev");
         let mut config = EthdevConfig::new(&dev_name);
         // net_af_xdp keeps its whole fill ring (thousands of mbufs) posted to the kernel.
         config.mbufs = 8192;
         config.buffers = 512;
         EthdevPort::open(eal, &config).expect("open DPDK port")
-    });
+    })
+    .expect("enter the DPDK side's namespace");
     let kernel_if = pair.kernel_if.clone();
-    let mut kernel = in_namespace(pair.kernel_side.name(), move || {
+    let mut kernel = run_in(pair.kernel_side.name(), move || {
         AfPacketPort::open(&AfPacketConfig::new(&kernel_if)).expect("AF_PACKET port")
-    });
+    })
+    .expect("enter the kernel side's namespace");
     // Give the XDP program and the kernel socket a moment to attach.
     thread::sleep(Duration::from_millis(200));
     let out = frames();

@@ -53,6 +53,24 @@ pub fn enter_thread_into(name: &str) -> Result<(), NetnsError> {
     Ok(())
 }
 
+/// Runs `work` on a new thread that first enters the namespace `name`, and hands back what it
+/// returns: how one process opens ports in several namespaces (a socket stays in the namespace
+/// of the thread that created it). A panic in `work` is passed on to the caller.
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let name = name.to_owned();
+    let worker = std::thread::spawn(move || {
+        enter_thread_into(&name)?;
+        Ok(work())
+    });
+    match worker.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +83,18 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn run_in_reports_a_namespace_it_cannot_enter_and_runs_nothing() {
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&ran);
+        let result = run_in("dvipsec-no-such-namespace", move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        assert!(matches!(result, Err(NetnsError::Open { .. })), "{result:?}");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(run_in("a/b", || ()), Err(NetnsError::BadName(_))));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dvipsec_hwtest::netns::{join_with_veth, Netns};
 use dvipsec_hwtest::preflight::running_as_root;
-use dvipsec_ports::netns::enter_thread_into;
+use dvipsec_ports::netns::run_in;
 use dvipsec_ports::{Burst, PacketPort};
 
 /// Frames in these tests go from `A_MAC` to `B_MAC` (or back) with a local experimental type.
@@ -123,13 +123,7 @@ fn read_sysctl(ns: &str, key: &str) -> Option<String> {
 
 /// Runs `open` on a thread inside namespace `ns`; the port it returns stays in that namespace.
 pub fn open_in<P: Send + 'static>(ns: &str, open: impl FnOnce() -> P + Send + 'static) -> P {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        enter_thread_into(&ns).expect("enter namespace");
-        open()
-    })
-    .join()
-    .expect("opener thread")
+    run_in(ns, open).expect("enter namespace")
 }
 
 /// The payload both sides agree on for frame `seq`: 4-byte sequence, then a pattern.
