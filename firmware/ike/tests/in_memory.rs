@@ -811,6 +811,15 @@ fn with_lifetimes(child: Lifetime, ike: Lifetime) -> Pair {
     Pair::new(a, responder_peer())
 }
 
+/// A pair with those lifetimes on `a`, established, its child SAs checked to match; returns the
+/// pair and `a`'s child SPIs (inbound, outbound).
+fn established_with_lifetimes(child: Lifetime, ike: Lifetime) -> (Pair, (u32, u32)) {
+    let mut pair = with_lifetimes(child, ike);
+    let (a, b) = establish(&mut pair);
+    let spis = assert_children_match(&a, &b);
+    (pair, spis)
+}
+
 #[test]
 fn soft_time_limit_rekeys_the_child_and_hard_limit_is_never_reached() {
     let child = Lifetime {
@@ -818,9 +827,7 @@ fn soft_time_limit_rekeys_the_child_and_hard_limit_is_never_reached() {
         hard_time: Some(Duration::from_secs(120)),
         ..Lifetime::UNLIMITED
     };
-    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
-    let (a, b) = establish(&mut pair);
-    let (old_in, _) = assert_children_match(&a, &b);
+    let (mut pair, (old_in, _)) = established_with_lifetimes(child, Lifetime::UNLIMITED);
     let start = pair.now;
     assert_eq!(
         pair.a.poll_timeout(),
@@ -851,9 +858,7 @@ fn soft_byte_limit_rekeys_and_stale_reports_do_not_lower_totals() {
         soft_bytes: Some(1_000_000),
         ..Lifetime::UNLIMITED
     };
-    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
-    let (a, b) = establish(&mut pair);
-    let (old_in, _) = assert_children_match(&a, &b);
+    let (mut pair, (old_in, _)) = established_with_lifetimes(child, Lifetime::UNLIMITED);
     let id = pair.a.ike_sas()[0].id;
     pair.a
         .report_child_usage(pair.now, id, old_in, 999_999, 10)
@@ -881,9 +886,7 @@ fn hard_packet_limit_deletes_the_child_on_both_sides() {
         hard_packets: Some(1000),
         ..Lifetime::UNLIMITED
     };
-    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
-    let (a, b) = establish(&mut pair);
-    let (old_in, old_out) = assert_children_match(&a, &b);
+    let (mut pair, (old_in, old_out)) = established_with_lifetimes(child, Lifetime::UNLIMITED);
     let id = pair.a.ike_sas()[0].id;
     pair.a
         .report_child_usage(pair.now, id, old_in, 0, 1000)
@@ -904,9 +907,7 @@ fn hard_limit_reached_while_busy_acts_after_the_answer() {
         hard_packets: Some(10),
         ..Lifetime::UNLIMITED
     };
-    let mut pair = with_lifetimes(child, Lifetime::UNLIMITED);
-    let (a, b) = establish(&mut pair);
-    let (old_in, _) = assert_children_match(&a, &b);
+    let (mut pair, (old_in, _)) = established_with_lifetimes(child, Lifetime::UNLIMITED);
     let id = pair.a.ike_sas()[0].id;
     pair.a.check_liveness(pair.now, id).unwrap();
     pair.a
@@ -931,9 +932,7 @@ fn ike_soft_limit_rekeys_the_ike_sa_and_hard_limit_deletes_it() {
         hard_time: Some(Duration::from_secs(4000)),
         ..Lifetime::UNLIMITED
     };
-    let mut pair = with_lifetimes(Lifetime::UNLIMITED, ike);
-    let (a, b) = establish(&mut pair);
-    assert_children_match(&a, &b);
+    let (mut pair, _) = established_with_lifetimes(Lifetime::UNLIMITED, ike);
     let old = pair.a.ike_sas()[0].id;
     pair.advance(Duration::from_secs(3600));
     pair.pump();
