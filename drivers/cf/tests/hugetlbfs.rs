@@ -5,20 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 use dvipsec_cf::{Region, RegionOwner, SequenceFacility, SlotKey};
+use dvipsec_hwtest::preflight::running_as_root;
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .map(str::to_owned)
-        })
-        .is_some_and(|line| line.split_whitespace().nth(2) == Some("0"))
-}
 
 fn free_huge_pages() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -59,7 +48,7 @@ fn missing(reason: &str) -> Option<HugeMount> {
 }
 
 fn huge_mount() -> Option<HugeMount> {
-    if !is_root() {
+    if !running_as_root() {
         return missing("needs root to reserve huge pages and mount hugetlbfs");
     }
     let previous: u64 = std::fs::read_to_string(NR_HUGEPAGES)
