@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
 use crate::ifindex::IfIndexError;
+use crate::mmap::Mapping;
 use crate::port::{alloc_counting_empty, Burst, PacketPort};
 
 /// Where frame data starts in a transmit slot: the aligned `tpacket3_hdr`.
@@ -102,23 +103,6 @@ pub enum AfPacketError {
         source: BufError,
     },
 }
-
-/// The shared mapping of both rings; unmapped on drop.
-struct RingMapping {
-    base: *mut u8,
-    len: usize,
-}
-
-impl Drop for RingMapping {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what a successful mmap returned, and nothing
-        // borrows the mapping any more: only the port that owns this value used it.
-        unsafe {
-            libc::munmap(self.base.cast(), self.len);
-        }
-    }
-}
-
 /// Position in the receive block currently being read.
 #[derive(Debug, Clone, Copy)]
 struct BlockCursor {
@@ -130,7 +114,7 @@ struct BlockCursor {
 pub struct AfPacketPort {
     interface: String,
     // Field order matters: the mapping must go before the socket is closed.
-    ring: RingMapping,
+    ring: Mapping,
     socket: OwnedFd,
     pool: Pool,
     stats: Arc<PortStats>,
@@ -239,7 +223,7 @@ impl AfPacketPort {
         set_option(fd, libc::PACKET_TX_RING, tx_req).map_err(sys("PACKET_TX_RING"))?;
         let rx_len = rx_req.tp_block_size as usize * rx_req.tp_block_nr as usize;
         let tx_len = tx_req.tp_block_size as usize * tx_req.tp_block_nr as usize;
-        let ring = map_rings(fd, rx_len + tx_len).map_err(sys("mmap"))?;
+        let ring = Mapping::new(Some(fd), rx_len + tx_len, 0).map_err(sys("mmap"))?;
         bind_to(fd, index).map_err(sys("bind"))?;
         Ok(AfPacketPort {
             interface,
@@ -546,28 +530,6 @@ fn tx_ring_request(config: &AfPacketConfig) -> libc::tpacket_req3 {
         tp_sizeof_priv: 0,
         tp_feature_req_word: 0,
     }
-}
-
-fn map_rings(fd: libc::c_int, len: usize) -> io::Result<RingMapping> {
-    // SAFETY: a fresh shared mapping of the socket's rings, of exactly the size configured;
-    // we check for MAP_FAILED before using it and unmap it in RingMapping's Drop.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            fd,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(RingMapping {
-        base: base.cast(),
-        len,
-    })
 }
 
 fn bind_to(fd: libc::c_int, index: u32) -> io::Result<()> {

@@ -12,6 +12,7 @@ pub mod buf;
 pub mod counters;
 pub mod fabric;
 mod ifindex;
+mod mmap;
 pub mod netns;
 mod poll;
 pub mod port;

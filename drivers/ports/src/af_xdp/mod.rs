@@ -23,8 +23,9 @@ use std::time::Duration;
 use crate::buf::{BufError, BufLayout, PacketBuf, Pool};
 use crate::counters::{DropCause, PortStats};
 use crate::ifindex::{interface_index, IfIndexError};
+use crate::mmap::Mapping;
 use crate::port::{alloc_counting_empty, Burst, PacketPort};
-use ring::{Mapping, Ring};
+use ring::Ring;
 
 /// Sizes of an AF_XDP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
