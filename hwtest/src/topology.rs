@@ -425,15 +425,11 @@ pub fn down(run_dir: &Path) -> Result<(), TopologyError> {
             Resource::Process(_) => {}
         }
     }
-    match fs::remove_dir_all(run_dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(TopologyError::Io {
-            what: "removing run directory",
-            path: run_dir.to_path_buf(),
-            source,
-        }),
-    }
+    already_gone_is_done(
+        fs::remove_dir_all(run_dir),
+        "removing run directory",
+        run_dir,
+    )
 }
 
 fn delete_namespace(name: &str) -> Result<(), NetnsError> {
@@ -444,14 +440,23 @@ fn delete_namespace(name: &str) -> Result<(), NetnsError> {
 }
 
 fn remove_if_present(path: &Path) -> Result<(), TopologyError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(TopologyError::Io {
-            what: "removing CF region",
+    already_gone_is_done(fs::remove_file(path), "removing CF region", path)
+}
+
+/// The outcome of removing `path`, where finding it already gone counts as done: `down` must
+/// succeed again after a partial or repeated teardown.
+fn already_gone_is_done(
+    removal: std::io::Result<()>,
+    what: &'static str,
+    path: &Path,
+) -> Result<(), TopologyError> {
+    match removal {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(TopologyError::Io {
+            what,
             path: path.to_path_buf(),
             source,
         }),
+        _ => Ok(()),
     }
 }
 
@@ -503,4 +508,25 @@ fn signal(pids: &[u32], which: &str) {
     command.arg(which);
     command.args(pids.iter().map(u32::to_string));
     let _ = command.stderr(Stdio::null()).status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_what_is_already_gone_succeeds_and_other_failures_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let region = dir.path().join("region");
+        fs::write(&region, b"cf").unwrap();
+        remove_if_present(&region).unwrap();
+        assert!(!region.exists());
+        remove_if_present(&region).unwrap();
+        // A directory cannot be removed as a file: that failure is reported with its path.
+        let error = remove_if_present(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, TopologyError::Io { what: "removing CF region", path, .. } if path == dir.path()),
+            "{error}"
+        );
+    }
 }
