@@ -10,18 +10,30 @@ use serde_json::{json, Value};
 
 /// Runs `dvipsecctl` with `args`, feeding `stdin`.
 pub fn dvipsecctl(args: &[String], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dvipsecctl"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dvipsecctl"));
+    command.args(args);
+    // A command that fails early may close stdin first; its exit status tells the story.
+    let (output, _written) = run_feeding(&mut command, stdin);
+    output
+}
+
+/// Runs `command` with `stdin` written to it and then closed, and collects its output; the
+/// second value says whether all of `stdin` was written.
+fn run_feeding(command: &mut Command, stdin: &[u8]) -> (Output, std::io::Result<()>) {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn dvipsecctl");
+        .unwrap_or_else(|err| panic!("spawn {program}: {err}"));
     let mut pipe = child.stdin.take().expect("stdin pipe");
-    // A command that fails early may close stdin first; its exit status tells the story.
-    let _ = pipe.write_all(stdin);
+    let written = pipe.write_all(stdin);
     drop(pipe);
-    child.wait_with_output().expect("wait for dvipsecctl")
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|err| panic!("wait for {program}: {err}"));
+    (output, written)
 }
 
 /// Exit code of a finished process (-1 when killed by a signal).
@@ -40,19 +52,10 @@ fn helper_script() -> PathBuf {
 
 /// Runs `esp_interop.py COMMAND` with `input` as JSON on stdin; returns its JSON answer.
 pub fn python_helper(command: &str, input: &Value) -> Value {
-    let mut child = Command::new("python3")
-        .arg(helper_script())
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let mut pipe = child.stdin.take().expect("stdin pipe");
-    pipe.write_all(input.to_string().as_bytes())
-        .expect("write cases to the python helper");
-    drop(pipe);
-    let output = child.wait_with_output().expect("wait for python3");
+    let mut python = Command::new("python3");
+    python.arg(helper_script()).arg(command);
+    let (output, written) = run_feeding(&mut python, input.to_string().as_bytes());
+    written.expect("write cases to the python helper");
     assert!(
         output.status.success(),
         "esp_interop.py {command} failed: {}",
