@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{can_run, frame, open_in, receive, send_all, NsPair, A_MAC, B_MAC};
+use common::{
+    can_run, check_counted_exactly, check_exchange_exactly_once_in_order, frame, open_in, receive,
+    send_all, NsPair, A_MAC, B_MAC,
+};
 use dvipsec_ports::{AfPacketConfig, AfPacketPort, Burst, DropCause, PacketPort};
 
 fn port_in(ns: &str, config: AfPacketConfig) -> AfPacketPort {
@@ -27,29 +30,13 @@ fn frames_cross_a_veth_pair_exactly_once_in_order() {
     a_config.qdisc_bypass = true;
     let mut a = port_in(pair.a.name(), a_config);
     let mut b = port_in(pair.b.name(), AfPacketConfig::new(pair.b_if()));
-    let frames: Vec<_> = (0..COUNT)
-        .map(|seq| frame(B_MAC, A_MAC, seq, 46 + (seq as usize * 37) % 1455))
-        .collect();
-    let mut received = Vec::new();
-    for chunk in frames.chunks(32) {
-        send_all(&mut a, chunk);
-        received.extend(receive(&mut b, chunk.len(), Duration::from_secs(5)));
-    }
-    assert_eq!(received.len(), frames.len(), "frames received");
-    assert!(received == frames, "frames arrived altered or out of order");
-    assert!(
-        receive(&mut b, 1, Duration::from_millis(100)).is_empty(),
-        "a duplicate arrived"
-    );
+    let frames = check_exchange_exactly_once_in_order(&mut a, &mut b, COUNT, 32);
 
     b.sync_kernel_drops().expect("PACKET_STATISTICS");
-    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
-    let (ca, cb) = (a.counters(), b.counters());
-    assert_eq!((ca.tx_packets, ca.tx_bytes), (u64::from(COUNT), bytes));
-    assert_eq!((cb.rx_packets, cb.rx_bytes), (u64::from(COUNT), bytes));
-    assert_eq!((ca.total_drops(), cb.total_drops()), (0, 0));
+    check_counted_exactly(&a, &b, &frames);
     assert_eq!(
-        ca.rx_packets, 0,
+        a.counters().rx_packets,
+        0,
         "a's own transmissions are not looped back to it"
     );
     assert_eq!(

@@ -7,8 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{can_run, frame, open_in, receive, send_all, NsPair, A_MAC, B_MAC};
-use dvipsec_ports::{AfXdpConfig, AfXdpPort, PacketPort};
+use common::{
+    can_run, check_counted_exactly, check_exchange_exactly_once_in_order, frame, open_in, receive,
+    send_all, NsPair, A_MAC, B_MAC,
+};
+use dvipsec_ports::{AfXdpConfig, AfXdpPort};
 
 fn xdp_port_in(ns: &str, interface: &str) -> AfXdpPort {
     let config = AfXdpConfig::new(interface);
@@ -49,27 +52,9 @@ fn two_af_xdp_ports_exchange_frames_exactly_once_in_order() {
     let pair = NsPair::new("xx");
     let mut a = xdp_port_in(pair.a.name(), pair.a_if());
     let mut b = xdp_port_in(pair.b.name(), pair.b_if());
-    let frames: Vec<_> = (0..COUNT)
-        .map(|seq| frame(B_MAC, A_MAC, seq, 46 + (seq as usize * 37) % 1455))
-        .collect();
-    let mut received = Vec::new();
-    for chunk in frames.chunks(64) {
-        send_all(&mut a, chunk);
-        received.extend(receive(&mut b, chunk.len(), Duration::from_secs(5)));
-    }
-    assert_eq!(received.len(), frames.len(), "frames received");
-    assert!(received == frames, "frames altered or out of order");
-    assert!(
-        receive(&mut b, 1, Duration::from_millis(100)).is_empty(),
-        "a duplicate arrived"
-    );
-
+    let frames = check_exchange_exactly_once_in_order(&mut a, &mut b, COUNT, 64);
     b.sync_kernel_drops().expect("XDP_STATISTICS");
-    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
-    let (ca, cb) = (a.counters(), b.counters());
-    assert_eq!((ca.tx_packets, ca.tx_bytes), (u64::from(COUNT), bytes));
-    assert_eq!((cb.rx_packets, cb.rx_bytes), (u64::from(COUNT), bytes));
-    assert_eq!((ca.total_drops(), cb.total_drops()), (0, 0));
+    check_counted_exactly(&a, &b, &frames);
 
     let back: Vec<_> = (0..5).map(|seq| frame(A_MAC, B_MAC, seq, 100)).collect();
     send_all(&mut b, &back);

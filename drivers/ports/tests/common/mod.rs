@@ -181,6 +181,42 @@ for seq in range(count):
 sendp(frames, iface=iface, verbose=False)
 "#;
 
+/// Sends `count` frames of varied sizes from `a` to `b`, `chunk` at a time, and checks that
+/// each arrived exactly once, unaltered and in order. Returns the frames sent.
+pub fn check_exchange_exactly_once_in_order<A: PacketPort, B: PacketPort>(
+    a: &mut A,
+    b: &mut B,
+    count: u32,
+    chunk: usize,
+) -> Vec<Vec<u8>> {
+    let frames: Vec<_> = (0..count)
+        .map(|seq| frame(B_MAC, A_MAC, seq, 46 + (seq as usize * 37) % 1455))
+        .collect();
+    let mut received = Vec::new();
+    for part in frames.chunks(chunk) {
+        send_all(a, part);
+        received.extend(receive(b, part.len(), Duration::from_secs(5)));
+    }
+    assert_eq!(received.len(), frames.len(), "frames received");
+    assert!(received == frames, "frames arrived altered or out of order");
+    assert!(
+        receive(b, 1, Duration::from_millis(100)).is_empty(),
+        "a duplicate arrived"
+    );
+    frames
+}
+
+/// Checks that the counters show exactly `frames` sent by `a` and received by `b`, and no
+/// drops on either side (call after syncing the kernel's drop counts into `b`).
+pub fn check_counted_exactly<A: PacketPort, B: PacketPort>(a: &A, b: &B, frames: &[Vec<u8>]) {
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let (ca, cb) = (a.counters(), b.counters());
+    let packets = frames.len() as u64;
+    assert_eq!((ca.tx_packets, ca.tx_bytes), (packets, bytes));
+    assert_eq!((cb.rx_packets, cb.rx_bytes), (packets, bytes));
+    assert_eq!((ca.total_drops(), cb.total_drops()), (0, 0));
+}
+
 /// scapy in namespace b sends `count` frames to A_MAC; `port` (in a) must receive exactly
 /// them, in order, with its counters agreeing.
 pub fn check_receives_what_scapy_sends<P: PacketPort>(pair: &NsPair, port: &mut P, count: u32) {
