@@ -3,18 +3,19 @@
 //! allocates per packet (bursts and queues are sized at construction, buffers come from pools).
 
 use crate::app::{Datagram, SocketId, Sockets, ECHO_PORT};
-use crate::distributor::{Decision, Distributor};
+use crate::distributor::{Decision, Distributor, LocalReason};
 use crate::frame::{in_storage, narrow};
 use crate::gre::{self, ENCAP_OVERHEAD};
 use crate::poll::{LoopStats, PollNode};
 use crate::sa_table::{LifesizeSink, SaTable};
-use crate::target::{Ingress, Target, TargetDrop};
-use crate::wire::{self, Mac, ETHERNET_LEN};
+use crate::target::{Delivery, Ingress, Outgoing, Target, TargetConfig, TargetDrop, TargetPaths};
+use crate::wire::{self, Flow, Mac, ETHERNET_LEN};
 use dvipsec_cf::SequenceFacility;
 use dvipsec_esp::ip::{self, Family};
 use dvipsec_ports::{Burst, PacketBuf, PacketPort};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Frames taken or sent per burst.
@@ -67,6 +68,81 @@ fn strip_ethernet(frame: &mut PacketBuf) -> bool {
         Ok(ip) => narrow(frame, ip),
         Err(_) => false,
     }
+}
+
+/// Opens the IP packet in `frame` with `open` (a target's inbound path) and narrows the frame to
+/// the inner packet; the flow when it was accepted.
+fn open_frame(
+    frame: &mut PacketBuf,
+    open: impl FnOnce(&mut [u8], Range<usize>) -> Result<Delivery, TargetDrop>,
+) -> Option<Flow> {
+    let mut delivered = None;
+    let opened = in_storage(
+        frame,
+        |bytes, range| {
+            let delivery = open(bytes, range)?;
+            delivered = Some(delivery.flow);
+            Ok(delivery.packet)
+        },
+        TargetDrop::Malformed,
+    );
+    opened.ok().and(delivered)
+}
+
+/// Seals the IP packet in `frame` with `seal` (a target's outbound path) and frames it for the
+/// peer it is for, from `own_mac`.
+fn seal_for_peer(
+    frame: &mut PacketBuf,
+    peers: &Neighbours,
+    own_mac: Mac,
+    seal: impl FnOnce(&mut [u8], Range<usize>) -> Result<Outgoing, TargetDrop>,
+) -> Result<(), SendError> {
+    let mut peer = None;
+    in_storage(
+        frame,
+        |bytes, range| {
+            let out = seal(bytes, range)?;
+            peer = Some(out.peer);
+            Ok(out.packet)
+        },
+        TargetDrop::Seal,
+    )
+    .map_err(SendError::Dropped)?;
+    let peer = peer.ok_or(SendError::Dropped(TargetDrop::Seal))?;
+    let mac = peers.lookup(peer).ok_or(SendError::NoRoute(peer))?;
+    let family = if peer.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    };
+    if !prepend_ethernet(frame, mac, own_mac, family) {
+        return Err(SendError::NoBuffer);
+    }
+    Ok(())
+}
+
+/// A UDP datagram from the socket `socket` to `dst`, built in a fresh buffer of `port` with room
+/// in front for the ESP and Ethernet headers.
+fn build_datagram<P: PacketPort>(
+    port: &mut P,
+    sockets: &Sockets,
+    socket: SocketId,
+    dst: SocketAddr,
+    payload: &[u8],
+) -> Result<(PacketBuf, SocketAddr), SendError> {
+    let local = sockets.local_addr(socket).ok_or(SendError::UnknownSocket)?;
+    let mut frame = port.alloc_tx().ok_or(SendError::NoBuffer)?;
+    let room = frame.tailroom().saturating_sub(SEND_SLACK);
+    let made = frame.append(SEND_SLACK).is_ok() && frame.trim_front(SEND_SLACK).is_ok();
+    if !made {
+        return Err(SendError::NoBuffer);
+    }
+    let len = {
+        let space = frame.append(room).map_err(|_| SendError::NoBuffer)?;
+        wire::write_udp(space, local, dst, payload)?
+    };
+    let _ = frame.trim_back(room - len);
+    Ok((frame, local))
 }
 
 /// Counters of a node's frame handling outside the cores.
@@ -126,6 +202,33 @@ pub struct DistributorNode<P, S, F> {
     counters: NodeCounters,
     stats: Arc<LoopStats>,
     last_sweep_us: u64,
+    own: Option<OwnTraffic>,
+}
+
+/// The distributor box's own ESP endpoint for packets it does not distribute: the target's
+/// inbound and outbound paths (with the node's SAs and CF handle), applications' sockets, the
+/// echo service and the way out to peers.
+struct OwnTraffic {
+    paths: TargetPaths,
+    sockets: Sockets,
+    external_mac: Mac,
+    peers: Neighbours,
+    echo: bool,
+    to_external: Burst,
+    echoed: u64,
+}
+
+/// How the distributor box serves the traffic it does not distribute.
+#[derive(Debug, Clone)]
+pub struct LocalService {
+    /// The DVIPAs (and XCF address) the box terminates ESP for itself.
+    pub config: TargetConfig,
+    /// The MAC of the box's external port (the source of its replies).
+    pub external_mac: Mac,
+    /// Peers' outer addresses and the MACs to send to.
+    pub peers: Neighbours,
+    /// Whether the echo service answers on every DVIPA's port 60.
+    pub echo: bool,
 }
 
 /// How often the distributor sweeps timed-out DCT entries.
@@ -158,6 +261,97 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             counters: NodeCounters::default(),
             stats: Arc::default(),
             last_sweep_us: 0,
+            own: None,
+        }
+    }
+
+    /// Decapsulates ESP that is not distributed (no DCT entry, not a distributed port, or not
+    /// distributable) on this box with the target's paths, instead of queueing it. IKE and
+    /// non-IPsec packets still go to [`DistributorNode::local_queue`].
+    pub fn serve_locally(&mut self, service: LocalService) {
+        self.own = Some(OwnTraffic {
+            paths: TargetPaths::new(service.config),
+            sockets: Sockets::default(),
+            external_mac: service.external_mac,
+            peers: service.peers,
+            echo: service.echo,
+            to_external: Burst::with_capacity(BURST),
+            echoed: 0,
+        });
+    }
+
+    /// The counters of the box's own inbound and outbound ESP (None unless serving locally).
+    pub fn local_counters(&self) -> Option<crate::target::TargetCounters> {
+        self.own.as_ref().map(|own| own.paths.counters())
+    }
+
+    /// Echo replies the box sent itself.
+    pub fn local_echoed(&self) -> u64 {
+        self.own.as_ref().map_or(0, |own| own.echoed)
+    }
+
+    /// Binds a UDP socket on the box itself to `local` (a DVIPA it serves locally).
+    pub fn bind_udp(
+        &mut self,
+        local: SocketAddr,
+        queue: usize,
+    ) -> Result<SocketId, crate::app::BindError> {
+        let own = self
+            .own
+            .as_mut()
+            .filter(|own| own.paths.config().dvipas.contains(&local.ip()))
+            .ok_or(crate::app::BindError::NotDvipa(local.ip()))?;
+        own.sockets.bind(local, queue)
+    }
+
+    /// The oldest datagram queued on a socket of the box.
+    pub fn recv(&mut self, socket: SocketId) -> Option<Datagram> {
+        self.own.as_mut()?.sockets.recv(socket)
+    }
+
+    /// Sends `payload` from a socket of the box to `dst`, sealed with a sequence number from the
+    /// CF, queued for the external port (sent by the next poll).
+    pub fn send_to(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        payload: &[u8],
+        now_us: u64,
+    ) -> Result<(), SendError> {
+        let own = self.own.as_mut().ok_or(SendError::UnknownSocket)?;
+        let (frame, _) = build_datagram(&mut self.external, &own.sockets, socket, dst, payload)?;
+        self.seal_own(frame, now_us)
+    }
+
+    fn seal_own(&mut self, mut frame: PacketBuf, now_us: u64) -> Result<(), SendError> {
+        let own = self.own.as_mut().ok_or(SendError::UnknownSocket)?;
+        let (facility, sas, paths) = (&self.facility, &mut self.sas, &mut own.paths);
+        seal_for_peer(&mut frame, &own.peers, own.external_mac, |bytes, range| {
+            paths.outbound(facility, sas, bytes, range, now_us)
+        })?;
+        push_or_flush(&mut self.external, &mut own.to_external, frame);
+        Ok(())
+    }
+
+    /// Opens ESP that stays on this box and hands it to a socket or the echo service.
+    fn process_own(&mut self, mut frame: PacketBuf, now_us: u64) {
+        let Some(own) = self.own.as_mut() else {
+            return;
+        };
+        let (facility, sas, paths) = (&self.facility, &mut self.sas, &mut own.paths);
+        let Some(flow) = open_frame(&mut frame, |bytes, range| {
+            paths.inbound(facility, sas, Ingress::External, bytes, range)
+        }) else {
+            return;
+        };
+        if own.echo && flow.dst_port == ECHO_PORT && flow.protocol == wire::UDP {
+            if wire::reverse_udp(frame.data_mut()).is_ok() && self.seal_own(frame, now_us).is_ok() {
+                if let Some(own) = self.own.as_mut() {
+                    own.echoed += 1;
+                }
+            }
+        } else {
+            own.sockets.deliver(frame, &flow);
         }
     }
 
@@ -178,6 +372,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
                 .dispatch(&mut self.sas, &self.facility, frame.data(), now_us);
         match decision {
             Decision::Forward { xcf_address, .. } => self.forward(frame, xcf_address),
+            Decision::Local(LocalReason::NotDistributed | LocalReason::NotDistributable)
+                if self.own.is_some() =>
+            {
+                self.process_own(frame, now_us)
+            }
             Decision::Local(_) => {
                 if self.local.push(frame).is_err() {
                     self.counters.local_overflow += 1;
@@ -240,6 +439,9 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> PollNode for DistributorNod
         self.rx = rx;
         if !self.to_xcf.is_empty() {
             self.xcf.tx_burst(&mut self.to_xcf);
+        }
+        if let Some(own) = self.own.as_mut().filter(|own| !own.to_external.is_empty()) {
+            self.external.tx_burst(&mut own.to_external);
         }
         if now_us.saturating_sub(self.last_sweep_us) >= DCT_SWEEP_INTERVAL_US {
             self.last_sweep_us = now_us;
@@ -429,21 +631,8 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         payload: &[u8],
         now_us: u64,
     ) -> Result<SendStatus, SendError> {
-        let local = self
-            .sockets
-            .local_addr(socket)
-            .ok_or(SendError::UnknownSocket)?;
-        let mut frame = self.external.alloc_tx().ok_or(SendError::NoBuffer)?;
-        let room = frame.tailroom().saturating_sub(SEND_SLACK);
-        let made = frame.append(SEND_SLACK).is_ok() && frame.trim_front(SEND_SLACK).is_ok();
-        if !made {
-            return Err(SendError::NoBuffer);
-        }
-        let len = {
-            let space = frame.append(room).map_err(|_| SendError::NoBuffer)?;
-            wire::write_udp(space, local, dst, payload)?
-        };
-        let _ = frame.trim_back(room - len);
+        let (frame, local) =
+            build_datagram(&mut self.external, &self.sockets, socket, dst, payload)?;
         if self.sas.outbound(local.ip(), dst.ip()).is_none() {
             return self.hold_for_sa(frame, local, dst, now_us);
         }
@@ -515,27 +704,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
 
     fn seal_and_queue(&mut self, mut frame: PacketBuf, now_us: u64) -> Result<(), SendError> {
         let (target, sas) = (&mut self.target, &mut self.sas);
-        let mut peer = None;
-        in_storage(
+        seal_for_peer(
             &mut frame,
-            |bytes, range| {
-                let out = target.outbound(sas, bytes, range, now_us)?;
-                peer = Some(out.peer);
-                Ok(out.packet)
-            },
-            TargetDrop::Seal,
-        )
-        .map_err(SendError::Dropped)?;
-        let peer = peer.ok_or(SendError::Dropped(TargetDrop::Seal))?;
-        let mac = self.peers.lookup(peer).ok_or(SendError::NoRoute(peer))?;
-        let family = if peer.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        };
-        if !prepend_ethernet(&mut frame, mac, self.external_mac, family) {
-            return Err(SendError::NoBuffer);
-        }
+            &self.peers,
+            self.external_mac,
+            |bytes, range| target.outbound(sas, bytes, range, now_us),
+        )?;
         push_or_flush(&mut self.external, &mut self.to_external, frame);
         Ok(())
     }
@@ -547,18 +721,9 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             return;
         }
         let (target, sas) = (&mut self.target, &mut self.sas);
-        let mut delivered = None;
-        let opened = in_storage(
-            &mut frame,
-            |bytes, range| {
-                let delivery = target.inbound(sas, ingress, bytes, range)?;
-                let packet = delivery.packet.clone();
-                delivered = Some(delivery.flow);
-                Ok(packet)
-            },
-            TargetDrop::Malformed,
-        );
-        let (Ok(()), Some(flow)) = (opened, delivered) else {
+        let Some(flow) = open_frame(&mut frame, |bytes, range| {
+            target.inbound(sas, ingress, bytes, range)
+        }) else {
             return;
         };
         if self.echo && flow.dst_port == ECHO_PORT && flow.protocol == 17 {

@@ -130,20 +130,72 @@ pub struct Outgoing {
     pub peer: IpAddr,
 }
 
-/// The target's state: configuration, the CF handle and counters.
+/// The target's state: its packet paths and the CF handle they use.
 #[derive(Debug)]
 pub struct Target<F> {
-    config: TargetConfig,
+    paths: TargetPaths,
     facility: F,
-    counters: TargetCounters,
 }
 
 impl<F: SequenceFacility> Target<F> {
     /// A target using `facility` for sequence numbers and replay state.
     pub fn new(config: TargetConfig, facility: F) -> Self {
         Target {
-            config,
+            paths: TargetPaths::new(config),
             facility,
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> TargetCounters {
+        self.paths.counters()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TargetConfig {
+        self.paths.config()
+    }
+
+    /// Inbound (figure 9): the IP packet at `buf[packet]`, received on `ingress`.
+    pub fn inbound<T: SaTable + ?Sized>(
+        &mut self,
+        sas: &mut T,
+        ingress: Ingress,
+        buf: &mut [u8],
+        packet: Range<usize>,
+    ) -> Result<Delivery, TargetDrop> {
+        self.paths
+            .inbound(&self.facility, sas, ingress, buf, packet)
+    }
+
+    /// Outbound (figure 10): seals the IP packet at `buf[packet]` (with headroom before it and
+    /// tailroom after it) for the peer, at `now_us` (for the lease's expiry).
+    pub fn outbound<T: SaTable + ?Sized>(
+        &mut self,
+        sas: &mut T,
+        buf: &mut [u8],
+        packet: Range<usize>,
+        now_us: u64,
+    ) -> Result<Outgoing, TargetDrop> {
+        self.paths
+            .outbound(&self.facility, sas, buf, packet, now_us)
+    }
+}
+
+/// The target's packet paths and counters without a CF handle of their own: a [`Target`] lends
+/// them its handle, and a distributor that processes non-distributable packets itself lends
+/// them the handle it already holds, so both boxes share one inbound and one outbound path.
+#[derive(Debug)]
+pub struct TargetPaths {
+    config: TargetConfig,
+    counters: TargetCounters,
+}
+
+impl TargetPaths {
+    /// Paths for the DVIPAs and XCF links in `config`.
+    pub fn new(config: TargetConfig) -> Self {
+        TargetPaths {
+            config,
             counters: TargetCounters::default(),
         }
     }
@@ -158,29 +210,30 @@ impl<F: SequenceFacility> Target<F> {
         &self.config
     }
 
-    /// Inbound (figure 9): the IP packet at `buf[packet]`, received on `ingress`.
-    pub fn inbound<T: SaTable + ?Sized>(
+    /// Inbound (figure 9) with `facility` for the shared replay window.
+    pub fn inbound<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
         &mut self,
+        facility: &F,
         sas: &mut T,
         ingress: Ingress,
         buf: &mut [u8],
         packet: Range<usize>,
     ) -> Result<Delivery, TargetDrop> {
-        let result = self.open_inbound(sas, ingress, buf, packet);
+        let result = self.open_inbound(facility, sas, ingress, buf, packet);
         self.count(&result.as_ref().map(|_| ()), |c| c.inbound_packets += 1);
         result
     }
 
-    /// Outbound (figure 10): seals the IP packet at `buf[packet]` (with headroom before it and
-    /// tailroom after it) for the peer, at `now_us` (for the lease's expiry).
-    pub fn outbound<T: SaTable + ?Sized>(
+    /// Outbound (figure 10) with sequence numbers from `facility`.
+    pub fn outbound<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
         &mut self,
+        facility: &F,
         sas: &mut T,
         buf: &mut [u8],
         packet: Range<usize>,
         now_us: u64,
     ) -> Result<Outgoing, TargetDrop> {
-        let result = self.seal_outbound(sas, buf, packet, now_us);
+        let result = seal_outbound(facility, sas, buf, packet, now_us);
         self.count(&result.as_ref().map(|_| ()), |c| c.outbound_packets += 1);
         result
     }
@@ -192,8 +245,9 @@ impl<F: SequenceFacility> Target<F> {
         }
     }
 
-    fn open_inbound<T: SaTable + ?Sized>(
+    fn open_inbound<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
         &mut self,
+        facility: &F,
         sas: &mut T,
         ingress: Ingress,
         buf: &mut [u8],
@@ -214,7 +268,7 @@ impl<F: SequenceFacility> Target<F> {
             .inbound(location.spi, IpsecProtocol::Esp, location.src)
             .ok_or(TargetDrop::UnknownSa)?;
         let opened = entry.sa.open(buf, esp).map_err(open_failure)?;
-        match self.facility.replay_check_and_set(entry.slot, opened.seq) {
+        match facility.replay_check_and_set(entry.slot, opened.seq) {
             Ok(ReplayVerdict::Accepted) => {}
             Ok(_) => return Err(TargetDrop::Replay),
             Err(_) => return Err(TargetDrop::Facility),
@@ -254,37 +308,36 @@ impl<F: SequenceFacility> Target<F> {
         }
         Ok(base + decap.payload.start..base + decap.payload.end)
     }
+}
 
-    fn seal_outbound<T: SaTable + ?Sized>(
-        &mut self,
-        sas: &mut T,
-        buf: &mut [u8],
-        packet: Range<usize>,
-        now_us: u64,
-    ) -> Result<Outgoing, TargetDrop> {
-        let bytes = buf.get(packet.clone()).ok_or(TargetDrop::Malformed)?;
-        let view = ip::parse(bytes).map_err(|_| TargetDrop::Malformed)?;
-        let (src, dst) = ip::addresses(bytes, view.family);
-        let entry = sas.outbound(src, dst).ok_or(TargetDrop::NoOutboundSa)?;
-        let slot = entry.slot;
-        let facility = &self.facility;
-        let seq = entry
-            .lease
-            .next(now_us, |n| facility.fetch_add(slot, n))
-            .map_err(|_| TargetDrop::Facility)?;
-        let inner_len = packet.len();
-        let sealed = entry
-            .sa
-            .seal_with_seq(buf, packet, seq)
-            .map_err(|_| TargetDrop::Seal)?;
-        entry.unreported.add(inner_len);
-        Ok(Outgoing {
-            packet: sealed.packet,
-            seq,
-            spi: entry.sa.params().spi,
-            peer: entry.peer,
-        })
-    }
+fn seal_outbound<T: SaTable + ?Sized, F: SequenceFacility + ?Sized>(
+    facility: &F,
+    sas: &mut T,
+    buf: &mut [u8],
+    packet: Range<usize>,
+    now_us: u64,
+) -> Result<Outgoing, TargetDrop> {
+    let bytes = buf.get(packet.clone()).ok_or(TargetDrop::Malformed)?;
+    let view = ip::parse(bytes).map_err(|_| TargetDrop::Malformed)?;
+    let (src, dst) = ip::addresses(bytes, view.family);
+    let entry = sas.outbound(src, dst).ok_or(TargetDrop::NoOutboundSa)?;
+    let slot = entry.slot;
+    let seq = entry
+        .lease
+        .next(now_us, |n| facility.fetch_add(slot, n))
+        .map_err(|_| TargetDrop::Facility)?;
+    let inner_len = packet.len();
+    let sealed = entry
+        .sa
+        .seal_with_seq(buf, packet, seq)
+        .map_err(|_| TargetDrop::Seal)?;
+    entry.unreported.add(inner_len);
+    Ok(Outgoing {
+        packet: sealed.packet,
+        seq,
+        spi: entry.sa.params().spi,
+        peer: entry.peer,
+    })
 }
 
 fn open_failure(error: EspError) -> TargetDrop {

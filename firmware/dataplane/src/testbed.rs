@@ -4,7 +4,7 @@
 
 use crate::dct::{DctConfig, TargetId};
 use crate::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
-use crate::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
+use crate::node::{DistributorLink, DistributorNode, LocalService, Neighbours, TargetNode};
 use crate::peer::ScriptedPeer;
 use crate::poll::PollNode;
 use crate::sa_table::{IpPrefix, ShadowSaTable, TrafficSelector};
@@ -234,13 +234,16 @@ impl Testbed {
             distribute_udp: true,
         };
         let mut dist_sas = ShadowSaTable::new();
+        let mut dist_inbound = tunnel_sa_config(
+            SPI_TO_DVIPA,
+            Direction::Inbound,
+            &KEY_TO_DVIPA,
+            (PEER_OUTER, DVIPA),
+        );
+        // Packets the box opens itself use the CF's shared window, like the targets.
+        dist_inbound.replay_window = 0;
         dist_sas.install_inbound(
-            Sa::new(tunnel_sa_config(
-                SPI_TO_DVIPA,
-                Direction::Inbound,
-                &KEY_TO_DVIPA,
-                (PEER_OUTER, DVIPA),
-            ))?,
+            Sa::new(dist_inbound)?,
             dvipa,
             IpAddr::V4(PEER_OUTER),
             selector(),
@@ -252,7 +255,7 @@ impl Testbed {
                 .collect(),
         );
         let region = owner.region().clone();
-        let distributor = DistributorNode::new(
+        let mut distributor = DistributorNode::new(
             Distributor::new(distributor_config),
             dist_sas,
             owner,
@@ -262,6 +265,16 @@ impl Testbed {
             target_macs,
             256,
         );
+        distributor.serve_locally(LocalService {
+            config: TargetConfig {
+                xcf_address: DISTRIBUTOR_XCF,
+                distributor_xcf: Vec::new(),
+                dvipas: vec![dvipa],
+            },
+            external_mac: DISTRIBUTOR_MAC,
+            peers: Neighbours::new(vec![(IpAddr::V4(PEER_OUTER), PEER_MAC)]),
+            echo: true,
+        });
         let own = DistributorLink {
             xcf: DISTRIBUTOR_XCF,
             mac: DISTRIBUTOR_XCF_MAC,
@@ -361,6 +374,29 @@ impl Testbed {
                 return;
             }
         }
+    }
+
+    /// Gives the distributor box the outbound SA too, so that what it serves itself (traffic it
+    /// does not distribute) can be answered; it takes sequence numbers from the CF like the
+    /// targets, under `lease`.
+    pub fn install_distributor_outbound_sa(
+        &mut self,
+        lease: LeasePolicy,
+    ) -> Result<(), TestbedError> {
+        self.distributor.sas.install_outbound(
+            Sa::new(tunnel_sa_config(
+                SPI_TO_PEER,
+                Direction::Outbound,
+                &KEY_TO_PEER,
+                (DVIPA, PEER_OUTER),
+            ))?,
+            IpAddr::V4(DVIPA),
+            IpAddr::V4(PEER_OUTER),
+            selector(),
+            self.outbound_slot,
+            lease,
+        );
+        Ok(())
     }
 
     /// Deletes the SA `spi` everywhere (what SA_DELETE from the cluster link does).

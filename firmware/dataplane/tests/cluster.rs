@@ -262,6 +262,11 @@ fn peer_esp_packet(seq: u64, payload: &[u8]) -> Vec<u8> {
 
 /// Like [`peer_esp_packet`] with the inner source address `src`.
 fn peer_esp_packet_from(src: std::net::Ipv4Addr, seq: u64, payload: &[u8]) -> Vec<u8> {
+    peer_esp_packet_to(src, 60, seq, payload)
+}
+
+/// Like [`peer_esp_packet_from`] to the DVIPA's port `dst_port`.
+fn peer_esp_packet_to(src: std::net::Ipv4Addr, dst_port: u16, seq: u64, payload: &[u8]) -> Vec<u8> {
     let config = tunnel_sa_config(
         SPI_TO_DVIPA,
         Direction::Outbound,
@@ -273,7 +278,7 @@ fn peer_esp_packet_from(src: std::net::Ipv4Addr, seq: u64, payload: &[u8]) -> Ve
     let len = wire::write_udp(
         &mut buf[200..],
         std::net::SocketAddr::new(IpAddr::V4(src), 33_333),
-        Testbed::dvipa_socket(60),
+        Testbed::dvipa_socket(dst_port),
         payload,
     )
     .unwrap();
@@ -690,4 +695,193 @@ fn the_scripted_peer_switches_to_a_staged_pair_only_when_told() {
     assert_eq!(unknown_now, unknown_after + 1);
     assert_eq!(bed.peer.counters().packets_sent, 4);
     assert_eq!(bed.peer.counters().send_failures, 0);
+}
+
+/// A UDP port of the DVIPA that the testbed does not distribute.
+const UNDISTRIBUTED_PORT: u16 = 8000;
+
+/// A site whose distributor box can also answer what it serves itself.
+fn site_answering_locally(config: TestbedConfig) -> (Testbed, tempfile::TempDir) {
+    let lease = config.lease;
+    let (mut bed, dir) = site(config);
+    bed.install_distributor_outbound_sa(lease).unwrap();
+    (bed, dir)
+}
+
+/// No target received anything over XCF or from outside, and the distributor forwarded nothing.
+fn assert_no_target_saw_anything(bed: &Testbed) {
+    for (i, target) in bed.targets.iter().enumerate() {
+        assert_eq!(target.xcf_port().counters().rx_packets, 0, "target {i}");
+        assert_eq!(
+            target.external_port().counters().rx_packets,
+            0,
+            "target {i}"
+        );
+        assert_eq!(target.target.counters().inbound_packets, 0, "target {i}");
+    }
+    assert_eq!(bed.distributor.distributor.counters().forwarded, 0);
+    assert_eq!(bed.distributor.xcf_port().counters().tx_packets, 0);
+}
+
+#[test]
+fn undistributed_esp_is_served_on_the_distributor_box_and_answered_with_a_cf_number() {
+    let (mut bed, _dir) = site_answering_locally(TestbedConfig::default());
+    let socket = bed
+        .distributor
+        .bind_udp(Testbed::dvipa_socket(UNDISTRIBUTED_PORT), 8)
+        .unwrap();
+    assert!(bed.peer.send_udp(
+        Testbed::peer_socket(41_000),
+        Testbed::dvipa_socket(UNDISTRIBUTED_PORT),
+        b"to the distributor box"
+    ));
+    bed.settle(0, 10);
+    let datagram = bed.distributor.recv(socket).expect("delivered on the box");
+    assert_eq!(datagram.payload(), b"to the distributor box");
+    assert_eq!(datagram.from, Testbed::peer_socket(41_000));
+    assert!(bed.distributor.recv(socket).is_none());
+    assert_no_target_saw_anything(&bed);
+    assert!(bed.distributor.local_queue().is_empty());
+    let d = bed.distributor.distributor.counters();
+    assert_eq!(d.local, 1);
+    let own = bed.distributor.local_counters().unwrap();
+    assert_eq!(own.inbound_packets, 1);
+
+    bed.distributor
+        .send_to(socket, datagram.from, b"reply from the box", 10)
+        .unwrap();
+    bed.settle(10, 10);
+    let received = bed.peer.take_received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"reply from the box");
+    assert_eq!(received[0].from_mac, DISTRIBUTOR_MAC);
+    assert_eq!(received[0].flow.src_port, UNDISTRIBUTED_PORT);
+    assert_eq!(received[0].flow.dst_port, 41_000);
+    assert_eq!(
+        bed.distributor.local_counters().unwrap().outbound_packets,
+        1
+    );
+    // A target answering next continues the same CF sequence: no number is used twice.
+    assert!(bed.peer.send_udp(
+        Testbed::peer_socket(41_001),
+        Testbed::dvipa_socket(60),
+        b"to a target"
+    ));
+    bed.settle(20, 10);
+    let peer = bed.peer.counters();
+    assert_eq!(peer.packets_received, 2);
+    assert_eq!(
+        (peer.duplicate_seq, peer.replay_drops, peer.auth_failures),
+        (0, 0, 0)
+    );
+    let next = bed
+        .distributor
+        .facility
+        .fetch_add(bed.outbound_slot, 1)
+        .unwrap();
+    assert_eq!(next.first, 3, "the box and the target took numbers 1 and 2");
+}
+
+#[test]
+fn undistributed_echo_is_answered_by_the_distributor_box_itself() {
+    let config = TestbedConfig {
+        udp_ports: vec![7000],
+        ..TestbedConfig::default()
+    };
+    let (mut bed, _dir) = site_answering_locally(config);
+    assert!(bed.peer.send_udp(
+        Testbed::peer_socket(42_000),
+        Testbed::dvipa_socket(60),
+        b"echo here"
+    ));
+    bed.settle(0, 10);
+    let received = bed.peer.take_received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"echo here");
+    assert_eq!(received[0].from_mac, DISTRIBUTOR_MAC);
+    assert_eq!(bed.distributor.local_echoed(), 1);
+    assert_no_target_saw_anything(&bed);
+}
+
+#[test]
+fn replayed_undistributed_packet_is_dropped_after_the_first_copy_verified() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    let socket = bed
+        .distributor
+        .bind_udp(Testbed::dvipa_socket(UNDISTRIBUTED_PORT), 8)
+        .unwrap();
+    let frame = esp_frame_to_distributor(&peer_esp_packet_to(
+        PEER_INNER,
+        UNDISTRIBUTED_PORT,
+        700,
+        b"once",
+    ));
+    for _ in 0..2 {
+        bed.peer.send_raw(&frame);
+        bed.settle(0, 10);
+    }
+    assert_eq!(bed.distributor.recv(socket).unwrap().payload(), b"once");
+    assert!(bed.distributor.recv(socket).is_none(), "replay delivered");
+    let own = bed.distributor.local_counters().unwrap();
+    assert_eq!(own.inbound_packets, 1);
+    assert_eq!(own.dropped(TargetDrop::Replay), 1);
+    // The CF's shared window recorded it: a target would refuse it too.
+    let verdict = bed
+        .distributor
+        .facility
+        .replay_check(bed.inbound_slot, 700)
+        .unwrap();
+    assert_ne!(verdict, dvipsec_cf::ReplayVerdict::Accepted);
+    assert_no_target_saw_anything(&bed);
+}
+
+#[test]
+fn forged_undistributed_packet_is_dropped_counted_and_leaves_the_window_alone() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    let socket = bed
+        .distributor
+        .bind_udp(Testbed::dvipa_socket(UNDISTRIBUTED_PORT), 8)
+        .unwrap();
+    let genuine = peer_esp_packet_to(PEER_INNER, UNDISTRIBUTED_PORT, 900, b"genuine");
+    let mut forged = genuine.clone();
+    // Flip a bit of the ICV (the packet's last bytes).
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    bed.peer.send_raw(&esp_frame_to_distributor(&forged));
+    bed.settle(0, 10);
+    assert!(bed.distributor.recv(socket).is_none(), "forgery delivered");
+    let own = bed.distributor.local_counters().unwrap();
+    assert_eq!(own.dropped(TargetDrop::Authentication), 1);
+    assert_eq!(own.inbound_packets, 0);
+    let verdict = bed
+        .distributor
+        .facility
+        .replay_check(bed.inbound_slot, 900)
+        .unwrap();
+    assert_eq!(verdict, dvipsec_cf::ReplayVerdict::Accepted);
+    // The genuine packet with the same number still gets through.
+    bed.peer.send_raw(&esp_frame_to_distributor(&genuine));
+    bed.settle(0, 10);
+    assert_eq!(bed.distributor.recv(socket).unwrap().payload(), b"genuine");
+    assert_no_target_saw_anything(&bed);
+}
+
+#[test]
+fn ike_still_waits_in_the_local_queue_for_the_stack() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    let mut ike = vec![0u8; 128];
+    let len = wire::write_udp(
+        &mut ike,
+        std::net::SocketAddr::new(IpAddr::V4(PEER_OUTER), 500),
+        std::net::SocketAddr::new(IpAddr::V4(DVIPA), 500),
+        &[0x42; 40],
+    )
+    .unwrap();
+    bed.peer.send_raw(&esp_frame_to_distributor(&ike[..len]));
+    bed.settle(0, 10);
+    assert_eq!(bed.distributor.local_queue().len(), 1);
+    let own = bed.distributor.local_counters().unwrap();
+    assert_eq!(own.inbound_packets, 0);
+    assert_eq!(own.drops.iter().sum::<u64>(), 0);
+    assert_no_target_saw_anything(&bed);
 }
