@@ -3,7 +3,8 @@
 //! Owns the distributed connection table ([`dct`]), target selection ([`select`]), user-space GRE
 //! over the XCF network ([`gre`]), the distributor's inbound dispatch (seed figure 8,
 //! [`distributor`]) and the target's inbound decap and outbound encap (figures 9 and 10,
-//! [`target`]). Those cores are sans-io: one packet in a caller's buffer, time passed in, a
+//! [`target`]); the distributor box opens, delivers and answers the ESP it does not distribute
+//! through those same target paths ([`target::TargetPaths`]). Those cores are sans-io: one packet in a caller's buffer, time passed in, a
 //! decision or a range out. Around them: applications' UDP sockets and the echo service on port
 //! 60 ([`app`]), the nodes that move frames between packet ports and the cores ([`node`]), the
 //! run-to-completion polling loop ([`poll`]), a scripted remote peer ([`peer`]) and an in-process

@@ -158,8 +158,8 @@ pub struct NodeCounters {
     pub relocated: u64,
 }
 
-/// The accessors both node kinds share: their counters and their two ports (fields `counters`,
-/// `external` and `xcf` in each).
+/// The accessors both node kinds share: their counters, their two ports and their SAs' lifesize
+/// (fields `counters`, `external`, `xcf` and `sas` in each).
 macro_rules! node_accessors {
     () => {
         /// The node's own counters.
@@ -175,6 +175,12 @@ macro_rules! node_accessors {
         /// The XCF port (for its counters).
         pub fn xcf_port(&self) -> &P {
             &self.xcf
+        }
+
+        /// Hands every SA's unreported lifesize counts to `sink` (on a distributor: what it
+        /// opened and sealed itself).
+        pub fn report_lifesize(&mut self, sink: &mut dyn LifesizeSink) {
+            self.sas.drain_usage(&mut |report| sink.report(report));
         }
 
         /// The XCF port, writable (to tap or inject frames in tests and diagnostics).
@@ -775,11 +781,6 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         }
         self.rx = rx;
         received
-    }
-
-    /// Hands every SA's unreported lifesize counts to `sink`.
-    pub fn report_lifesize(&mut self, sink: &mut dyn LifesizeSink) {
-        self.sas.drain_usage(&mut |report| sink.report(report));
     }
 }
 

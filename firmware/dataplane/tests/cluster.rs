@@ -885,3 +885,33 @@ fn ike_still_waits_in_the_local_queue_for_the_stack() {
     assert_eq!(own.drops.iter().sum::<u64>(), 0);
     assert_no_target_saw_anything(&bed);
 }
+
+#[test]
+fn what_the_distributor_box_serves_itself_counts_toward_lifesize() {
+    let config = TestbedConfig {
+        udp_ports: vec![7000],
+        ..TestbedConfig::default()
+    };
+    let (mut bed, _dir) = site_answering_locally(config);
+    for conn in 0..5u16 {
+        assert!(bed.peer.send_udp(
+            Testbed::peer_socket(conn + 1),
+            Testbed::dvipa_socket(60),
+            &[1; 50],
+        ));
+    }
+    bed.settle(0, 20);
+    assert_eq!(bed.peer.counters().packets_received, 5);
+    let mut sink = SummingSink::default();
+    bed.distributor.report_lifesize(&mut sink);
+    let inbound = sink.total(SPI_TO_DVIPA, dvipsec_cf::Direction::Inbound);
+    let outbound = sink.total(SPI_TO_PEER, dvipsec_cf::Direction::Outbound);
+    // Inner IPv4 (20) + UDP (8) + 50 bytes, each way.
+    assert_eq!((inbound.packets, inbound.bytes), (5, 5 * 78));
+    assert_eq!((outbound.packets, outbound.bytes), (5, 5 * 78));
+    let mut targets = SummingSink::default();
+    for target in &mut bed.targets {
+        target.report_lifesize(&mut targets);
+    }
+    assert_eq!(targets.reports, 0);
+}
