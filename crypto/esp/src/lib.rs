@@ -62,6 +62,7 @@ mod error;
 mod esp;
 pub mod ip;
 mod peek;
+mod prefix;
 mod provider;
 pub mod replay;
 mod sa;
@@ -73,6 +74,7 @@ pub use esp::{Opened, Sealed, ESP_HEADER_LEN, MAX_HEADROOM, MAX_TAILROOM, UDP_HE
 pub use peek::{
     peek_burst, peek_burst_flows, FlowAddrs, PeekFlow, PeekInfo, Unauthenticated, MAX_PEEK_BURST,
 };
+pub use prefix::IpPrefix;
 pub use provider::{AeadAlgorithm, AeadProvider, AwsLcProvider, EspAead, NONCE_LEN, TAG_LEN};
 pub use sa::{
     Direction, IpsecProtocol, LifetimeLimits, LifetimeState, Mode, Sa, SaConfig, SaCounters,

@@ -210,51 +210,8 @@ impl fmt::Debug for WireKeys {
     }
 }
 
-/// An address prefix of a filter rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl Prefix {
-    pub fn host(addr: IpAddr) -> Prefix {
-        let len = if addr.is_ipv4() { 32 } else { 128 };
-        Prefix { addr, len }
-    }
-
-    pub fn any_v4() -> Prefix {
-        Prefix {
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            len: 0,
-        }
-    }
-
-    /// Whether `addr` lies inside the prefix (never across families).
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.addr, addr) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => masked(
-                u128::from(u32::from(net)),
-                u128::from(u32::from(a)),
-                32,
-                self.len,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                masked(u128::from(net), u128::from(a), 128, self.len)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn masked(net: u128, addr: u128, bits: u8, len: u8) -> bool {
-    let len = len.min(bits);
-    if len == 0 {
-        return true;
-    }
-    let shift = u32::from(bits - len);
-    (net >> shift) == (addr >> shift)
-}
+/// An address prefix of a filter rule (the ESP engine's selector prefix).
+pub use dvipsec_esp::IpPrefix as Prefix;
 
 /// An inclusive port range; `0..=65535` is any port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,47 +8,7 @@ use dvipsec_esp::{IpsecProtocol, Sa};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// An address prefix of a traffic selector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpPrefix {
-    /// The network address.
-    pub addr: IpAddr,
-    /// Prefix length in bits.
-    pub len: u8,
-}
-
-impl IpPrefix {
-    /// A prefix covering exactly `addr`.
-    pub fn host(addr: IpAddr) -> Self {
-        let len = if addr.is_ipv4() { 32 } else { 128 };
-        IpPrefix { addr, len }
-    }
-
-    /// Whether `addr` falls inside the prefix (never across families).
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.addr, addr) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => prefix_match(
-                u128::from(u32::from(net)),
-                u128::from(u32::from(a)),
-                32,
-                self.len,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                prefix_match(u128::from(net), u128::from(a), 128, self.len)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_match(net: u128, addr: u128, bits: u8, len: u8) -> bool {
-    let len = len.min(bits);
-    if len == 0 {
-        return true;
-    }
-    let shift = u32::from(bits - len);
-    (net >> shift) == (addr >> shift)
-}
+pub use dvipsec_esp::IpPrefix;
 
 /// The dynamic filter rule an SA protects: inner addresses on the DVIPA side and the peer side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! engine and the data plane's SA table take.
 
 use dvipsec_cluster::wire::{FilterRule, PortRange, Prefix, SaInstall, WireKeys};
-use dvipsec_dataplane::sa_table::{IpPrefix, TrafficSelector};
+use dvipsec_dataplane::sa_table::TrafficSelector;
 use dvipsec_esp::{
     Direction, IpsecProtocol, LifetimeLimits, Mode, Sa, SaConfig, SaError, SaKeys, Suite,
     TunnelEndpoints, UdpEncap,
@@ -149,13 +149,7 @@ pub fn data_plane_sa(install: &SaInstall) -> Result<Sa, SaError> {
 pub fn selector(install: &SaInstall) -> Option<TrafficSelector> {
     let rule = install.filters.first()?;
     Some(TrafficSelector {
-        local: IpPrefix {
-            addr: rule.local.addr,
-            len: rule.local.len,
-        },
-        remote: IpPrefix {
-            addr: rule.remote.addr,
-            len: rule.remote.len,
-        },
+        local: rule.local,
+        remote: rule.remote,
     })
 }
