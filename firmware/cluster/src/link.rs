@@ -14,7 +14,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::error::LinkError;
-use crate::wire::{Frame, Kind, Message};
+use crate::wire::{Frame, Kind, MemberSeen, Message};
 
 /// Timers of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,8 @@ pub struct Received {
     pub messages: Vec<Message>,
     /// Our messages that the peer acknowledged with this frame.
     pub acked: Vec<Message>,
+    /// The peer's view of the other members, when the frame was a heartbeat that carried one.
+    pub view: Option<Vec<MemberSeen>>,
 }
 
 /// Counters of a link.
@@ -110,6 +112,8 @@ pub struct Link {
     recv_next: u32,
     recv_buffer: BTreeMap<u32, Message>,
     control: VecDeque<Message>,
+    /// What heartbeats carry, when the owner gave a membership view.
+    heartbeat_view: Option<Vec<MemberSeen>>,
     next_hello: Duration,
     next_heartbeat: Duration,
     last_heard: Option<Duration>,
@@ -135,6 +139,7 @@ impl Link {
             recv_next: 1,
             recv_buffer: BTreeMap::new(),
             control: VecDeque::new(),
+            heartbeat_view: None,
             next_hello: now,
             next_heartbeat: now.saturating_add(timers.heartbeat_interval),
             last_heard: None,
@@ -170,6 +175,12 @@ impl Link {
             (Some(_), Some(heard)) => now.saturating_sub(heard) >= timeout,
             _ => false,
         }
+    }
+
+    /// From now on heartbeats carry `view` (the membership core's, see `membership`); None
+    /// goes back to empty heartbeats.
+    pub fn set_heartbeat_view(&mut self, view: Option<Vec<MemberSeen>>) {
+        self.heartbeat_view = view;
     }
 
     /// Queues a message. Reliable kinds are sequenced and retransmitted until acknowledged;
@@ -216,6 +227,7 @@ impl Link {
             peer: self.check_sender(&frame)?,
             messages: Vec::new(),
             acked: Vec::new(),
+            view: None,
         };
         self.last_heard = Some(now);
         match frame.message {
@@ -230,6 +242,7 @@ impl Link {
                 }
             }
             Message::Heartbeat => {}
+            Message::HeartbeatView(view) => received.view = Some(view),
             message => self.accept_sequenced(frame.seq, message, &mut received.messages),
         }
         Ok(received)
@@ -334,7 +347,11 @@ impl Link {
             }
         } else if self.next_heartbeat <= now {
             self.next_heartbeat = now.saturating_add(self.timers.heartbeat_interval);
-            self.control.push_back(Message::Heartbeat);
+            let beat = self
+                .heartbeat_view
+                .clone()
+                .map_or(Message::Heartbeat, Message::HeartbeatView);
+            self.control.push_back(beat);
         }
     }
 

@@ -225,3 +225,33 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got_a, (0..b_count).map(|s| delete(5000 + s)).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn heartbeats_carry_the_view_they_were_given_and_are_not_sequenced() {
+    let (mut a, mut b) = pair();
+    let mut net = Network::new(3, 0, MS);
+    let seen = vec![crate::wire::MemberSeen {
+        node: "c".into(),
+        heard_ms_ago: 12,
+    }];
+    a.set_heartbeat_view(Some(seen.clone()));
+    run(&mut a, &mut b, &mut net, Duration::ZERO, 20 * MS);
+    // Past the 100 ms heartbeat interval, the next beat from `a` carries the view.
+    let mut views = Vec::new();
+    let mut now = 100 * MS;
+    while now <= 130 * MS {
+        while let Some(bytes) = a.poll_transmit(now) {
+            let received = b.handle(&bytes, now).unwrap();
+            assert!(
+                received.messages.is_empty(),
+                "a view is no sequenced message"
+            );
+            views.extend(received.view);
+        }
+        while b.poll_transmit(now).is_some() {}
+        now += MS;
+    }
+    assert_eq!(views, vec![seen]);
+    assert_eq!(b.stats().duplicates, 0);
+    assert_eq!(b.stats().delivered, 0);
+}

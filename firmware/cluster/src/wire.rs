@@ -12,6 +12,11 @@
 //! 24..28  sequence number (u32, 0 = unsequenced: ACK, HEARTBEAT, HELLO)
 //! ```
 //!
+//! Additions keep version 1: a HEARTBEAT with an empty body is the original heartbeat, one with
+//! a body carries the sender's view of the other members ([`Message::HeartbeatView`]); kind 12
+//! (TAKEOVER) is new. Every frame an older node sent decodes exactly as before; an older node
+//! refuses the additions as one bad frame each (its link carries on).
+//!
 //! Decoding never panics: every read is bounds-checked and a failure names the field and
 //! the byte offset where it happened.
 
@@ -48,6 +53,7 @@ pub enum Kind {
     TargetLoad = 9,
     Heartbeat = 10,
     Ack = 11,
+    Takeover = 12,
 }
 
 impl Kind {
@@ -64,6 +70,7 @@ impl Kind {
             9 => Kind::TargetLoad,
             10 => Kind::Heartbeat,
             11 => Kind::Ack,
+            12 => Kind::Takeover,
             _ => return None,
         })
     }
@@ -115,6 +122,12 @@ pub enum Message {
     Heartbeat,
     /// Acknowledges the sequenced frame `seq`.
     Ack { seq: u32 },
+    /// Liveness with what the sender hears of the other members (a HEARTBEAT with a body), so a
+    /// member silent to one node but heard by others is told apart from a failed one.
+    HeartbeatView(Vec<MemberSeen>),
+    /// The sender owns `dvipa` now (takeover or planned move): targets follow it, drop the old
+    /// owner's shadow SAs of the DVIPA, attach to the CF in `cf_epoch` and send CONN_REPORT.
+    Takeover(TakeoverNotice),
 }
 
 impl Message {
@@ -131,6 +144,8 @@ impl Message {
             Message::TargetLoad(_) => Kind::TargetLoad,
             Message::Heartbeat => Kind::Heartbeat,
             Message::Ack { .. } => Kind::Ack,
+            Message::HeartbeatView(_) => Kind::Heartbeat,
+            Message::Takeover(_) => Kind::Takeover,
         }
     }
 }
@@ -346,6 +361,25 @@ pub enum NewConnOutcome {
     NegotiationFailed,
 }
 
+/// How long ago the sender of a heartbeat view last heard from `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSeen {
+    pub node: String,
+    /// Milliseconds; [`MemberSeen::NEVER`] when the sender never heard from it.
+    pub heard_ms_ago: u32,
+}
+
+impl MemberSeen {
+    pub const NEVER: u32 = u32::MAX;
+}
+
+/// TAKEOVER: who owns a DVIPA now, and the CF epoch the new owner fenced the old one with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeoverNotice {
+    pub dvipa: String,
+    pub cf_epoch: u64,
+}
+
 /// A connection a target holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
@@ -453,6 +487,17 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
         }
         Message::Heartbeat => {}
         Message::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
+        Message::HeartbeatView(seen) => {
+            put_count(out, seen.len(), "heartbeat.view")?;
+            for member in seen {
+                put_str(out, &member.node, "heartbeat.node")?;
+                out.extend_from_slice(&member.heard_ms_ago.to_be_bytes());
+            }
+        }
+        Message::Takeover(notice) => {
+            put_str(out, &notice.dvipa, "takeover.dvipa")?;
+            out.extend_from_slice(&notice.cf_epoch.to_be_bytes());
+        }
     }
     Ok(())
 }
@@ -756,7 +801,18 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Message, WireError> {
             connections: r.u32("target_load.connections")?,
             shadow_sas: r.u32("target_load.shadow_sas")?,
         }),
-        Kind::Heartbeat => Message::Heartbeat,
+        // An empty body is the original heartbeat; a body is the view (see the module doc).
+        Kind::Heartbeat if r.is_empty() => Message::Heartbeat,
+        Kind::Heartbeat => Message::HeartbeatView(r.list("heartbeat.view", |r| {
+            Ok(MemberSeen {
+                node: r.string("heartbeat.node")?,
+                heard_ms_ago: r.u32("heartbeat.heard_ms_ago")?,
+            })
+        })?),
+        Kind::Takeover => Message::Takeover(TakeoverNotice {
+            dvipa: r.string("takeover.dvipa")?,
+            cf_epoch: r.u64("takeover.cf_epoch")?,
+        }),
         Kind::Ack => Message::Ack {
             seq: r.u32("ack.seq")?,
         },
@@ -1041,6 +1097,10 @@ impl<'a> Reader<'a> {
             items.push(read(self)?);
         }
         Ok(items)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
     }
 
     fn finish(&self) -> Result<(), WireError> {

@@ -191,6 +191,13 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         Just(Message::Heartbeat),
         any::<u32>().prop_map(|seq| Message::Ack { seq }),
+        vec((name(), any::<u32>()), 0..4).prop_map(|seen| Message::HeartbeatView(
+            seen.into_iter()
+                .map(|(node, heard_ms_ago)| MemberSeen { node, heard_ms_ago })
+                .collect()
+        )),
+        (name(), any::<u64>())
+            .prop_map(|(dvipa, cf_epoch)| Message::Takeover(TakeoverNotice { dvipa, cf_epoch })),
     ]
 }
 
@@ -377,4 +384,72 @@ fn install_builds_an_esp_sa() {
     let mut wrong = install.clone();
     wrong.keys = WireKeys::new(&[7; 3], &[]);
     assert!(dvipsec_esp::Sa::new(wrong.to_sa_config()).is_err());
+}
+
+#[test]
+fn the_original_heartbeat_is_byte_for_byte_unchanged() {
+    // What a node without heartbeat views sends, written out by hand.
+    let mut old = vec![1, 10, 0, 0, 0, 0, 0, 0];
+    old.extend_from_slice(&7u64.to_be_bytes());
+    old.extend_from_slice(&9u64.to_be_bytes());
+    old.extend_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(heartbeat(), old);
+    assert_eq!(Frame::decode(&old).unwrap().message, Message::Heartbeat);
+}
+
+#[test]
+fn a_heartbeat_view_is_a_heartbeat_with_a_body() {
+    let view = Message::HeartbeatView(vec![
+        MemberSeen {
+            node: "MVS1".into(),
+            heard_ms_ago: 40,
+        },
+        MemberSeen {
+            node: "MVS3".into(),
+            heard_ms_ago: MemberSeen::NEVER,
+        },
+    ]);
+    assert_eq!(view.kind(), Kind::Heartbeat);
+    assert!(!view.kind().is_reliable());
+    let frame = Frame {
+        from_incarnation: 7,
+        to_incarnation: 9,
+        seq: 0,
+        message: view,
+    };
+    let bytes = frame.encode().unwrap();
+    assert_eq!(bytes[1], 10, "same kind code as the original heartbeat");
+    // count, then ("MVS1", 40) and ("MVS3", NEVER): 4 + 2 * (1 + 4 + 4) bytes.
+    assert_eq!(bytes.len(), HEADER_LEN + 22);
+    assert_eq!(Frame::decode(&bytes).unwrap(), frame);
+    let mut cut = bytes[..bytes.len() - 1].to_vec();
+    cut[4..8].copy_from_slice(&21u32.to_be_bytes());
+    assert!(matches!(
+        Frame::decode(&cut),
+        Err(WireError::Truncated {
+            field: "heartbeat.heard_ms_ago",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn takeover_is_sequenced_and_round_trips() {
+    let message = Message::Takeover(TakeoverNotice {
+        dvipa: "DVA1".into(),
+        cf_epoch: 3,
+    });
+    assert!(message.kind().is_reliable());
+    let frame = Frame {
+        from_incarnation: 1,
+        to_incarnation: 2,
+        seq: 5,
+        message,
+    };
+    let bytes = frame.encode().unwrap();
+    assert_eq!(bytes[1], 12);
+    assert_eq!(Frame::decode(&bytes).unwrap(), frame);
+    let mut unsequenced = bytes.to_vec();
+    unsequenced[24..28].copy_from_slice(&[0; 4]);
+    assert!(Frame::decode(&unsequenced).is_err());
 }
