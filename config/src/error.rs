@@ -314,4 +314,14 @@ pub enum Invalid {
     },
     #[error("`certificate` and `ca` go together: give both or neither")]
     CertificateWithoutCa,
+    #[error("control socket path {path} must be absolute")]
+    RelativeSocketPath { path: String },
+    #[error(
+        "control socket path {path} is {len} bytes long: a Unix socket address holds at most {max}"
+    )]
+    SocketPathTooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
 }

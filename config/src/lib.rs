@@ -10,6 +10,7 @@
 mod error;
 mod located;
 mod model;
+mod operator;
 #[cfg(test)]
 mod roundtrip_tests;
 mod secret;
@@ -23,6 +24,10 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Family, Invalid, ValidationError};
 pub use located::{Located, Position};
 pub use model::*;
+pub use operator::{
+    default_control_socket, ControlConfig, LogLevel, LogModules, LoggingConfig, MetricsConfig,
+    DEFAULT_CONTROL_DIR, MAX_SOCKET_PATH,
+};
 pub use secret::{Secret, SecretError};
 pub use validate::{MAX_LEASE, RANK_RANGE, REPLAY_WINDOW_RANGE};
 pub use values::{max_prefix_len, DestIp, IkeIdentity, IpNet, PortSet, Protocol, SecretSource};

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::located::Located;
+use crate::operator::{ControlConfig, LoggingConfig, MetricsConfig};
 use crate::values::{DestIp, IkeIdentity, IpNet, PortSet, Protocol, SecretSource};
 
 /// The whole site. Every box boots from the same file and finds its part by node name.
@@ -29,6 +30,9 @@ pub struct SiteConfig {
     pub xcf: XcfLink,
     #[serde(default)]
     pub lifesize: Lifesize,
+    /// Log levels of every box; absent means `info` everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingConfig>,
     /// Where the file was read from; not part of the schema.
     #[serde(skip)]
     pub(crate) origin: crate::Origin,
@@ -47,11 +51,25 @@ pub struct NodeConfig {
     /// CPU cores that poll this node's ports.
     #[serde(default)]
     pub polling_cores: Vec<Located<u32>>,
+    /// The control socket; absent means `/run/dvipsec/NAME.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlConfig>,
+    /// The Prometheus endpoint; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl NodeConfig {
     pub fn has(&self, capability: Capability) -> bool {
         self.capabilities.iter().any(|c| c.value == capability)
+    }
+
+    /// The control socket path, the default one when the file sets none.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control.as_ref().map_or_else(
+            || crate::operator::default_control_socket(&self.name),
+            |control| control.socket.value.clone(),
+        )
     }
 }
 

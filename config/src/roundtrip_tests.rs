@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use crate::located::Located;
 use crate::model::*;
+use crate::operator::{ControlConfig, LogLevel, LogModules, LoggingConfig, MetricsConfig};
 use crate::values::{DestIp, IkeIdentity, IpNet, PortSet, Protocol, SecretSource};
 
 fn loc<T>(value: T) -> Located<T> {
@@ -309,6 +310,13 @@ fn build_site(
                 xcf: loc(vec![loc(addr(v6, i as u16))]),
                 ports,
                 polling_cores: cores.into_iter().map(loc).collect(),
+                // Even nodes set their operator endpoints, odd ones take the defaults.
+                control: (i % 2 == 0).then(|| ControlConfig {
+                    socket: loc(PathBuf::from(format!("/run/dvipsec-test/n{i}.sock"))),
+                }),
+                metrics: (i % 2 == 0).then(|| MetricsConfig {
+                    listen: loc(SocketAddr::new(addr(v6, i as u16), 9100 + i as u16)),
+                }),
             }
         })
         .collect();
@@ -376,6 +384,13 @@ fn build_site(
                 max_percent: loc(max),
             },
         },
+        logging: (cf_port % 2 == 0).then(|| LoggingConfig {
+            level: loc(LogLevel::Warn),
+            modules: LogModules(vec![
+                (loc("dvipsec_ike".to_owned()), loc(LogLevel::Debug)),
+                (loc("dvipsec::security".to_owned()), loc(LogLevel::Info)),
+            ]),
+        }),
         origin: crate::Origin::default(),
     }
 }

@@ -12,6 +12,7 @@ use crate::model::{
     Action, Capability, CfBackend, DvipaConfig, Lifetime, Limit, NodeConfig, PortConfig,
     PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute, XcfSecurity,
 };
+use crate::operator::{module_path_problem, MAX_SOCKET_PATH};
 use crate::values::{max_prefix_len, DestIp, IpNet, PortSet, Protocol};
 
 /// Smallest and largest replay window a protect entry may ask for.
@@ -34,6 +35,7 @@ pub(crate) fn validate(config: &SiteConfig) -> Vec<ValidationError> {
     validator.coupling_facility();
     validator.xcf_link();
     validator.lifesize();
+    validator.logging();
     let mut errors = validator.errors;
     errors.sort_by_key(|error| error.at);
     errors
@@ -210,6 +212,39 @@ impl Validator<'_> {
                 self.port(port);
             }
             self.polling_cores(&node.polling_cores);
+            self.operator_endpoints(node);
+        }
+    }
+
+    /// The control socket must be a path a Unix socket can bind; the metrics endpoint
+    /// needs a fixed port to be scraped.
+    fn operator_endpoints(&mut self, node: &NodeConfig) {
+        let socket = node.control_socket();
+        // A default path is blamed on the node name that it is built from.
+        let at = node.control.as_ref().map_or(node.name.at, |c| c.socket.at);
+        let path = socket.display().to_string();
+        if !socket.is_absolute() {
+            self.report(at, Invalid::RelativeSocketPath { path });
+        } else if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            let len = socket.as_os_str().len();
+            self.report(
+                at,
+                Invalid::SocketPathTooLong {
+                    path,
+                    len,
+                    max: MAX_SOCKET_PATH,
+                },
+            );
+        }
+        if let Some(metrics) = &node.metrics {
+            if metrics.listen.port() == 0 {
+                self.report(
+                    metrics.listen.at,
+                    Invalid::Zero {
+                        what: "the metrics port",
+                    },
+                );
+            }
         }
     }
 
@@ -676,8 +711,26 @@ fn proposal_text(proposal: crate::model::Proposal) -> String {
         .unwrap_or_else(|_| format!("{proposal:?}"))
 }
 
-// VIPARANGE, peers, coupling facility, XCF link, lifesize.
+// VIPARANGE, peers, coupling facility, XCF link, lifesize, logging.
 impl Validator<'_> {
+    fn logging(&mut self) {
+        let Some(logging) = &self.config.logging else {
+            return;
+        };
+        for (name, _) in &logging.modules.0 {
+            if let Some(reason) = module_path_problem(name) {
+                self.report(
+                    name.at,
+                    Invalid::InvalidName {
+                        kind: "log module",
+                        name: name.value.clone(),
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
     fn vipa_ranges(&mut self) {
         let config = self.config;
         for (index, range) in config.vipa_ranges.iter().enumerate() {

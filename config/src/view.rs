@@ -1,7 +1,8 @@
 //! The resolved view of one node: what it owns, backs and serves, and the peers it
 //! talks to. This is what a box acts on after finding its name in the site file.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -21,6 +22,10 @@ pub struct NodeView {
     pub xcf: Vec<IpAddr>,
     pub ports: Vec<PortConfig>,
     pub polling_cores: Vec<u32>,
+    /// The node's control socket (`/run/dvipsec/NODE.sock` unless the file sets one).
+    pub control_socket: PathBuf,
+    /// Where the node serves Prometheus metrics; `None`: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
     /// DVIPAs this node is the primary (owner) of.
     pub owns: Vec<OwnedDvipa>,
     /// DVIPAs this node takes over when their owner fails.
@@ -181,6 +186,8 @@ pub(crate) fn node_view(config: &SiteConfig, node: &NodeConfig) -> NodeView {
         xcf: node.xcf.iter().map(|a| a.value).collect(),
         ports: node.ports.clone(),
         polling_cores: node.polling_cores.iter().map(|c| c.value).collect(),
+        control_socket: node.control_socket(),
+        metrics_listen: node.metrics.as_ref().map(|m| m.listen.value),
         owns,
         backs,
         serves,

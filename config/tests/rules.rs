@@ -1,7 +1,7 @@
 //! One failing example per validation rule: each test edits the valid tests/base.yaml
 //! so that exactly one rule breaks, and expects that rule's error at a known position.
 
-use dvipsec_config::{Invalid, Position, SiteConfig, ValidationError};
+use dvipsec_config::{Invalid, LogLevel, Position, SiteConfig, ValidationError};
 
 const BASE: &str = include_str!("base.yaml");
 
@@ -665,4 +665,104 @@ fn repeats_point_back_at_their_first_occurrence() {
         matches!(repeat.kind, Invalid::DuplicatePort { first, .. } if first == Position::new(28, 15)),
         "{repeat:?}"
     );
+}
+
+// Operator endpoints and logging.
+rule!(
+    control_socket_relative,
+    [(
+        "    polling_cores: [0]",
+        "    polling_cores: [0]\n    control: { socket: d1.sock }"
+    )],
+    Invalid::RelativeSocketPath { .. }
+);
+rule!(
+    default_control_socket_too_long_for_a_long_node_name,
+    [("name: T2", &format!("name: T{}", "2".repeat(100)))],
+    Invalid::SocketPathTooLong { max: 107, .. }
+);
+rule!(
+    metrics_port_zero,
+    [(
+        "    xcf: [192.0.2.2]",
+        "    xcf: [192.0.2.2]\n    metrics: { listen: \"[::1]:0\" }"
+    )],
+    Invalid::Zero {
+        what: "the metrics port"
+    }
+);
+rule!(
+    log_module_not_a_path,
+    [(
+        "lifesize:",
+        "logging:\n  modules: { \"dvipsec::\": debug }\nlifesize:"
+    )],
+    Invalid::InvalidName {
+        kind: "log module",
+        ..
+    }
+);
+
+#[test]
+fn operator_fields_reach_the_node_view() {
+    let text = BASE
+        .replace(
+            "    polling_cores: [0]",
+            "    polling_cores: [0]\n    control: { socket: /run/site/d1.sock }\n    metrics: { listen: \"127.0.0.1:9464\" }",
+        )
+        .replace(
+            "lifesize:",
+            "logging:\n  level: warn\n  modules:\n    dvipsec_ike: debug\n    dvipsec::security: trace\nlifesize:",
+        );
+    let config = SiteConfig::from_str_named(&text, "ops.yaml").unwrap();
+    let d1 = config.node_view("D1").unwrap();
+    assert_eq!(
+        d1.control_socket,
+        std::path::PathBuf::from("/run/site/d1.sock")
+    );
+    assert_eq!(d1.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    // Absent fields: the default socket and no endpoint.
+    let t1 = config.node_view("T1").unwrap();
+    assert_eq!(
+        t1.control_socket,
+        std::path::PathBuf::from("/run/dvipsec/T1.sock")
+    );
+    assert_eq!(t1.metrics_listen, None);
+    let logging = config.logging.as_ref().unwrap();
+    assert_eq!(logging.level.value, LogLevel::Warn);
+    let modules: Vec<(&str, LogLevel)> = logging.modules.iter().collect();
+    assert_eq!(
+        modules,
+        [
+            ("dvipsec_ike", LogLevel::Debug),
+            ("dvipsec::security", LogLevel::Trace)
+        ]
+    );
+    // The new keys survive a round trip through YAML.
+    let again = SiteConfig::from_str_named(&config.to_yaml().unwrap(), "again.yaml").unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn a_site_without_logging_has_none() {
+    let config = SiteConfig::from_str_named(BASE, "base.yaml").unwrap();
+    assert!(config.logging.is_none());
+}
+
+#[test]
+fn operator_sections_reject_unknown_keys() {
+    for (from, to) in [
+        (
+            "    polling_cores: [0]",
+            "    polling_cores: [0]\n    control: { socket: /x.sock, mode: 600 }",
+        ),
+        (
+            "    polling_cores: [0]",
+            "    polling_cores: [0]\n    metrics: { listen: \"127.0.0.1:1\", path: /m }",
+        ),
+        ("lifesize:", "logging:\n  format: json\nlifesize:"),
+    ] {
+        let err = SiteConfig::from_str_named(&BASE.replace(from, to), "x.yaml").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{to}: {err}");
+    }
 }
