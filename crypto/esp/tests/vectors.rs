@@ -1,6 +1,7 @@
 //! Published test vectors: the ESP packets of the GCM test document (draft-mcgrew-gcm-test-01,
 //! the examples for RFC 4106) and the RFC 7539/8439 section A.5 ChaCha20-Poly1305 vector, whose AAD is
-//! laid out as an ESP header with ESN (RFC 7634 uses the same construction). Each goes through the
+//! laid out as an ESP header with ESN (RFC 7634 uses the same construction), and the RFC 7634
+//! appendix A tunnel-mode ESP packet (ChaCha20-Poly1305). Each goes through the
 //! AEAD provider and, wrapped in an IP header, through the full ESP open path.
 
 use dvipsec_esp::{
@@ -76,6 +77,27 @@ const CHACHA: Vector = Vector {
     plaintext: "496e7465726e65742d4472616674732061726520647261667420646f63756d656e74732076616c696420666f722061206d6178696d756d206f6620736978206d6f6e74687320616e64206d617920626520757064617465642c207265706c616365642c206f72206f62736f6c65746564206279206f7468657220646f63756d656e747320617420616e792074696d652e20497420697320696e617070726f70726961746520746f2075736520496e7465726e65742d447261667473206173207265666572656e6365206d6174657269616c206f7220746f2063697465207468656d206f74686572207468616e206173202fe2809c776f726b20696e2070726f67726573732e2fe2809d",
     ciphertext: "64a0861575861af460f062c79be643bd5e805cfd345cf389f108670ac76c8cb24c6cfc18755d43eea09ee94e382d26b0bdb7b73c321b0100d4f03b7f355894cf332f830e710b97ce98c8a84abd0b948114ad176e008d33bd60f982b1ff37c8559797a06ef4f0ef61c186324e2b3506383606907b6a7c02b0f9f6157b53c867e4b9166c767b804d46a59b5216cde7a4e99040c5a40433225ee282a1b0a06c523eaf4534d7f83fa1155b0047718cbc546a0d072b04b3564eea1b422273f548271a0bb2316053fa76991955ebd63159434ecebb4e466dae5a1073a6727627097a1049e617d91d361094fa68f0ff77987130305beaba2eda04df997b714d6c6f2c29a6ad5cb4022b02709b",
     tag: "eead9d67890cbb22392336fea1851f38",
+};
+
+/// RFC 7634 appendix A: an ESP packet in tunnel mode carrying an ICMP echo request from
+/// 198.51.100.5 to 192.0.2.5; SPI 0x01020304, sequence number 5 (no ESN), KEYMAT 80..9f || a0..a3.
+/// Its plaintext is the 84-byte inner packet, two padding bytes and the trailer 02 | 04.
+const RFC7634: Vector = Vector {
+    algorithm: AeadAlgorithm::ChaCha20Poly1305,
+    suite: Suite::ChaCha20Poly1305,
+    key: "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+    salt: "a0a1a2a3",
+    iv: "1011121314151617",
+    spi: 0x0102_0304,
+    seq: 5,
+    esn: false,
+    plaintext: "45000054a6f200004001e778c6336405c000020508005b7a3a080000553bec10
+                000736270809 0a0b0c0d0e0f10111213 1415161718191a1b1c1d1e1f20212223
+                2425262728292a2b2c2d2e2f30313233 3435363701020204",
+    ciphertext: "24039428b97f417e3c13753a4f05087b67c352e6a7fab1b982d466ef407ae5c6
+                 14ee8099d52844eb61aa95dfab4c02f72aa71e7c4c4f64c9befe2facc638e8f3
+                 cbec163fac469b502773f6fb94e664da9165b82829f641e0",
+    tag: "76aaa8266b7fb0f7b11b369907e1ad43",
 };
 
 impl Vector {
@@ -255,4 +277,44 @@ fn chacha_vector_verifies_then_fails_the_padding_check() {
     assert_eq!(sa.counters().bad_trailer, 1);
     assert_eq!(sa.counters().auth_failures, 0);
     assert_eq!(sa.sequence(), CHACHA.seq);
+}
+
+#[test]
+fn rfc7634_vector_through_the_aead() {
+    check_aead(&RFC7634);
+}
+
+/// The RFC 7634 example is a whole tunnel-mode ESP packet whose explicit IV (10..17) is not its
+/// sequence number (5). Our seal always uses the sequence number as the IV, so seal is checked
+/// through the AEAD provider above; here the packet goes through the ESP open and peek paths.
+#[test]
+fn rfc7634_vector_opens_and_peeks_as_tunnel_esp() {
+    let plaintext = unhex(RFC7634.plaintext);
+    let inner = &plaintext[..84];
+    let mut sa = RFC7634.inbound_sa(Mode::Tunnel);
+    let wire = RFC7634.esp_packet();
+
+    let peek = sa.peek(&wire).expect("peek").into_unverified();
+    assert_eq!(peek.spi, 0x0102_0304);
+    assert_eq!(peek.seq, 5);
+    assert_eq!(
+        peek.src,
+        "198.51.100.5".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(peek.dst, "192.0.2.5".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!((peek.protocol, peek.src_port, peek.dst_port), (1, 0, 0));
+
+    let mut buf = wire.clone();
+    let len = buf.len();
+    let opened = sa.open(&mut buf, 0..len).expect("open");
+    assert_eq!((opened.seq, opened.next_header), (5, 4));
+    assert_eq!(&buf[opened.packet], inner);
+
+    // One flipped ciphertext bit and the ICV no longer verifies.
+    let mut forged = wire;
+    forged[20 + 16] ^= 0x80;
+    let mut fresh = RFC7634.inbound_sa(Mode::Tunnel);
+    let err = fresh.open(&mut forged, 0..len).unwrap_err();
+    assert!(matches!(err, EspError::Authentication { .. }), "{err}");
+    assert_eq!(fresh.counters().auth_failures, 1);
 }
