@@ -217,6 +217,17 @@ impl Dct {
             self.counters.expired += 1;
         }
     }
+
+    /// The flows held (live or not yet swept) and their targets, in no particular order; for
+    /// operator listings.
+    pub fn entries(&self) -> impl Iterator<Item = (&FlowKey, TargetId)> + '_ {
+        self.entries.iter().map(|(key, entry)| (key, entry.target))
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> usize {
+        self.config.capacity
+    }
 }
 
 fn entry_is_over(config: &DctConfig, entry: &Entry, now_us: u64) -> bool {

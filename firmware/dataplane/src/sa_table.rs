@@ -262,6 +262,16 @@ impl ShadowSaTable {
         self.outbound.retain(|o| o.sa.params().spi != spi);
         before - self.inbound.len() - self.outbound.len()
     }
+
+    /// The inbound SAs, in no particular order; for operator listings.
+    pub fn inbound_sas(&self) -> impl Iterator<Item = &InboundSa> + '_ {
+        self.inbound.values()
+    }
+
+    /// The outbound SAs, newest first; for operator listings.
+    pub fn outbound_sas(&self) -> impl Iterator<Item = &OutboundSa> + '_ {
+        self.outbound.iter()
+    }
 }
 
 impl SaTable for ShadowSaTable {
