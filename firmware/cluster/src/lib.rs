@@ -20,6 +20,7 @@ pub mod distributor;
 pub mod error;
 pub mod lifesize;
 pub mod link;
+pub mod membership;
 pub mod sim;
 pub mod stream;
 pub mod target;

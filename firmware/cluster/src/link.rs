@@ -78,7 +78,8 @@ pub struct Received {
     pub messages: Vec<Message>,
     /// Our messages that the peer acknowledged with this frame.
     pub acked: Vec<Message>,
-    /// The peer's view of the other members, when the frame was a heartbeat that carried one.
+    /// The peer's view of the other members, when the frame was a heartbeat that carried one
+    /// (the membership core sends those; a link only passes one on, it never sequences it).
     pub view: Option<Vec<MemberSeen>>,
 }
 
@@ -112,8 +113,6 @@ pub struct Link {
     recv_next: u32,
     recv_buffer: BTreeMap<u32, Message>,
     control: VecDeque<Message>,
-    /// What heartbeats carry, when the owner gave a membership view.
-    heartbeat_view: Option<Vec<MemberSeen>>,
     next_hello: Duration,
     next_heartbeat: Duration,
     last_heard: Option<Duration>,
@@ -139,7 +138,6 @@ impl Link {
             recv_next: 1,
             recv_buffer: BTreeMap::new(),
             control: VecDeque::new(),
-            heartbeat_view: None,
             next_hello: now,
             next_heartbeat: now.saturating_add(timers.heartbeat_interval),
             last_heard: None,
@@ -175,12 +173,6 @@ impl Link {
             (Some(_), Some(heard)) => now.saturating_sub(heard) >= timeout,
             _ => false,
         }
-    }
-
-    /// From now on heartbeats carry `view` (the membership core's, see `membership`); None
-    /// goes back to empty heartbeats.
-    pub fn set_heartbeat_view(&mut self, view: Option<Vec<MemberSeen>>) {
-        self.heartbeat_view = view;
     }
 
     /// Queues a message. Reliable kinds are sequenced and retransmitted until acknowledged;
@@ -347,11 +339,7 @@ impl Link {
             }
         } else if self.next_heartbeat <= now {
             self.next_heartbeat = now.saturating_add(self.timers.heartbeat_interval);
-            let beat = self
-                .heartbeat_view
-                .clone()
-                .map_or(Message::Heartbeat, Message::HeartbeatView);
-            self.control.push_back(beat);
+            self.control.push_back(Message::Heartbeat);
         }
     }
 
