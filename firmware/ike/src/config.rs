@@ -152,6 +152,14 @@ pub struct EndpointConfig {
     pub half_open_timeout: Duration,
     /// Half-open IKE SAs above which new IKE_SA_INIT requests must return a cookie.
     pub cookie_threshold: usize,
+    /// Half-open IKE SAs one peer address may hold; past it its new IKE_SA_INIT requests are
+    /// dropped unanswered (counted in `Stats::half_open_peer_drops`). Checked after the
+    /// cookie, so under load only an initiator that can receive at its address gets this far.
+    pub max_half_open_per_peer: usize,
+    /// Half-open IKE SAs in all; past it new IKE_SA_INIT requests are dropped unanswered
+    /// (counted in `Stats::half_open_global_drops`). Keep it above `cookie_threshold`, or
+    /// cookies are never demanded.
+    pub max_half_open: usize,
 }
 
 impl EndpointConfig {
@@ -162,6 +170,10 @@ impl EndpointConfig {
             retransmit_limit: 5,
             half_open_timeout: Duration::from_secs(30),
             cookie_threshold: 64,
+            // As many as the cookie threshold: one address may load us up to the point where
+            // cookies start, and no further even when it answers them.
+            max_half_open_per_peer: 64,
+            max_half_open: 1024,
         }
     }
 }

@@ -36,7 +36,10 @@ pub struct Transmit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub malformed: u64,
+    /// No IKE SA has the SPI that names our side (a stale or forged responder/initiator SPI).
     pub unknown_spi: u64,
+    /// Our SPI is known but the peer's SPI in the header is not the one that IKE SA has (forged).
+    pub spi_mismatch: u64,
     pub integrity_failures: u64,
     pub unexpected_message_id: u64,
     pub unexpected_messages: u64,
@@ -44,6 +47,10 @@ pub struct Stats {
     pub no_proposal_chosen: u64,
     pub invalid_ke_sent: u64,
     pub cookies_sent: u64,
+    /// IKE_SA_INIT requests dropped because their peer address held `max_half_open_per_peer`.
+    pub half_open_peer_drops: u64,
+    /// IKE_SA_INIT requests dropped because `max_half_open` half-open IKE SAs existed.
+    pub half_open_global_drops: u64,
     pub retransmitted_requests: u64,
     pub retransmitted_responses: u64,
 }
@@ -312,7 +319,7 @@ impl Endpoint {
             sa.spi_r
         };
         if known_remote != remote_spi && !(sa.state == State::InitSent && known_remote == 0) {
-            self.out.stats.unknown_spi += 1;
+            self.out.stats.spi_mismatch += 1;
             return Ok(());
         }
         sa.handle(now, &view, from, to, &self.config.peers, &mut self.out)
@@ -341,6 +348,9 @@ impl Endpoint {
             let cookie = self.cookie_for(&incoming);
             self.out.stats.cookies_sent += 1;
             self.refuse_init(header, from, to, notify::COOKIE, cookie);
+            return Ok(());
+        }
+        if self.half_open_full(from.ip()) {
             return Ok(());
         }
         let Some(ke_group) = incoming.find(|p| match p {
@@ -384,6 +394,26 @@ impl Endpoint {
             }
             None => false,
         }
+    }
+
+    /// Whether a new half-open IKE SA from `peer` would pass a bound; counts the drop if so.
+    /// The request is dropped unanswered: answering would cost a DH computation and state,
+    /// which is what the bounds are for.
+    fn half_open_full(&mut self, peer: IpAddr) -> bool {
+        if self.half_open.len() >= self.config.max_half_open {
+            self.out.stats.half_open_global_drops += 1;
+            return true;
+        }
+        let from_peer = self
+            .half_open
+            .keys()
+            .filter(|(_, from)| from.ip() == peer)
+            .count();
+        if from_peer >= self.config.max_half_open_per_peer {
+            self.out.stats.half_open_peer_drops += 1;
+            return true;
+        }
+        false
     }
 
     fn half_open_count(&self) -> usize {

@@ -606,11 +606,11 @@ fn garbage_and_truncated_messages_are_counted_not_fatal() {
         .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
     assert_eq!(pair.b.stats().integrity_failures, 1);
     assert_eq!(pair.b.ike_sas()[0].state, State::Established);
-    // A message for an unknown SPI is counted too.
+    // A message whose initiator SPI is not the IKE SA's is counted too.
     probe.payload[0] ^= 0x55;
     pair.b
         .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
-    assert_eq!(pair.b.stats().unknown_spi, 1);
+    assert_eq!(pair.b.stats().spi_mismatch, 1);
 }
 
 /// Whether `events` report the child SA with inbound SPI `spi` deleted.
@@ -977,4 +977,187 @@ fn responder_picks_the_configuration_whose_selectors_fit() {
     assert!(b
         .iter()
         .any(|e| matches!(e, Event::IkeSaEstablished { peer, .. } if peer == "from-a")));
+}
+
+/// A fresh initiator at `from` sends one IKE_SA_INIT request to `b`; returns b's answers.
+fn init_from(pair: &mut Pair, from: SocketAddr) -> Vec<Transmit> {
+    let mut initiator = Endpoint::new(EndpointConfig::new(vec![initiator_peer()])).unwrap();
+    initiator
+        .initiate(pair.now, "to-b", from, addr(RESPONDER))
+        .unwrap();
+    let request = initiator.poll_transmit(pair.now).unwrap();
+    pair.b
+        .handle_datagram(pair.now, from, request.remote, &request.payload);
+    Pair::take(&mut pair.b, pair.now)
+}
+
+fn half_open(endpoint: &Endpoint) -> usize {
+    endpoint
+        .ike_sas()
+        .iter()
+        .filter(|sa| sa.state == State::InitReplied)
+        .count()
+}
+
+/// The established pair's SA still answers a liveness check with nothing retransmitted.
+fn assert_established_sa_works(pair: &mut Pair) {
+    let id = pair
+        .a
+        .ike_sas()
+        .iter()
+        .find(|sa| sa.state == State::Established)
+        .expect("a's IKE SA is established")
+        .id;
+    let answered_before = pair.delivered;
+    pair.a.check_liveness(pair.now, id).unwrap();
+    pair.pump();
+    assert_eq!(pair.delivered, answered_before + 2, "request and response");
+    assert_eq!(pair.a.stats().retransmitted_requests, 0);
+    assert!(events(&mut pair.a).is_empty(), "nothing deleted on a");
+    assert!(events(&mut pair.b).is_empty(), "nothing deleted on b");
+}
+
+#[test]
+fn half_open_sas_per_peer_address_are_bounded_and_free_up_on_expiry() {
+    let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+    b_config.max_half_open_per_peer = 3;
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    establish(&mut pair);
+    let flooder = ip("203.0.113.9");
+    let answered: usize = (0..10u16)
+        .map(|port| init_from(&mut pair, SocketAddr::new(flooder, 20_000 + port)).len())
+        .sum();
+    assert_eq!(answered, 3, "the rest is dropped unanswered");
+    assert_eq!(pair.b.stats().half_open_peer_drops, 7);
+    assert_eq!(pair.b.stats().half_open_global_drops, 0);
+    assert_eq!(half_open(&pair.b), 3);
+    // Another address is not held back by this one's bound, and the established SA works.
+    assert_eq!(init_from(&mut pair, addr("203.0.113.10:500")).len(), 1);
+    assert_established_sa_works(&mut pair);
+    // Once the half-open SAs expire the address may start again.
+    pair.advance(Duration::from_secs(31));
+    assert_eq!(half_open(&pair.b), 0);
+    assert_eq!(
+        init_from(&mut pair, SocketAddr::new(flooder, 30_000)).len(),
+        1
+    );
+    assert_eq!(pair.b.stats().half_open_peer_drops, 7);
+}
+
+#[test]
+fn half_open_sas_in_all_are_bounded() {
+    let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+    b_config.max_half_open = 4;
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    establish(&mut pair);
+    let answered: usize = (1..=10u8)
+        .map(|host| init_from(&mut pair, SocketAddr::new([198, 51, 100, host].into(), 500)).len())
+        .sum();
+    assert_eq!(answered, 4);
+    assert_eq!(pair.b.stats().half_open_global_drops, 6);
+    assert_eq!(pair.b.stats().half_open_peer_drops, 0);
+    assert_eq!(half_open(&pair.b), 4);
+    assert_eq!(
+        pair.b.ike_sas().len(),
+        1 + 4,
+        "the established SA was not evicted"
+    );
+    assert_established_sa_works(&mut pair);
+}
+
+#[test]
+fn cookies_come_first_and_the_peer_bound_holds_for_initiators_that_return_them() {
+    let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+    b_config.cookie_threshold = 2;
+    b_config.max_half_open_per_peer = 4;
+    let mut pair = Pair::with_configs(EndpointConfig::new(vec![initiator_peer()]), b_config);
+    let from_ip = ip("203.0.113.9");
+    for port in 0..8u16 {
+        let from = SocketAddr::new(from_ip, 40_000 + port);
+        let mut initiator = Endpoint::new(EndpointConfig::new(vec![initiator_peer()])).unwrap();
+        initiator
+            .initiate(pair.now, "to-b", from, addr(RESPONDER))
+            .unwrap();
+        let request = initiator.poll_transmit(pair.now).unwrap();
+        let cookies_before = pair.b.stats().cookies_sent;
+        pair.b
+            .handle_datagram(pair.now, from, request.remote, &request.payload);
+        let answers = Pair::take(&mut pair.b, pair.now);
+        if pair.b.stats().cookies_sent > cookies_before {
+            // The initiator retries with the cookie; b's answer to that is not needed here.
+            initiator.handle_datagram(pair.now, answers[0].local, from, &answers[0].payload);
+            let retry = initiator.poll_transmit(pair.now).unwrap();
+            pair.b
+                .handle_datagram(pair.now, from, retry.remote, &retry.payload);
+            let _ = Pair::take(&mut pair.b, pair.now);
+        }
+    }
+    let stats = pair.b.stats();
+    // Two without cookies; every later initiator was asked for one, returned it, and only two
+    // of those fit under the bound of four from this address.
+    assert_eq!(stats.cookies_sent, 6);
+    assert_eq!(half_open(&pair.b), 4);
+    assert_eq!(stats.half_open_peer_drops, 4);
+    // The legitimate initiator from its own address still gets through (with a cookie).
+    let (a, b) = establish(&mut pair);
+    assert_children_match(&a, &b);
+}
+
+#[test]
+fn forged_ike_spis_are_dropped_counted_and_the_established_sa_keeps_working() {
+    let mut pair = Pair::new(initiator_peer(), responder_peer());
+    establish(&mut pair);
+    let id = pair.a.ike_sas()[0].id;
+    pair.a.check_liveness(pair.now, id).unwrap();
+    let probe = Pair::take(&mut pair.a, pair.now).remove(0);
+    let forged = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = probe.payload.clone();
+        edit(&mut bytes);
+        bytes
+    };
+    // To b (the responder): a responder SPI that no IKE SA has, then the right responder SPI
+    // with another initiator SPI.
+    let unknown_r = forged(&|m| m[8..16].copy_from_slice(&[0xab; 8]));
+    let mismatch_i = forged(&|m| m[0..8].copy_from_slice(&[0xcd; 8]));
+    for bytes in [&unknown_r, &mismatch_i] {
+        pair.b
+            .handle_datagram(pair.now, probe.local, probe.remote, bytes);
+    }
+    assert_eq!(
+        (pair.b.stats().unknown_spi, pair.b.stats().spi_mismatch),
+        (1, 1)
+    );
+    // To a (the initiator), dressed as b's responses: an initiator SPI a never chose, then a's
+    // own initiator SPI with a forged responder SPI.
+    let as_response = |m: &mut Vec<u8>| m[19] = 0x20;
+    let unknown_i = forged(&|m| {
+        as_response(m);
+        m[0..8].copy_from_slice(&[0xef; 8]);
+    });
+    let mismatch_r = forged(&|m| {
+        as_response(m);
+        m[8..16].copy_from_slice(&[0x12; 8]);
+    });
+    for bytes in [&unknown_i, &mismatch_r] {
+        pair.a
+            .handle_datagram(pair.now, probe.remote, probe.local, bytes);
+    }
+    assert_eq!(
+        (pair.a.stats().unknown_spi, pair.a.stats().spi_mismatch),
+        (1, 1)
+    );
+    // None of them reached an IKE SA: no integrity check ran, nothing was answered.
+    assert_eq!(
+        pair.a.stats().integrity_failures + pair.b.stats().integrity_failures,
+        0
+    );
+    assert!(Pair::take(&mut pair.b, pair.now).is_empty());
+    // The real probe is answered, and the SA goes on working.
+    pair.b
+        .handle_datagram(pair.now, probe.local, probe.remote, &probe.payload);
+    pair.pump();
+    assert_eq!(pair.a.poll_timeout(), None, "the probe was answered");
+    assert_established_sa_works(&mut pair);
+    assert_eq!(pair.a.ike_sas()[0].state, State::Established);
+    assert_eq!(pair.b.ike_sas()[0].state, State::Established);
 }

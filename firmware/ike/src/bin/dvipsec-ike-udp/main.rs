@@ -235,8 +235,15 @@ fn execute(command: &str, endpoint: &mut Endpoint, sa: Option<IkeSaId>, now: Ins
         ("stats", _) => {
             let stats = endpoint.stats();
             say(&format!(
-                "stats cookies_sent={} malformed={} unknown_spi={} integrity_failures={}",
-                stats.cookies_sent, stats.malformed, stats.unknown_spi, stats.integrity_failures
+                "stats cookies_sent={} malformed={} unknown_spi={} spi_mismatch={} \
+                 integrity_failures={} half_open_peer_drops={} half_open_global_drops={}",
+                stats.cookies_sent,
+                stats.malformed,
+                stats.unknown_spi,
+                stats.spi_mismatch,
+                stats.integrity_failures,
+                stats.half_open_peer_drops,
+                stats.half_open_global_drops
             ));
             Ok(())
         }
