@@ -14,7 +14,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::error::LinkError;
-use crate::wire::{Frame, Kind, MemberSeen, Message};
+use crate::wire::{Frame, HeartbeatView, Kind, Message};
 
 /// Timers of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub struct Received {
     pub acked: Vec<Message>,
     /// The peer's view of the other members, when the frame was a heartbeat that carried one
     /// (the membership core sends those; a link only passes one on, it never sequences it).
-    pub view: Option<Vec<MemberSeen>>,
+    pub view: Option<HeartbeatView>,
 }
 
 /// Counters of a link.

@@ -231,10 +231,13 @@ fn a_heartbeat_view_is_passed_on_not_sequenced() {
     let (mut a, mut b) = pair();
     let mut net = Network::new(3, 0, MS);
     run(&mut a, &mut b, &mut net, Duration::ZERO, 20 * MS);
-    let seen = vec![crate::wire::MemberSeen {
-        node: "c".into(),
-        heard_ms_ago: 12,
-    }];
+    let seen = crate::wire::HeartbeatView {
+        seen: vec![crate::wire::MemberSeen {
+            node: "c".into(),
+            heard_ms_ago: 12,
+        }],
+        owns: Vec::new(),
+    };
     let bytes = Frame {
         from_incarnation: 10,
         to_incarnation: 20,

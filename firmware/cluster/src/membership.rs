@@ -22,7 +22,7 @@ use dvipsec_config::NodeView;
 use thiserror::Error;
 
 use crate::error::WireError;
-use crate::wire::{Frame, MemberSeen, Message};
+use crate::wire::{Frame, HeartbeatView, MemberSeen, Message, OwnerClaim};
 use crate::Transmit;
 
 /// Timers of failure detection.
@@ -149,7 +149,7 @@ struct Member {
     incarnation: Option<u64>,
     last_heard: Option<Duration>,
     /// The member's last view and when it arrived.
-    view: Option<(Duration, Vec<MemberSeen>)>,
+    view: Option<(Duration, HeartbeatView)>,
     state: MemberState,
 }
 
@@ -163,6 +163,8 @@ pub struct Membership {
     outgoing: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     isolated: bool,
+    /// What this node claims to own, sent in its heartbeats.
+    claims: Vec<OwnerClaim>,
     counters: MembershipCounters,
 }
 
@@ -195,6 +197,7 @@ impl Membership {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             isolated: false,
+            claims: Vec::new(),
             counters: MembershipCounters::default(),
         }
     }
@@ -231,6 +234,26 @@ impl Membership {
             self.state(node),
             Some(MemberState::Down(DownCause::Failed { .. }))
         )
+    }
+
+    /// The DVIPAs this node's heartbeats say it owns (the takeover core sets them).
+    pub fn set_claims(&mut self, claims: Vec<OwnerClaim>) {
+        self.claims = claims;
+    }
+
+    /// What `node`'s last heartbeat said it owns (nothing once it is down).
+    pub fn claims_of(&self, node: &str) -> &[OwnerClaim] {
+        match self.members.get(node) {
+            Some(member) if member.state == MemberState::Alive => {
+                member.view.as_ref().map_or(&[], |(_, view)| &view.owns)
+            }
+            _ => &[],
+        }
+    }
+
+    /// The time this core started (joining nodes wait a silence limit for claims).
+    pub fn started(&self) -> Duration {
+        self.started
     }
 
     /// Whether every other member is silent to us.
@@ -338,7 +361,10 @@ impl Membership {
             from_incarnation: self.incarnation,
             to_incarnation: 0,
             seq: 0,
-            message: Message::HeartbeatView(self.view(now)),
+            message: Message::HeartbeatView(HeartbeatView {
+                seen: self.view(now),
+                owns: self.claims.clone(),
+            }),
         };
         // Node names over 255 bytes cannot be in a valid site: nothing to send then.
         let Ok(bytes) = frame.encode() else {
@@ -405,7 +431,7 @@ impl Membership {
                 let Some((arrived, view)) = &m.view else {
                     return false;
                 };
-                view.iter().any(|seen| {
+                view.seen.iter().any(|seen| {
                     seen.node == node
                         && seen.heard_ms_ago != MemberSeen::NEVER
                         && arrived

@@ -8,6 +8,7 @@ use dvipsec_config::{NodeView, SiteConfig};
 
 use super::*;
 use crate::sim::Network;
+use crate::wire::HeartbeatView;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -295,7 +296,7 @@ fn restarts_stale_incarnations_and_strangers_are_told_apart() {
             from_incarnation: incarnation,
             to_incarnation: 0,
             seq: 0,
-            message: Message::HeartbeatView(Vec::new()),
+            message: Message::HeartbeatView(HeartbeatView::default()),
         }
         .encode()
         .unwrap()

@@ -122,9 +122,10 @@ pub enum Message {
     Heartbeat,
     /// Acknowledges the sequenced frame `seq`.
     Ack { seq: u32 },
-    /// Liveness with what the sender hears of the other members (a HEARTBEAT with a body), so a
-    /// member silent to one node but heard by others is told apart from a failed one.
-    HeartbeatView(Vec<MemberSeen>),
+    /// Liveness with what the sender hears of the other members and which DVIPAs it owns (a
+    /// HEARTBEAT with a body), so a member silent to one node but heard by others is told
+    /// apart from a failed one, and a node that starts learns who owns what.
+    HeartbeatView(HeartbeatView),
     /// The sender owns `dvipa` now (takeover or planned move): targets follow it, drop the old
     /// owner's shadow SAs of the DVIPA, attach to the CF in `cf_epoch` and send CONN_REPORT.
     Takeover(TakeoverNotice),
@@ -373,6 +374,21 @@ impl MemberSeen {
     pub const NEVER: u32 = u32::MAX;
 }
 
+/// The body of a heartbeat with a view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatView {
+    pub seen: Vec<MemberSeen>,
+    /// The DVIPAs the sender owns, each with the CF epoch it took it in (a newer epoch wins).
+    pub owns: Vec<OwnerClaim>,
+}
+
+/// "I own `dvipa` since CF epoch `cf_epoch`."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerClaim {
+    pub dvipa: String,
+    pub cf_epoch: u64,
+}
+
 /// TAKEOVER: who owns a DVIPA now, and the CF epoch the new owner fenced the old one with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakeoverNotice {
@@ -487,11 +503,16 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
         }
         Message::Heartbeat => {}
         Message::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
-        Message::HeartbeatView(seen) => {
-            put_count(out, seen.len(), "heartbeat.view")?;
-            for member in seen {
+        Message::HeartbeatView(view) => {
+            put_count(out, view.seen.len(), "heartbeat.view")?;
+            for member in &view.seen {
                 put_str(out, &member.node, "heartbeat.node")?;
                 out.extend_from_slice(&member.heard_ms_ago.to_be_bytes());
+            }
+            put_count(out, view.owns.len(), "heartbeat.owns")?;
+            for claim in &view.owns {
+                put_str(out, &claim.dvipa, "heartbeat.owns.dvipa")?;
+                out.extend_from_slice(&claim.cf_epoch.to_be_bytes());
             }
         }
         Message::Takeover(notice) => {
@@ -803,12 +824,20 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Message, WireError> {
         }),
         // An empty body is the original heartbeat; a body is the view (see the module doc).
         Kind::Heartbeat if r.is_empty() => Message::Heartbeat,
-        Kind::Heartbeat => Message::HeartbeatView(r.list("heartbeat.view", |r| {
-            Ok(MemberSeen {
-                node: r.string("heartbeat.node")?,
-                heard_ms_ago: r.u32("heartbeat.heard_ms_ago")?,
-            })
-        })?),
+        Kind::Heartbeat => Message::HeartbeatView(HeartbeatView {
+            seen: r.list("heartbeat.view", |r| {
+                Ok(MemberSeen {
+                    node: r.string("heartbeat.node")?,
+                    heard_ms_ago: r.u32("heartbeat.heard_ms_ago")?,
+                })
+            })?,
+            owns: r.list("heartbeat.owns", |r| {
+                Ok(OwnerClaim {
+                    dvipa: r.string("heartbeat.owns.dvipa")?,
+                    cf_epoch: r.u64("heartbeat.owns.cf_epoch")?,
+                })
+            })?,
+        }),
         Kind::Takeover => Message::Takeover(TakeoverNotice {
             dvipa: r.string("takeover.dvipa")?,
             cf_epoch: r.u64("takeover.cf_epoch")?,

@@ -191,11 +191,20 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         Just(Message::Heartbeat),
         any::<u32>().prop_map(|seq| Message::Ack { seq }),
-        vec((name(), any::<u32>()), 0..4).prop_map(|seen| Message::HeartbeatView(
-            seen.into_iter()
-                .map(|(node, heard_ms_ago)| MemberSeen { node, heard_ms_ago })
-                .collect()
-        )),
+        (
+            vec((name(), any::<u32>()), 0..4),
+            vec((name(), any::<u64>()), 0..3)
+        )
+            .prop_map(|(seen, owns)| Message::HeartbeatView(HeartbeatView {
+                seen: seen
+                    .into_iter()
+                    .map(|(node, heard_ms_ago)| MemberSeen { node, heard_ms_ago })
+                    .collect(),
+                owns: owns
+                    .into_iter()
+                    .map(|(dvipa, cf_epoch)| OwnerClaim { dvipa, cf_epoch })
+                    .collect(),
+            })),
         (name(), any::<u64>())
             .prop_map(|(dvipa, cf_epoch)| Message::Takeover(TakeoverNotice { dvipa, cf_epoch })),
     ]
@@ -399,16 +408,22 @@ fn the_original_heartbeat_is_byte_for_byte_unchanged() {
 
 #[test]
 fn a_heartbeat_view_is_a_heartbeat_with_a_body() {
-    let view = Message::HeartbeatView(vec![
-        MemberSeen {
-            node: "MVS1".into(),
-            heard_ms_ago: 40,
-        },
-        MemberSeen {
-            node: "MVS3".into(),
-            heard_ms_ago: MemberSeen::NEVER,
-        },
-    ]);
+    let view = Message::HeartbeatView(HeartbeatView {
+        seen: vec![
+            MemberSeen {
+                node: "MVS1".into(),
+                heard_ms_ago: 40,
+            },
+            MemberSeen {
+                node: "MVS3".into(),
+                heard_ms_ago: MemberSeen::NEVER,
+            },
+        ],
+        owns: vec![OwnerClaim {
+            dvipa: "DVB1".into(),
+            cf_epoch: 2,
+        }],
+    });
     assert_eq!(view.kind(), Kind::Heartbeat);
     assert!(!view.kind().is_reliable());
     let frame = Frame {
@@ -419,15 +434,15 @@ fn a_heartbeat_view_is_a_heartbeat_with_a_body() {
     };
     let bytes = frame.encode().unwrap();
     assert_eq!(bytes[1], 10, "same kind code as the original heartbeat");
-    // count, then ("MVS1", 40) and ("MVS3", NEVER): 4 + 2 * (1 + 4 + 4) bytes.
-    assert_eq!(bytes.len(), HEADER_LEN + 22);
+    // count, ("MVS1", 40), ("MVS3", NEVER): 4 + 2 * (1 + 4 + 4); count, ("DVB1", 2): 4 + 5 + 8.
+    assert_eq!(bytes.len(), HEADER_LEN + 22 + 17);
     assert_eq!(Frame::decode(&bytes).unwrap(), frame);
     let mut cut = bytes[..bytes.len() - 1].to_vec();
-    cut[4..8].copy_from_slice(&21u32.to_be_bytes());
+    cut[4..8].copy_from_slice(&38u32.to_be_bytes());
     assert!(matches!(
         Frame::decode(&cut),
         Err(WireError::Truncated {
-            field: "heartbeat.heard_ms_ago",
+            field: "heartbeat.owns.cf_epoch",
             ..
         })
     ));
