@@ -4,7 +4,7 @@
 //! Unix-socket server that answers them from a box's [`ControlHandler`] ([`server`]), the client
 //! `dvipsecctl` uses ([`client`]), the Prometheus metrics rendering and HTTP endpoint
 //! ([`metrics`]) and the Wireshark key export ([`keys`]). Nothing else in dvipsec prints keys.
-//! [`testbed`] answers for a box of the data plane's in-process testbed.
+//! [`report`] builds report entries from data-plane tables and ports, and [`testbed`] answers for a box of the data plane's in-process testbed.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -12,6 +12,7 @@ pub mod handler;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;
+pub mod report;
 pub mod server;
 pub mod testbed;
 

@@ -8,25 +8,25 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dvipsec_cf::{SequenceFacility, SlotId};
+use dvipsec_cf::SequenceFacility;
 use dvipsec_dataplane::distributor::DropCause;
-use dvipsec_dataplane::sa_table::{InboundSa, OutboundSa, SaTable, TrafficSelector};
+use dvipsec_dataplane::sa_table::SaTable;
 use dvipsec_dataplane::target::TargetDrop;
 use dvipsec_dataplane::testbed::{
     self, Testbed, DISTRIBUTOR_XCF, DVIPA, KEY_TO_DVIPA, KEY_TO_PEER, PEER_INNER, PEER_OUTER,
     SPI_TO_DVIPA, SPI_TO_PEER,
 };
-use dvipsec_esp::{Direction, IpsecProtocol, LifetimeState, Mode, Sa};
-use dvipsec_ports::PacketPort;
+use dvipsec_esp::IpsecProtocol;
 
 use crate::handler::ControlHandler;
 use crate::keys::{ExportedSa, KeyExport, SecretBytes};
-use crate::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric, SaMetric};
+use crate::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
 use crate::protocol::{
     CfReport, CfSlot, ConnListReport, ControlError, DctReport, DvipaRelation, DvipaStatus,
-    IkeListReport, LifetimeLeft, LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation,
-    StatusReport, TakeoverReport,
+    IkeListReport, LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation, StatusReport,
+    TakeoverReport,
 };
+use crate::report::{port_status, sa_entry, sa_metric, snake_case, SaView};
 
 /// Which box of the testbed a handler speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,111 +76,6 @@ fn unsupported(request: &str, reason: &str) -> ControlError {
     }
 }
 
-/// `Debug` names of causes (`UnknownSa`) as metric labels (`unknown_sa`).
-fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn prefix_text(prefix: &dvipsec_dataplane::sa_table::IpPrefix) -> String {
-    format!("{}/{}", prefix.addr, prefix.len)
-}
-
-fn lifetime_left(sa: &Sa) -> LifetimeLeft {
-    let limits = sa.params().lifetime;
-    let counters = sa.counters();
-    LifetimeLeft {
-        packets: limits
-            .hard_packets
-            .map(|hard| hard.saturating_sub(counters.packets)),
-        bytes: limits
-            .hard_bytes
-            .map(|hard| hard.saturating_sub(counters.bytes)),
-        seconds: None,
-    }
-}
-
-struct SaView<'a> {
-    sa: &'a Sa,
-    dvipa: IpAddr,
-    peer: IpAddr,
-    selector: TrafficSelector,
-    slot: SlotId,
-}
-
-impl<'a> From<&'a InboundSa> for SaView<'a> {
-    fn from(entry: &'a InboundSa) -> Self {
-        SaView {
-            sa: &entry.sa,
-            dvipa: entry.dvipa,
-            peer: entry.peer,
-            selector: entry.selector,
-            slot: entry.slot,
-        }
-    }
-}
-
-impl<'a> From<&'a OutboundSa> for SaView<'a> {
-    fn from(entry: &'a OutboundSa) -> Self {
-        SaView {
-            sa: &entry.sa,
-            dvipa: entry.dvipa,
-            peer: entry.peer,
-            selector: entry.selector,
-            slot: entry.slot,
-        }
-    }
-}
-
-fn sa_entry(view: SaView<'_>, location: SaLocation) -> SaEntry {
-    let params = view.sa.params();
-    let counters = view.sa.counters();
-    SaEntry {
-        spi: params.spi,
-        direction: match params.direction {
-            Direction::Inbound => "inbound".into(),
-            Direction::Outbound => "outbound".into(),
-        },
-        protocol: match params.protocol {
-            IpsecProtocol::Esp => "esp".into(),
-            IpsecProtocol::Ah => "ah".into(),
-        },
-        suite: params.suite.name().into(),
-        mode: match params.mode {
-            Mode::Tunnel => "tunnel".into(),
-            Mode::Transport => "transport".into(),
-        },
-        dvipa: view.dvipa,
-        peer: view.peer,
-        tunnel: params.tunnel.map(|t| (t.src, t.dst)),
-        udp_encap: params.udp_encap.map(|u| (u.src_port, u.dst_port)),
-        local_ts: prefix_text(&view.selector.local),
-        remote_ts: prefix_text(&view.selector.remote),
-        bytes: counters.bytes,
-        packets: counters.packets,
-        replays: counters.replays,
-        auth_failures: counters.auth_failures,
-        lifetime_state: match view.sa.lifetime_state() {
-            LifetimeState::Fresh => "fresh".into(),
-            LifetimeState::Soft => "soft".into(),
-            LifetimeState::Hard => "hard".into(),
-        },
-        lifetime_left: lifetime_left(view.sa),
-        cf_slot: view.slot.0,
-        location,
-    }
-}
-
 /// The testbed's SAs present in `table`.
 fn list_sas(table: &mut dyn SaTable, location: SaLocation) -> Vec<SaEntry> {
     let mut sas = Vec::new();
@@ -191,26 +86,6 @@ fn list_sas(table: &mut dyn SaTable, location: SaLocation) -> Vec<SaEntry> {
         sas.push(sa_entry(SaView::from(&*entry), location));
     }
     sas
-}
-
-fn port_status(port: &impl PacketPort) -> (LinkStatus, PortMetric) {
-    let counters = port.counters();
-    let link = LinkStatus {
-        name: port.name().into(),
-        up: None,
-        rx_packets: counters.rx_packets,
-        tx_packets: counters.tx_packets,
-        drops: counters.total_drops(),
-    };
-    let metric = PortMetric {
-        port: port.name().into(),
-        rx_packets: counters.rx_packets,
-        rx_bytes: counters.rx_bytes,
-        tx_packets: counters.tx_packets,
-        tx_bytes: counters.tx_bytes,
-        drops: counters.total_drops(),
-    };
-    (link, metric)
 }
 
 impl TestbedHandler {
@@ -324,17 +199,7 @@ impl TestbedHandler {
                 count,
             });
         }
-        snapshot.sas = sas
-            .into_iter()
-            .map(|sa| SaMetric {
-                spi: sa.spi,
-                direction: sa.direction,
-                packets: sa.packets,
-                bytes: sa.bytes,
-                replays: sa.replays,
-                auth_failures: sa.auth_failures,
-            })
-            .collect();
+        snapshot.sas = sas.iter().map(sa_metric).collect();
         Ok(snapshot)
     }
 }
