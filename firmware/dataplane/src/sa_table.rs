@@ -95,6 +95,9 @@ pub trait SaTable {
     /// Inbound lookup by (SPI, protocol, outer source address), as peek and decap do it.
     fn inbound(&mut self, spi: u32, protocol: IpsecProtocol, src: IpAddr)
         -> Option<&mut InboundSa>;
+    /// Whether an inbound SA with this SPI and protocol exists for any source. A packet naming
+    /// it from a source that [`SaTable::inbound`] does not find is spoofed, not merely unknown.
+    fn knows_inbound_spi(&self, spi: u32, protocol: IpsecProtocol) -> bool;
     /// Outbound lookup by the filter rule that covers a packet from `src` to `dst`.
     fn outbound(&mut self, src: IpAddr, dst: IpAddr) -> Option<&mut OutboundSa>;
     /// Calls `report` with the unreported usage of every SA that has some, and clears it.
@@ -184,11 +187,84 @@ impl LifesizeSink for SummingSink {
     }
 }
 
-/// A plain SA table: inbound SAs by (SPI, protocol, peer), outbound SAs in install order.
+/// How many SAs a [`ShadowSaTable`] holds at most. An install past a bound is refused and
+/// counted; an installed SA is never evicted to make room (that would let whoever can get SAs
+/// installed take a working peer's traffic down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaLimits {
+    /// SAs in all, inbound and outbound together.
+    pub max_sas: usize,
+    /// SAs (inbound and outbound together) with one peer outer address.
+    pub max_sas_per_peer: usize,
+}
+
+impl Default for SaLimits {
+    /// Room for 16k peers with a child SA pair each through a rekey (four SAs), and for one
+    /// peer with 256 such pairs.
+    fn default() -> Self {
+        SaLimits {
+            max_sas: 65_536,
+            max_sas_per_peer: 1_024,
+        }
+    }
+}
+
+/// Why an install was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// The table holds `max_sas`.
+    #[error("SA table full: {limit} SAs installed")]
+    TableFull {
+        /// The bound.
+        limit: usize,
+    },
+    /// The peer holds `max_sas_per_peer`.
+    #[error("peer {peer} already has {limit} SAs installed")]
+    PeerFull {
+        /// The peer's outer address.
+        peer: IpAddr,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+/// Installs a [`ShadowSaTable`] refused, by bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SaTableCounters {
+    /// Refused because the table held `max_sas`.
+    pub refused_table_full: u64,
+    /// Refused because the peer held `max_sas_per_peer`.
+    pub refused_peer_full: u64,
+}
+
+/// A plain SA table: inbound SAs by (SPI, protocol, peer), outbound SAs in install order,
+/// within [`SaLimits`].
 #[derive(Debug, Default)]
 pub struct ShadowSaTable {
     inbound: HashMap<(u32, u8, IpAddr), InboundSa>,
     outbound: Vec<OutboundSa>,
+    limits: SaLimits,
+    counters: SaTableCounters,
+    /// SAs per peer outer address, both directions (for the per-peer bound).
+    per_peer: HashMap<IpAddr, usize>,
+    /// Inbound SAs per (SPI, protocol), whatever their peer (for spoofed-source detection).
+    inbound_spis: HashMap<(u32, u8), usize>,
+}
+
+/// One more SA under `key`.
+fn index_add<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize>, key: K) {
+    *index.entry(key).or_default() += 1;
+}
+
+/// One SA fewer under `key`; the key goes when none are left.
+fn index_remove<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize>, key: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut entry) = index.entry(key) {
+        *entry.get_mut() -= 1;
+        if *entry.get() == 0 {
+            entry.remove();
+        }
+    }
 }
 
 fn protocol_number(protocol: IpsecProtocol) -> u8 {
@@ -199,12 +275,59 @@ fn protocol_number(protocol: IpsecProtocol) -> u8 {
 }
 
 impl ShadowSaTable {
-    /// An empty table.
+    /// An empty table with the default [`SaLimits`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Installs (or replaces) an inbound SA.
+    /// An empty table with these bounds.
+    pub fn with_limits(limits: SaLimits) -> Self {
+        ShadowSaTable {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// The bounds.
+    pub fn limits(&self) -> SaLimits {
+        self.limits
+    }
+
+    /// The refused installs.
+    pub fn counters(&self) -> SaTableCounters {
+        self.counters
+    }
+
+    /// SAs installed, both directions.
+    pub fn len(&self) -> usize {
+        self.inbound.len() + self.outbound.len()
+    }
+
+    /// Whether no SA is installed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks that one SA more for `peer` fits once the SAs of `replaced` (peers of SAs this
+    /// install replaces) are gone; counts a refusal.
+    fn admit(&mut self, peer: IpAddr, replaced: &[IpAddr]) -> Result<(), InstallError> {
+        let limit = self.limits.max_sas;
+        if self.len() - replaced.len() >= limit {
+            self.counters.refused_table_full += 1;
+            return Err(InstallError::TableFull { limit });
+        }
+        let limit = self.limits.max_sas_per_peer;
+        let held = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let freed = replaced.iter().filter(|p| **p == peer).count();
+        if held - freed >= limit {
+            self.counters.refused_peer_full += 1;
+            return Err(InstallError::PeerFull { peer, limit });
+        }
+        Ok(())
+    }
+
+    /// Installs (or replaces) an inbound SA; a refusal past the bounds is only counted (see
+    /// [`ShadowSaTable::try_install_inbound`] to learn of it).
     pub fn install_inbound(
         &mut self,
         sa: Sa,
@@ -213,8 +336,31 @@ impl ShadowSaTable {
         selector: TrafficSelector,
         slot: SlotId,
     ) {
+        let _counted = self.try_install_inbound(sa, dvipa, peer, selector, slot);
+    }
+
+    /// Installs (or replaces) an inbound SA, or refuses it past the bounds (counted). Replacing
+    /// an SA with the same (SPI, protocol, peer) always fits.
+    pub fn try_install_inbound(
+        &mut self,
+        sa: Sa,
+        dvipa: IpAddr,
+        peer: IpAddr,
+        selector: TrafficSelector,
+        slot: SlotId,
+    ) -> Result<(), InstallError> {
         let params = *sa.params();
         let key = (params.spi, protocol_number(params.protocol), peer);
+        let replaced: &[IpAddr] = if self.inbound.contains_key(&key) {
+            std::slice::from_ref(&peer)
+        } else {
+            &[]
+        };
+        self.admit(peer, replaced)?;
+        if replaced.is_empty() {
+            index_add(&mut self.per_peer, peer);
+            index_add(&mut self.inbound_spis, (key.0, key.1));
+        }
         self.inbound.insert(
             key,
             InboundSa {
@@ -226,10 +372,12 @@ impl ShadowSaTable {
                 unreported: Usage::default(),
             },
         );
+        Ok(())
     }
 
     /// Installs an outbound SA taking sequence numbers from `slot` under `policy`. A newer SA
-    /// for the same rule is found first (rekey: the new SA takes over at once).
+    /// for the same rule is found first (rekey: the new SA takes over at once). A refusal past
+    /// the bounds is only counted (see [`ShadowSaTable::try_install_outbound`] to learn of it).
     pub fn install_outbound(
         &mut self,
         sa: Sa,
@@ -239,7 +387,32 @@ impl ShadowSaTable {
         slot: SlotId,
         policy: LeasePolicy,
     ) {
+        let _counted = self.try_install_outbound(sa, dvipa, peer, selector, slot, policy);
+    }
+
+    /// Installs an outbound SA (replacing one with the same SPI), or refuses it past the bounds
+    /// (counted); the replaced SA stays when the new one is refused.
+    pub fn try_install_outbound(
+        &mut self,
+        sa: Sa,
+        dvipa: IpAddr,
+        peer: IpAddr,
+        selector: TrafficSelector,
+        slot: SlotId,
+        policy: LeasePolicy,
+    ) -> Result<(), InstallError> {
         let spi = sa.params().spi;
+        let replaced: Vec<IpAddr> = self
+            .outbound
+            .iter()
+            .filter(|o| o.sa.params().spi == spi)
+            .map(|o| o.peer)
+            .collect();
+        self.admit(peer, &replaced)?;
+        for old in replaced {
+            index_remove(&mut self.per_peer, old);
+        }
+        index_add(&mut self.per_peer, peer);
         self.outbound.retain(|o| o.sa.params().spi != spi);
         self.outbound.insert(
             0,
@@ -253,14 +426,29 @@ impl ShadowSaTable {
                 unreported: Usage::default(),
             },
         );
+        Ok(())
     }
 
     /// Deletes every SA with `spi` (either direction). Returns how many were removed.
     pub fn delete(&mut self, spi: u32) -> usize {
-        let before = self.inbound.len() + self.outbound.len();
-        self.inbound.retain(|key, _| key.0 != spi);
-        self.outbound.retain(|o| o.sa.params().spi != spi);
-        before - self.inbound.len() - self.outbound.len()
+        let before = self.len();
+        let (per_peer, inbound_spis) = (&mut self.per_peer, &mut self.inbound_spis);
+        self.inbound.retain(|key, _| {
+            let keep = key.0 != spi;
+            if !keep {
+                index_remove(per_peer, key.2);
+                index_remove(inbound_spis, (key.0, key.1));
+            }
+            keep
+        });
+        self.outbound.retain(|o| {
+            let keep = o.sa.params().spi != spi;
+            if !keep {
+                index_remove(per_peer, o.peer);
+            }
+            keep
+        });
+        before - self.len()
     }
 
     /// The inbound SAs, in no particular order; for operator listings.
@@ -282,6 +470,11 @@ impl SaTable for ShadowSaTable {
         src: IpAddr,
     ) -> Option<&mut InboundSa> {
         self.inbound.get_mut(&(spi, protocol_number(protocol), src))
+    }
+
+    fn knows_inbound_spi(&self, spi: u32, protocol: IpsecProtocol) -> bool {
+        self.inbound_spis
+            .contains_key(&(spi, protocol_number(protocol)))
     }
 
     fn outbound(&mut self, src: IpAddr, dst: IpAddr) -> Option<&mut OutboundSa> {
@@ -319,6 +512,133 @@ impl SaTable for ShadowSaTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testbed::{selector, tunnel_sa_config, DVIPA, KEY_TO_DVIPA, PEER_OUTER};
+    use dvipsec_esp::Direction;
+    use std::net::Ipv4Addr;
+
+    const OTHER_PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+
+    fn sa(spi: u32, direction: Direction) -> Sa {
+        Sa::new(tunnel_sa_config(
+            spi,
+            direction,
+            &KEY_TO_DVIPA,
+            (PEER_OUTER, DVIPA),
+        ))
+        .unwrap()
+    }
+
+    fn install_in(table: &mut ShadowSaTable, spi: u32, peer: Ipv4Addr) -> Result<(), InstallError> {
+        let sa = sa(spi, Direction::Inbound);
+        let (dvipa, peer) = (IpAddr::V4(DVIPA), IpAddr::V4(peer));
+        table.try_install_inbound(sa, dvipa, peer, selector(), SlotId(spi.into()))
+    }
+
+    fn install_out(
+        table: &mut ShadowSaTable,
+        spi: u32,
+        peer: Ipv4Addr,
+    ) -> Result<(), InstallError> {
+        let sa = sa(spi, Direction::Outbound);
+        let (dvipa, peer) = (IpAddr::V4(DVIPA), IpAddr::V4(peer));
+        let policy = LeasePolicy::per_packet();
+        table.try_install_outbound(sa, dvipa, peer, selector(), SlotId(spi.into()), policy)
+    }
+
+    fn finds_inbound(table: &mut ShadowSaTable, spi: u32, peer: Ipv4Addr) -> bool {
+        table
+            .inbound(spi, IpsecProtocol::Esp, IpAddr::V4(peer))
+            .is_some()
+    }
+
+    #[test]
+    fn installs_past_the_table_bound_are_refused_counted_and_evict_nothing() {
+        let mut table = ShadowSaTable::with_limits(SaLimits {
+            max_sas: 3,
+            max_sas_per_peer: 10,
+        });
+        for spi in 0x1001..=0x1002 {
+            install_in(&mut table, spi, PEER_OUTER).unwrap();
+        }
+        install_out(&mut table, 0x1003, PEER_OUTER).unwrap();
+        assert_eq!(
+            install_in(&mut table, 0x1004, OTHER_PEER),
+            Err(InstallError::TableFull { limit: 3 })
+        );
+        assert_eq!(
+            install_out(&mut table, 0x1005, OTHER_PEER),
+            Err(InstallError::TableFull { limit: 3 })
+        );
+        // The plain install refuses the same way, and is counted too.
+        let sa = sa(0x1006, Direction::Inbound);
+        let (dvipa, peer) = (IpAddr::V4(DVIPA), IpAddr::V4(OTHER_PEER));
+        table.install_inbound(sa, dvipa, peer, selector(), SlotId(0x1006));
+        assert_eq!(table.counters().refused_table_full, 3);
+        assert_eq!(table.len(), 3);
+        assert!(
+            finds_inbound(&mut table, 0x1001, PEER_OUTER)
+                && finds_inbound(&mut table, 0x1002, PEER_OUTER)
+        );
+        assert!(!finds_inbound(&mut table, 0x1004, OTHER_PEER));
+        // Replacing an installed SA takes no more room, so it fits at the bound.
+        install_in(&mut table, 0x1002, PEER_OUTER).unwrap();
+        install_out(&mut table, 0x1003, PEER_OUTER).unwrap();
+        assert_eq!(table.len(), 3);
+        // A delete makes room again.
+        assert_eq!(table.delete(0x1001), 1);
+        install_in(&mut table, 0x1004, OTHER_PEER).unwrap();
+        assert_eq!(table.counters().refused_table_full, 3);
+    }
+
+    #[test]
+    fn installs_past_the_peer_bound_are_refused_and_other_peers_still_fit() {
+        let mut table = ShadowSaTable::with_limits(SaLimits {
+            max_sas: 100,
+            max_sas_per_peer: 2,
+        });
+        install_in(&mut table, 0x1001, PEER_OUTER).unwrap();
+        install_out(&mut table, 0x1002, PEER_OUTER).unwrap();
+        let refused = InstallError::PeerFull {
+            peer: IpAddr::V4(PEER_OUTER),
+            limit: 2,
+        };
+        assert_eq!(install_in(&mut table, 0x1003, PEER_OUTER), Err(refused));
+        assert_eq!(install_out(&mut table, 0x1004, PEER_OUTER), Err(refused));
+        let counters = table.counters();
+        assert_eq!(
+            (counters.refused_peer_full, counters.refused_table_full),
+            (2, 0)
+        );
+        install_in(&mut table, 0x1003, OTHER_PEER).unwrap();
+        install_out(&mut table, 0x1004, OTHER_PEER).unwrap();
+        // Moving another peer's outbound SPI to a full peer is refused; once that peer has room
+        // the move frees the other peer's place.
+        install_out(&mut table, 0x1004, PEER_OUTER).unwrap_err();
+        assert_eq!(table.delete(0x1002), 1);
+        install_out(&mut table, 0x1004, PEER_OUTER).unwrap();
+        install_in(&mut table, 0x1005, OTHER_PEER).unwrap();
+        assert_eq!(table.len(), 4);
+        assert!(finds_inbound(&mut table, 0x1001, PEER_OUTER));
+    }
+
+    #[test]
+    fn an_inbound_spi_is_known_whatever_its_source_until_deleted() {
+        let mut table = ShadowSaTable::new();
+        assert_eq!(table.limits(), SaLimits::default());
+        install_in(&mut table, 0x1007, PEER_OUTER).unwrap();
+        install_in(&mut table, 0x1007, OTHER_PEER).unwrap();
+        assert!(table.knows_inbound_spi(0x1007, IpsecProtocol::Esp));
+        assert!(!table.knows_inbound_spi(0x1007, IpsecProtocol::Ah));
+        assert!(!table.knows_inbound_spi(0x1008, IpsecProtocol::Esp));
+        assert!(!finds_inbound(
+            &mut table,
+            0x1007,
+            Ipv4Addr::new(192, 0, 2, 99)
+        ));
+        assert_eq!(table.delete(0x1007), 2);
+        assert!(!table.knows_inbound_spi(0x1007, IpsecProtocol::Esp));
+        assert!(table.is_empty());
+    }
 
     #[test]
     fn prefixes_match_by_their_length_and_family() {
