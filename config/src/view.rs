@@ -52,7 +52,7 @@ pub struct OwnedDvipa {
     pub policy: Vec<SpdEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupRef {
     pub node: String,
     pub rank: u32,
