@@ -23,6 +23,7 @@ pub mod link;
 pub mod membership;
 pub mod sim;
 pub mod stream;
+pub mod takeover;
 pub mod target;
 pub mod tls;
 pub mod wire;
