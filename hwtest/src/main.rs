@@ -1,6 +1,7 @@
 //! `dvipsec-hwtest`: the hardware-in-the-loop harness.
 
 mod cmd_topology;
+mod run;
 
 use std::process::ExitCode;
 
@@ -24,12 +25,15 @@ enum Command {
     Preflight,
     /// Bring a site up on network namespaces, one `dvipsec boot` per node, or tear it down.
     Topology(cmd_topology::TopologyArgs),
+    /// Run a throughput scenario against strongSwan and dvipsec; write result.json and report.html.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Preflight => run_preflight(),
         Command::Topology(args) => cmd_topology::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

@@ -1,0 +1,178 @@
+//! The system under test: a dvipsec site brought up with `topology up` (one namespace per
+//! node, `dvipsec boot` in each), its DVIPA's owner answering IKE and the targets echoing on
+//! the DVIPA's port 60. Torn down with `topology down` on drop.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dvipsec_config::{Capability, IkeIdentity, SiteConfig};
+use dvipsec_hwtest::topology::{self, Names, Resource, TopologyOptions};
+use dvipsec_ike::Identity;
+use zeroize::Zeroizing;
+
+use super::cpu;
+use super::loadgen::PeerSpec;
+use super::strongswan::{GatewayError, ECHO_PORT};
+
+pub struct Dvipsec {
+    run_dir: PathBuf,
+    names: Names,
+    spec: PeerSpec,
+    targets: usize,
+}
+
+fn identity(id: &IkeIdentity) -> Identity {
+    match id {
+        IkeIdentity::Fqdn(name) => Identity::Fqdn(name.clone()),
+        IkeIdentity::Email(address) => Identity::Email(address.clone()),
+        IkeIdentity::Ip(IpAddr::V4(v4)) => Identity::Ipv4(*v4),
+        IkeIdentity::Ip(IpAddr::V6(v6)) => Identity::Ipv6(*v6),
+        IkeIdentity::KeyId(bytes) => Identity::KeyId(bytes.clone()),
+    }
+}
+
+fn ipv4(address: IpAddr, what: &str) -> Result<Ipv4Addr, GatewayError> {
+    match address {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err(GatewayError::Setup(format!(
+            "{what} {address} is IPv6; the load generator runs IPv4"
+        ))),
+    }
+}
+
+/// The peer the generator plays and the DVIPA it talks to: the site's first peer and the
+/// first DVIPA whose policy protects traffic for that peer.
+fn peer_spec(site: &SiteConfig, site_path: &Path, names: &Names) -> Result<PeerSpec, GatewayError> {
+    let peer = site
+        .peers
+        .first()
+        .ok_or_else(|| GatewayError::Setup("the site defines no peer".into()))?;
+    let dvipa = site
+        .dvipas
+        .iter()
+        .find(|d| {
+            d.policy
+                .iter()
+                .any(|p| p.peer.as_deref() == Some(&*peer.name))
+        })
+        .ok_or_else(|| GatewayError::Setup(format!("no DVIPA protects peer {}", *peer.name)))?;
+    let base = site_path.parent().unwrap_or(Path::new("."));
+    let psk = peer
+        .psk
+        .read(base)
+        .map_err(|e| GatewayError::Missing(format!("the PSK of peer {}: {e}", *peer.name)))?;
+    let local = ipv4(*peer.address, "peer address")?;
+    let dvipa_address = ipv4(*dvipa.define.address, "DVIPA")?;
+    Ok(PeerSpec {
+        namespace: names.peer(),
+        local,
+        remote: dvipa_address,
+        local_id: identity(&peer.remote_id),
+        remote_id: identity(&peer.local_id),
+        psk: Zeroizing::new(psk.expose().to_vec()),
+        inner_src: local,
+        inner_dst: dvipa_address,
+        echo_port: ECHO_PORT,
+    })
+}
+
+impl Dvipsec {
+    /// Brings the site up; `run_dir` receives the state file and the nodes' logs.
+    pub fn start(site_path: &Path, run_dir: &Path) -> Result<Self, GatewayError> {
+        let site = SiteConfig::load(site_path)
+            .map_err(|e| GatewayError::Setup(e.render().trim_end().to_owned()))?;
+        let names = Names::for_site(&site.site);
+        let spec = peer_spec(&site, site_path, &names)?;
+        let targets = site
+            .nodes
+            .iter()
+            .filter(|n| n.capabilities.iter().any(|c| **c == Capability::Target))
+            .count();
+        let options = TopologyOptions {
+            run_dir: run_dir.to_path_buf(),
+            dvipsec: firmware_binary(),
+        };
+        // A previous run that crashed may have left the same names behind.
+        let _ = topology::down(run_dir);
+        topology::up(site_path, &options).map_err(|e| GatewayError::Setup(e.to_string()))?;
+        Ok(Dvipsec {
+            run_dir: run_dir.to_path_buf(),
+            names,
+            spec,
+            targets,
+        })
+    }
+
+    pub fn peer_spec(&self) -> &PeerSpec {
+        &self.spec
+    }
+
+    /// Nodes of the site that can serve as targets.
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    /// The namespace holding the site's bridges (`br-ext`, `br-xcf`).
+    pub fn hub(&self) -> String {
+        self.names.hub()
+    }
+
+    /// CPU ticks used so far by every `dvipsec boot` process of the site.
+    pub fn cpu_ticks(&self) -> u64 {
+        topology::recorded(&self.run_dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Process(pid) => cpu::process_ticks(*pid),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+impl Drop for Dvipsec {
+    fn drop(&mut self) {
+        let _ = topology::down(&self.run_dir);
+    }
+}
+
+/// `dvipsec` next to this program (cargo puts both in one target directory), else on PATH.
+fn firmware_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("dvipsec")))
+        .filter(|candidate| candidate.exists())
+        .unwrap_or_else(|| PathBuf::from("dvipsec"))
+}
+
+/// Random loss on the XCF bridge: an nftables rule in the hub namespace that drops
+/// `percent` % of the frames the bridge forwards. Removed with the hub namespace.
+pub fn drop_on_xcf(hub: &str, percent: u8) -> Result<(), GatewayError> {
+    let ruleset = format!(
+        "table bridge dvhxcf {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    \
+         meta ibrname \"br-xcf\" numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", hub, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| GatewayError::Missing(format!("cannot run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(ruleset.as_bytes())
+            .map_err(|e| GatewayError::Setup(format!("feeding nft: {e}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| GatewayError::Setup(format!("nft: {e}")))?;
+    if !output.status.success() {
+        return Err(GatewayError::Setup(format!(
+            "nft refused the XCF loss rule: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! `dvipsec-hwtest run SCENARIO`: the hardware-in-the-loop throughput harness (issue #9).
+//!
+//! For each system (strongSwan as the reference gateway, dvipsec as the system under test)
+//! it builds the topology, lets the load generator negotiate with the gateway through our
+//! IKEv2 initiator, runs the scenario's measurements with the same traffic on each, and
+//! writes `result.json` and `report.html` into `--out`.
+
+mod cpu;
+mod dvipsec;
+mod loadgen;
+mod report;
+mod stats;
+mod strongswan;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use loadgen::{LoadError, PeerSpec, Session, Traffic, TrafficResult};
+use report::{Machine, Point, RunResult, SystemResult};
+use strongswan::GatewayError;
+
+/// Exit code of a scenario or system that cannot run here, as opposed to one that failed.
+const EXIT_NOT_AVAILABLE: u8 = 3;
+/// How long the generator waits for the gateway's IKE.
+const IKE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Simple IMIX: 7 small, 4 medium, 1 large, interleaved so every burst mixes sizes.
+const IMIX: [usize; 12] = [64, 576, 64, 1420, 64, 576, 64, 576, 64, 64, 576, 64];
+const DEFAULT_SITE: &str = "hwtest/sites/figure4-netns.yaml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Throughput against packet size: 64, 576, 1420 B and IMIX.
+    Outbound,
+    /// Many flows of 1420 B into the gateway (through the distributor for dvipsec).
+    Inbound,
+    /// Throughput from 1 to N concurrent flows (N: the site's targets, or --max-flows).
+    Scaling,
+    /// Child SA rekeys through our IKE while traffic runs.
+    Rekey,
+    /// Distributor takeover under load.
+    Takeover,
+    /// Random loss on the XCF network (nftables in the hub namespace); dvipsec only.
+    XcfLoss,
+    /// Several senders sharing one SA's sequence counter, against a 128-packet window.
+    ReplayStress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Systems {
+    Strongswan,
+    Dvipsec,
+    Both,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The dvipsec site to bring up (default hwtest/sites/figure4-netns.yaml).
+    #[arg(long, value_name = "FILE")]
+    site: Option<PathBuf>,
+    /// Seconds per measurement point.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Where result.json, report.html and the gateways' logs go.
+    #[arg(long, value_name = "DIR", default_value = "hwtest-results")]
+    out: PathBuf,
+    /// Packets per second to offer; 0 runs a closed loop at the highest rate that keeps
+    /// --inflight packets outstanding.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Packets outstanding in closed-loop mode.
+    #[arg(long, default_value_t = 64)]
+    inflight: u64,
+    /// Which gateways to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    system: Systems,
+    /// The largest number of flows in `scaling` (default: the site's targets).
+    #[arg(long)]
+    max_flows: Option<u32>,
+    /// Percent of XCF frames `xcf-loss` drops.
+    #[arg(long, default_value_t = 5)]
+    xcf_loss_percent: u8,
+}
+
+/// One measurement point of a scenario.
+#[derive(Clone)]
+struct Plan {
+    label: String,
+    traffic: Traffic,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    if args.scenario == Scenario::Takeover {
+        eprintln!("dvipsec-hwtest run takeover: not available: failover not built yet");
+        return ExitCode::from(EXIT_NOT_AVAILABLE);
+    }
+    match execute(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("dvipsec-hwtest run: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(args: &RunArgs) -> Result<ExitCode, String> {
+    let site = args
+        .site
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SITE));
+    let plans = plans(args, site_targets(&site));
+    let systems = chosen_systems(args.system);
+    let total_ms = plans.len() as u64 * args.seconds * 1000 * systems.len() as u64;
+    let progress = progress_bar(total_ms);
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut results = BTreeMap::new();
+    for (index, system) in systems.iter().enumerate() {
+        let offset = index as u64 * plans.len() as u64 * args.seconds * 1000;
+        let context = Context {
+            args,
+            site: &site,
+            progress: &progress,
+            offset_ms: offset,
+        };
+        let result = match *system {
+            "strongswan" => measure_strongswan(&context, &plans),
+            _ => measure_dvipsec(&context, &plans),
+        };
+        if let SystemResult::Unavailable { reason } = &result {
+            progress.println(format!("{system}: not available: {reason}"));
+        }
+        results.insert(system.to_string(), result);
+    }
+    progress.finish_and_clear();
+    let result = RunResult {
+        scenario: scenario_name(args.scenario).into(),
+        seconds_per_point: args.seconds as f64,
+        rate_pps: args.rate,
+        inflight: args.inflight,
+        started_unix,
+        machine: Machine {
+            cpu_mhz: cpu::cpu_mhz(),
+            clk_tck: cpu::clock_ticks_per_second(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        cpu_cycles_method: report::CYCLES_METHOD,
+        ratio_vs_strongswan: report::ratios(&results),
+        systems: results,
+    };
+    let (json, html) = report::write(&args.out, &result)?;
+    print_summary(&result);
+    println!("result: {}\nreport: {}", json.display(), html.display());
+    let measured = result
+        .systems
+        .values()
+        .any(|s| matches!(s, SystemResult::Measured { .. }));
+    Ok(if measured {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_AVAILABLE)
+    })
+}
+
+fn scenario_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Outbound => "outbound",
+        Scenario::Inbound => "inbound",
+        Scenario::Scaling => "scaling",
+        Scenario::Rekey => "rekey",
+        Scenario::Takeover => "takeover",
+        Scenario::XcfLoss => "xcf-loss",
+        Scenario::ReplayStress => "replay-stress",
+    }
+}
+
+fn chosen_systems(systems: Systems) -> Vec<&'static str> {
+    match systems {
+        Systems::Strongswan => vec!["strongswan"],
+        Systems::Dvipsec => vec!["dvipsec"],
+        Systems::Both => vec!["strongswan", "dvipsec"],
+    }
+}
+
+/// The number of target-capable nodes of the site, if it loads.
+fn site_targets(site: &Path) -> Option<u32> {
+    let config = dvipsec_config::SiteConfig::load(site).ok()?;
+    let count = config
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.capabilities
+                .iter()
+                .any(|c| **c == dvipsec_config::Capability::Target)
+        })
+        .count();
+    u32::try_from(count).ok().filter(|n| *n > 0)
+}
+
+fn plans(args: &RunArgs, targets: Option<u32>) -> Vec<Plan> {
+    let base = Traffic {
+        sizes: vec![1420],
+        flows: 4,
+        senders: 1,
+        duration: Duration::from_secs(args.seconds.max(1)),
+        rate_pps: args.rate,
+        inflight: args.inflight,
+        rekey_every: None,
+    };
+    let with = |label: String, change: &dyn Fn(&mut Traffic)| {
+        let mut traffic = base.clone();
+        change(&mut traffic);
+        Plan { label, traffic }
+    };
+    match args.scenario {
+        Scenario::Outbound => {
+            let mut plans: Vec<Plan> = [64usize, 576, 1420]
+                .iter()
+                .map(|&size| with(format!("{size} B"), &|t| t.sizes = vec![size]))
+                .collect();
+            plans.push(with("IMIX".into(), &|t| t.sizes = IMIX.to_vec()));
+            plans
+        }
+        Scenario::Inbound => vec![with("1420 B, 16 flows".into(), &|t| t.flows = 16)],
+        Scenario::Scaling => {
+            let max = args.max_flows.or(targets).unwrap_or(3).max(1);
+            (1..=max)
+                .map(|flows| with(format!("{flows} flows"), &|t| t.flows = flows))
+                .collect()
+        }
+        Scenario::Rekey => {
+            let every = (base.duration / 4).max(Duration::from_millis(500));
+            vec![with("576 B, rekeying".into(), &|t| {
+                t.sizes = vec![576];
+                t.rekey_every = Some(every);
+            })]
+        }
+        Scenario::XcfLoss => vec![with(
+            format!("1420 B, {}% XCF loss", args.xcf_loss_percent),
+            &|_| {},
+        )],
+        Scenario::ReplayStress => vec![with("64 B, 4 senders on one SA".into(), &|t| {
+            t.sizes = vec![64];
+            t.flows = 8;
+            t.senders = 4;
+            t.inflight = args.inflight.max(512);
+        })],
+        Scenario::Takeover => Vec::new(),
+    }
+}
+
+fn progress_bar(total_ms: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total_ms.max(1));
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent:>3}% {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+struct Context<'a> {
+    args: &'a RunArgs,
+    site: &'a Path,
+    progress: &'a ProgressBar,
+    offset_ms: u64,
+}
+
+/// What a gateway offers the measurement loop.
+trait Gateway {
+    fn name(&self) -> &'static str;
+    fn peer_spec(&self) -> PeerSpec;
+    fn cpu_ticks(&self) -> u64;
+    fn esp_packets(&self) -> Option<(u64, u64)> {
+        None
+    }
+    fn replay_failures(&self) -> Option<u64> {
+        None
+    }
+    /// The largest inner packet the gateway carries whole, if it has such a limit.
+    fn max_inner(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Gateway for strongswan::StrongSwan {
+    fn name(&self) -> &'static str {
+        "strongswan"
+    }
+    fn peer_spec(&self) -> PeerSpec {
+        strongswan::StrongSwan::peer_spec(self)
+    }
+    fn cpu_ticks(&self) -> u64 {
+        strongswan::StrongSwan::cpu_ticks(self)
+    }
+    fn esp_packets(&self) -> Option<(u64, u64)> {
+        strongswan::StrongSwan::esp_packets(self)
+    }
+    fn replay_failures(&self) -> Option<u64> {
+        Some(strongswan::StrongSwan::replay_failures(self))
+    }
+    fn max_inner(&self) -> Option<usize> {
+        Some(strongswan::MAX_INNER)
+    }
+}
+
+impl Gateway for dvipsec::Dvipsec {
+    fn name(&self) -> &'static str {
+        "dvipsec"
+    }
+    fn peer_spec(&self) -> PeerSpec {
+        dvipsec::Dvipsec::peer_spec(self).clone()
+    }
+    fn cpu_ticks(&self) -> u64 {
+        dvipsec::Dvipsec::cpu_ticks(self)
+    }
+}
+
+fn unavailable(reason: impl ToString) -> SystemResult {
+    SystemResult::Unavailable {
+        reason: reason.to_string(),
+    }
+}
+
+fn measure_strongswan(context: &Context, plans: &[Plan]) -> SystemResult {
+    if context.args.scenario == Scenario::XcfLoss {
+        return SystemResult::NotApplicable {
+            reason: "strongSwan is one box: it has no XCF network".into(),
+        };
+    }
+    let tag = format!("{}", std::process::id() % 100_000);
+    match strongswan::StrongSwan::start(&tag, &context.args.out.join("strongswan")) {
+        Ok(gateway) => measure(context, &gateway, plans),
+        Err(GatewayError::Missing(reason)) => unavailable(reason),
+        Err(e) => unavailable(format!("strongSwan gateway setup failed: {e}")),
+    }
+}
+
+fn measure_dvipsec(context: &Context, plans: &[Plan]) -> SystemResult {
+    let run_dir = absolute(&context.args.out.join("dvipsec-run"));
+    let gateway = match dvipsec::Dvipsec::start(context.site, &run_dir) {
+        Ok(gateway) => gateway,
+        Err(e) => return unavailable(format!("dvipsec site did not come up: {e}")),
+    };
+    if context.args.scenario == Scenario::XcfLoss {
+        if let Err(e) = dvipsec::drop_on_xcf(&gateway.hub(), context.args.xcf_loss_percent) {
+            return unavailable(e);
+        }
+    }
+    let _ = gateway.targets();
+    measure(context, &gateway, plans)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Negotiates with `gateway` and runs every plan on the one session.
+fn measure(context: &Context, gateway: &dyn Gateway, plans: &[Plan]) -> SystemResult {
+    let spec = gateway.peer_spec();
+    let mut session = match Session::negotiate(&spec, IKE_TIMEOUT) {
+        Ok(session) => session,
+        Err(LoadError::IkeTimeout(after)) => {
+            return unavailable(format!(
+                "{} did not answer IKE from {} to {} within {after:?}",
+                gateway.name(),
+                spec.local,
+                spec.remote
+            ))
+        }
+        Err(e) => return unavailable(format!("{}: {e}", gateway.name())),
+    };
+    let ike_setup_ms = session.setup.as_secs_f64() * 1000.0;
+    let mut points = Vec::new();
+    for (index, plan) in plans.iter().enumerate() {
+        let done_ms = context.offset_ms + index as u64 * context.args.seconds * 1000;
+        context
+            .progress
+            .set_message(format!("{} {}", gateway.name(), plan.label));
+        match measure_point(context, gateway, &mut session, plan, done_ms) {
+            Ok(point) => points.push(point),
+            Err(e) => {
+                return unavailable(format!(
+                    "{} failed during {}: {e}",
+                    gateway.name(),
+                    plan.label
+                ))
+            }
+        }
+    }
+    SystemResult::Measured {
+        ike_setup_ms,
+        points,
+    }
+}
+
+fn measure_point(
+    context: &Context,
+    gateway: &dyn Gateway,
+    session: &mut Session,
+    plan: &Plan,
+    done_ms: u64,
+) -> Result<Point, LoadError> {
+    let (plan, note) = fit_to(gateway, plan);
+    let plan = &plan;
+    let ticks_before = gateway.cpu_ticks();
+    let esp_before = gateway.esp_packets();
+    let replays_before = gateway.replay_failures();
+    let progress = context.progress;
+    let outcome = session.run(&plan.traffic, &|elapsed| {
+        progress.set_position(done_ms + elapsed.as_millis() as u64);
+    })?;
+    let ticks = gateway.cpu_ticks().saturating_sub(ticks_before);
+    let esp = match (esp_before, gateway.esp_packets()) {
+        (Some((in0, out0)), Some((in1, out1))) => {
+            Some((in1.saturating_sub(in0), out1.saturating_sub(out0)))
+        }
+        _ => None,
+    };
+    let replays = match (replays_before, gateway.replay_failures()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let mut point = point(plan, &outcome, ticks, esp, replays);
+    point.note = note;
+    Ok(point)
+}
+
+/// The plan with its sizes cut to what the gateway carries whole, and a note saying so.
+fn fit_to(gateway: &dyn Gateway, plan: &Plan) -> (Plan, Option<String>) {
+    let mut plan = plan.clone();
+    let Some(max) = gateway.max_inner() else {
+        return (plan, None);
+    };
+    if plan.traffic.sizes.iter().all(|s| *s <= max) {
+        return (plan, None);
+    }
+    for size in &mut plan.traffic.sizes {
+        *size = (*size).min(max);
+    }
+    let note = format!(
+        "{} carries inner packets of at most {max} B: larger probes were sent as {max} B",
+        gateway.name()
+    );
+    (plan, Some(note))
+}
+
+fn point(
+    plan: &Plan,
+    outcome: &TrafficResult,
+    ticks: u64,
+    esp: Option<(u64, u64)>,
+    replays: Option<u64>,
+) -> Point {
+    let seconds = outcome.elapsed.as_secs_f64().max(1e-9);
+    let sizes = &plan.traffic.sizes;
+    let packet_size = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
+    let tck = cpu::clock_ticks_per_second();
+    let gateway_packets = outcome.sent + outcome.received;
+    let cycles =
+        cpu::cpu_mhz().and_then(|mhz| cpu::cycles_per_packet(ticks, tck, mhz, gateway_packets));
+    let lost = outcome.sent.saturating_sub(outcome.received);
+    Point {
+        label: plan.label.clone(),
+        packet_size,
+        flows: plan.traffic.flows,
+        senders: plan.traffic.senders,
+        seconds,
+        sent: outcome.sent,
+        received: outcome.received,
+        lost,
+        loss_ratio: if outcome.sent == 0 {
+            0.0
+        } else {
+            lost as f64 / outcome.sent as f64
+        },
+        send_errors: outcome.send_errors,
+        pps: outcome.received as f64 / seconds,
+        gbps: outcome.received_bytes as f64 * 8.0 / seconds / 1e9,
+        reordered: outcome.flows.iter().map(|f| f.reordered).sum(),
+        max_reorder_distance: outcome
+            .flows
+            .iter()
+            .map(|f| f.max_reorder_distance)
+            .max()
+            .unwrap_or(0),
+        latency: stats::Percentiles::of(&outcome.latency),
+        replay_rejected_at_peer: outcome.replay_rejected,
+        replay_rejected_at_gateway: replays,
+        unknown_spi: outcome.unknown_spi,
+        open_failures: outcome.open_failures,
+        rekeys_started: outcome.rekeys_started,
+        rekeys_completed: outcome.rekeys_completed,
+        gateway_cpu_seconds: ticks as f64 / tck.max(1) as f64,
+        cycles_per_packet: cycles,
+        gateway_esp_packets: esp,
+        per_flow: outcome.flows.clone(),
+        note: None,
+        cdf: outcome
+            .latency
+            .cdf()
+            .into_iter()
+            .map(|(ns, fraction)| (ns as f64 / 1000.0, fraction))
+            .collect(),
+    }
+}
+
+fn print_summary(result: &RunResult) {
+    for (name, system) in &result.systems {
+        for p in system.points() {
+            println!(
+                "{name:<10} {:<26} sent {:>9} recv {:>9} loss {:>7.4} {:>10.0} pps {:>7.3} Gbit/s p99 {:>8} us replay(peer) {} cycles/pkt {}",
+                p.label,
+                p.sent,
+                p.received,
+                p.loss_ratio,
+                p.pps,
+                p.gbps,
+                p.latency.map_or("-".into(), |l| format!("{:.1}", l.p99_us)),
+                p.replay_rejected_at_peer,
+                p.cycles_per_packet.map_or("-".into(), |c| format!("{c:.0}")),
+            );
+        }
+    }
+    for (name, list) in &result.ratio_vs_strongswan {
+        for r in list {
+            println!(
+                "ratio {name}/strongswan {:<26} pps {} Gbit/s {}",
+                r.label,
+                r.pps.map_or("-".into(), |v| format!("{v:.2}")),
+                r.gbps.map_or("-".into(), |v| format!("{v:.2}"))
+            );
+        }
+    }
+}
