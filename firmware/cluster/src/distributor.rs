@@ -18,7 +18,7 @@ use crate::lifesize::{level, AdaptiveThreshold, LimitLevel, Usage};
 use crate::link::{Link, LinkSecurity, LinkTimers, PeerChange};
 use crate::wire::{
     Connection, Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef,
-    TargetLoad, VipaEntry,
+    TakeoverNotice, TargetLoad, VipaEntry,
 };
 use crate::Transmit;
 
@@ -54,6 +54,30 @@ pub enum DistributorEvent {
     ThresholdChanged { percent: u8 },
     /// A target came up or restarted (and was sent the current SAs).
     TargetUp { node: String, restarted: bool },
+    /// A target sent CONN_REPORT for `dvipa` ([`Distributor::connections`] has it): hand it to
+    /// the takeover core.
+    ConnReported { target: String, dvipa: String },
+}
+
+/// Resource bounds of the distributor (issue #12); each refusal is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DistributorLimits {
+    /// NEWCONN requests one target may have waiting for IKE.
+    pub pending_newconn_per_target: usize,
+    /// NEWCONN requests waiting for IKE, all targets together.
+    pub pending_newconn_total: usize,
+    /// SAs (each holds one CF slot) stored at once.
+    pub cf_slots: usize,
+}
+
+impl Default for DistributorLimits {
+    fn default() -> Self {
+        DistributorLimits {
+            pending_newconn_per_target: 256,
+            pending_newconn_total: 4096,
+            cf_slots: 65_536,
+        }
+    }
 }
 
 /// What a coupling-facility slot is allocated for.
@@ -138,6 +162,8 @@ pub enum DistributorError {
         #[source]
         source: std::sync::Arc<dvipsec_cf::CfError>,
     },
+    #[error("the limit of {limit} CF slots in use is reached")]
+    SlotLimit { limit: usize },
     #[error("frame from {node}, which is not a target of this distributor")]
     UnknownNode { node: String },
     #[error("link to {node}: {source}")]
@@ -172,6 +198,14 @@ pub struct DistributorCounters {
     /// Replaced SAs deleted once their replacement had reached every target.
     pub replaced_sas_retired: u64,
     pub unexpected_messages: u64,
+    /// NEWCONNs refused because their target had `pending_newconn_per_target` waiting.
+    pub newconn_refused_target_limit: u64,
+    /// NEWCONNs refused because `pending_newconn_total` were waiting.
+    pub newconn_refused_global_limit: u64,
+    /// SAs refused because `cf_slots` slots were in use.
+    pub slot_limit_refusals: u64,
+    /// TAKEOVER notices sent.
+    pub takeovers_sent: u64,
 }
 
 struct StoredSa {
@@ -214,6 +248,11 @@ pub struct Distributor {
     counters: DistributorCounters,
     silence_limit: Duration,
     security: LinkSecurity,
+    /// This stack, for links to targets of DVIPAs adopted later.
+    node: String,
+    incarnation: u64,
+    timers: LinkTimers,
+    limits: DistributorLimits,
 }
 
 impl Distributor {
@@ -269,7 +308,105 @@ impl Distributor {
                 view.xcf_link.takeover_timeout_ms.value,
             )),
             security,
+            node: view.node.clone(),
+            incarnation,
+            timers,
+            limits: DistributorLimits::default(),
         }
+    }
+
+    pub fn set_limits(&mut self, limits: DistributorLimits) {
+        self.limits = limits;
+    }
+
+    pub fn limits(&self) -> DistributorLimits {
+        self.limits
+    }
+
+    /// The DVIPAs this distributor distributes now.
+    pub fn dvipas(&self) -> Vec<&str> {
+        self.targets.keys().map(String::as_str).collect()
+    }
+
+    /// NEWCONN requests waiting for IKE.
+    pub fn pending_newconns(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Starts distributing `dvipa` (a takeover or a planned move): its SAs will go to
+    /// `targets`, with links made to those this stack had none to. IKE's SAs for it come in
+    /// as usual afterwards.
+    pub fn adopt(&mut self, dvipa: &str, address: IpAddr, targets: Vec<String>, now: Duration) {
+        for target in &targets {
+            if !self.links.contains_key(target) {
+                let link = Link::new(&self.node, self.incarnation, self.security, self.timers, now);
+                self.links.insert(target.clone(), link);
+            }
+        }
+        self.addresses.insert(dvipa.to_owned(), address);
+        self.targets.insert(dvipa.to_owned(), targets);
+    }
+
+    /// Sends TAKEOVER(dvipa, cf_epoch) to every target of `dvipa`; a target not up yet gets it
+    /// once its link is (the link holds sequenced messages until then).
+    pub fn send_takeover(
+        &mut self,
+        dvipa: &str,
+        cf_epoch: u64,
+        now: Duration,
+    ) -> Result<(), DistributorError> {
+        let targets = self
+            .targets
+            .get(dvipa)
+            .cloned()
+            .ok_or_else(|| DistributorError::NotOwned {
+                dvipa: dvipa.to_owned(),
+            })?;
+        let message = Message::Takeover(TakeoverNotice {
+            dvipa: dvipa.to_owned(),
+            cf_epoch,
+        });
+        let mut first_error = None;
+        for target in &targets {
+            let Some(link) = self.links.get_mut(target) else {
+                continue;
+            };
+            match link.send(message.clone(), now) {
+                Ok(()) => self.counters.takeovers_sent += 1,
+                Err(err) => {
+                    first_error.get_or_insert(DistributorError::link(target)(err));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops distributing `dvipa` (it moved away): its SAs are deleted from the targets and
+    /// their CF slots released; waiting NEWCONNs are refused.
+    pub fn release(&mut self, dvipa: &str, now: Duration) -> Result<(), DistributorError> {
+        if !self.targets.contains_key(dvipa) {
+            return Err(DistributorError::NotOwned {
+                dvipa: dvipa.to_owned(),
+            });
+        }
+        self.answer_waiting(dvipa, |_| true, NewConnOutcome::Refused, now);
+        self.replacements
+            .retain(|r| r.old.dvipa != dvipa && r.new.dvipa != dvipa);
+        let owned: Vec<SaRef> = self
+            .sas
+            .keys()
+            .filter(|sa| sa.dvipa == dvipa)
+            .cloned()
+            .collect();
+        let mut first_error = None;
+        for sa in owned {
+            if let Err(err) = self.delete(&sa, now) {
+                first_error.get_or_insert(err);
+            }
+        }
+        self.targets.remove(dvipa);
+        self.addresses.remove(dvipa);
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn counters(&self) -> DistributorCounters {
@@ -411,6 +548,12 @@ impl Distributor {
                 dvipa: install.dvipa.clone(),
             }
         })?;
+        if self.sas.len() >= self.limits.cf_slots {
+            self.counters.slot_limit_refusals += 1;
+            return Err(DistributorError::SlotLimit {
+                limit: self.limits.cf_slots,
+            });
+        }
         install.cf_slot = self.slots.allocate(&SlotRequest {
             dvipa: address,
             spi: install.spi,
@@ -662,7 +805,11 @@ impl Distributor {
             Message::NewConnRequest(request) => self.on_newconn(from, request, now)?,
             Message::ConnReport { dvipa, connections } => {
                 self.connections
-                    .insert((from.to_owned(), dvipa), connections);
+                    .insert((from.to_owned(), dvipa.clone()), connections);
+                self.events.push_back(DistributorEvent::ConnReported {
+                    target: from.to_owned(),
+                    dvipa,
+                });
             }
             Message::TargetLoad(load) => {
                 self.loads.insert(from.to_owned(), load);
@@ -719,6 +866,10 @@ impl Distributor {
         if let Some(outcome) = outcome {
             return self.respond(from, request.request_id, outcome, now);
         }
+        if let Some(refusal) = self.over_newconn_limit(from) {
+            *refusal += 1;
+            return self.respond(from, request.request_id, NewConnOutcome::Refused, now);
+        }
         let first = !self
             .waiting
             .iter()
@@ -736,6 +887,18 @@ impl Distributor {
             request_id: request.request_id,
         });
         Ok(())
+    }
+
+    /// The counter to bump when one more waiting NEWCONN from `target` is over a limit.
+    fn over_newconn_limit(&mut self, target: &str) -> Option<&mut u64> {
+        let from_target = self.waiting.iter().filter(|w| w.target == target).count();
+        if from_target >= self.limits.pending_newconn_per_target {
+            return Some(&mut self.counters.newconn_refused_target_limit);
+        }
+        if self.waiting.len() >= self.limits.pending_newconn_total {
+            return Some(&mut self.counters.newconn_refused_global_limit);
+        }
+        None
     }
 
     fn covering_sa(&self, dvipa: &str, flow: &Flow) -> Option<&SaInstall> {

@@ -14,7 +14,7 @@ use crate::lifesize::{report_threshold, Usage};
 use crate::link::{Link, LinkSecurity, LinkTimers, PeerChange};
 use crate::wire::{
     Connection, Flow, LifesizeEntry, Message, NewConnOutcome, NewConnRequest, SaInstall, SaRef,
-    TargetLoad, VipaEntry,
+    TakeoverNotice, TargetLoad, VipaEntry,
 };
 use crate::Transmit;
 
@@ -31,6 +31,8 @@ pub enum TargetError {
     NotServed { dvipa: String },
     #[error("{address} is not a DVIPA this target serves")]
     NotADvipa { address: IpAddr },
+    #[error("{pending} connections already wait for an SA (the limit)")]
+    TooManyPending { pending: usize },
     #[error("link to {node}: {source}")]
     Link {
         node: String,
@@ -101,7 +103,30 @@ pub struct TargetCounters {
     pub lifesize_entries_sent: u64,
     pub lifesize_messages_sent: u64,
     pub unexpected_messages: u64,
+    /// Connections refused because `pending_limit` already waited for NEWCONN.
+    pub newconn_refused_limit: u64,
+    /// TAKEOVER notices followed.
+    pub takeovers: u64,
+    /// TAKEOVER notices from a node that may not own the DVIPA (ignored).
+    pub refused_takeovers: u64,
+    /// SA_DELETEs from a node that does not distribute the SA's DVIPA (ignored).
+    pub refused_deletes: u64,
 }
+
+/// A TAKEOVER this target followed: the runtime attaches to the CF in `cf_epoch` and sends
+/// the DVIPA's connections with [`Target::report_connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerChange {
+    pub dvipa: String,
+    pub distributor: String,
+    pub cf_epoch: u64,
+    /// False when the distributor stayed the same (only the CF epoch changed): the shadow
+    /// SAs stay.
+    pub switched: bool,
+}
+
+/// How many connections may wait for NEWCONN at once unless told otherwise.
+pub const DEFAULT_PENDING_LIMIT: usize = 1024;
 
 /// An SA in the shadow cache.
 #[derive(Debug, Clone)]
@@ -113,6 +138,7 @@ pub struct ShadowSa {
     pub total: Usage,
 }
 
+#[derive(Debug, Clone)]
 struct Served {
     address: IpAddr,
     ports: Vec<u16>,
@@ -142,6 +168,29 @@ pub struct Target {
     newconn_timeout: Duration,
     events: VecDeque<TargetEvent>,
     counters: TargetCounters,
+    /// Every distributor that may own each DVIPA (owner and backups), with what it serves.
+    candidates: BTreeMap<String, Vec<Served>>,
+    owner_changes: VecDeque<OwnerChange>,
+    pending_limit: usize,
+    node: String,
+    incarnation: u64,
+    security: LinkSecurity,
+    timers: LinkTimers,
+}
+
+fn served_entry(s: &dvipsec_config::ServedDvipa) -> Served {
+    let ports = match &s.ports {
+        dvipsec_config::PortSet::All => Vec::new(),
+        dvipsec_config::PortSet::List(list) => list
+            .iter()
+            .filter_map(|p| u16::try_from(p.value).ok())
+            .collect(),
+    };
+    Served {
+        address: s.address,
+        ports,
+        distributor: s.distributor.clone(),
+    }
 }
 
 impl Target {
@@ -154,22 +203,15 @@ impl Target {
             .serves
             .iter()
             .filter(|s| !s.standby)
-            .map(|s| {
-                let ports = match &s.ports {
-                    dvipsec_config::PortSet::All => Vec::new(),
-                    dvipsec_config::PortSet::List(list) => list
-                        .iter()
-                        .filter_map(|p| u16::try_from(p.value).ok())
-                        .collect(),
-                };
-                let entry = Served {
-                    address: s.address,
-                    ports,
-                    distributor: s.distributor.clone(),
-                };
-                (s.dvipa.clone(), entry)
-            })
+            .map(|s| (s.dvipa.clone(), served_entry(s)))
             .collect();
+        let mut candidates: BTreeMap<String, Vec<Served>> = BTreeMap::new();
+        for s in &view.serves {
+            candidates
+                .entry(s.dvipa.clone())
+                .or_default()
+                .push(served_entry(s));
+        }
         let links = served
             .values()
             .map(|s| {
@@ -190,7 +232,69 @@ impl Target {
             newconn_timeout: DEFAULT_NEWCONN_TIMEOUT,
             events: VecDeque::new(),
             counters: TargetCounters::default(),
+            candidates,
+            owner_changes: VecDeque::new(),
+            pending_limit: DEFAULT_PENDING_LIMIT,
+            node: view.node.clone(),
+            incarnation,
+            security,
+            timers,
         }
+    }
+
+    /// How many connections may wait for NEWCONN at once (issue #12): one more is refused
+    /// with [`TargetError::TooManyPending`] and counted.
+    pub fn set_pending_limit(&mut self, limit: usize) {
+        self.pending_limit = limit;
+    }
+
+    /// The next TAKEOVER this target followed.
+    pub fn poll_owner_change(&mut self) -> Option<OwnerChange> {
+        self.owner_changes.pop_front()
+    }
+
+    /// The distributor this target follows for `dvipa` now.
+    pub fn distributor_of(&self, dvipa: &str) -> Option<&str> {
+        self.served.get(dvipa).map(|s| s.distributor.as_str())
+    }
+
+    fn may_own(&self, dvipa: &str, node: &str) -> Option<Served> {
+        self.candidates
+            .get(dvipa)?
+            .iter()
+            .find(|s| s.distributor == node)
+            .cloned()
+    }
+
+    /// A TAKEOVER from `from`: follow it when it is one of the DVIPA's configured owners.
+    /// The old owner's shadow SAs of the DVIPA go (the seed: removed and rebuilt with the new
+    /// owner's SAs).
+    fn on_takeover(&mut self, from: &str, notice: TakeoverNotice, now: Duration) {
+        let Some(entry) = self.may_own(&notice.dvipa, from) else {
+            self.counters.refused_takeovers += 1;
+            return;
+        };
+        let switched = self.distributor_of(&notice.dvipa) != Some(from);
+        if switched {
+            let dropped: Vec<SaRef> = self
+                .cache
+                .get(&notice.dvipa)
+                .map(|sas| sas.keys().cloned().collect())
+                .unwrap_or_default();
+            for sa in dropped {
+                self.delete(&sa);
+            }
+            self.served.insert(notice.dvipa.clone(), entry);
+            // The new owner learns what this target serves, as after HELLO.
+            let _ = self.announce_vipas(from, now);
+        }
+        self.counters.takeovers += 1;
+        self.owner_changes.push_back(OwnerChange {
+            dvipa: notice.dvipa,
+            distributor: from.to_owned(),
+            cf_epoch: notice.cf_epoch,
+            switched,
+        });
     }
 
     /// How long NEWCONN waits for its SA.
@@ -313,6 +417,12 @@ impl Target {
         if let Some(sa) = self.covering(&dvipa, &flow) {
             return Ok(ConnStart::Ready(sa));
         }
+        if self.pending.len() >= self.pending_limit {
+            self.counters.newconn_refused_limit += 1;
+            return Err(TargetError::TooManyPending {
+                pending: self.pending.len(),
+            });
+        }
         let request_id = self.next_request;
         self.next_request = self.next_request.wrapping_add(1).max(1);
         let distributor = self.served.get(&dvipa).map(|s| s.distributor.clone());
@@ -354,6 +464,12 @@ impl Target {
 
     /// Takes in one frame from the distributor `from`.
     pub fn handle(&mut self, from: &str, bytes: &[u8], now: Duration) -> Result<(), TargetError> {
+        let backup = self.candidates.values().flatten().any(|s| s.distributor == from);
+        if backup && !self.links.contains_key(from) {
+            // A backup distributor that took a DVIPA over reaches us for the first time.
+            let link = Link::new(&self.node, self.incarnation, self.security, self.timers, now);
+            self.links.insert(from.to_owned(), link);
+        }
         let link = self
             .links
             .get_mut(from)
@@ -370,7 +486,10 @@ impl Target {
             None => {}
         }
         for message in received.messages {
-            self.on_message(from, message);
+            match message {
+                Message::Takeover(notice) => self.on_takeover(from, notice, now),
+                message => self.on_message(from, message),
+            }
         }
         Ok(())
     }
@@ -411,7 +530,15 @@ impl Target {
     fn on_message(&mut self, from: &str, message: Message) {
         match message {
             Message::SaInstall(install) => self.install(from, *install),
-            Message::SaDelete(sa) => self.delete(&sa),
+            Message::SaDelete(sa) => {
+                // Only the DVIPA's distributor deletes its SAs (an old owner's late delete must
+                // not hit the new owner's SA with the same SPI).
+                if self.distributor_of(&sa.dvipa) == Some(from) {
+                    self.delete(&sa);
+                } else {
+                    self.counters.refused_deletes += 1;
+                }
+            }
             Message::NewConnResponse {
                 request_id,
                 outcome,
