@@ -8,12 +8,15 @@
 //! Packets of other shapes or suites, and anything odd, go through [`Sa::peek`] one by one, so
 //! every result equals what [`Sa::peek`] returns for that packet.
 
-use super::fast::{Direct, FastOuter, PlainSource};
-use super::{Ciphertext, PeekFlow, PeekInfo, Unauthenticated};
+use super::compact::FlowAddrs;
+use super::fast::{whole_tunnel_head, Direct, FastOuter, PlainSource};
+use super::{flow, Ciphertext, PeekFlow, PeekInfo, Unauthenticated, TUNNEL_FIRST_PEEK};
 use crate::error::EspError;
+use crate::esp::ESP_HEADER_LEN;
+use crate::ip::{self, Family};
 use crate::provider::EspAead;
 use crate::sa::{Cipher, IpsecProtocol, Mode, Sa};
-use crate::suite::Suite;
+use crate::suite::{Suite, ICV_LEN};
 
 /// Packets handled per pass; longer bursts are cut into passes of this many.
 pub const MAX_PEEK_BURST: usize = 32;
@@ -77,6 +80,20 @@ impl BurstResult for PeekInfo {
         outer: &FastOuter<'_>,
         source: &Precomputed<'_>,
     ) -> Option<Unauthenticated<Self>> {
+        if let Some(head) = source.tunnel_head(&outer.ct) {
+            if let Some((family, l4)) = whole_tunnel_head(&head) {
+                let seq = sa.full_seq(ip::be32(outer.ct.pkt, outer.esp_at + 4));
+                let outer_addresses = ip::addresses(outer.ct.pkt, outer.family);
+                let inner_addresses = ip::addresses(&head, family);
+                return Some(flow(
+                    sa.params.spi,
+                    seq,
+                    outer_addresses,
+                    inner_addresses,
+                    l4,
+                ));
+            }
+        }
         sa.fast_finish(outer, source)
     }
 
@@ -92,6 +109,18 @@ impl BurstResult for PeekFlow {
         outer: &FastOuter<'_>,
         source: &Precomputed<'_>,
     ) -> Option<Unauthenticated<Self>> {
+        if let Some(head) = source.tunnel_head(&outer.ct) {
+            if let Some((family, l4)) = whole_tunnel_head(&head) {
+                return Some(Unauthenticated(PeekFlow {
+                    addrs: FlowAddrs::read(&head, family),
+                    protocol: l4.protocol,
+                    src_port: l4.src_port,
+                    dst_port: l4.dst_port,
+                    tcp_flags: l4.tcp_flags,
+                    seq_lo: ip::be32(outer.ct.pkt, outer.esp_at + 4),
+                }));
+            }
+        }
         sa.fast_finish_flow(outer, source)
     }
 
@@ -101,38 +130,59 @@ impl BurstResult for PeekFlow {
     }
 }
 
-/// A packet whose keystream the burst computes ahead.
-#[derive(Clone, Copy)]
-struct Planned<'a> {
-    outer: FastOuter<'a>,
+/// A packet whose keystream the burst computes ahead: where its ciphertext is, in a few bytes
+/// (a pass keeps one per packet, and copying them is part of the per-packet cost).
+#[derive(Clone, Copy, Default)]
+struct Planned {
+    /// The outer packet's length from its IP header, the ICV included.
+    total_len: u32,
+    esp_at: u16,
+    text_at: u16,
     /// Plaintext block numbers whose keystream is computed, `count` of them.
     blocks: [u32; BLOCKS_PER_PACKET],
+    /// Zero for a packet that is not planned.
     count: u8,
     /// The planned blocks are 0, 1, 2...: block n's keystream is at index n.
     in_order: bool,
     /// Where this packet's keystream starts in the pass's block array (below 96).
     slot: u8,
+    /// The outer header is IPv6.
+    v6: bool,
 }
 
-type Plans<'a> = [Option<Planned<'a>>; MAX_PEEK_BURST];
+impl Planned {
+    /// The parsed outer part again, from the packet and the offsets kept.
+    #[inline(always)]
+    fn outer<'a>(&self, packet: &'a [u8]) -> Option<FastOuter<'a>> {
+        let total_len = self.total_len as usize;
+        let text_at = usize::from(self.text_at);
+        let esp_at = usize::from(self.esp_at);
+        Some(FastOuter {
+            ct: Ciphertext {
+                pkt: packet.get(..total_len)?,
+                iv_at: esp_at + ESP_HEADER_LEN,
+                text_at,
+                text_end: total_len - ICV_LEN,
+            },
+            family: if self.v6 { Family::V6 } else { Family::V4 },
+            esp_at,
+        })
+    }
+}
+
+type Plans = [Planned; MAX_PEEK_BURST];
 type Keystream = [[u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
 
 fn peek_pass<T: BurstResult>(
     pairs: &[(&Sa, &[u8])],
     results: &mut [Result<Unauthenticated<T>, EspError>],
 ) {
-    let mut plans: Plans<'_> = [None; MAX_PEEK_BURST];
+    let mut plans: Plans = [Planned::default(); MAX_PEEK_BURST];
     let mut keystream: Keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
     plan_and_encrypt(pairs, &mut plans, &mut keystream);
     for ((result, plan), &(sa, packet)) in results.iter_mut().zip(&plans).zip(pairs) {
-        if let Some(plan) = plan {
-            let slot = usize::from(plan.slot);
-            let source = Precomputed {
-                sa,
-                plan,
-                keystream: &keystream[slot..slot + usize::from(plan.count)],
-            };
-            if let Some(found) = T::from_keystream(sa, &plan.outer, &source) {
+        if plan.count > 0 {
+            if let Some(found) = finish(sa, packet, plan, &keystream) {
                 *result = Ok(found);
                 continue;
             }
@@ -141,13 +191,27 @@ fn peek_pass<T: BurstResult>(
     }
 }
 
+/// One planned packet's result from the keystream computed ahead, or `None` for the one-by-one way.
+#[inline(always)]
+fn finish<T: BurstResult>(
+    sa: &Sa,
+    packet: &[u8],
+    plan: &Planned,
+    keystream: &Keystream,
+) -> Option<Unauthenticated<T>> {
+    let outer = plan.outer(packet)?;
+    let slot = usize::from(plan.slot);
+    let source = Precomputed {
+        sa,
+        plan,
+        keystream: keystream.get(slot..slot + usize::from(plan.count))?,
+    };
+    T::from_keystream(sa, &outer, &source)
+}
+
 /// Plans every packet, writing its counter blocks straight into its SA's run of `keystream`, then
 /// encrypts each SA's run in one call. A group whose AEAD cannot do this loses its plans.
-fn plan_and_encrypt<'a>(
-    pairs: &[(&'a Sa, &'a [u8])],
-    plans: &mut Plans<'a>,
-    keystream: &mut Keystream,
-) {
+fn plan_and_encrypt(pairs: &[(&Sa, &[u8])], plans: &mut Plans, keystream: &mut Keystream) {
     let groups = Groups::of(pairs);
     let mut cursor = groups.start;
     for ((plan, &(sa, packet)), &group) in plans.iter_mut().zip(pairs).zip(&groups.of_packet) {
@@ -155,7 +219,9 @@ fn plan_and_encrypt<'a>(
             continue;
         };
         let blocks = &mut keystream[*slot..*slot + BLOCKS_PER_PACKET];
-        *plan = plan_packet(sa, packet, *slot, blocks);
+        if let Some(planned) = plan_packet(sa, packet, *slot, blocks) {
+            *plan = planned;
+        }
         *slot += BLOCKS_PER_PACKET;
     }
     for group in 0..groups.count {
@@ -187,12 +253,12 @@ fn gcm_cipher(sa: &Sa) -> Option<(&dyn EspAead, &[u8; 4])> {
 /// Parses the outer headers of a plain-shaped AES-GCM ESP packet and writes the counter blocks of
 /// the plaintext blocks peek reads into `counters`; `None` sends the packet to the one-by-one peek.
 #[inline(always)]
-fn plan_packet<'a>(
-    sa: &'a Sa,
-    packet: &'a [u8],
+fn plan_packet(
+    sa: &Sa,
+    packet: &[u8],
     slot: usize,
     counters: &mut [[u8; AES_BLOCK]],
-) -> Option<Planned<'a>> {
+) -> Option<Planned> {
     let (_, salt) = gcm_cipher(sa)?;
     let outer = sa.fast_outer(packet)?;
     let ct = &outer.ct;
@@ -206,20 +272,25 @@ fn plan_packet<'a>(
             ([0, first, last], BLOCKS_PER_PACKET as u8)
         }
     };
-    // GCM counter block of plaintext block n: salt || IV || (n + 2).
-    let iv = ct.pkt.get(ct.iv_at..ct.iv_at + 8)?;
+    // GCM counter block of plaintext block n: salt || IV || (n + 2). The first 12 bytes are
+    // the same for all of a packet's blocks: built once.
+    let mut nonce = [0u8; AES_BLOCK];
+    nonce[..4].copy_from_slice(salt);
+    nonce[4..12].copy_from_slice(ct.pkt.get(ct.iv_at..ct.iv_at + 8)?);
     for (block, number) in counters.iter_mut().zip(blocks) {
-        block[..4].copy_from_slice(salt);
-        block[4..12].copy_from_slice(iv);
+        *block = nonce;
         block[12..].copy_from_slice(&number.wrapping_add(GCM_FIRST_COUNTER).to_be_bytes());
     }
     Some(Planned {
-        outer,
+        total_len: u32::try_from(ct.pkt.len()).ok()?,
+        esp_at: u16::try_from(outer.esp_at).ok()?,
+        text_at: u16::try_from(ct.text_at).ok()?,
         blocks,
         count,
         in_order: sa.params.mode == Mode::Tunnel,
         // Below MAX_PEEK_BURST * BLOCKS_PER_PACKET (96): fits a byte.
         slot: slot as u8,
+        v6: outer.family == Family::V6,
     })
 }
 
@@ -272,10 +343,10 @@ impl Groups {
 
 /// Sends every packet of `sa` to the one-by-one peek.
 #[cold]
-fn drop_group(pairs: &[(&Sa, &[u8])], plans: &mut Plans<'_>, sa: &Sa) {
+fn drop_group(pairs: &[(&Sa, &[u8])], plans: &mut Plans, sa: &Sa) {
     for (plan, &(owner, _)) in plans.iter_mut().zip(pairs) {
         if std::ptr::eq(owner, sa) {
-            *plan = None;
+            plan.count = 0;
         }
     }
 }
@@ -283,7 +354,7 @@ fn drop_group(pairs: &[(&Sa, &[u8])], plans: &mut Plans<'_>, sa: &Sa) {
 /// Plaintext from the keystream computed ahead; bytes outside it come from the SA's cipher.
 struct Precomputed<'p> {
     sa: &'p Sa,
-    plan: &'p Planned<'p>,
+    plan: &'p Planned,
     keystream: &'p [[u8; AES_BLOCK]],
 }
 
@@ -312,6 +383,32 @@ impl Precomputed<'_> {
             _ => planned.iter().position(|&b| b as usize == number)?,
         };
         self.keystream.get(at)
+    }
+}
+
+impl Precomputed<'_> {
+    /// The first three plaintext blocks of a tunnel-mode packet, when its ciphertext holds them
+    /// all and their keystream was computed ahead: fixed-size loads and three 128-bit XORs.
+    #[inline(always)]
+    fn tunnel_head(&self, ct: &Ciphertext<'_>) -> Option<[u8; TUNNEL_FIRST_PEEK]> {
+        if !self.plan.in_order {
+            return None;
+        }
+        let text = ct.pkt.get(ct.text_at..ct.text_at + TUNNEL_FIRST_PEEK)?;
+        let text: &[u8; TUNNEL_FIRST_PEEK] = text.try_into().ok()?;
+        let stream: &[[u8; AES_BLOCK]; 3] = self.keystream.try_into().ok()?;
+        let mut head = [0u8; TUNNEL_FIRST_PEEK];
+        for ((out, text), key) in head
+            .chunks_exact_mut(AES_BLOCK)
+            .zip(text.chunks_exact(AES_BLOCK))
+            .zip(stream)
+        {
+            let mut block = [0u8; AES_BLOCK];
+            block.copy_from_slice(text);
+            let mixed = u128::from_ne_bytes(block) ^ u128::from_ne_bytes(*key);
+            out.copy_from_slice(&mixed.to_ne_bytes());
+        }
+        Some(head)
     }
 }
 
@@ -424,13 +521,15 @@ mod tests {
             .iter()
             .map(|(tunnel, w)| (if *tunnel { &tunnel_in } else { &transport_in }, &w[..]))
             .collect();
-        let mut plans: Plans<'_> = [None; MAX_PEEK_BURST];
+        let mut plans: Plans = [Planned::default(); MAX_PEEK_BURST];
         let mut keystream: Keystream = [[0u8; AES_BLOCK]; MAX_PEEK_BURST * BLOCKS_PER_PACKET];
         plan_and_encrypt(&pairs, &mut plans, &mut keystream);
         for (i, &(sa, packet)) in pairs.iter().enumerate() {
-            let plan = plans[i].as_ref().expect("planned");
+            let plan = &plans[i];
+            assert!(plan.count > 0, "packet {i} planned");
+            let outer = plan.outer(packet).expect("outer headers again");
             let (aead, salt) = gcm_cipher(sa).expect("GCM");
-            let iv_at = plan.outer.ct.iv_at;
+            let iv_at = outer.ct.iv_at;
             let iv = u64::from_be_bytes(packet[iv_at..iv_at + 8].try_into().unwrap());
             let nonce = crate::esp::aead_nonce(salt, iv);
             let (slot, count) = (usize::from(plan.slot), usize::from(plan.count));
@@ -445,9 +544,9 @@ mod tests {
                 plan,
                 keystream: &keystream[slot..slot + count],
             };
-            let info = PeekInfo::from_keystream(sa, &plan.outer, &source).expect("fast path");
+            let info = PeekInfo::from_keystream(sa, &outer, &source).expect("fast path");
             assert_eq!(Ok(info), sa.peek(packet), "packet {i}");
-            let flow = PeekFlow::from_keystream(sa, &plan.outer, &source).expect("fast path");
+            let flow = PeekFlow::from_keystream(sa, &outer, &source).expect("fast path");
             assert_eq!(
                 flow.into_unverified(),
                 PeekFlow::from_info(info.unverified()),
@@ -457,7 +556,7 @@ mod tests {
         // The two SAs' packets were grouped: each SA's slots are contiguous.
         let mut tunnel_slots: Vec<usize> = (0..9)
             .filter(|i| i % 3 != 0)
-            .map(|i| usize::from(plans[i].unwrap().slot))
+            .map(|i| usize::from(plans[i].slot))
             .collect();
         tunnel_slots.sort_unstable();
         assert!(
