@@ -339,7 +339,13 @@ impl Distributor {
     pub fn adopt(&mut self, dvipa: &str, address: IpAddr, targets: Vec<String>, now: Duration) {
         for target in &targets {
             if !self.links.contains_key(target) {
-                let link = Link::new(&self.node, self.incarnation, self.security, self.timers, now);
+                let link = Link::new(
+                    &self.node,
+                    self.incarnation,
+                    self.security,
+                    self.timers,
+                    now,
+                );
                 self.links.insert(target.clone(), link);
             }
         }
@@ -355,13 +361,13 @@ impl Distributor {
         cf_epoch: u64,
         now: Duration,
     ) -> Result<(), DistributorError> {
-        let targets = self
-            .targets
-            .get(dvipa)
-            .cloned()
-            .ok_or_else(|| DistributorError::NotOwned {
-                dvipa: dvipa.to_owned(),
-            })?;
+        let targets =
+            self.targets
+                .get(dvipa)
+                .cloned()
+                .ok_or_else(|| DistributorError::NotOwned {
+                    dvipa: dvipa.to_owned(),
+                })?;
         let message = Message::Takeover(TakeoverNotice {
             dvipa: dvipa.to_owned(),
             cf_epoch,

@@ -464,10 +464,20 @@ impl Target {
 
     /// Takes in one frame from the distributor `from`.
     pub fn handle(&mut self, from: &str, bytes: &[u8], now: Duration) -> Result<(), TargetError> {
-        let backup = self.candidates.values().flatten().any(|s| s.distributor == from);
+        let backup = self
+            .candidates
+            .values()
+            .flatten()
+            .any(|s| s.distributor == from);
         if backup && !self.links.contains_key(from) {
             // A backup distributor that took a DVIPA over reaches us for the first time.
-            let link = Link::new(&self.node, self.incarnation, self.security, self.timers, now);
+            let link = Link::new(
+                &self.node,
+                self.incarnation,
+                self.security,
+                self.timers,
+                now,
+            );
             self.links.insert(from.to_owned(), link);
         }
         let link = self
