@@ -3,11 +3,12 @@
 //! for NEWCONN, seed figure 11). Datagrams pass in memory; time is the scheduler's simulated
 //! time.
 
+use dvipsec_esp::Suite;
 use dvipsec_ike::crypto::{EspSuite, IkeSuite};
 use dvipsec_ike::wire::TrafficSelector;
 use dvipsec_ike::{
-    Credential, Endpoint, EndpointConfig, Event, Identity, IkeError, IkeSaId, Lifetime, Mode,
-    PeerConfig, Psk,
+    Credential, Endpoint, EndpointConfig, Event, Identity, IkeError, IkeSaId, IkeSaInfo, Lifetime,
+    Mode, PeerConfig, Psk,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -17,6 +18,20 @@ pub const DEMO_PSK: &[u8] = b"dvipsec-demo-psk-never-printed";
 
 /// At most this many exchanges' worth of datagrams are passed per pump.
 const PUMP_ROUNDS: usize = 16;
+
+/// The ESP proposals both sides offer, with the ESP engine's suite of each (for listings).
+const ESP_SUITES: [(EspSuite, Suite); 1] = [(EspSuite::AES128GCM, Suite::Aes128Gcm16)];
+
+/// The distributor side's connection as `conn list` shows it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+    pub esp_proposals: Vec<String>,
+    pub mode: &'static str,
+}
 
 /// Addresses and names of one negotiation.
 pub struct Parties {
@@ -35,6 +50,7 @@ pub struct KeyExchange {
     dvipa_socket: SocketAddr,
     /// The distributor side's IKE SA, once established.
     pub dvipa_sa: Option<IkeSaId>,
+    connection: Connection,
 }
 
 /// Events of both sides after a pump.
@@ -52,7 +68,7 @@ fn peer_config(name: &str, local: String, remote: String, ts: (IpAddr, IpAddr)) 
         remote_id: Identity::Fqdn(remote),
         credential: Credential::Psk(Psk::new(DEMO_PSK)),
         ike_suites: vec![IkeSuite::AES128GCM_SHA256_X25519],
-        esp_suites: vec![EspSuite::AES128GCM],
+        esp_suites: ESP_SUITES.iter().map(|(suite, _)| *suite).collect(),
         local_ts: vec![TrafficSelector::host(ts.0)],
         remote_ts: vec![TrafficSelector::host(ts.1)],
         mode: Mode::Tunnel,
@@ -77,13 +93,38 @@ impl KeyExchange {
             peer_id,
             (parties.dvipa, parties.peer_inner),
         );
+        let connection = Connection {
+            local: parties.dvipa,
+            remote: parties.peer_outer,
+            local_ts: dvipa_side.local_ts.iter().map(selector_text).collect(),
+            remote_ts: dvipa_side.remote_ts.iter().map(selector_text).collect(),
+            esp_proposals: ESP_SUITES
+                .iter()
+                .map(|(_, suite)| suite.name().to_owned())
+                .collect(),
+            mode: match dvipa_side.mode {
+                Mode::Tunnel => "tunnel",
+                Mode::Transport => "transport",
+            },
+        };
         Ok(KeyExchange {
             peer_side: Endpoint::new(EndpointConfig::new(vec![peer_side]))?,
             dvipa_side: Endpoint::new(EndpointConfig::new(vec![dvipa_side]))?,
             peer_socket: SocketAddr::new(parties.peer_outer, 500),
             dvipa_socket: SocketAddr::new(parties.dvipa, 500),
             dvipa_sa: None,
+            connection,
         })
+    }
+
+    /// The distributor side's connection.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The distributor side's IKE SAs (no keys: the endpoint's listing carries none).
+    pub fn dvipa_ike_sas(&self) -> Vec<IkeSaInfo> {
+        self.dvipa_side.ike_sas()
     }
 
     /// The peer starts IKE_SA_INIT and IKE_AUTH (with the first child SA).
@@ -146,5 +187,22 @@ impl KeyExchange {
             }
         }
         events
+    }
+}
+
+/// A traffic selector as `conn list` writes it: `ADDR/LEN` for a host, else `START-END`, with
+/// the protocol and port range when they are not "any".
+fn selector_text(ts: &TrafficSelector) -> String {
+    let addresses = if ts.start_addr == ts.end_addr {
+        let len = if ts.start_addr.is_ipv4() { 32 } else { 128 };
+        format!("{}/{len}", ts.start_addr)
+    } else {
+        format!("{}-{}", ts.start_addr, ts.end_addr)
+    };
+    let any_port = ts.start_port == 0 && ts.end_port == u16::MAX;
+    match (ts.ip_protocol, any_port) {
+        (0, true) => addresses,
+        (protocol, true) => format!("{addresses}[{protocol}]"),
+        (protocol, false) => format!("{addresses}[{protocol}/{}-{}]", ts.start_port, ts.end_port),
     }
 }

@@ -4,14 +4,15 @@
 //! order, so runs are deterministic apart from IKE's random keys and SPIs).
 
 use super::convert::{self, child_pair, data_plane_sa, peer_sas};
-use super::facility::CountingFacility;
+use super::facility::{CfOps, CountingFacility};
 use super::ike::{KeyExchange, Parties};
-use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
+use dvipsec_cf::{LeasePolicy, Region, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::wire::{SaRef, WireDirection};
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent};
 use dvipsec_config::NodeView;
+use dvipsec_control::keys::{ExportedSa, SecretBytes};
 use dvipsec_dataplane::app::SocketId;
 use dvipsec_dataplane::dct::{DctConfig, TargetId};
 use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
@@ -128,6 +129,22 @@ pub struct DvipaPeer {
     /// SPIs of children a rekey replaced (their IKE delete needs no cluster delete).
     retired: Vec<u32>,
     next_flow: u16,
+    /// Keys of the SAs the distributor still holds, for `keys export` (zeroized on drop).
+    keyring: Vec<ExportedSa>,
+    /// Rekeys of this DVIPA's child SAs.
+    pub rekeys: u64,
+}
+
+impl DvipaPeer {
+    /// The key managers of this DVIPA and its peer.
+    pub fn key_exchange(&self) -> &KeyExchange {
+        &self.keys
+    }
+
+    /// Keys of the DVIPA's SAs that its distributor still holds.
+    pub fn keyring(&self) -> &[ExportedSa] {
+        &self.keyring
+    }
 }
 
 /// Site-wide counts the summary shows besides the boxes' own.
@@ -152,6 +169,8 @@ pub struct Site {
     pub peers: Vec<DvipaPeer>,
     pub numbers_issued: Arc<AtomicU64>,
     pub counters: SiteCounters,
+    region: Arc<RegionOwner>,
+    cf_ops: BTreeMap<String, Arc<CfOps>>,
     xcf: Network,
     start: Instant,
     now: Duration,
@@ -286,6 +305,8 @@ struct Builder<'v> {
     external: Ports,
     xcf: Ports,
     facility: CountingFacility,
+    /// CF operations of each box, by node name (a node's distributor and target share one).
+    cf_ops: BTreeMap<String, Arc<CfOps>>,
     peer_macs: Neighbours,
     incarnation: u64,
 }
@@ -324,6 +345,7 @@ impl<'v> Builder<'v> {
             owners,
             boxes,
             facility,
+            cf_ops: BTreeMap::new(),
             peer_macs,
             incarnation: 0,
         })
@@ -334,6 +356,12 @@ impl<'v> Builder<'v> {
             .iter()
             .find(|v| v.node == node)
             .ok_or_else(|| SiteError::Missing(format!("node {node}")))
+    }
+
+    /// The CF handle of node `name`'s boxes.
+    fn facility_of(&mut self, name: &str) -> CountingFacility {
+        let ops = self.cf_ops.entry(name.to_owned()).or_default().clone();
+        self.facility.counting_into(ops)
     }
 
     fn next_incarnation(&mut self) -> u64 {
@@ -371,7 +399,7 @@ impl<'v> Builder<'v> {
                 distributor_xcf: links.iter().map(|l| l.xcf).collect(),
                 dvipas: dvipas.iter().map(|(_, a)| *a).collect(),
             },
-            self.facility.clone(),
+            self.facility_of(name),
         );
         let mut node = TargetNode::new(
             target,
@@ -441,7 +469,7 @@ impl<'v> Builder<'v> {
         let node = DistributorNode::new(
             Distributor::new(self.dispatch_config(d, &serving)?),
             ShadowSaTable::new(),
-            self.facility.clone(),
+            self.facility_of(&owner),
             self.external.take(&format!("dist{d}-ext"))?,
             self.xcf.take(&format!("dist{d}-xcf"))?,
             mac(3, d, 0),
@@ -509,6 +537,8 @@ impl<'v> Builder<'v> {
             pending_switches: Vec::new(),
             retired: Vec::new(),
             next_flow: 0,
+            keyring: Vec::new(),
+            rekeys: 0,
         })
     }
 }
@@ -569,6 +599,8 @@ impl Site {
             peers,
             numbers_issued,
             counters: SiteCounters::default(),
+            region,
+            cf_ops: builder.cf_ops,
             xcf: Network::new(1, 0, Duration::from_millis(1)),
             start,
             now: Duration::ZERO,
@@ -584,6 +616,19 @@ impl Site {
     /// Simulated time since the site started.
     pub fn now(&self) -> Duration {
         self.now
+    }
+
+    /// CF operations of node `name`'s boxes, by kind (none for a node the site does not run).
+    pub fn cf_operations(&self, name: &str) -> Vec<(String, u64)> {
+        self.cf_ops
+            .get(name)
+            .map(|ops| ops.counts())
+            .unwrap_or_default()
+    }
+
+    /// The CF region every box shares.
+    pub fn region(&self) -> &Region {
+        self.region.region()
     }
 
     /// Starts every DVIPA's first connection: the peer negotiates, or a target's application
@@ -688,8 +733,10 @@ impl Site {
         };
         if let Some((old_in, old_out)) = old {
             self.counters.rekeys += 1;
+            peer.rekeys += 1;
             peer.retired.extend([old_in, old_out]);
         }
+        remember_keys(peer, &dist.core, child, &pair);
         let new_inbound = pair.inbound.sa_ref();
         let waiting = vec![new_inbound.clone(), pair.outbound.sa_ref()];
         // Outbound first: the old inbound SA (the one the peer still sends on) is retired no
@@ -715,6 +762,8 @@ impl Site {
             };
             if dist.core.handle_ike(event, now).is_err() {
                 self.counters.errors += 1;
+            } else {
+                security_event("SA installed", &dist.name, peer, direction, install.spi);
             }
         }
         self.counters.child_sas += 1;
@@ -770,6 +819,8 @@ impl Site {
             };
             if dist.core.handle_ike(IkeEvent::Deleted(sa), now).is_err() {
                 self.counters.errors += 1;
+            } else {
+                security_event("SA deleted", &dist.name, peer, direction, spi);
             }
         }
         dist.node.sas.delete(inbound_spi);
@@ -893,9 +944,13 @@ impl Site {
         for target in &mut self.targets {
             while let Some(event) = target.core.poll_event() {
                 let ok = match event {
-                    TargetEvent::Installed(sa) => install_shadow(target, &sa),
+                    TargetEvent::Installed(sa) => {
+                        shadow_event("shadow SA installed", &target.name, &sa);
+                        install_shadow(target, &sa)
+                    }
                     TargetEvent::Deleted(sa) => {
                         if target.dvipas.iter().any(|(n, _)| *n == sa.dvipa) {
+                            shadow_event("shadow SA deleted", &target.name, &sa);
                             target.node.sas.delete(sa.spi);
                         }
                         true
@@ -976,15 +1031,81 @@ impl Site {
 
     /// The cluster core retired a rekeyed SA: an inbound one leaves its distributor's data path.
     fn on_retired(&mut self, sa: &SaRef) {
-        if sa.direction != WireDirection::Inbound {
-            return;
-        }
         let Some(owner) = self.peers.iter().find(|p| p.dvipa == sa.dvipa) else {
             return;
         };
+        security_event(
+            "SA deleted",
+            &owner.distributor,
+            owner,
+            sa.direction,
+            sa.spi,
+        );
+        if sa.direction != WireDirection::Inbound {
+            return;
+        }
         if let Some(dist) = distributor_named(&mut self.distributors, &owner.distributor) {
             dist.node.sas.delete(sa.spi);
         }
+    }
+}
+
+/// One line on the security log: an SA of `peer`'s DVIPA entered or left `node`'s SAD. It names
+/// the SA, never its keys.
+fn security_event(what: &str, node: &str, peer: &DvipaPeer, direction: WireDirection, spi: u32) {
+    let direction = match direction {
+        WireDirection::Inbound => "inbound",
+        WireDirection::Outbound => "outbound",
+    };
+    tracing::info!(
+        target: "dvipsec::security",
+        node,
+        dvipa = %peer.address,
+        dvipa_name = %peer.dvipa,
+        spi = %format_args!("0x{spi:08x}"),
+        direction,
+        "{what}"
+    );
+}
+
+/// A target's shadow cache took or dropped an SA: a debug line on the security log (the
+/// distributor's line at info level already tells the SA's story once).
+fn shadow_event(what: &str, node: &str, sa: &SaRef) {
+    tracing::debug!(
+        target: "dvipsec::security",
+        node,
+        dvipa_name = %sa.dvipa,
+        spi = %format_args!("0x{:08x}", sa.spi),
+        direction = ?sa.direction,
+        "{what}"
+    );
+}
+
+/// Keeps the keys of a child the distributor is about to hand out (for `keys export`) and forgets
+/// those of SAs the distributor no longer holds.
+fn remember_keys(
+    peer: &mut DvipaPeer,
+    core: &dvipsec_cluster::Distributor,
+    child: &ChildSaInstalled,
+    pair: &convert::ChildPair,
+) {
+    let held: BTreeSet<u32> = core.sas(&peer.dvipa).iter().map(|s| s.spi).collect();
+    peer.keyring.retain(|sa| held.contains(&sa.spi));
+    for (install, keys) in [
+        (&pair.inbound, &child.inbound_keys),
+        (&pair.outbound, &child.outbound_keys),
+    ] {
+        let Some(tunnel) = install.tunnel else {
+            continue;
+        };
+        peer.keyring.push(ExportedSa {
+            src: tunnel.src,
+            dst: tunnel.dst,
+            spi: install.spi,
+            suite: install.suite.name().into(),
+            enc_key: SecretBytes::new(&keys.encr),
+            auth_key: SecretBytes::new(&keys.integ),
+        });
     }
 }
 
