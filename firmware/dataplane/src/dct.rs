@@ -89,6 +89,8 @@ pub struct DctCounters {
     pub expired: u64,
     /// Entries that ended after a FIN or RST and its linger.
     pub closed: u64,
+    /// Entries put back from a target's connection report after a takeover.
+    pub restored: u64,
 }
 
 /// Why an entry could not be added.
@@ -178,6 +180,19 @@ impl Dct {
         if self.entries.insert(key, entry).is_none() {
             self.counters.added += 1;
         }
+        Ok(())
+    }
+
+    /// Puts back a connection that `target` reported holding (CONN_REPORT after a takeover):
+    /// established at once, since no SYN will come for it, and assigned to `target` even if
+    /// the table had it elsewhere (the target holds the connection's state). Subject to the
+    /// capacity like [`Dct::insert`].
+    pub fn restore(&mut self, key: FlowKey, target: TargetId, now_us: u64) -> Result<(), DctError> {
+        self.insert(key, target, now_us)?;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.state = EntryState::Established;
+        }
+        self.counters.restored += 1;
         Ok(())
     }
 
@@ -347,6 +362,23 @@ mod tests {
         // Once the half-open entries time out there is room again.
         dct.insert(key(3), TargetId(0), 6 * SEC).unwrap();
         assert_eq!(dct.len(), 1);
+    }
+
+    #[test]
+    fn restored_connections_are_established_without_a_syn() {
+        let mut dct = table(2);
+        dct.insert(key(1), TargetId(0), 0).unwrap();
+        dct.restore(key(1), TargetId(1), 0).unwrap();
+        dct.restore(key(2), TargetId(0), 0).unwrap();
+        assert_eq!(dct.counters().restored, 2);
+        // Past the half-open timeout they live on: they count as established.
+        assert_eq!(dct.touch(&key(1), Some(0x10), 10 * SEC), Some(TargetId(1)));
+        assert_eq!(dct.target_of(&key(2), 10 * SEC), Some(TargetId(0)));
+        assert_eq!(
+            dct.restore(key(3), TargetId(0), 10 * SEC),
+            Err(DctError::Full { capacity: 2 })
+        );
+        assert_eq!(dct.counters().restored, 2);
     }
 
     #[test]
