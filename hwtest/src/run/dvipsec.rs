@@ -93,8 +93,9 @@ impl Dvipsec {
             run_dir: run_dir.to_path_buf(),
             dvipsec: firmware_binary(),
         };
-        // A previous run that crashed may have left the same names behind.
+        // A previous run of ours that crashed may have left its recorded resources behind.
         let _ = topology::down(run_dir);
+        refuse_if_in_use(&names)?;
         topology::up(site_path, &options).map_err(|e| GatewayError::Setup(e.to_string()))?;
         Ok(Dvipsec {
             run_dir: run_dir.to_path_buf(),
@@ -135,6 +136,23 @@ impl Drop for Dvipsec {
     fn drop(&mut self) {
         let _ = topology::down(&self.run_dir);
     }
+}
+
+/// `up` records a namespace before creating it and removes what it recorded when it fails:
+/// started while another `topology up` of the same site holds the names, it would delete
+/// that one's namespaces. So any namespace with the site's prefix stops the run here.
+fn refuse_if_in_use(names: &Names) -> Result<(), GatewayError> {
+    let existing =
+        dvipsec_hwtest::netns::list_namespaces().map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let prefix = format!("{}-", names.prefix());
+    let taken: Vec<&String> = existing.iter().filter(|n| n.starts_with(&prefix)).collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(GatewayError::Setup(format!(
+        "namespaces {taken:?} exist already: another topology of this site is up \
+         (`dvipsec-hwtest topology down SITE` removes it)"
+    )))
 }
 
 /// `dvipsec` next to this program (cargo puts both in one target directory), else on PATH.

@@ -135,9 +135,6 @@ fn execute(args: &RunArgs) -> Result<ExitCode, String> {
             "strongswan" => measure_strongswan(&context, &plans),
             _ => measure_dvipsec(&context, &plans),
         };
-        if let SystemResult::Unavailable { reason } = &result {
-            progress.println(format!("{system}: not available: {reason}"));
-        }
         results.insert(system.to_string(), result);
     }
     progress.finish_and_clear();
@@ -520,6 +517,13 @@ fn point(
 
 fn print_summary(result: &RunResult) {
     for (name, system) in &result.systems {
+        match system {
+            SystemResult::Unavailable { reason } => println!("{name:<10} not available: {reason}"),
+            SystemResult::NotApplicable { reason } => {
+                println!("{name:<10} not applicable: {reason}")
+            }
+            SystemResult::Measured { .. } => {}
+        }
         for p in system.points() {
             println!(
                 "{name:<10} {:<26} sent {:>9} recv {:>9} loss {:>7.4} {:>10.0} pps {:>7.3} Gbit/s p99 {:>8} us replay(peer) {} cycles/pkt {}",
