@@ -391,7 +391,8 @@ impl Precomputed<'_> {
     /// all and their keystream was computed ahead: fixed-size loads and three 128-bit XORs.
     #[inline(always)]
     fn tunnel_head(&self, ct: &Ciphertext<'_>) -> Option<[u8; TUNNEL_FIRST_PEEK]> {
-        if !self.plan.in_order {
+        // The three blocks must all be ciphertext: past its end is the ICV.
+        if !self.plan.in_order || ct.len() < TUNNEL_FIRST_PEEK {
             return None;
         }
         let text = ct.pkt.get(ct.text_at..ct.text_at + TUNNEL_FIRST_PEEK)?;
@@ -497,6 +498,36 @@ mod tests {
             .seal(&mut buf, MAX_HEADROOM..MAX_HEADROOM + total)
             .unwrap();
         buf[sealed.packet].to_vec()
+    }
+
+    /// A tunnel packet whose ciphertext ends inside the third block (an IPv6 header claiming UDP
+    /// with nothing after it): the head must not read the ICV as plaintext. Burst and single peek
+    /// give the same truncation error.
+    #[test]
+    fn a_short_ciphertext_is_not_read_past_its_end() {
+        let (mut out, inbound) = gcm_pair(0x2003, Mode::Tunnel, 7);
+        let mut inner = [0u8; 40];
+        inner[0] = 0x60;
+        inner[6] = 17;
+        let mut buf = vec![0u8; MAX_HEADROOM + inner.len() + MAX_TAILROOM];
+        buf[MAX_HEADROOM..MAX_HEADROOM + 40].copy_from_slice(&inner);
+        let sealed = out.seal(&mut buf, MAX_HEADROOM..MAX_HEADROOM + 40).unwrap();
+        let wire = &buf[sealed.packet];
+        let single = inbound.peek(wire);
+        assert!(
+            matches!(single, Err(EspError::Truncated { .. })),
+            "{single:?}"
+        );
+        let mut results = [Err(EspError::DummyPacket), Err(EspError::DummyPacket)];
+        peek_burst(&[(&inbound, wire), (&inbound, wire)], &mut results);
+        assert_eq!(results[0], single);
+        assert_eq!(results[1], single);
+        let mut flows = [Err(EspError::DummyPacket)];
+        peek_burst_flows(&[(&inbound, wire)], &mut flows);
+        assert_eq!(
+            flows[0],
+            single.map(|i| Unauthenticated(PeekFlow::from_info(i.unverified())))
+        );
     }
 
     /// Plain AES-GCM packets of two interleaved SAs take the batched path: each is planned, its
