@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dvipsec_config::{CfBackend, ConfigError, SiteConfig};
+use dvipsec_config::{CfBackend, ConfigError, PortConfig, SiteConfig};
 
 use crate::netns::{ip, NetnsError};
 
@@ -26,6 +26,8 @@ const STATE_FILE: &str = "state";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `down` gives a node to shut down cleanly before killing it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The name of a node's port that sits on the XCF network (as `dvipsec boot` expects it).
+const XCF_PORT_NAME: &str = "xcf";
 /// The line `dvipsec boot` logs once it holds everything.
 const BOOTED_MARK: &str = "node booted";
 
@@ -276,16 +278,24 @@ fn build_node(
     create_namespace(state, &ns)?;
     let config = site.nodes.iter().find(|n| *n.name == node);
     let ports = config.map(|n| n.ports.as_slice()).unwrap_or_default();
+    // The port named `xcf` (the data plane's GRE port) is the XCF interface itself.
+    let is_xcf = |p: &&PortConfig| *p.name == XCF_PORT_NAME;
+    let xcf_iface = ports
+        .iter()
+        .find(is_xcf)
+        .and_then(|p| p.iface.as_deref().map(String::as_str))
+        .unwrap_or("xcf0");
     let ifaces: Vec<&str> = ports
         .iter()
+        .filter(|p| !is_xcf(p))
         .filter_map(|p| p.iface.as_deref().map(String::as_str))
         .collect();
     for (port, iface) in ifaces.iter().enumerate() {
         plug(&ns, iface, &hub, &format!("h{index}e{port}"), "br-ext")?;
     }
-    plug(&ns, "xcf0", &hub, &format!("h{index}x"), "br-xcf")?;
+    plug(&ns, xcf_iface, &hub, &format!("h{index}x"), "br-xcf")?;
     for address in config.map(|n| n.xcf.iter()).into_iter().flatten() {
-        add_address(&ns, "xcf0", **address, xcf_prefix(**address))?;
+        add_address(&ns, xcf_iface, **address, xcf_prefix(**address))?;
     }
     if let Some(first) = ifaces.first() {
         address_external(site, node, &ns, first)?;

@@ -377,6 +377,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             self.distributor
                 .dispatch(&mut self.sas, &self.facility, frame.data(), now_us);
         match decision {
+            // The box is a target of its own DVIPA: no GRE to itself, it serves the flow here.
+            Decision::Forward { xcf_address, .. }
+                if self.own.is_some() && xcf_address == self.distributor.xcf_address() =>
+            {
+                self.process_own(frame, now_us)
+            }
             Decision::Forward { xcf_address, .. } => self.forward(frame, xcf_address),
             Decision::Local(LocalReason::NotDistributed | LocalReason::NotDistributable)
                 if self.own.is_some() =>

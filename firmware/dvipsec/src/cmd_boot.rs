@@ -43,8 +43,8 @@ pub fn run(args: BootArgs) -> ExitCode {
 
 fn boot_and_wait(request: &BootRequest) -> Result<(), BootError> {
     let stop = StopFlag::install()?;
-    let node = boot::boot(request)?;
-    let received = boot::run_until(&node, &stop);
+    let mut node = boot::boot(request)?;
+    let received = boot::run_until(&mut node, &stop);
     tracing::info!(node = %node.view().node, xcf_frames_received = received, "stop signal: shutting down");
     let name = node.view().node.clone();
     match node.shut_down() {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dvipsec");
 
-/// A one-node site: `dist` owns a DVIPA, has one port of `driver` on `iface` and the CF
-/// region at `cf`.
+/// A one-node site: `dist` owns a DVIPA, has an external port of `driver` on `iface`, an XCF
+/// port on `bt-xcf`, and the CF region at `cf`.
 fn site_yaml(driver: &str, iface: &str, cf: &Path, polling_cores: &str) -> String {
     let iface = if iface.is_empty() {
         String::new()
@@ -27,6 +27,9 @@ nodes:
     ports:
       - name: ext
         driver: {driver}{iface}
+      - name: xcf
+        driver: af_packet
+        iface: bt-xcf
     polling_cores: {polling_cores}
 dvipas:
   - name: web
@@ -104,7 +107,7 @@ fn a_bad_configuration_exits_2_naming_the_line() {
         .replace("action: bypass", "action: permit");
     std::fs::write(&site.file, text).unwrap();
     let stderr = refused_boot(&site.file, "dist", 2);
-    let located = format!("{}:22:17: unknown variant `permit`", site.file.display());
+    let located = format!("{}:25:17: unknown variant `permit`", site.file.display());
     assert!(stderr.contains(&located), "{stderr}");
     assert!(!site.cf.exists(), "no region for a refused boot");
 }
@@ -194,10 +197,16 @@ fn run_in_namespace(tag: &str, xcf_address_present: bool) -> (Site, NamespaceRun
     in_namespace(&[
         "link", "add", "bt-ext", "type", "veth", "peer", "name", "bt-ext-p",
     ]);
-    in_namespace(&["link", "set", "bt-ext", "up"]);
-    in_namespace(&["link", "set", "bt-ext-p", "up"]);
+    in_namespace(&[
+        "link", "add", "bt-xcf", "type", "veth", "peer", "name", "bt-xcf-p",
+    ]);
+    for link in ["bt-ext", "bt-ext-p", "bt-xcf", "bt-xcf-p"] {
+        in_namespace(&["link", "set", link, "up"]);
+    }
+    // The DVIPA, where the box's IKE sockets listen.
+    in_namespace(&["addr", "add", "10.99.1.80/32", "dev", "bt-ext"]);
     if xcf_address_present {
-        in_namespace(&["addr", "add", "10.99.0.1/24", "dev", "bt-ext-p"]);
+        in_namespace(&["addr", "add", "10.99.0.1/24", "dev", "bt-xcf"]);
     }
 
     let child = Command::new("ip")

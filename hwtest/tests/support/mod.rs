@@ -1,6 +1,10 @@
 //! Helpers shared by the hwtest integration tests: how a test that cannot run here reports
 //! it (a skip with the reason outside CI, a failure under CI=true).
 
+/// Not every test binary uses the site helpers.
+#[allow(dead_code)]
+pub mod site;
+
 pub fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }

@@ -6,8 +6,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-use dvipsec_cf::{CfError, RegionOwner};
+use dvipsec_cf::{
+    CfError, Direction, Lifesize, Region, RegionOwner, ReplayVerdict, SeqRange, SequenceFacility,
+    SlotId,
+};
 use dvipsec_config::{CfBackend, NodeView};
 
 /// Slots in a region created by boot: one per inbound and outbound SA.
@@ -96,4 +100,75 @@ fn create(path: &Path) -> Result<CfHandle, FacilityError> {
         owner,
         path: path.to_path_buf(),
     })
+}
+
+/// A target's region handle, attached once the distributor has told the box the region's
+/// epoch and incarnation over XCF, and replaced when a new distributor takes the region over.
+/// Until then every operation fails with [`CfError::UnknownSlot`], which the data path counts
+/// as a CF failure (no SA can be in use before the distributor spoke anyway).
+#[derive(Clone, Default)]
+pub struct AttachedRegion(Arc<RwLock<Option<Region>>>);
+
+impl AttachedRegion {
+    /// A handle already attached (the distributor's own box).
+    pub fn attached(region: Region) -> Self {
+        AttachedRegion(Arc::new(RwLock::new(Some(region))))
+    }
+
+    /// Attaches (or re-attaches) to `path` in `epoch`; a handle of the same epoch and
+    /// incarnation is kept as it is.
+    pub fn attach(&self, path: &Path, epoch: u64, incarnation: u64) -> Result<bool, CfError> {
+        let current = self.0.read().ok().and_then(|r| {
+            r.as_ref()
+                .map(|region| (region.epoch(), region.incarnation()))
+        });
+        if current == Some((epoch, incarnation)) {
+            return Ok(false);
+        }
+        let region = Region::attach(path, epoch, incarnation)?;
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(region);
+        }
+        Ok(true)
+    }
+
+    fn with<T>(
+        &self,
+        slot: SlotId,
+        op: impl FnOnce(&Region) -> Result<T, CfError>,
+    ) -> Result<T, CfError> {
+        let guard = self.0.read().map_err(|_| CfError::UnknownSlot(slot.0))?;
+        match guard.as_ref() {
+            Some(region) => op(region),
+            None => Err(CfError::UnknownSlot(slot.0)),
+        }
+    }
+}
+
+impl SequenceFacility for AttachedRegion {
+    fn fetch_add(&self, slot: SlotId, n: u32) -> Result<SeqRange, CfError> {
+        self.with(slot, |r| r.fetch_add(slot, n))
+    }
+
+    fn replay_check(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
+        self.with(slot, |r| r.replay_check(slot, seq))
+    }
+
+    fn replay_check_and_set(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
+        self.with(slot, |r| r.replay_check_and_set(slot, seq))
+    }
+
+    fn lifesize_add(
+        &self,
+        slot: SlotId,
+        direction: Direction,
+        bytes: u64,
+        packets: u64,
+    ) -> Result<(), CfError> {
+        self.with(slot, |r| r.lifesize_add(slot, direction, bytes, packets))
+    }
+
+    fn lifesize_read(&self, slot: SlotId) -> Result<Lifesize, CfError> {
+        self.with(slot, |r| r.lifesize_read(slot))
+    }
 }

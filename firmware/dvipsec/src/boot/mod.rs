@@ -1,30 +1,34 @@
 //! `dvipsec boot`: what one box owns at run time, acquired in order and released in reverse.
 //!
 //! Boot reads the site, resolves this node's view, pins the polling core, opens the node's
-//! packet ports, creates (distributor) or checks (target) the coupling-facility region and
-//! joins the XCF link ([`xcf`]). It then holds all of that until SIGTERM or SIGINT and gives it
-//! back: XCF streams closed, ports closed, the region removed when this node created it.
+//! packet ports, creates (distributor) or prepares to attach (target) the coupling-facility
+//! region, builds the data plane on the ports ([`plane`]), the IKE endpoint and cluster cores
+//! ([`runtime`]) and joins the XCF link ([`xcf`]). It then runs the box until SIGTERM or SIGINT
+//! and gives everything back: IKE SAs deleted, XCF streams closed, ports closed, the region
+//! removed when this node created it.
 
+pub mod child;
+pub mod envelope;
 mod facility;
+mod ike_socket;
+pub mod neighbours;
+pub mod plane;
 mod ports;
+pub mod runtime;
 pub mod xcf;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use dvipsec_cluster::tls::{TlsError, XcfIdentity};
-use dvipsec_cluster::wire::{Frame, Message};
-use dvipsec_config::{ConfigError, NodeView, SiteConfig};
+use dvipsec_cluster::LinkSecurity;
+use dvipsec_config::{ConfigError, NodeView, SiteConfig, XcfSecurity};
 use xcf::{XcfError, XcfManager, XcfPeer, XcfSetup, XCF_PORT};
 
-pub use facility::{CfHandle, FacilityError};
+pub use facility::{AttachedRegion, CfHandle, FacilityError};
 pub use ports::{OpenPort, PortError};
-
-/// How often the main loop looks at the signal flag.
-const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
 /// Why a node could not boot.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,20 @@ pub enum BootError {
         node: String,
         #[source]
         source: FacilityError,
+    },
+    /// The data plane could not be built on the ports.
+    #[error("node {node}: data plane: {source}")]
+    Plane {
+        node: String,
+        #[source]
+        source: plane::PlaneError,
+    },
+    /// IKE or the cluster cores could not start.
+    #[error("node {node}: {source}")]
+    Runtime {
+        node: String,
+        #[source]
+        source: runtime::RuntimeError,
     },
     /// The node has no XCF address to listen on.
     #[error("node {0}: no XCF address")]
@@ -89,9 +107,11 @@ pub struct BootRequest {
 /// A booted node: everything it holds until shutdown.
 pub struct BootedNode {
     view: NodeView,
-    ports: Vec<OpenPort>,
+    runtime: runtime::Runtime,
     facility: CfHandle,
     xcf: XcfManager,
+    /// Keeps the kernel quiet about GRE it cannot handle (see [`gre_sink`]).
+    _gre_sink: Option<socket2::Socket>,
 }
 
 impl BootedNode {
@@ -100,31 +120,17 @@ impl BootedNode {
         &self.view
     }
 
-    /// Queues a heartbeat for every other node (dropped and counted for those not connected).
-    fn send_heartbeats(&self) {
-        let beat = Frame {
-            from_incarnation: u64::from(std::process::id()),
-            to_incarnation: 0,
-            seq: 0,
-            message: Message::Heartbeat,
-        };
-        let Ok(bytes) = beat.encode() else {
-            return;
-        };
-        for peer in self.xcf.peers() {
-            self.xcf.send(peer, bytes.clone());
-        }
-    }
-
     /// Releases everything in the reverse order of boot. Returns the error of a step that
     /// could not be undone (the others still run).
     pub fn shut_down(self) -> Result<(), FacilityError> {
         let BootedNode {
             view,
-            ports,
+            mut runtime,
             facility,
             xcf,
+            _gre_sink,
         } = self;
+        runtime.delete_ike_sas();
         let counters = xcf.counters();
         tracing::info!(
             node = %view.node,
@@ -135,12 +141,18 @@ impl BootedNode {
             "closing XCF streams"
         );
         drop(xcf);
-        for port in ports {
-            tracing::info!(node = %view.node, port = port.name(), "closing port");
-            drop(port);
-        }
+        tracing::info!(node = %view.node, counters = ?runtime::summary(&runtime), "closing ports");
+        drop(runtime);
         facility.release()
     }
+}
+
+/// The directory relative secret paths start from: the site file's.
+fn secrets_dir(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Boots `request.node`: nothing is left held when this fails.
@@ -157,28 +169,103 @@ pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
         node: node.clone(),
         source,
     })?;
-    let xcf = match join_xcf(&site, &view) {
-        Ok(xcf) => xcf,
+    match start(&site, &view, request, &facility, ports) {
+        Ok((runtime, xcf, gre_sink)) => {
+            tracing::info!(node = %node, roles = ?view.roles(), facility = %facility, "node booted");
+            Ok(BootedNode {
+                view,
+                runtime,
+                facility,
+                xcf,
+                _gre_sink: gre_sink,
+            })
+        }
         Err(error) => {
             // Leave nothing behind: a region this node created goes again.
             if let Err(release) = facility.release() {
                 tracing::warn!(node = %node, "{release}");
             }
-            return Err(error);
+            Err(error)
         }
+    }
+}
+
+type Started = (runtime::Runtime, XcfManager, Option<socket2::Socket>);
+
+/// The steps after the facility: data plane, IKE and cores, XCF.
+fn start(
+    site: &SiteConfig,
+    view: &NodeView,
+    request: &BootRequest,
+    facility: &CfHandle,
+    ports: Vec<OpenPort>,
+) -> Result<Started, BootError> {
+    let node = view.node.clone();
+    let (attached, region, region_path) = match facility {
+        CfHandle::Owner { owner, path } => (
+            AttachedRegion::attached(owner.region().clone()),
+            Some(owner.clone()),
+            Some(path.clone()),
+        ),
+        CfHandle::User { path, .. } => (AttachedRegion::default(), None, Some(path.clone())),
+        CfHandle::Network(_) => (AttachedRegion::default(), None, None),
     };
-    tracing::info!(
-        node = %node,
-        ports = ports.len(),
-        facility = %facility,
-        "node booted"
-    );
-    Ok(BootedNode {
+    let views = site.node_views();
+    let inputs = plane::PlaneInputs {
         view,
-        ports,
-        facility,
-        xcf,
+        site: &views,
+        facility: attached.clone(),
+    };
+    let plane = plane::build(&inputs, ports).map_err(|source| BootError::Plane {
+        node: node.clone(),
+        source,
+    })?;
+    let gre_sink = match &plane {
+        Some(plane::Plane::Target(_)) => gre_sink(),
+        _ => None,
+    };
+    let security = match &*site.xcf.security {
+        XcfSecurity::Trusted => LinkSecurity::Trusted,
+        XcfSecurity::Protected(_) => LinkSecurity::Protected,
+    };
+    let runtime = runtime::Runtime::new(runtime::RuntimeInputs {
+        site,
+        view,
+        secrets_dir: &secrets_dir(&request.config),
+        plane,
+        facility: attached,
+        region,
+        region_path,
+        security,
     })
+    .map_err(|source| BootError::Runtime {
+        node: node.clone(),
+        source,
+    })?;
+    let xcf = join_xcf(site, view)?;
+    Ok((runtime, xcf, gre_sink))
+}
+
+/// A raw socket for GRE that is never read: with it the kernel stops answering the GRE the
+/// distributor sends this box (which the data plane takes from the port) with ICMP protocol
+/// unreachable. Without the right to open it, the box works and the kernel stays noisy.
+fn gre_sink() -> Option<socket2::Socket> {
+    const IPPROTO_GRE: i32 = 47;
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(IPPROTO_GRE)),
+    );
+    match socket {
+        Ok(socket) => {
+            let _ = socket.set_recv_buffer_size(4096);
+            Some(socket)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no raw GRE socket: the kernel will answer GRE with ICMP");
+            None
+        }
+    }
 }
 
 /// Starts the XCF connection manager towards every other node of the site, each reached on
@@ -265,22 +352,9 @@ impl StopFlag {
     }
 }
 
-/// Runs the node until `stop` is raised: sends an XCF heartbeat to every other node each
-/// `heartbeat_ms`, and receives and counts their frames (no distributor or target core is
-/// attached to consume them yet). Returns the frames received.
-pub fn run_until(node: &BootedNode, stop: &StopFlag) -> u64 {
-    let heartbeat = Duration::from_millis(u64::from(*node.view.xcf_link.heartbeat_ms));
-    let mut received = 0u64;
-    let mut next_beat = Instant::now();
-    while !stop.raised() {
-        if Instant::now() >= next_beat {
-            node.send_heartbeats();
-            next_beat += heartbeat;
-        }
-        if let Some(frame) = node.xcf.recv(SIGNAL_POLL.min(heartbeat)) {
-            received += 1;
-            tracing::trace!(from = %frame.from, bytes = frame.bytes.len(), "XCF frame");
-        }
-    }
-    received
+/// Runs the node until `stop` is raised. Returns the XCF frames received.
+pub fn run_until(node: &mut BootedNode, stop: &StopFlag) -> u64 {
+    let BootedNode { runtime, xcf, .. } = node;
+    runtime.run(xcf, || stop.raised());
+    runtime.counters().xcf_frames
 }

@@ -2,7 +2,8 @@
 
 use dvipsec_config::{PortConfig, PortDriver};
 use dvipsec_ports::{AfPacketConfig, AfPacketError, AfXdpConfig, AfXdpError, AfXdpPort};
-use dvipsec_ports::{AfPacketPort, PacketPort};
+use dvipsec_ports::{AfPacketPort, BufLayout, Burst, PacketBuf, PacketPort, PortStats};
+use std::sync::Arc;
 
 /// Why a port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,49 @@ impl OpenPort {
         match self {
             OpenPort::AfPacket(port) => port.name(),
             OpenPort::AfXdp(port) => port.name(),
+        }
+    }
+}
+
+/// Each call goes to the backend the port was opened with (one branch per burst, not per
+/// packet).
+impl PacketPort for OpenPort {
+    fn name(&self) -> &str {
+        OpenPort::name(self)
+    }
+
+    fn layout(&self) -> BufLayout {
+        match self {
+            OpenPort::AfPacket(port) => port.layout(),
+            OpenPort::AfXdp(port) => port.layout(),
+        }
+    }
+
+    fn alloc_tx(&mut self) -> Option<PacketBuf> {
+        match self {
+            OpenPort::AfPacket(port) => port.alloc_tx(),
+            OpenPort::AfXdp(port) => port.alloc_tx(),
+        }
+    }
+
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        match self {
+            OpenPort::AfPacket(port) => port.rx_burst(burst),
+            OpenPort::AfXdp(port) => port.rx_burst(burst),
+        }
+    }
+
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        match self {
+            OpenPort::AfPacket(port) => port.tx_burst(burst),
+            OpenPort::AfXdp(port) => port.tx_burst(burst),
+        }
+    }
+
+    fn stats(&self) -> &Arc<PortStats> {
+        match self {
+            OpenPort::AfPacket(port) => port.stats(),
+            OpenPort::AfXdp(port) => port.stats(),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dvipsec_cluster::stream::{read_frame, write_frame, FrameSplitter};
+use dvipsec_cluster::stream::{write_frame, StreamError};
 use dvipsec_cluster::tls::{node_dns_name, peer_is, XcfIdentity};
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use zeroize::Zeroizing;
@@ -198,11 +198,6 @@ impl XcfManager {
     /// The next frame from any node, waiting up to `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<Received> {
         self.inbox.recv_timeout(timeout).ok()
-    }
-
-    /// The nodes this manager keeps streams to.
-    pub fn peers(&self) -> impl Iterator<Item = &str> {
-        self.outboxes.keys().map(String::as_str)
     }
 
     pub fn counters(&self) -> &XcfCounters {
@@ -386,7 +381,7 @@ impl PeerWorker {
 
     /// Moves frames until the stream breaks or the manager stops.
     fn pump(&self, mut stream: BoxedStream) {
-        let mut splitter = FrameSplitter::new();
+        let mut splitter = LengthSplitter::default();
         while !self.shared.stop.load(Ordering::Relaxed) {
             if self.exchange(&mut stream, &mut splitter).is_err() {
                 self.shared.counters.broken.fetch_add(1, Ordering::Relaxed);
@@ -399,12 +394,19 @@ impl PeerWorker {
     fn exchange(
         &self,
         stream: &mut BoxedStream,
-        splitter: &mut FrameSplitter,
-    ) -> Result<(), dvipsec_cluster::stream::StreamError> {
+        splitter: &mut LengthSplitter,
+    ) -> Result<(), StreamError> {
         for frame in self.outbox.try_iter() {
-            write_frame(stream, &frame)?;
+            let len = u32::try_from(frame.len())
+                .ok()
+                .filter(|len| *len <= MAX_FRAME)
+                .ok_or(StreamError::Closed)?;
+            let mut prefixed = Zeroizing::new(Vec::with_capacity(frame.len() + 4));
+            prefixed.extend_from_slice(&len.to_be_bytes());
+            prefixed.extend_from_slice(&frame);
+            write_frame(stream, &prefixed)?;
         }
-        while let Some(bytes) = read_frame(stream, splitter)? {
+        while let Some(bytes) = splitter.read(stream)? {
             let received = Received {
                 from: self.peer.node.clone(),
                 bytes,
@@ -414,6 +416,77 @@ impl PeerWorker {
             }
         }
         Ok(())
+    }
+}
+
+/// The largest frame a stream carries; a longer length poisons the stream.
+const MAX_FRAME: u32 = 1 << 20;
+
+/// Splits a stream into frames, each a 4-byte big-endian length and that many bytes. The
+/// stream is byte-transparent: what the box sends (see `envelope`) is its business.
+#[derive(Default)]
+struct LengthSplitter {
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl LengthSplitter {
+    /// The next whole frame already buffered.
+    fn next_frame(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, StreamError> {
+        let Some(header) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if len > MAX_FRAME {
+            return Err(StreamError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("XCF frame of {len} bytes is over the limit"),
+            )));
+        }
+        let end = 4 + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let frame = Zeroizing::new(self.buf[4..end].to_vec());
+        let rest = Zeroizing::new(self.buf[end..].to_vec());
+        self.buf = rest;
+        Ok(Some(frame))
+    }
+
+    /// Appends bytes; a bigger buffer is made by hand so the old one, which may hold keys of an
+    /// SA_INSTALL, is zeroized when dropped instead of being left behind by a reallocation.
+    fn push(&mut self, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity(needed.max(2 * self.buf.capacity())));
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads what is available (a read timeout ends the wait) and returns the next frame.
+    fn read<S: Read>(&mut self, stream: &mut S) -> Result<Option<Zeroizing<Vec<u8>>>, StreamError> {
+        if let Some(frame) = self.next_frame()? {
+            return Ok(Some(frame));
+        }
+        let mut chunk = Zeroizing::new([0u8; 4096]);
+        match stream.read(chunk.as_mut()) {
+            Ok(0) => Err(StreamError::Closed),
+            Ok(n) => {
+                self.push(&chunk[..n]);
+                self.next_frame()
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
 

@@ -1,0 +1,824 @@
+//! The running box: one loop that drives the data plane, the IKE endpoint of the DVIPAs the box
+//! owns, and the cluster cores over the XCF streams.
+//!
+//! The loop is the only place with clocks and sockets: the cores get `now` from it. A box that
+//! owns DVIPAs runs the distributor core and IKE; a box listed as a target of some DVIPA runs a
+//! target core (also the owner, when it is a target of its own DVIPA: its frames to itself
+//! never leave the process). Child SAs IKE negotiates go to the distributor core, which gives
+//! them CF slots and sends them to the targets; the data plane gets them from there.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
+use dvipsec_cluster::cf::CfSlots;
+use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
+use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent, Transmit};
+use dvipsec_config::{NodeView, SiteConfig};
+use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink};
+use dvipsec_esp::LifetimeLimits;
+use dvipsec_ike::{ChildSaInstalled, Endpoint, EndpointConfig, Event, IkeSaId, PeerConfig};
+
+use super::child::{self, ChildContext};
+use super::envelope::{self, Envelope};
+use super::facility::AttachedRegion;
+use super::ike_socket::IkeSockets;
+use super::plane::Plane;
+use super::xcf::XcfManager;
+
+/// How often targets hand their SA counts to the cluster core.
+const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the distributor tells its targets where the CF region is.
+const CF_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// The pause of an idle round (nothing received): keeps an idle box off the CPU.
+const IDLE_PAUSE: Duration = Duration::from_micros(500);
+/// The replay window of an SA whose policy names none.
+const DEFAULT_REPLAY_WINDOW: u32 = 128;
+
+/// What the loop counted, for the shutdown line and the control socket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RuntimeCounters {
+    pub xcf_frames: u64,
+    pub xcf_refused: u64,
+    pub child_sas: u64,
+    pub rekeys: u64,
+    pub children_refused: u64,
+    pub shadow_installs: u64,
+    pub shadow_deletes: u64,
+    pub core_errors: u64,
+    pub cf_attaches: u64,
+}
+
+/// One owned DVIPA as IKE sees it.
+struct OwnedIke {
+    dvipa: String,
+    address: IpAddr,
+    replay_window: u32,
+    lifetime: LifetimeLimits,
+    /// The current child per IKE SA: (IKE SA, inbound SPI, outbound SPI).
+    current: Vec<(IkeSaId, u32, u32)>,
+    /// Old halves of rekeyed children: their IKE delete needs no cluster delete.
+    retired: Vec<u32>,
+    /// Peers by configuration name, for NEWCONN initiation.
+    peers: Vec<PeerConfig>,
+}
+
+/// The distributor side: its cluster core and its IKE endpoint and sockets.
+struct DistributorSide {
+    core: dvipsec_cluster::Distributor,
+    endpoint: Endpoint,
+    sockets: IkeSockets,
+    owned: Vec<OwnedIke>,
+    /// Every target node of the owned DVIPAs, told the CF region's epoch and incarnation.
+    targets: Vec<String>,
+    region: RegionOwner,
+    last_announce: Option<Instant>,
+}
+
+/// Everything the loop drives.
+pub struct Runtime {
+    node: String,
+    start: Instant,
+    plane: Option<Plane>,
+    distributor: Option<DistributorSide>,
+    target: Option<dvipsec_cluster::Target>,
+    /// Served DVIPAs: name and address.
+    served: Vec<(String, IpAddr)>,
+    facility: AttachedRegion,
+    region_path: Option<PathBuf>,
+    counters: RuntimeCounters,
+    last_lifesize: Instant,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("IKE policy: {0}")]
+    Policy(#[from] dvipsec_ike::policy::PolicyError),
+    #[error("IKE endpoint: {0}")]
+    Endpoint(#[from] dvipsec_ike::CryptoError),
+    #[error(transparent)]
+    Sockets(#[from] super::ike_socket::IkeSocketError),
+}
+
+/// What building the runtime needs.
+pub struct RuntimeInputs<'a> {
+    pub site: &'a SiteConfig,
+    pub view: &'a NodeView,
+    pub secrets_dir: &'a std::path::Path,
+    pub plane: Option<Plane>,
+    pub facility: AttachedRegion,
+    /// The region this box created (a distributor), else `None`.
+    pub region: Option<RegionOwner>,
+    pub region_path: Option<PathBuf>,
+    pub security: LinkSecurity,
+}
+
+fn limits_of(peer: &PeerConfig) -> LifetimeLimits {
+    let lifetime = &peer.child_lifetime;
+    LifetimeLimits {
+        soft_packets: lifetime.soft_packets,
+        hard_packets: lifetime.hard_packets,
+        soft_bytes: lifetime.soft_bytes,
+        hard_bytes: lifetime.hard_bytes,
+    }
+}
+
+fn owned_ike(
+    inputs: &RuntimeInputs<'_>,
+    owned: &dvipsec_config::OwnedDvipa,
+) -> Result<OwnedIke, RuntimeError> {
+    let peers =
+        dvipsec_ike::policy::peers_for_dvipa(inputs.site, &owned.dvipa, inputs.secrets_dir)?;
+    let replay_window = owned
+        .policy
+        .iter()
+        .find_map(|entry| entry.replay_window.as_deref().copied())
+        .unwrap_or(DEFAULT_REPLAY_WINDOW);
+    let lifetime = peers.first().map(limits_of).unwrap_or(LifetimeLimits {
+        soft_packets: None,
+        hard_packets: None,
+        soft_bytes: None,
+        hard_bytes: None,
+    });
+    Ok(OwnedIke {
+        dvipa: owned.dvipa.clone(),
+        address: owned.address,
+        replay_window,
+        lifetime,
+        current: Vec::new(),
+        retired: Vec::new(),
+        peers,
+    })
+}
+
+fn distributor_side(
+    inputs: &RuntimeInputs<'_>,
+    region: RegionOwner,
+) -> Result<DistributorSide, RuntimeError> {
+    let owned = inputs
+        .view
+        .owns
+        .iter()
+        .map(|o| owned_ike(inputs, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let peers: Vec<PeerConfig> = owned.iter().flat_map(|o| o.peers.clone()).collect();
+    let endpoint = Endpoint::new(EndpointConfig::new(peers))?;
+    let addresses: Vec<IpAddr> = owned.iter().map(|o| o.address).collect();
+    let sockets = IkeSockets::bind(&addresses)?;
+    let mut targets: Vec<String> = inputs
+        .view
+        .owns
+        .iter()
+        .flat_map(|o| o.targets.clone())
+        .filter(|t| *t != inputs.view.node)
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let core = dvipsec_cluster::Distributor::new(
+        inputs.view,
+        incarnation(),
+        inputs.security,
+        Box::new(CfSlots::new(Arc::new(region.clone()))),
+        Duration::ZERO,
+    );
+    Ok(DistributorSide {
+        core,
+        endpoint,
+        sockets,
+        owned,
+        targets,
+        region,
+        last_announce: None,
+    })
+}
+
+/// A new incarnation for each start of a core: the process id and the time, so a restarted
+/// box is told apart from the one before.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    (u64::from(std::process::id()) << 40) ^ nanos
+}
+
+impl Runtime {
+    pub fn new(inputs: RuntimeInputs<'_>) -> Result<Runtime, RuntimeError> {
+        let view = inputs.view;
+        let distributor = match (&inputs.region, view.owns.is_empty()) {
+            (Some(region), false) => Some(distributor_side(&inputs, region.clone())?),
+            _ => None,
+        };
+        let serves = view.serves.iter().any(|s| !s.standby);
+        let target = serves.then(|| {
+            dvipsec_cluster::Target::new(view, incarnation(), inputs.security, Duration::ZERO)
+        });
+        let served = view
+            .serves
+            .iter()
+            .filter(|s| !s.standby)
+            .map(|s| (s.dvipa.clone(), s.address))
+            .collect();
+        let now = Instant::now();
+        Ok(Runtime {
+            node: view.node.clone(),
+            start: now,
+            plane: inputs.plane,
+            distributor,
+            target,
+            served,
+            facility: inputs.facility,
+            region_path: inputs.region_path,
+            counters: RuntimeCounters::default(),
+            last_lifesize: now,
+        })
+    }
+
+    pub fn counters(&self) -> RuntimeCounters {
+        self.counters
+    }
+
+    /// Deletes every IKE SA (and so its children) with the peers, and sends the deletes.
+    pub fn delete_ike_sas(&mut self) {
+        let Some(side) = self.distributor.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        for info in side.endpoint.ike_sas() {
+            if let Err(error) = side.endpoint.delete_ike_sa(now, info.id) {
+                tracing::debug!(%error, "IKE SA not deleted");
+            }
+        }
+        side.sockets.send_from(&mut side.endpoint, now);
+    }
+
+    /// One round of everything; `xcf` carries frames to and from the other boxes. Returns
+    /// whether anything was received (an idle caller may pause).
+    pub fn round(&mut self, xcf: &XcfManager) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.start);
+        let now_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let mut busy = false;
+        if let Some(plane) = self.plane.as_mut() {
+            busy |= plane.poll(now_us) > 0;
+        }
+        busy |= self.run_ike(now);
+        self.forward_newconn_requests(elapsed);
+        if now.duration_since(self.last_lifesize) >= LIFESIZE_INTERVAL {
+            self.last_lifesize = now;
+            self.report_lifesize();
+        }
+        self.announce_region(now, xcf);
+        busy |= self.receive_xcf(xcf, elapsed);
+        self.send_xcf(xcf, elapsed);
+        self.take_cluster_events(now);
+        busy
+    }
+
+    /// Runs until `stop` says so.
+    pub fn run(&mut self, xcf: &XcfManager, stop: impl Fn() -> bool) {
+        while !stop() {
+            if !self.round(xcf) {
+                std::thread::sleep(IDLE_PAUSE);
+            }
+        }
+    }
+
+    fn run_ike(&mut self, now: Instant) -> bool {
+        let Some(side) = self.distributor.as_mut() else {
+            return false;
+        };
+        let received = side.sockets.receive_into(&mut side.endpoint, now);
+        side.endpoint.handle_timeout(now);
+        side.sockets.send_from(&mut side.endpoint, now);
+        let events: Vec<Event> = std::iter::from_fn(|| side.endpoint.poll_event()).collect();
+        let elapsed = now.duration_since(self.start);
+        for event in events {
+            self.on_ike_event(event, elapsed);
+        }
+        received > 0
+    }
+
+    fn on_ike_event(&mut self, event: Event, now: Duration) {
+        match event {
+            Event::IkeSaEstablished {
+                ike_sa,
+                peer,
+                remote,
+                ..
+            } => tracing::info!(?ike_sa, %peer, %remote, "IKE SA established"),
+            Event::ChildSaInstalled(child) => self.distribute_child(&child, None, now),
+            Event::ChildSaRekeyed {
+                old_inbound_spi,
+                old_outbound_spi,
+                new,
+            } => self.distribute_child(&new, Some((old_inbound_spi, old_outbound_spi)), now),
+            Event::ChildSaDeleted {
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => self.delete_child(inbound_spi, outbound_spi, now),
+            other => tracing::debug!(event = ?other, "IKE event"),
+        }
+    }
+
+    /// IKE installed `child` (replacing `old`): the cluster core gives it CF slots and sends it
+    /// to the targets; the box's own data path gets both halves now.
+    fn distribute_child(
+        &mut self,
+        child: &ChildSaInstalled,
+        old: Option<(u32, u32)>,
+        now: Duration,
+    ) {
+        let Some(side) = self.distributor.as_mut() else {
+            return;
+        };
+        let Some(owned) = side
+            .owned
+            .iter_mut()
+            .find(|o| o.address == child.local.ip())
+        else {
+            self.counters.children_refused += 1;
+            return;
+        };
+        let context = ChildContext {
+            dvipa_name: &owned.dvipa,
+            replay_window: owned.replay_window,
+            lifetime: owned.lifetime,
+        };
+        let pair = match child::child_pair(&context, child) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(
+                    spi = format_args!("{:#010x}", child.inbound_spi),
+                    "child SA not distributed: {error}"
+                );
+                self.counters.children_refused += 1;
+                return;
+            }
+        };
+        if let Some((old_in, old_out)) = old {
+            self.counters.rekeys += 1;
+            owned.retired.extend([old_in, old_out]);
+            owned.current.retain(|(_, i, _)| *i != old_in);
+        }
+        owned
+            .current
+            .push((child.ike_sa, child.inbound_spi, child.outbound_spi));
+        let dvipa = owned.dvipa.clone();
+        let dvipa_address = owned.address;
+        // Outbound first: the old inbound SA is retired no earlier than the new outbound one
+        // is everywhere.
+        for install in [&pair.outbound, &pair.inbound] {
+            let new = Box::new(install.clone());
+            let event = match old {
+                Some((old_in, old_out)) => IkeEvent::Rekeyed {
+                    old: SaRef {
+                        dvipa: dvipa.clone(),
+                        direction: install.direction.into(),
+                        spi: match install.direction {
+                            dvipsec_esp::Direction::Inbound => old_in,
+                            dvipsec_esp::Direction::Outbound => old_out,
+                        },
+                    },
+                    new,
+                },
+                None => IkeEvent::Installed(new),
+            };
+            if let Err(error) = side.core.handle_ike(event, now) {
+                tracing::warn!(%dvipa, "cluster core refused the child SA: {error}");
+                self.counters.core_errors += 1;
+            }
+        }
+        self.counters.child_sas += 1;
+        tracing::info!(
+            target: "dvipsec::security",
+            %dvipa,
+            inbound_spi = format_args!("{:#010x}", child.inbound_spi),
+            outbound_spi = format_args!("{:#010x}", child.outbound_spi),
+            rekey = old.is_some(),
+            "child SA installed"
+        );
+        let stored: Vec<SaInstall> = side
+            .core
+            .sas(&dvipa)
+            .into_iter()
+            .filter(|s| s.spi == child.inbound_spi || s.spi == child.outbound_spi)
+            .cloned()
+            .collect();
+        for install in &stored {
+            if let Some(plane) = self.plane.as_mut() {
+                if !install_in_plane(plane, install, dvipa_address) {
+                    self.counters.core_errors += 1;
+                }
+            }
+        }
+    }
+
+    fn delete_child(&mut self, inbound_spi: u32, outbound_spi: u32, now: Duration) {
+        let Some(side) = self.distributor.as_mut() else {
+            return;
+        };
+        let Some(owned) = side.owned.iter_mut().find(|o| {
+            o.retired.contains(&inbound_spi) || o.current.iter().any(|c| c.1 == inbound_spi)
+        }) else {
+            return;
+        };
+        if owned.retired.contains(&inbound_spi) {
+            owned
+                .retired
+                .retain(|s| *s != inbound_spi && *s != outbound_spi);
+            return;
+        }
+        owned.current.retain(|c| c.1 != inbound_spi);
+        for (direction, spi) in [
+            (WireDirection::Inbound, inbound_spi),
+            (WireDirection::Outbound, outbound_spi),
+        ] {
+            let sa = SaRef {
+                dvipa: owned.dvipa.clone(),
+                direction,
+                spi,
+            };
+            if side.core.handle_ike(IkeEvent::Deleted(sa), now).is_err() {
+                self.counters.core_errors += 1;
+            }
+        }
+        tracing::info!(
+            target: "dvipsec::security",
+            dvipa = %owned.dvipa,
+            inbound_spi = format_args!("{inbound_spi:#010x}"),
+            outbound_spi = format_args!("{outbound_spi:#010x}"),
+            "child SA deleted"
+        );
+        if let Some(plane) = self.plane.as_mut() {
+            plane.sas().delete(inbound_spi);
+            plane.sas().delete(outbound_spi);
+        }
+    }
+
+    fn forward_newconn_requests(&mut self, now: Duration) {
+        let (Some(plane), Some(core)) = (self.plane.as_mut(), self.target.as_mut()) else {
+            return;
+        };
+        for request in plane.take_newconn_requests() {
+            let flow = dvipsec_cluster::wire::Flow {
+                local: request.local,
+                remote: request.remote,
+                protocol: request.protocol,
+                local_port: request.local_port,
+                remote_port: request.remote_port,
+            };
+            if core.open_connection(flow, now).is_err() {
+                self.counters.core_errors += 1;
+            }
+        }
+    }
+
+    fn report_lifesize(&mut self) {
+        let (Some(plane), Some(core)) = (self.plane.as_mut(), self.target.as_mut()) else {
+            return;
+        };
+        let mut sink = CoreSink {
+            core,
+            served: &self.served,
+            refused: 0,
+        };
+        plane.report_lifesize(&mut sink);
+        self.counters.core_errors += sink.refused;
+    }
+
+    /// Tells every target box where the region is (again each interval: a restarted target
+    /// or a re-dialled stream needs it too).
+    fn announce_region(&mut self, now: Instant, xcf: &XcfManager) {
+        let Some(side) = self.distributor.as_mut() else {
+            return;
+        };
+        if side
+            .last_announce
+            .is_some_and(|at| now.duration_since(at) < CF_ANNOUNCE_INTERVAL)
+        {
+            return;
+        }
+        side.last_announce = Some(now);
+        let region = side.region.region();
+        for target in &side.targets {
+            xcf.send(
+                target,
+                envelope::cf_attach(region.epoch(), region.incarnation()),
+            );
+        }
+    }
+
+    fn receive_xcf(&mut self, xcf: &XcfManager, now: Duration) -> bool {
+        let mut any = false;
+        while let Some(frame) = xcf.recv(Duration::ZERO) {
+            any = true;
+            self.counters.xcf_frames += 1;
+            self.deliver(&frame.from, &frame.bytes, now);
+        }
+        any
+    }
+
+    /// Hands a frame from box `from` to the core it names.
+    fn deliver(&mut self, from: &str, bytes: &[u8], now: Duration) {
+        let handled = match envelope::decode(bytes) {
+            Ok(Envelope::ToDistributor(frame)) => self.distributor.as_mut().map(|side| {
+                side.core
+                    .handle(from, frame, now)
+                    .map_err(|e| e.to_string())
+            }),
+            Ok(Envelope::ToTarget(frame)) => self
+                .target
+                .as_mut()
+                .map(|core| core.handle(from, frame, now).map_err(|e| e.to_string())),
+            Ok(Envelope::CfAttach { epoch, incarnation }) => {
+                Some(self.attach_region(epoch, incarnation))
+            }
+            Err(error) => Some(Err(error.to_string())),
+        };
+        match handled {
+            Some(Ok(())) => {}
+            Some(Err(reason)) => {
+                self.counters.xcf_refused += 1;
+                tracing::debug!(%from, %reason, "XCF frame refused");
+            }
+            None => {
+                self.counters.xcf_refused += 1;
+                tracing::debug!(%from, "XCF frame for a core this box does not run");
+            }
+        }
+    }
+
+    fn attach_region(&mut self, epoch: u64, incarnation: u64) -> Result<(), String> {
+        let Some(path) = self.region_path.as_ref() else {
+            return Err("no shared-memory CF region in the site".into());
+        };
+        match self.facility.attach(path, epoch, incarnation) {
+            Ok(true) => {
+                self.counters.cf_attaches += 1;
+                tracing::info!(path = %path.display(), epoch, "attached to the CF region");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn send_xcf(&mut self, xcf: &XcfManager, now: Duration) {
+        let mut local: Vec<(bool, Transmit)> = Vec::new();
+        if let Some(side) = self.distributor.as_mut() {
+            while let Some(t) = side.core.poll_transmit(now) {
+                local.push((false, t));
+            }
+        }
+        if let Some(core) = self.target.as_mut() {
+            core.handle_timeout(now);
+            while let Some(t) = core.poll_transmit(now) {
+                local.push((true, t));
+            }
+        }
+        for (to_distributor, transmit) in local {
+            if transmit.to == self.node {
+                // Between this box's own cores.
+                let wrapped = envelope::cluster_frame(to_distributor, &transmit.bytes);
+                let node = self.node.clone();
+                self.deliver(&node, &wrapped, now);
+            } else {
+                xcf.send(
+                    &transmit.to,
+                    envelope::cluster_frame(to_distributor, &transmit.bytes),
+                );
+            }
+        }
+    }
+
+    fn take_cluster_events(&mut self, now: Instant) {
+        let mut distributor_events = Vec::new();
+        if let Some(side) = self.distributor.as_mut() {
+            while let Some(event) = side.core.poll_event() {
+                distributor_events.push(event);
+            }
+        }
+        for event in distributor_events {
+            self.on_distributor_event(event, now);
+        }
+        let mut target_events = Vec::new();
+        if let Some(core) = self.target.as_mut() {
+            while let Some(event) = core.poll_event() {
+                target_events.push(event);
+            }
+        }
+        for event in target_events {
+            self.on_target_event(event);
+        }
+    }
+
+    fn on_distributor_event(&mut self, event: DistributorEvent, now: Instant) {
+        let Some(side) = self.distributor.as_mut() else {
+            return;
+        };
+        match event {
+            DistributorEvent::SoftLimitReached(sa) => {
+                let current = side
+                    .owned
+                    .iter()
+                    .filter(|o| o.dvipa == sa.dvipa)
+                    .flat_map(|o| o.current.iter())
+                    .find(|(_, i, o)| *i == sa.spi || *o == sa.spi)
+                    .copied();
+                if let Some((ike_sa, inbound, _)) = current {
+                    if let Err(error) = side.endpoint.rekey_child(now, ike_sa, inbound) {
+                        tracing::debug!(%error, "rekey not started");
+                    }
+                }
+            }
+            DistributorEvent::HardLimitReached(sa) => {
+                tracing::warn!(dvipa = %sa.dvipa, spi = format_args!("{:#010x}", sa.spi), "SA reached its hard limit")
+            }
+            DistributorEvent::NegotiateSa { dvipa, flow } => {
+                negotiate_for(side, &dvipa, flow.remote, now);
+            }
+            DistributorEvent::Retired(sa) => {
+                if let Some(plane) = self.plane.as_mut() {
+                    plane.sas().delete(sa.spi);
+                }
+            }
+            DistributorEvent::TargetUp { node, restarted } => {
+                tracing::info!(target_node = %node, restarted, "target up")
+            }
+            other => tracing::debug!(event = ?other, "cluster event"),
+        }
+    }
+
+    fn on_target_event(&mut self, event: TargetEvent) {
+        match event {
+            TargetEvent::Installed(sa) => self.install_shadow(&sa),
+            TargetEvent::Deleted(sa) => {
+                // The owner's own data path follows IKE (see `delete_child`).
+                if self.distributor.is_none() {
+                    if let Some(plane) = self.plane.as_mut() {
+                        plane.sas().delete(sa.spi);
+                    }
+                }
+                self.counters.shadow_deletes += 1;
+                tracing::info!(target: "dvipsec::security", dvipa = %sa.dvipa, spi = format_args!("{:#010x}", sa.spi), direction = ?sa.direction, "shadow SA deleted");
+            }
+            other => tracing::debug!(event = ?other, "target event"),
+        }
+    }
+
+    /// The target core holds `sa`: the data plane builds it (a box that owns the DVIPA
+    /// installed it already when IKE made it).
+    fn install_shadow(&mut self, sa: &SaRef) {
+        let owner_installed = self
+            .distributor
+            .as_ref()
+            .is_some_and(|side| side.owned.iter().any(|o| o.dvipa == sa.dvipa));
+        if owner_installed {
+            return;
+        }
+        let (Some(core), Some(plane)) = (self.target.as_ref(), self.plane.as_mut()) else {
+            return;
+        };
+        let Some(address) = self
+            .served
+            .iter()
+            .find(|(name, _)| *name == sa.dvipa)
+            .map(|(_, a)| *a)
+        else {
+            self.counters.core_errors += 1;
+            return;
+        };
+        let install = core
+            .shadow_sas(&sa.dvipa)
+            .into_iter()
+            .find(|s| s.install.sa_ref() == *sa)
+            .map(|s| s.install.clone());
+        let installed = install.is_some_and(|install| install_in_plane(plane, &install, address));
+        if installed {
+            self.counters.shadow_installs += 1;
+            tracing::info!(target: "dvipsec::security", dvipa = %sa.dvipa, spi = format_args!("{:#010x}", sa.spi), direction = ?sa.direction, "shadow SA installed");
+        } else {
+            self.counters.core_errors += 1;
+        }
+    }
+}
+
+/// Starts a negotiation towards the peer a NEWCONN names: a child on the IKE SA with it when
+/// there is one, else a new IKE SA.
+fn negotiate_for(side: &mut DistributorSide, dvipa: &str, remote: IpAddr, now: Instant) {
+    let Some(owned) = side.owned.iter().find(|o| o.dvipa == dvipa) else {
+        return;
+    };
+    let existing = owned.current.first().map(|c| c.0);
+    let result = match existing {
+        Some(ike_sa) => side.endpoint.create_child(now, ike_sa),
+        None => {
+            // The peer whose address the flow names, else the DVIPA's first peer.
+            let by_address = owned.peers.iter().find(|p| p.remote_addr == Some(remote));
+            let Some(peer) = by_address.or_else(|| owned.peers.first()) else {
+                return;
+            };
+            let Some(peer_addr) = peer.remote_addr else {
+                return;
+            };
+            side.endpoint
+                .initiate(
+                    now,
+                    &peer.name,
+                    std::net::SocketAddr::new(owned.address, super::ike_socket::IKE_PORT),
+                    std::net::SocketAddr::new(peer_addr, super::ike_socket::IKE_PORT),
+                )
+                .map(|_| ())
+        }
+    };
+    if let Err(error) = result {
+        tracing::warn!(%dvipa, %error, "NEWCONN negotiation not started");
+    }
+}
+
+/// Installs a distributed SA in the data plane; false when it cannot be built.
+fn install_in_plane(plane: &mut Plane, install: &SaInstall, dvipa: IpAddr) -> bool {
+    let (Ok(sa), Some(selector)) = (
+        child::data_plane_sa(install),
+        child::data_plane_selector(install),
+    ) else {
+        return false;
+    };
+    let slot = SlotId(install.cf_slot);
+    match install.direction {
+        dvipsec_esp::Direction::Inbound => {
+            plane
+                .sas()
+                .install_inbound(sa, dvipa, install.peer, selector, slot)
+        }
+        dvipsec_esp::Direction::Outbound => plane.sas().install_outbound(
+            sa,
+            dvipa,
+            install.peer,
+            selector,
+            slot,
+            LeasePolicy::per_packet(),
+        ),
+    }
+    true
+}
+
+/// Lifesize counts from the data path to the box's target core (which batches LIFESIZE).
+struct CoreSink<'a> {
+    core: &'a mut dvipsec_cluster::Target,
+    served: &'a [(String, IpAddr)],
+    refused: u64,
+}
+
+impl LifesizeSink for CoreSink<'_> {
+    fn report(&mut self, report: LifesizeReport) {
+        let Some((name, _)) = self.served.iter().find(|(_, a)| *a == report.dvipa) else {
+            self.refused += 1;
+            return;
+        };
+        let direction = match report.direction {
+            dvipsec_cf::Direction::Inbound => WireDirection::Inbound,
+            dvipsec_cf::Direction::Outbound => WireDirection::Outbound,
+        };
+        let sa = SaRef {
+            dvipa: name.clone(),
+            direction,
+            spi: report.spi,
+        };
+        if self
+            .core
+            .count(&sa, report.usage.bytes, report.usage.packets)
+            .is_err()
+        {
+            self.refused += 1;
+        }
+    }
+}
+
+/// The loop's counts, for the shutdown line.
+pub fn summary(runtime: &Runtime) -> BTreeMap<&'static str, u64> {
+    let c = runtime.counters;
+    let ike = runtime
+        .distributor
+        .as_ref()
+        .map(|side| side.sockets.counters())
+        .unwrap_or_default();
+    BTreeMap::from([
+        ("child_sas", c.child_sas),
+        ("rekeys", c.rekeys),
+        ("shadow_installs", c.shadow_installs),
+        ("xcf_frames", c.xcf_frames),
+        ("xcf_refused", c.xcf_refused),
+        ("core_errors", c.core_errors),
+        ("ike_received", ike.received),
+        ("ike_sent", ike.sent),
+        ("ike_send_errors", ike.send_errors),
+    ])
+}
