@@ -101,11 +101,14 @@ pub enum DropCause {
     NoTarget,
     /// The CF could not answer.
     Facility,
+    /// An SA has the SPI, but for another peer: the outer source is spoofed (or the peer moved
+    /// without IKE knowing). Dropped before peek, so no DCT entry and no replay check.
+    WrongSource,
 }
 
 impl DropCause {
     /// Every cause, in counter order.
-    pub const ALL: [DropCause; 9] = [
+    pub const ALL: [DropCause; 10] = [
         DropCause::Malformed,
         DropCause::NatKeepalive,
         DropCause::UnknownSa,
@@ -115,6 +118,7 @@ impl DropCause {
         DropCause::DctFull,
         DropCause::NoTarget,
         DropCause::Facility,
+        DropCause::WrongSource,
     ];
 
     fn index(self) -> usize {
@@ -249,6 +253,9 @@ impl Distributor {
             Err(decision) => return decision,
         };
         let Some(entry) = sas.inbound(outer.spi, IpsecProtocol::Esp, outer.src) else {
+            if sas.knows_inbound_spi(outer.spi, IpsecProtocol::Esp) {
+                return Decision::Drop(DropCause::WrongSource);
+            }
             return Decision::Drop(DropCause::UnknownSa);
         };
         self.counters.peeked += 1;
@@ -614,6 +621,39 @@ mod tests {
                 assert!(forwarded_to(decision).is_none(), "length {len}");
             }
         }
+    }
+
+    /// The ESP packet with its outer IPv4 source replaced (header checksum fixed).
+    fn from_source(packet: &[u8], src: Ipv4Addr) -> Vec<u8> {
+        let mut spoofed = packet.to_vec();
+        spoofed[12..16].copy_from_slice(&src.octets());
+        ip::fix_ipv4_checksum(&mut spoofed[..20]);
+        spoofed
+    }
+
+    #[test]
+    fn a_known_spi_from_the_wrong_source_is_dropped_before_peek_and_the_window() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 9);
+        let spoofed = from_source(&syn, Ipv4Addr::new(192, 0, 2, 66));
+        assert_eq!(
+            dispatch(&mut b, &spoofed, 0),
+            Decision::Drop(DropCause::WrongSource)
+        );
+        let counters = b.distributor.counters();
+        assert_eq!(counters.dropped(DropCause::WrongSource), 1);
+        assert_eq!(counters.dropped(DropCause::UnknownSa), 0);
+        assert_eq!(counters.peeked, 0, "not peeked");
+        assert!(b.distributor.dct().is_empty(), "no DCT entry");
+        // An SPI that no SA has stays an unknown SA, whatever the source.
+        let mut unknown = spoofed.clone();
+        unknown[28..32].copy_from_slice(&0x9999u32.to_be_bytes());
+        assert_eq!(
+            dispatch(&mut b, &unknown, 0),
+            Decision::Drop(DropCause::UnknownSa)
+        );
+        // The real packet with the same number is still forwarded: the window did not move.
+        assert!(forwarded_to(dispatch(&mut b, &syn, 1)).is_some());
     }
 
     #[test]
