@@ -29,6 +29,9 @@ pub struct SaMetric {
     pub replays: u64,
     /// ICV failures.
     pub auth_failures: u64,
+    /// The table the SA was found in ("sad" or "shadow"): a box that is both a distributor and
+    /// a target holds one SPI in both, with separate counts.
+    pub table: String,
 }
 
 /// Counters of one packet port.
@@ -101,6 +104,7 @@ struct SaLabels {
     node: String,
     spi: String,
     direction: String,
+    table: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,7 +218,7 @@ impl Families {
         );
         registry.register(
             "lifesize_reports",
-            "Lifesize reports sent to the CF",
+            "Lifesize reports a target sent, or a distributor received",
             f.lifesize_reports.clone(),
         );
         registry.register("rekeys", "SA rekeys", f.rekeys.clone());
@@ -229,6 +233,7 @@ impl Families {
                 node: node(),
                 spi: format!("0x{:08x}", sa.spi),
                 direction: sa.direction.clone(),
+                table: sa.table.clone(),
             };
             self.sa_packets.get_or_create(&labels).inc_by(sa.packets);
             self.sa_bytes.get_or_create(&labels).inc_by(sa.bytes);
@@ -448,6 +453,7 @@ mod tests {
                 bytes: 300,
                 replays: 1,
                 auth_failures: 2,
+                table: "shadow".into(),
             }],
             ports: vec![PortMetric {
                 port: "ext".into(),
@@ -473,10 +479,10 @@ mod tests {
         };
         let text = render(std::slice::from_ref(&snapshot));
         for line in [
-            "dvipsec_sa_packets_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 3",
-            "dvipsec_sa_bytes_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 300",
-            "dvipsec_sa_replays_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 1",
-            "dvipsec_sa_auth_failures_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\"} 2",
+            "dvipsec_sa_packets_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\",table=\"shadow\"} 3",
+            "dvipsec_sa_bytes_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\",table=\"shadow\"} 300",
+            "dvipsec_sa_replays_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\",table=\"shadow\"} 1",
+            "dvipsec_sa_auth_failures_total{node=\"t0\",spi=\"0x00001000\",direction=\"inbound\",table=\"shadow\"} 2",
             "dvipsec_port_packets_total{node=\"t0\",port=\"ext\",direction=\"tx\"} 5",
             "dvipsec_port_bytes_total{node=\"t0\",port=\"ext\",direction=\"rx\"} 400",
             "dvipsec_port_drops_total{node=\"t0\",port=\"ext\"} 6",

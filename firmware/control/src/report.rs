@@ -154,6 +154,11 @@ pub fn sa_metric(sa: &SaEntry) -> SaMetric {
         bytes: sa.bytes,
         replays: sa.replays,
         auth_failures: sa.auth_failures,
+        table: match sa.location {
+            SaLocation::Sad => "sad",
+            SaLocation::Shadow => "shadow",
+        }
+        .into(),
     }
 }
 

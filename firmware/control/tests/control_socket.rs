@@ -350,7 +350,7 @@ fn the_metrics_endpoint_is_scraped_over_loopback_and_parsed() {
     let sa_packets: f64 = (0..2)
         .map(|i| {
             value(&format!(
-                "dvipsec_sa_packets_total{{node=\"t{i}\",spi=\"0x00002000\",direction=\"outbound\"}}"
+                "dvipsec_sa_packets_total{{node=\"t{i}\",spi=\"0x00002000\",direction=\"outbound\",table=\"shadow\"}}"
             ))
         })
         .sum();
