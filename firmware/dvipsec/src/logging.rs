@@ -3,6 +3,7 @@
 //! operator chasing a problem on one box should not have to edit the site file).
 
 use dvipsec_config::{LogLevel, LoggingConfig};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Level of every module when the site says nothing.
@@ -48,6 +49,8 @@ fn filter(site_logging: Option<&LoggingConfig>) -> EnvFilter {
 pub fn init(site_logging: Option<&LoggingConfig>) {
     let _already_installed = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter(site_logging))
         .try_init();
 }

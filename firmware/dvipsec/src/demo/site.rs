@@ -1053,19 +1053,23 @@ impl Site {
 /// One line on the security log: an SA of `peer`'s DVIPA entered or left `node`'s SAD. It names
 /// the SA, never its keys.
 fn security_event(what: &str, node: &str, peer: &DvipaPeer, direction: WireDirection, spi: u32) {
-    let direction = match direction {
-        WireDirection::Inbound => "inbound",
-        WireDirection::Outbound => "outbound",
-    };
+    let direction = direction_name(direction);
     tracing::info!(
         target: "dvipsec::security",
-        node,
+        node = %node,
         dvipa = %peer.address,
         dvipa_name = %peer.dvipa,
         spi = %format_args!("0x{spi:08x}"),
-        direction,
+        direction = %direction,
         "{what}"
     );
+}
+
+fn direction_name(direction: WireDirection) -> &'static str {
+    match direction {
+        WireDirection::Inbound => "inbound",
+        WireDirection::Outbound => "outbound",
+    }
 }
 
 /// A target's shadow cache took or dropped an SA: a debug line on the security log (the
@@ -1073,10 +1077,10 @@ fn security_event(what: &str, node: &str, peer: &DvipaPeer, direction: WireDirec
 fn shadow_event(what: &str, node: &str, sa: &SaRef) {
     tracing::debug!(
         target: "dvipsec::security",
-        node,
+        node = %node,
         dvipa_name = %sa.dvipa,
         spi = %format_args!("0x{:08x}", sa.spi),
-        direction = ?sa.direction,
+        direction = %direction_name(sa.direction),
         "{what}"
     );
 }
