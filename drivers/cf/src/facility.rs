@@ -78,4 +78,11 @@ pub trait SequenceFacility {
     ) -> Result<(), CfError>;
     /// Reads the lifesize counters.
     fn lifesize_read(&self, slot: SlotId) -> Result<Lifesize, CfError>;
+    /// Fails with [`CfError::Fenced`] once a newer owner fenced this handle's epoch, for
+    /// callers that hand out numbers they took earlier (leases) and must stop at the fence.
+    /// Facilities that cannot tell cheaply (the networked one: a round trip) say Ok; their
+    /// next `fetch_add` fails instead.
+    fn check_epoch(&self) -> Result<(), CfError> {
+        Ok(())
+    }
 }

@@ -149,6 +149,14 @@ impl LeaseHolder {
         self.dropped
     }
 
+    /// Throws the rest of the lease away (counted as dropped): after a fence, numbers taken
+    /// earlier must not be sent.
+    pub fn discard(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.dropped += lease.end - lease.next;
+        }
+    }
+
     /// The number for a packet sent at `now_us`.
     pub fn next(
         &mut self,
@@ -194,10 +202,21 @@ impl<'f, F: SequenceFacility + ?Sized> LeasedSequencer<'f, F> {
         }
     }
 
-    /// The sequence number for a packet sent at `now_us`.
+    /// The sequence number for a packet sent at `now_us`. Once the handle is fenced, the rest
+    /// of a lease is thrown away and every call fails: a fenced sender sends nothing more, not
+    /// even numbers it holds.
     pub fn next(&mut self, now_us: u64) -> Result<u64, CfError> {
         let (facility, slot) = (self.facility, self.slot);
+        if let Err(fenced) = facility.check_epoch() {
+            self.holder.discard();
+            return Err(fenced);
+        }
         self.holder.next(now_us, |n| facility.fetch_add(slot, n))
+    }
+
+    /// Numbers thrown away unused (expired or fenced leases).
+    pub fn dropped(&self) -> u64 {
+        self.holder.dropped()
     }
 }
 

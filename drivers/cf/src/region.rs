@@ -278,6 +278,11 @@ impl Region {
         self.incarnation
     }
 
+    /// The region's epoch now (it moves on when a distributor takes the region over).
+    pub fn current_epoch(&self) -> u64 {
+        self.mapping.u64_at(H_EPOCH).load(Ordering::SeqCst)
+    }
+
     /// The number of slots.
     pub fn slot_count(&self) -> u32 {
         self.mapping.slot_count
@@ -425,6 +430,10 @@ impl SequenceFacility for Region {
         Ok(())
     }
 
+    fn check_epoch(&self) -> Result<(), CfError> {
+        self.check_fence()
+    }
+
     fn lifesize_read(&self, slot: SlotId) -> Result<Lifesize, CfError> {
         let index = self.check_slot(slot)?;
         let read = |field: usize| {
@@ -506,6 +515,23 @@ impl RegionOwner {
                 incarnation,
             },
         })
+    }
+
+    /// Attaches as an owner at `epoch`, which must be the region's current one: a distributor
+    /// that was fenced by another's takeover of *other* DVIPAs, and was told the new epoch by
+    /// that owner, carries on with the DVIPAs it keeps. Unlike [`RegionOwner::take_over`] it
+    /// fences nobody. A stale epoch fails with [`CfError::Fenced`].
+    pub fn rejoin(path: &Path, epoch: u64) -> Result<Self, CfError> {
+        let mapping = Arc::new(map_existing(path)?);
+        let incarnation = mapping.header_u64(H_INCARNATION);
+        let region = Region {
+            mapping,
+            path: path.to_path_buf(),
+            epoch,
+            incarnation,
+        };
+        region.check_fence()?;
+        Ok(RegionOwner { region })
     }
 
     /// The target's view (same epoch and incarnation).
@@ -600,5 +626,8 @@ impl SequenceFacility for RegionOwner {
     }
     fn lifesize_read(&self, slot: SlotId) -> Result<Lifesize, CfError> {
         self.region.lifesize_read(slot)
+    }
+    fn check_epoch(&self) -> Result<(), CfError> {
+        self.region.check_fence()
     }
 }

@@ -836,6 +836,60 @@ mod tests {
     }
 
     #[test]
+    fn takeover_with_a_crash_hands_no_number_out_twice() {
+        // The old owner (epoch 1) and its targets take numbers, the server crashes and
+        // restarts from its last image, the backup bumps to epoch 2 and takes numbers on the
+        // same slot while the old side keeps trying. Every number given is checked.
+        let (mut core, store) = fresh_core(9);
+        let id = allocate_key1(&mut core);
+        let mut given = std::collections::HashSet::new();
+        let mut take = |core: &mut ServerCore<MemoryStore>, epoch: u64, count: u32| match one(
+            core,
+            epoch,
+            Op::FetchAdd { slot: id, count },
+        ) {
+            OpResult::Range(range) => {
+                for seq in range.iter() {
+                    assert!(given.insert(seq), "{seq} handed out twice");
+                }
+                true
+            }
+            OpResult::Fenced { current } => {
+                assert!(current > epoch);
+                false
+            }
+            other => panic!("{other:?}"),
+        };
+        for count in [1, 3, 7, 1, 2] {
+            assert!(take(&mut core, 1, count));
+        }
+        // A restart whose store the test keeps, so the next crash restores what it saved.
+        let restart = |saved: &[u8]| {
+            let store = MemoryStore::default();
+            let handle = store.clone();
+            let core = ServerCore::restore(store, small_blocks(), saved, Path::new("mem")).unwrap();
+            (core, handle)
+        };
+        let (mut core, store) = restart(&store.saved());
+        assert!(take(&mut core, 1, 4), "same epoch after a restart");
+        // The backup learns the epoch (HELLO) and moves it on.
+        assert_eq!(
+            one(&mut core, 1, Op::BumpEpoch { new_epoch: 2 }),
+            OpResult::Epoch(2)
+        );
+        for round in 0..50 {
+            assert!(!take(&mut core, 1, 1 + round % 5), "the old side is fenced");
+            assert!(take(&mut core, 2, 1 + round % 3));
+        }
+        let (mut core, _) = restart(&store.saved());
+        for _ in 0..10 {
+            assert!(!take(&mut core, 1, 2));
+            assert!(take(&mut core, 2, 2));
+        }
+        assert!(given.len() > 100);
+    }
+
+    #[test]
     fn released_ids_are_never_reused() {
         let (mut core, store) = fresh_core(1);
         let first = allocate_key1(&mut core);
