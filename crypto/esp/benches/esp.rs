@@ -1,6 +1,8 @@
 //! Seal/open per suite at 64, 576 and 1420 bytes and IMIX, the raw aws-lc-rs AEAD on the same
-//! sizes as the baseline, peek against a full open at 1420 bytes, and burst peek against a full
-//! open of the same 32-packet burst over four SAs.
+//! sizes as the baseline, and peek against a full open at 1420 bytes: for AES-GCM (issue 3) in
+//! one group with every peek variant (single, each of a 32-packet burst over four SAs,
+//! `peek_burst`, `peek_burst_flows`) and the ratios printed per packet; for the other suites
+//! single peek against single open. `cargo bench -p dvipsec-esp --bench esp -- peek` runs both.
 //!
 //! Every seal iteration first copies the plaintext into the buffer (seal works in place), and so
 //! does the raw AEAD baseline, so the ratio compares like with like.
@@ -193,23 +195,20 @@ fn bench_pps(c: &mut Criterion) {
     group.finish();
 }
 
+/// Single peek against single open of the same 1420-byte packet, for the suites the ratio group
+/// below does not cover.
 fn bench_peek(c: &mut Criterion) {
-    let mut group = c.benchmark_group("peek-vs-open-1420B");
+    let group_name = "peek-vs-open-1420B";
+    let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(1));
-    for suite in Suite::ALL {
+    let suites: Vec<Suite> = Suite::ALL
+        .into_iter()
+        .filter(|s| !RATIO_SUITES.contains(s))
+        .collect();
+    for &suite in &suites {
         let (wires, mut sa) = sealed_frames(suite, &[1420]);
         group.bench_function(BenchmarkId::new("peek", suite.name()), |b| {
-            b.iter(|| {
-                // What the distributor uses: the flow key and whether it is a SYN.
-                let flow = sa.peek(black_box(&wires[0])).unwrap().into_unverified();
-                black_box((
-                    flow.src,
-                    flow.src_port,
-                    flow.dst_port,
-                    flow.protocol,
-                    flow.syn,
-                ))
-            })
+            b.iter(|| distributor_peek(&sa, &wires[0]))
         });
         let mut buf = vec![0u8; 2048];
         group.bench_function(BenchmarkId::new("open", suite.name()), |b| {
@@ -217,7 +216,25 @@ fn bench_peek(c: &mut Criterion) {
         });
     }
     group.finish();
+    for suite in suites {
+        print_ratios(group_name, suite, &[("open", 1), ("peek", 1)]);
+    }
 }
+
+/// What the distributor reads from a single peek: the flow key and whether it is a SYN.
+fn distributor_peek(sa: &Sa, wire: &[u8]) {
+    let flow = sa.peek(black_box(wire)).unwrap().into_unverified();
+    black_box((
+        flow.src,
+        flow.src_port,
+        flow.dst_port,
+        flow.protocol,
+        flow.syn,
+    ));
+}
+
+/// Suites of the issue-3 target (peek at most a tenth of a full open at 1420 bytes).
+const RATIO_SUITES: [Suite; 2] = [Suite::Aes128Gcm16, Suite::Aes256Gcm16];
 
 /// Packets of a distributor burst and how many SAs they are spread over.
 const BURST: usize = 32;
@@ -253,18 +270,47 @@ fn sealed_burst(suite: Suite) -> (Vec<Vec<u8>>, Vec<Sa>) {
     (wires, receivers)
 }
 
-/// Per packet, same 32 packets in each: burst peek (full and compact result), peek one by one,
-/// and a full open of each.
-fn bench_burst_peek(c: &mut Criterion) {
-    let mut group = c.benchmark_group("burst32-4sa-1420B");
-    group.throughput(Throughput::Elements(BURST as u64));
-    for suite in [Suite::Aes128Gcm16, Suite::Aes256Gcm16] {
+/// The issue-3 ratio group: for AES-GCM, in one run and one group, every way to peek against a
+/// full open, all on 1420-byte tunnel packets and all reported per packet (criterion's elem/s).
+/// `open` and `peek` take one packet; the `_each` and burst variants take the same 32 packets
+/// over four SAs. After the group the medians are printed as ns per packet and as peek/open.
+fn bench_peek_ratio(c: &mut Criterion) {
+    let group_name = "peek-ratio-1420B";
+    let mut group = c.benchmark_group(group_name);
+    for suite in RATIO_SUITES {
+        let (wires, mut sa) = sealed_frames(suite, &[1420]);
+        let mut buf = vec![0u8; 2048];
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("open", suite.name()), |b| {
+            b.iter(|| open_all(&wires, &mut buf, &mut sa))
+        });
+        group.bench_function(BenchmarkId::new("peek", suite.name()), |b| {
+            b.iter(|| distributor_peek(&sa, &wires[0]))
+        });
+
         let (wires, mut sas) = sealed_burst(suite);
+        group.throughput(Throughput::Elements(BURST as u64));
+        group.bench_function(BenchmarkId::new("open_each", suite.name()), |b| {
+            b.iter(|| {
+                for (i, w) in black_box(&wires).iter().enumerate() {
+                    buf[..w.len()].copy_from_slice(w);
+                    let opened = sas[i % BURST_SAS].open(&mut buf, 0..w.len()).unwrap();
+                    black_box(&buf[opened.packet]);
+                }
+            })
+        });
         let pairs: Vec<(&Sa, &[u8])> = wires
             .iter()
             .enumerate()
             .map(|(i, w)| (&sas[i % BURST_SAS], w.as_slice()))
             .collect();
+        group.bench_function(BenchmarkId::new("peek_each", suite.name()), |b| {
+            b.iter(|| {
+                for &(sa, packet) in black_box(&pairs) {
+                    distributor_peek(sa, packet);
+                }
+            })
+        });
         let mut results: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
         group.bench_function(BenchmarkId::new("peek_burst", suite.name()), |b| {
             b.iter(|| {
@@ -279,35 +325,98 @@ fn bench_burst_peek(c: &mut Criterion) {
                 black_box(&flows);
             })
         });
-        group.bench_function(BenchmarkId::new("peek_each", suite.name()), |b| {
-            b.iter(|| {
-                for &(sa, packet) in black_box(&pairs) {
-                    black_box(sa.peek(packet).unwrap());
-                }
-            })
-        });
-        drop(pairs);
-        let mut buf = vec![0u8; 2048];
-        group.bench_function(BenchmarkId::new("open_each", suite.name()), |b| {
-            b.iter(|| {
-                for (i, w) in black_box(&wires).iter().enumerate() {
-                    buf[..w.len()].copy_from_slice(w);
-                    let opened = sas[i % BURST_SAS].open(&mut buf, 0..w.len()).unwrap();
-                    black_box(&buf[opened.packet]);
-                }
-            })
-        });
     }
     group.finish();
+    for suite in RATIO_SUITES {
+        print_ratios(
+            group_name,
+            suite,
+            &[
+                ("open", 1),
+                ("peek", 1),
+                ("open_each", BURST),
+                ("peek_each", BURST),
+                ("peek_burst", BURST),
+                ("peek_burst_flows", BURST),
+            ],
+        );
+    }
+}
+
+/// Prints, for the benchmarks of `group` that ran in this process, the median ns per packet and
+/// each peek's share of a full open: single peek against single open, the 32-packet variants
+/// against `open_each` of the same packets. `variants` pairs a benchmark with its packets per
+/// iteration. Criterion keeps no results in memory, so this reads the estimates it just wrote.
+fn print_ratios(group: &str, suite: Suite, variants: &[(&str, usize)]) {
+    let per_packet = |name: &str, packets: usize| {
+        median_ns(group, name, suite.name()).map(|ns| ns / packets as f64)
+    };
+    let mut line = format!("ratio {group} {suite}:");
+    for &(name, packets) in variants {
+        let Some(ns) = per_packet(name, packets) else {
+            continue;
+        };
+        line += &format!(" {name} {ns:.1} ns/pkt");
+        let base = if name.starts_with("peek_") {
+            "open_each"
+        } else {
+            "open"
+        };
+        let base_packets = if base == "open" { 1 } else { BURST };
+        if let (true, Some(open)) = (name.starts_with("peek"), per_packet(base, base_packets)) {
+            line += &format!(" (= {:.3} of {base})", ns / open);
+        }
+        line += ";";
+    }
+    println!("{line}");
+}
+
+/// Criterion's median for one benchmark, if this process wrote it.
+fn median_ns(group: &str, function: &str, parameter: &str) -> Option<f64> {
+    let path = criterion_home()?
+        .join(group)
+        .join(function)
+        .join(parameter)
+        .join("new/estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if written < *STARTED.get()? {
+        return None;
+    }
+    let json = std::fs::read_to_string(path).ok()?;
+    // {"mean":{...},"median":{"confidence_interval":{...},"point_estimate":N,...},...}
+    let median = &json[json.find("\"median\"")?..];
+    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = value.find([',', '}'])?;
+    value[..end].trim().parse().ok()
+}
+
+/// Where criterion writes: $CRITERION_HOME, $CARGO_TARGET_DIR/criterion, or the target
+/// directory the bench executable lives in (target/release/deps/esp-...).
+fn criterion_home() -> Option<std::path::PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(std::path::PathBuf::from(target).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+fn note_start(_: &mut Criterion) {
+    STARTED.get_or_init(std::time::SystemTime::now);
 }
 
 criterion_group!(
     benches,
+    note_start,
     bench_raw_aead,
     bench_seal,
     bench_open,
     bench_pps,
     bench_peek,
-    bench_burst_peek
+    bench_peek_ratio
 );
 criterion_main!(benches);
