@@ -315,6 +315,23 @@ impl Distributor {
         }
     }
 
+    /// A distributor that distributes nothing yet: with a takeover core, a DVIPA is only
+    /// distributed once the core says this node owns it ([`Distributor::adopt`]), so a box
+    /// that comes back does not take its configured DVIPAs from the backup that holds them.
+    pub fn idle(
+        view: &NodeView,
+        incarnation: u64,
+        security: LinkSecurity,
+        slots: Box<dyn SlotAllocator>,
+        now: Duration,
+    ) -> Distributor {
+        let mut distributor = Distributor::new(view, incarnation, security, slots, now);
+        distributor.targets.clear();
+        distributor.addresses.clear();
+        distributor.links.clear();
+        distributor
+    }
+
     pub fn set_limits(&mut self, limits: DistributorLimits) {
         self.limits = limits;
     }
