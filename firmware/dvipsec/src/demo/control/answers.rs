@@ -4,7 +4,7 @@
 
 use crate::demo::site::{DistributorBox, DvipaPeer, TargetBox};
 use crate::demo::Site;
-use dvipsec_cf::{SequenceFacility, SlotId};
+use dvipsec_cf::{CfError, SequenceFacility, SlotId};
 use dvipsec_cluster::lifesize::Usage;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
@@ -364,9 +364,13 @@ impl<'s> NodeBoxes<'s> {
         let region = self.site.region();
         let mut slots = Vec::new();
         for (slot, dvipa, spi) in self.held_slots() {
-            let lifesize = region
-                .lifesize_read(SlotId(slot))
-                .map_err(|e| failed("cf show", format!("slot {slot}: {e}")))?;
+            let lifesize = match region.lifesize_read(SlotId(slot)) {
+                Ok(lifesize) => lifesize,
+                // A retired SA's slot is released before every target has dropped the SA: it
+                // has no CF state left to show.
+                Err(CfError::UnknownSlot(_)) => continue,
+                Err(e) => return Err(failed("cf show", format!("slot {slot}: {e}"))),
+            };
             slots.push(CfSlot {
                 slot,
                 dvipa,
