@@ -107,7 +107,8 @@ pub struct TargetCounters {
     pub newconn_refused_limit: u64,
     /// TAKEOVER notices followed.
     pub takeovers: u64,
-    /// TAKEOVER notices from a node that may not own the DVIPA (ignored).
+    /// TAKEOVER notices from a node that may not own the DVIPA, or older than one already
+    /// followed (ignored).
     pub refused_takeovers: u64,
     /// SA_DELETEs from a node that does not distribute the SA's DVIPA (ignored).
     pub refused_deletes: u64,
@@ -171,6 +172,8 @@ pub struct Target {
     /// Every distributor that may own each DVIPA (owner and backups), with what it serves.
     candidates: BTreeMap<String, Vec<Served>>,
     owner_changes: VecDeque<OwnerChange>,
+    /// The newest CF epoch a TAKEOVER named for each DVIPA: an older one is stale.
+    takeover_epochs: BTreeMap<String, u64>,
     pending_limit: usize,
     node: String,
     incarnation: u64,
@@ -234,6 +237,7 @@ impl Target {
             counters: TargetCounters::default(),
             candidates,
             owner_changes: VecDeque::new(),
+            takeover_epochs: BTreeMap::new(),
             pending_limit: DEFAULT_PENDING_LIMIT,
             node: view.node.clone(),
             incarnation,
@@ -270,10 +274,15 @@ impl Target {
     /// The old owner's shadow SAs of the DVIPA go (the seed: removed and rebuilt with the new
     /// owner's SAs).
     fn on_takeover(&mut self, from: &str, notice: TakeoverNotice, now: Duration) {
-        let Some(entry) = self.may_own(&notice.dvipa, from) else {
+        let newest = self.takeover_epochs.get(&notice.dvipa).copied();
+        let stale = newest.is_some_and(|epoch| notice.cf_epoch < epoch);
+        let Some(entry) = self.may_own(&notice.dvipa, from).filter(|_| !stale) else {
+            // Not a possible owner, or an owner fenced since (a newer epoch was announced).
             self.counters.refused_takeovers += 1;
             return;
         };
+        self.takeover_epochs
+            .insert(notice.dvipa.clone(), notice.cf_epoch);
         let switched = self.distributor_of(&notice.dvipa) != Some(from);
         if switched {
             let dropped: Vec<SaRef> = self

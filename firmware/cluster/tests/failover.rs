@@ -248,7 +248,7 @@ impl World {
             while let Some(change) = t.poll_owner_change() {
                 // The data path attaches to the CF in the epoch it was told (a later notice
                 // may tell a newer one), and reports.
-                node.told_epoch = Some(change.cf_epoch);
+                node.told_epoch = node.told_epoch.max(Some(change.cf_epoch));
                 let held = node.held.get(&change.dvipa).cloned().unwrap_or_default();
                 t.report_connections(&change.dvipa, held, now).unwrap();
                 self.log.push((now, name.to_owned(), Log::Owner(change)));
