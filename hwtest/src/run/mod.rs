@@ -286,6 +286,11 @@ trait Gateway {
     fn max_inner(&self) -> Option<usize> {
         None
     }
+    /// CPU ticks of the gateway's parts that run inside this process (strongSwan's echo
+    /// thread), so that they are not counted as the generator's.
+    fn in_process_ticks(&self) -> u64 {
+        0
+    }
 }
 
 impl Gateway for strongswan::StrongSwan {
@@ -306,6 +311,9 @@ impl Gateway for strongswan::StrongSwan {
     }
     fn max_inner(&self) -> Option<usize> {
         Some(strongswan::MAX_INNER)
+    }
+    fn in_process_ticks(&self) -> u64 {
+        strongswan::StrongSwan::echo_ticks(self)
     }
 }
 
@@ -414,6 +422,7 @@ fn measure_point(
     let (plan, note) = fit_to(gateway, plan);
     let plan = &plan;
     let ticks_before = gateway.cpu_ticks();
+    let own_before = own_ticks(gateway);
     let esp_before = gateway.esp_packets();
     let replays_before = gateway.replay_failures();
     let progress = context.progress;
@@ -421,6 +430,7 @@ fn measure_point(
         progress.set_position(done_ms + elapsed.as_millis() as u64);
     })?;
     let ticks = gateway.cpu_ticks().saturating_sub(ticks_before);
+    let generator_ticks = own_ticks(gateway).saturating_sub(own_before);
     let esp = match (esp_before, gateway.esp_packets()) {
         (Some((in0, out0)), Some((in1, out1))) => {
             Some((in1.saturating_sub(in0), out1.saturating_sub(out0)))
@@ -433,7 +443,16 @@ fn measure_point(
     };
     let mut point = point(plan, &outcome, ticks, esp, replays);
     point.note = note;
+    point.generator_cpu_seconds =
+        generator_ticks as f64 / cpu::clock_ticks_per_second().max(1) as f64;
     Ok(point)
+}
+
+/// CPU ticks of this process that belong to the load generator.
+fn own_ticks(gateway: &dyn Gateway) -> u64 {
+    cpu::process_ticks(std::process::id())
+        .unwrap_or(0)
+        .saturating_sub(gateway.in_process_ticks())
 }
 
 /// The plan with its sizes cut to what the gateway carries whole, and a note saying so.
@@ -502,6 +521,7 @@ fn point(
         rekeys_started: outcome.rekeys_started,
         rekeys_completed: outcome.rekeys_completed,
         gateway_cpu_seconds: ticks as f64 / tck.max(1) as f64,
+        generator_cpu_seconds: 0.0,
         cycles_per_packet: cycles,
         gateway_esp_packets: esp,
         per_flow: outcome.flows.clone(),
@@ -526,7 +546,7 @@ fn print_summary(result: &RunResult) {
         }
         for p in system.points() {
             println!(
-                "{name:<10} {:<26} sent {:>9} recv {:>9} loss {:>7.4} {:>10.0} pps {:>7.3} Gbit/s p99 {:>8} us replay(peer) {} cycles/pkt {}",
+                "{name:<10} {:<26} sent {:>9} recv {:>9} loss {:>7.4} {:>10.0} pps {:>7.3} Gbit/s p99 {:>8} us replay(peer) {} cycles/pkt {} cpu gw/gen {:.2}/{:.2} s",
                 p.label,
                 p.sent,
                 p.received,
@@ -536,6 +556,8 @@ fn print_summary(result: &RunResult) {
                 p.latency.map_or("-".into(), |l| format!("{:.1}", l.p99_us)),
                 p.replay_rejected_at_peer,
                 p.cycles_per_packet.map_or("-".into(), |c| format!("{c:.0}")),
+                p.gateway_cpu_seconds,
+                p.generator_cpu_seconds,
             );
         }
     }

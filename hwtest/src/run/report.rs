@@ -45,6 +45,9 @@ pub struct Point {
     pub rekeys_started: u64,
     pub rekeys_completed: u64,
     pub gateway_cpu_seconds: f64,
+    /// CPU time of the load generator (this process, less any gateway thread in it): near
+    /// `seconds` times the cores it uses means the generator, not the gateway, was the limit.
+    pub generator_cpu_seconds: f64,
     pub cycles_per_packet: Option<f64>,
     /// The gateway's own ESP counters (in, out), where it has them.
     pub gateway_esp_packets: Option<(u64, u64)>,
@@ -458,6 +461,7 @@ mod tests {
             rekeys_started: 0,
             rekeys_completed: 0,
             gateway_cpu_seconds: 0.0,
+            generator_cpu_seconds: 0.0,
             cycles_per_packet: Some(1000.0),
             gateway_esp_packets: None,
             per_flow: Vec::new(),

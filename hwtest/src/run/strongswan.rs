@@ -259,6 +259,11 @@ impl StrongSwan {
         charon + self.echo.as_ref().map_or(0, Echo::ticks)
     }
 
+    /// CPU ticks of the echo thread (it runs in this process).
+    pub fn echo_ticks(&self) -> u64 {
+        self.echo.as_ref().map_or(0, Echo::ticks)
+    }
+
     /// ESP packets charon's child SAs counted: (in, out), summed over the listed SAs.
     pub fn esp_packets(&self) -> Option<(u64, u64)> {
         let listing = self.swanctl(&["--list-sas", "--raw"]).ok()?;
