@@ -34,7 +34,8 @@ pub struct DemoArgs {
     /// The site file to boot instead of the built-in figure-4 site.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Serve a control socket per box at DIR/NODE.sock (DIR is created owner-only).
+    /// Serve a control socket per box at DIR/NODE.sock (DIR is created owner-only), and the
+    /// metrics endpoints the site file sets.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 }
@@ -102,6 +103,9 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
             let plane = ControlPlane::start(run_dir, &views, &site).map_err(|e| e.to_string())?;
             for socket in plane.sockets() {
                 eprintln!("control socket {}", socket.display());
+            }
+            for (node, address) in plane.metrics_endpoints() {
+                eprintln!("metrics of {node} at http://{address}/metrics");
             }
             Some(plane)
         }

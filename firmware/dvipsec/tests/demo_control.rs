@@ -69,12 +69,17 @@ struct Demo {
 
 impl Demo {
     fn start(envs: &[(&str, &str)]) -> Demo {
-        let dir = tempfile::tempdir().unwrap();
+        Demo::start_with(envs, &[], tempfile::tempdir().unwrap())
+    }
+
+    /// The demo with `args` added, in `dir` (which may hold the site file `args` name).
+    fn start_with(envs: &[(&str, &str)], args: &[&str], dir: tempfile::TempDir) -> Demo {
         let stdout = std::fs::File::create(dir.path().join("stdout")).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dvipsec"))
             .args(["demo", "--seconds", "120", "--json", "--run-dir"])
             .arg(dir.path().join("run"))
+            .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -643,5 +648,78 @@ fn no_key_material_in_logs_listings_json_or_metrics() {
         leaks.is_empty(),
         "key material leaked:\n{}",
         leaks.join("\n")
+    );
+}
+
+/// `GET /metrics` over HTTP/1.1: the status line and the body.
+fn http_get_metrics(address: std::net::SocketAddr) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn the_site_files_metrics_endpoint_is_scraped_and_parsed() {
+    // A free port for MVS2's endpoint (taken back by the demo right after).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let figure4 = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/figure4.yaml"),
+    )
+    .unwrap();
+    let mvs2 = "    xcf: [192.0.2.2]";
+    assert!(figure4.contains(mvs2));
+    let site = figure4.replacen(
+        mvs2,
+        &format!("{mvs2}\n    metrics: {{ listen: \"127.0.0.1:{port}\" }}"),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.yaml");
+    std::fs::write(&file, site).unwrap();
+    let demo = Demo::start_with(&[], &["--config", file.to_str().unwrap()], dir);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(demo
+        .stderr()
+        .contains(&format!("metrics of MVS2 at http://{address}/metrics")));
+    let (status, body) = http_get_metrics(address);
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let samples = parse_exposition(&body);
+    assert!(samples
+        .iter()
+        .all(|s| s.labels.get("node").is_none_or(|n| n == "MVS2")));
+    let packets: f64 = samples
+        .iter()
+        .filter(|s| s.name == "dvipsec_sa_packets_total")
+        .map(|s| s.value)
+        .sum();
+    assert!(packets > 0.0, "{body}");
+    // The endpoint and the socket answer from the same box.
+    let via_socket = parse_exposition(&text(&ctl(&demo.socket("MVS2"), &["metrics"])));
+    let names = |samples: &[Sample]| {
+        samples
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(names(&samples), names(&via_socket));
+    let (status, _, stderr) = demo.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        std::net::TcpStream::connect(address).is_err(),
+        "the endpoint outlived the demo"
     );
 }

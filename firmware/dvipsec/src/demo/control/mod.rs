@@ -1,5 +1,6 @@
 //! `dvipsec demo --run-dir DIR`: a control socket per simulated box (`DIR/NODE.sock`), so that
-//! `dvipsecctl` works against the demo as against a real box.
+//! `dvipsecctl` works against the demo as against a real box, and the Prometheus endpoint of
+//! every box whose node sets `metrics: { listen: ADDR:PORT }` in the site file.
 //!
 //! Each socket's server thread forwards its requests over a channel to the demo's thread, which
 //! answers them between simulation rounds from the live site ([`answers`]): the answers are the
@@ -11,6 +12,7 @@ use crate::demo::Site;
 use answers::NodeBoxes;
 use dvipsec_config::NodeView;
 use dvipsec_control::keys::KeyExport;
+use dvipsec_control::metrics::{MetricsEndpoint, MetricsSource};
 use dvipsec_control::protocol::{
     CfReport, ConnListReport, DctReport, IkeListReport, MetricsText, SaListReport, StatusReport,
     TakeoverReport,
@@ -40,6 +42,8 @@ pub enum RunDirError {
     NotPrivate { path: PathBuf, mode: u32 },
     #[error("{0}")]
     Server(#[from] dvipsec_control::ServerError),
+    #[error("{0}")]
+    Metrics(#[from] dvipsec_control::metrics::EndpointError),
 }
 
 /// A request from a socket's thread, with where its answer goes.
@@ -55,6 +59,7 @@ pub struct ControlPlane {
     /// channel closes) before the servers are joined.
     queries: Option<Receiver<Query>>,
     servers: Vec<ControlServer>,
+    endpoints: Vec<(String, MetricsEndpoint)>,
     views: Vec<NodeView>,
     /// Set when this plane created the run directory (it then removes it, if empty, at exit).
     created_dir: Option<PathBuf>,
@@ -165,6 +170,16 @@ fn respond(boxes: &NodeBoxes<'_>, request: Request) -> Result<Response, ControlE
     })
 }
 
+/// A scrape asks the demo's thread like a socket request does. The endpoint has no error
+/// channel: a failed scrape gets a comment saying why and an empty exposition.
+fn scrape(forwarder: Forwarder) -> MetricsSource {
+    std::sync::Arc::new(move || match forwarder.ask(Request::Metrics) {
+        Ok(Response::Metrics(metrics)) => metrics.text,
+        Ok(_) => "# dvipsec: the demo answered another request\n# EOF\n".to_owned(),
+        Err(error) => format!("# dvipsec: no metrics: {error}\n# EOF\n"),
+    })
+}
+
 fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RunDirError {
     let path = path.to_path_buf();
     move |source| RunDirError::Io {
@@ -212,6 +227,7 @@ impl ControlPlane {
         let mut plane = ControlPlane {
             queries: Some(queries),
             servers: Vec::new(),
+            endpoints: Vec::new(),
             views: views.to_vec(),
             created_dir: created.then(|| dir.to_path_buf()),
         };
@@ -227,8 +243,24 @@ impl ControlPlane {
             plane
                 .servers
                 .push(ControlServer::start(&path, Box::new(handler))?);
+            if let Some(address) = view.metrics_listen {
+                let forwarder = Forwarder {
+                    node,
+                    queries: sender.clone(),
+                };
+                let endpoint = MetricsEndpoint::start(address, scrape(forwarder))?;
+                plane.endpoints.push((view.node.clone(), endpoint));
+            }
         }
         Ok(plane)
+    }
+
+    /// The metrics endpoints: (node, address), one per node whose site entry sets one.
+    pub fn metrics_endpoints(&self) -> Vec<(&str, std::net::SocketAddr)> {
+        self.endpoints
+            .iter()
+            .map(|(node, endpoint)| (node.as_str(), endpoint.address()))
+            .collect()
     }
 
     /// The socket paths, one per box.
@@ -265,6 +297,7 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         drop(self.queries.take());
+        self.endpoints.clear();
         // Stop the servers (they remove their sockets) before removing the directory.
         self.servers.clear();
         if let Some(dir) = &self.created_dir {
