@@ -11,3 +11,8 @@ cargo test --workspace --all-targets
 # The DPDK backend (feature `dpdk`, needs root and DPDK; its tests fail loudly under CI=true).
 cargo clippy -p dvipsec-dpdk --features dpdk --all-targets -- -D warnings
 cargo test -p dvipsec-dpdk --features dpdk
+# The firmware with DPDK ports and cryptodev, end to end against strongSwan on namespaces.
+# (This leaves target/debug/dvipsec built with DPDK, which the test runs.)
+cargo clippy -p dvipsec -p dvipsec-hwtest --features dvipsec/dpdk,dvipsec-hwtest/dpdk --all-targets -- -D warnings
+cargo build -p dvipsec --features dpdk
+cargo test -p dvipsec-hwtest --features dpdk --test strongswan_site dpdk

@@ -314,6 +314,8 @@ pub enum Invalid {
     },
     #[error("`certificate` and `ca` go together: give both or neither")]
     CertificateWithoutCa,
+    #[error("crypto provider cryptodev needs {what}")]
+    CryptodevNeeds { what: &'static str },
     #[error("control socket path {path} must be absolute")]
     RelativeSocketPath { path: String },
     #[error(

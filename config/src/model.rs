@@ -57,6 +57,29 @@ pub struct NodeConfig {
     /// The Prometheus endpoint; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// Who runs the ESP ciphers of this node's data plane; absent means software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<CryptoConfig>,
+}
+
+/// The ESP cipher engine of a node (`crypto: { provider: cryptodev, device: NAME }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoConfig {
+    pub provider: Located<CryptoProvider>,
+    /// The DPDK crypto device (`crypto_aesni_gcm0`, a QAT device), for `cryptodev`. A vdev
+    /// must also be created through the EAL arguments of one of the node's DPDK ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoProvider {
+    /// aws-lc-rs in the polling thread.
+    Software,
+    /// A DPDK cryptodev (needs a build with the `dpdk` feature and a DPDK port on the node).
+    Cryptodev,
 }
 
 impl NodeConfig {

@@ -317,6 +317,11 @@ fn build_site(
                 metrics: (i % 2 == 0).then(|| MetricsConfig {
                     listen: loc(SocketAddr::new(addr(v6, i as u16), 9100 + i as u16)),
                 }),
+                // Every third node names its cipher engine (software: no DPDK port needed).
+                crypto: (i % 3 == 0).then(|| CryptoConfig {
+                    provider: loc(CryptoProvider::Software),
+                    device: None,
+                }),
             }
         })
         .collect();

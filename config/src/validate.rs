@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use crate::error::{Family, Invalid, ValidationError};
 use crate::located::{Located, Position};
 use crate::model::{
+    CryptoProvider,
     Action, Capability, CfBackend, DvipaConfig, Lifetime, Limit, NodeConfig, PortConfig,
     PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute, XcfSecurity,
 };
@@ -213,6 +214,33 @@ impl Validator<'_> {
             }
             self.polling_cores(&node.polling_cores);
             self.operator_endpoints(node);
+            self.crypto(node);
+        }
+    }
+
+    /// A cryptodev needs its device's name and an EAL, which only a DPDK port starts.
+    fn crypto(&mut self, node: &NodeConfig) {
+        let Some(crypto) = &node.crypto else {
+            return;
+        };
+        if crypto.provider.value != CryptoProvider::Cryptodev {
+            return;
+        }
+        if crypto.device.is_none() {
+            self.report(
+                crypto.provider.at,
+                Invalid::CryptodevNeeds {
+                    what: "a `device` name",
+                },
+            );
+        }
+        if !node.ports.iter().any(|p| p.driver.value == PortDriver::Dpdk) {
+            self.report(
+                crypto.provider.at,
+                Invalid::CryptodevNeeds {
+                    what: "a port with driver dpdk on the node (its EAL creates the device)",
+                },
+            );
         }
     }
 

@@ -26,6 +26,8 @@ pub struct NodeView {
     pub control_socket: PathBuf,
     /// Where the node serves Prometheus metrics; `None`: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// The DPDK crypto device that runs the data plane's ESP ciphers; `None`: software.
+    pub cryptodev: Option<String>,
     /// DVIPAs this node is the primary (owner) of.
     pub owns: Vec<OwnedDvipa>,
     /// DVIPAs this node takes over when their owner fails.
@@ -188,6 +190,12 @@ pub(crate) fn node_view(config: &SiteConfig, node: &NodeConfig) -> NodeView {
         polling_cores: node.polling_cores.iter().map(|c| c.value).collect(),
         control_socket: node.control_socket(),
         metrics_listen: node.metrics.as_ref().map(|m| m.listen.value),
+        cryptodev: node
+            .crypto
+            .as_ref()
+            .filter(|c| c.provider.value == crate::model::CryptoProvider::Cryptodev)
+            .and_then(|c| c.device.as_ref())
+            .map(|d| d.value.clone()),
         owns,
         backs,
         serves,

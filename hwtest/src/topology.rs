@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dvipsec_config::{CfBackend, ConfigError, PortConfig, SiteConfig};
+use dvipsec_config::{CfBackend, ConfigError, PortConfig, PortDriver, SiteConfig};
 
 use crate::netns::{ip, NetnsError};
 
@@ -283,12 +283,12 @@ fn build_node(
     let xcf_iface = ports
         .iter()
         .find(is_xcf)
-        .and_then(|p| p.iface.as_deref().map(String::as_str))
+        .and_then(kernel_interface)
         .unwrap_or("xcf0");
     let ifaces: Vec<&str> = ports
         .iter()
         .filter(|p| !is_xcf(p))
-        .filter_map(|p| p.iface.as_deref().map(String::as_str))
+        .filter_map(kernel_interface)
         .collect();
     for (port, iface) in ifaces.iter().enumerate() {
         plug(&ns, iface, &hub, &format!("h{index}e{port}"), "br-ext")?;
@@ -301,6 +301,18 @@ fn build_node(
         address_external(site, node, &ns, first)?;
     }
     Ok(())
+}
+
+/// The kernel interface a port runs on: its `iface`, or for DPDK the `iface=` of its first
+/// vdev (net_af_packet, net_af_xdp); `None` for a device the kernel does not see.
+fn kernel_interface(port: &PortConfig) -> Option<&str> {
+    if *port.driver != PortDriver::Dpdk {
+        return port.iface.as_deref().map(String::as_str);
+    }
+    port.vdevs
+        .as_deref()
+        .and_then(|vdevs| vdevs.first())
+        .and_then(|vdev| vdev.split(',').find_map(|arg| arg.strip_prefix("iface=")))
 }
 
 /// The DVIPAs `node` owns go on its first port, with routes back to every peer.

@@ -271,9 +271,14 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-#[test]
-fn strongswan_reaches_the_targets_through_the_distributor_and_they_answer_directly() {
-    let test = "strongswan_reaches_the_targets_through_the_distributor_and_they_answer_directly";
+/// The whole scenario on the site as `edit` changes it (its ports, say).
+/// `log_line` must show in every box's log.
+fn strongswan_through_the_site(
+    test: &str,
+    tag: &str,
+    log_line: Option<&str>,
+    edit: impl FnOnce(String) -> String,
+) {
     let Some(dvipsec) = prerequisites(test) else {
         return;
     };
@@ -281,7 +286,7 @@ fn strongswan_reaches_the_targets_through_the_distributor_and_they_answer_direct
         skip_or_fail_in_ci(test, &problem);
         return;
     }
-    let site = TestSite::new("s", |text| text);
+    let site = TestSite::new(tag, edit);
     topology::up(&site.file, &site.options(dvipsec)).unwrap();
     let peer_ns = site.ns("peer");
     run(&mut in_ns(&peer_ns, &["ip", "link", "set", "lo", "up"]));
@@ -386,8 +391,80 @@ fn strongswan_reaches_the_targets_through_the_distributor_and_they_answer_direct
     );
     let sas = charon.swanctl(&["--list-sas", "--raw"]);
     assert!(sas.contains("state=ESTABLISHED"), "{sas}");
+    for node in NODES.iter().filter(|_| log_line.is_some()) {
+        let log =
+            std::fs::read_to_string(site.run_dir().join(format!("{node}.log"))).unwrap_or_default();
+        let line = log_line.unwrap_or_default();
+        assert!(log.contains(line), "{node} never logged {line:?}:\n{log}");
+    }
     drop(charon);
     let pids = site.pids();
     topology::down(&site.run_dir()).unwrap();
     site.assert_nothing_left(&pids);
+}
+
+#[test]
+fn strongswan_reaches_the_targets_through_the_distributor_and_they_answer_directly() {
+    strongswan_through_the_site(
+        "strongswan_reaches_the_targets_through_the_distributor_and_they_answer_directly",
+        "s",
+        None,
+        |text| text,
+    );
+}
+
+/// The ports of every box as the site file writes them.
+const KERNEL_PORTS: &str = "      - name: uplink
+        driver: af_packet
+        iface: ext0
+      - name: xcf
+        driver: af_packet
+        iface: xcf0
+";
+
+/// The site with every box's ports on `driver` (af_xdp in copy mode on the veths).
+#[test]
+fn strongswan_through_the_site_on_af_xdp_ports() {
+    strongswan_through_the_site(
+        "strongswan_through_the_site_on_af_xdp_ports",
+        "x",
+        None,
+        |text| {
+            assert!(text.contains(KERNEL_PORTS));
+            text.replace(KERNEL_PORTS, &KERNEL_PORTS.replace("af_packet", "af_xdp"))
+        },
+    );
+}
+
+/// The same with DPDK ethdev ports and the ESP ciphers on a cryptodev (crypto_aesni_gcm),
+/// one EAL per box: strongSwan opens what the cryptodev sealed. The vdevs are net_af_packet: with
+/// net_af_xdp, DPDK's own XDP program takes every frame of the interface from the kernel, and
+/// the box's kernel still answers ARP and IKE and carries the XCF streams.
+#[cfg(feature = "dpdk")]
+#[test]
+fn strongswan_through_the_site_on_dpdk_ports() {
+    strongswan_through_the_site(
+        "strongswan_through_the_site_on_dpdk_ports",
+        "d",
+        Some("ESP ciphers on cryptodev"),
+        |mut text| {
+            assert!(text.contains(KERNEL_PORTS));
+            for node in NODES {
+                let prefix = format!("dvs-{}-{node}", std::process::id());
+                let ports = format!(
+                    "      - name: uplink
+        driver: dpdk
+        eal_args: [--no-huge, \"-m\", \"1024\", --no-pci, \"-l\", \"0\", --log-level=warning, --file-prefix={prefix}, --vdev=crypto_aesni_gcm0]
+        vdevs: [\"net_af_packet0,iface=ext0\"]
+      - name: xcf
+        driver: dpdk
+        vdevs: [\"net_af_packet1,iface=xcf0\"]
+    crypto: {{ provider: cryptodev, device: crypto_aesni_gcm0 }}
+"
+                );
+                text = text.replacen(KERNEL_PORTS, &ports, 1);
+            }
+            text
+        },
+    );
 }

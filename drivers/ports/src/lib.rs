@@ -18,7 +18,7 @@ mod poll;
 pub mod port;
 
 pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};
-pub use af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort};
+pub use af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort, Steering};
 pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};
 pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};

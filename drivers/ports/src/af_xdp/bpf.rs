@@ -1,7 +1,7 @@
-//! The few bpf(2) calls an AF_XDP port needs: an XSKMAP, a five-instruction XDP program that
-//! redirects every frame of a receive queue to the socket in that map, and a BPF link that
-//! attaches it to the interface. The link detaches the program when its descriptor closes,
-//! so a crashed process leaves nothing attached.
+//! The few bpf(2) calls an AF_XDP port needs: an XSKMAP, an XDP program that redirects the
+//! frames of a receive queue to the socket in that map (all of them, or only IPsec traffic),
+//! and a BPF link that attaches it to the interface. The link detaches the program when its
+//! descriptor closes, so a crashed process leaves nothing attached.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -55,6 +55,73 @@ fn redirect_program(map_fd: RawFd) -> [BpfInsn; 6] {
         insn(MOV64_IMM, 3, 0, 0, XDP_PASS),
         insn(CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
         insn(EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// Which frames the program gives the socket; the others go on to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Steering {
+    /// Every frame of the queue.
+    #[default]
+    Everything,
+    /// IPv4 frames carrying ESP (protocol 50), GRE (47), or UDP to port 4500 that is not IKE
+    /// (its first four payload bytes are not the zero non-ESP marker). ARP, IKE and the
+    /// kernel's own traffic (the XCF streams) stay with the kernel.
+    IpsecOnly,
+}
+
+/// The `IpsecOnly` program: checks as above, then the redirect of [`redirect_program`];
+/// frames too short for a check are passed.
+fn ipsec_only_program(map_fd: RawFd) -> [BpfInsn; 29] {
+    const MOV64_REG: u8 = 0xbf;
+    const ADD64_IMM: u8 = 0x07;
+    const LDX_MEM_W: u8 = 0x61;
+    const LDX_MEM_H: u8 = 0x69;
+    const LDX_MEM_B: u8 = 0x71;
+    const JGT_REG: u8 = 0x2d;
+    const JNE_IMM: u8 = 0x55;
+    const JEQ_IMM: u8 = 0x15;
+    const LD_IMM64: u8 = 0x18;
+    const MOV64_IMM: u8 = 0xb7;
+    const CALL: u8 = 0x85;
+    const EXIT: u8 = 0x95;
+    // Loads are little-endian: EtherType 0x0800 reads as 0x0008, port 4500 (0x1194) as 0x9411.
+    const ETHERTYPE_IPV4: i32 = 0x0008;
+    const PORT_4500: i32 = 0x9411;
+    // Instruction indexes of the two exits; a jump's offset counts from the next instruction.
+    const REDIRECT: i16 = 21;
+    const PASS: i16 = 27;
+    let to = |target: i16, from: i16| target - (from + 1);
+    [
+        insn(MOV64_REG, 6, 1, 0, 0),                      // 0: r6 = ctx
+        insn(LDX_MEM_W, 2, 6, 0, 0),                      // 1: r2 = data
+        insn(LDX_MEM_W, 3, 6, 4, 0),                      // 2: r3 = data_end
+        insn(MOV64_REG, 4, 2, 0, 0),                      // 3
+        insn(ADD64_IMM, 4, 0, 0, 38),                     // 4: Ethernet + IPv4 + 4 bytes
+        insn(JGT_REG, 4, 3, to(PASS, 5), 0),              // 5
+        insn(LDX_MEM_H, 5, 2, 12, 0),                     // 6: EtherType
+        insn(JNE_IMM, 5, 0, to(PASS, 7), ETHERTYPE_IPV4), // 7
+        insn(LDX_MEM_B, 5, 2, 23, 0),                     // 8: IP protocol
+        insn(JEQ_IMM, 5, 0, to(REDIRECT, 9), 50),         // 9: ESP
+        insn(JEQ_IMM, 5, 0, to(REDIRECT, 10), 47),        // 10: GRE
+        insn(JNE_IMM, 5, 0, to(PASS, 11), 17),            // 11: not UDP
+        insn(LDX_MEM_B, 5, 2, 14, 0),                     // 12: version and header length
+        insn(JNE_IMM, 5, 0, to(PASS, 13), 0x45),          // 13: options: the kernel's
+        insn(LDX_MEM_H, 5, 2, 36, 0),                     // 14: UDP destination port
+        insn(JNE_IMM, 5, 0, to(PASS, 15), PORT_4500),     // 15
+        insn(MOV64_REG, 4, 2, 0, 0),                      // 16
+        insn(ADD64_IMM, 4, 0, 0, 46),                     // 17: + UDP header + marker
+        insn(JGT_REG, 4, 3, to(PASS, 18), 0),             // 18
+        insn(LDX_MEM_W, 5, 2, 42, 0),                     // 19: non-ESP marker
+        insn(JEQ_IMM, 5, 0, to(PASS, 20), 0),             // 20: IKE
+        insn(LDX_MEM_W, 2, 6, XDP_MD_RX_QUEUE_INDEX, 0),  // 21: REDIRECT
+        insn(LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),  // 22
+        insn(0, 0, 0, 0, 0),                              // 23
+        insn(MOV64_IMM, 3, 0, 0, XDP_PASS),               // 24
+        insn(CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),       // 25
+        insn(EXIT, 0, 0, 0, 0),                           // 26
+        insn(MOV64_IMM, 0, 0, 0, XDP_PASS),               // 27: PASS
+        insn(EXIT, 0, 0, 0, 0),                           // 28
     ]
 }
 
@@ -149,9 +216,13 @@ pub fn set_map_entry(map: RawFd, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
-/// Loads the redirect program for `map`; on a verifier refusal the error carries its log.
-pub fn load_redirect_program(map: RawFd) -> io::Result<OwnedFd> {
-    let program = redirect_program(map);
+/// Loads the redirect program for `map` with `steering`; on a verifier refusal the error
+/// carries its log.
+pub fn load_redirect_program(map: RawFd, steering: Steering) -> io::Result<OwnedFd> {
+    let program: Vec<BpfInsn> = match steering {
+        Steering::Everything => redirect_program(map).to_vec(),
+        Steering::IpsecOnly => ipsec_only_program(map).to_vec(),
+    };
     let license = b"Dual MIT/GPL\0";
     let mut log = vec![0u8; 16 * 1024];
     let mut name = [0u8; 16];
@@ -218,5 +289,33 @@ mod tests {
         assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(std::mem::size_of::<BpfInsn>(), 8);
         assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 72);
+    }
+
+    #[test]
+    fn the_ipsec_filter_jumps_only_to_its_two_exits_and_loads_inside_its_checks() {
+        let program = ipsec_only_program(7);
+        const JUMPS: [u8; 3] = [0x2d, 0x55, 0x15];
+        for (pc, i) in program.iter().enumerate() {
+            if JUMPS.contains(&i.code) {
+                let target = pc as i16 + 1 + i.off;
+                assert!(
+                    target == 21 || target == 27,
+                    "jump at {pc} lands on {target}"
+                );
+            }
+            // Packet loads (base r2) stay inside the range the checks before them proved.
+            if matches!(i.code, 0x61 | 0x69 | 0x71) && i.regs >> 4 == 2 {
+                let width = match i.code {
+                    0x61 => 4,
+                    0x69 => 2,
+                    _ => 1,
+                };
+                let proven = if pc < 19 { 38 } else { 46 };
+                assert!(i.off + width <= proven, "load at {pc} reads past {proven}");
+            }
+        }
+        assert_eq!(program[26].code, 0x95);
+        assert_eq!(program[28].code, 0x95);
+        assert_eq!(program[27].imm, XDP_PASS);
     }
 }

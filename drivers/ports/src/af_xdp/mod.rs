@@ -13,6 +13,7 @@
 //! the port (or the process) goes away.
 
 mod bpf;
+pub use bpf::Steering;
 mod ring;
 
 use std::io;
@@ -42,6 +43,8 @@ pub struct AfXdpConfig {
     pub frame_size: u32,
     /// UMEM frames, half for receive and half for transmit: a power of two.
     pub frame_count: u32,
+    /// Which received frames the socket gets (the rest go to the kernel).
+    pub steering: Steering,
 }
 
 impl AfXdpConfig {
@@ -54,6 +57,7 @@ impl AfXdpConfig {
             pool_size: 4096,
             frame_size: 2048,
             frame_count: 4096,
+            steering: Steering::Everything,
         }
     }
 }
@@ -298,7 +302,7 @@ impl AfXdpPort {
         let map = bpf::create_xsk_map(config.queue + 1).map_err(sys("bpf map create"))?;
         bpf::set_map_entry(map.as_raw_fd(), config.queue, fd).map_err(sys("bpf map update"))?;
         let program =
-            bpf::load_redirect_program(map.as_raw_fd()).map_err(sys("bpf program load"))?;
+            bpf::load_redirect_program(map.as_raw_fd(), config.steering).map_err(sys("bpf program load"))?;
         let link = bpf::attach_xdp(program.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE)
             .map_err(sys("bpf link create (attach XDP)"))?;
         Ok(AfXdpPort {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use dvipsec_cluster::wire::{FilterRule, PortRange, SaInstall, WireKeys};
 use dvipsec_dataplane::sa_table::TrafficSelector as DataPlaneSelector;
 use dvipsec_esp::{
-    Direction, IpPrefix, IpsecProtocol, LifetimeLimits, Mode, Sa, SaError, Suite, TunnelEndpoints,
+    AeadProvider, Direction, IpPrefix, IpsecProtocol, LifetimeLimits, Mode, Sa, SaError, Suite, TunnelEndpoints,
     UdpEncap,
 };
 use dvipsec_ike::crypto::{DirectionKeys, Encr, EspSuite, Integ};
@@ -167,12 +167,19 @@ pub fn child_pair(
     })
 }
 
-/// The data plane's SA of a distributed SA_INSTALL. The CF slot's shared window does the
-/// replay check, so the SA's own window is off.
-pub fn data_plane_sa(install: &SaInstall) -> Result<Sa, SaError> {
+/// The data plane's SA of a distributed SA_INSTALL, its ciphers from `provider` (software
+/// when `None`). The CF slot's shared window does the replay check, so the SA's own window is
+/// off.
+pub fn data_plane_sa(
+    install: &SaInstall,
+    provider: Option<&dyn AeadProvider>,
+) -> Result<Sa, SaError> {
     let mut config = install.to_sa_config();
     config.replay_window = 0;
-    Sa::new(config)
+    match provider {
+        Some(provider) => Sa::with_provider(config, provider),
+        None => Sa::new(config),
+    }
 }
 
 /// The data plane's selector of an SA_INSTALL (its first filter rule).

@@ -75,6 +75,9 @@ pub enum BootError {
         #[source]
         source: runtime::RuntimeError,
     },
+    /// The site's cryptodev for this node cannot be used.
+    #[error("node {node}: {reason}")]
+    Crypto { node: String, reason: String },
     /// The node has no XCF address to listen on.
     #[error("node {0}: no XCF address")]
     NoXcfAddress(String),
@@ -228,6 +231,10 @@ fn start(
         XcfSecurity::Trusted => LinkSecurity::Trusted,
         XcfSecurity::Protected(_) => LinkSecurity::Protected,
     };
+    let provider = cipher_provider(view).map_err(|reason| BootError::Crypto {
+        node: node.clone(),
+        reason,
+    })?;
     let runtime = runtime::Runtime::new(runtime::RuntimeInputs {
         site,
         view,
@@ -237,6 +244,7 @@ fn start(
         region,
         region_path,
         security,
+        provider,
     })
     .map_err(|source| BootError::Runtime {
         node: node.clone(),
@@ -244,6 +252,29 @@ fn start(
     })?;
     let xcf = join_xcf(site, view)?;
     Ok((runtime, xcf, gre_sink))
+}
+
+/// The cryptodev the site names for this node, opened on the EAL its DPDK ports started.
+#[cfg(feature = "dpdk")]
+fn cipher_provider(view: &NodeView) -> Result<Option<Box<dyn dvipsec_esp::AeadProvider>>, String> {
+    let Some(device) = &view.cryptodev else {
+        return Ok(None);
+    };
+    let eal = dvipsec_dpdk::Eal::get()
+        .ok_or_else(|| format!("cryptodev {device} needs a DPDK port (none started the EAL)"))?;
+    let opened = dvipsec_dpdk::Cryptodev::open(eal, device).map_err(|e| e.to_string())?;
+    tracing::info!(node = %view.node, device = %device, "ESP ciphers on cryptodev");
+    Ok(Some(Box::new(dvipsec_dpdk::CryptodevProvider::new(opened))))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn cipher_provider(view: &NodeView) -> Result<Option<Box<dyn dvipsec_esp::AeadProvider>>, String> {
+    match &view.cryptodev {
+        None => Ok(None),
+        Some(device) => Err(format!(
+            "cryptodev {device}: this build has no DPDK backend (build with `--features dpdk`)"
+        )),
+    }
 }
 
 /// A raw socket for GRE that is never read: with it the kernel stops answering the GRE the

@@ -3,7 +3,8 @@
 //!
 //! Ports: the port named `xcf` carries GRE to and from the other boxes (its interface holds the
 //! box's XCF address); the first other port is the external one. MAC addresses of peers,
-//! targets and distributors are found with ARP before the loop starts.
+//! targets and distributors are found with ARP before the loop starts, through a short-lived
+//! AF_PACKET socket on the port's kernel interface.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use dvipsec_dataplane::poll::PollNode;
 use dvipsec_dataplane::sa_table::{LifesizeSink, ShadowSaTable};
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
+use dvipsec_ports::{AfPacketConfig, AfPacketPort};
 
 use super::facility::AttachedRegion;
 use super::neighbours::{self, NeighbourError};
@@ -45,6 +47,14 @@ pub enum PlaneError {
     NotIpv4(String),
     #[error(transparent)]
     Neighbour(#[from] NeighbourError),
+    #[error("cannot open an ARP socket on {iface}: {source}")]
+    Resolver {
+        iface: String,
+        #[source]
+        source: dvipsec_ports::AfPacketError,
+    },
+    #[error("port {0}: its MAC is unknown (a DPDK device with no `iface=` kernel interface)")]
+    UnknownMac(String),
 }
 
 /// The box's data plane.
@@ -144,13 +154,13 @@ pub fn build(inputs: &PlaneInputs<'_>, ports: Vec<OpenPort>) -> Result<Option<Pl
     if view.owns.is_empty() && !serves {
         return Ok(None);
     }
-    let (mut external, mut xcf) = external_and_xcf(&view.ports, ports)?;
+    let (external, xcf) = external_and_xcf(&view.ports, ports)?;
     let own_xcf = xcf_of(inputs.site, &view.node)?;
     let external_mac = port_mac(&external)?;
     let xcf_mac = port_mac(&xcf)?;
     if !view.owns.is_empty() {
-        let peers = resolve_peers(view, &mut external, external_mac, true)?;
-        let targets = resolve_targets(inputs, &mut xcf, xcf_mac, own_xcf)?;
+        let peers = resolve_peers(view, &mut resolver(&external)?, external_mac, true)?;
+        let targets = resolve_targets(inputs, &mut resolver(&xcf)?, xcf_mac, own_xcf)?;
         let dispatch = dispatch_config(inputs, own_xcf)?;
         let mut node = DistributorNode::new(
             Distributor::new(dispatch),
@@ -174,8 +184,8 @@ pub fn build(inputs: &PlaneInputs<'_>, ports: Vec<OpenPort>) -> Result<Option<Pl
         });
         return Ok(Some(Plane::Distributor(Box::new(node))));
     }
-    let peers = resolve_peers(view, &mut external, external_mac, false)?;
-    let links = resolve_distributors(inputs, &mut xcf, xcf_mac, own_xcf)?;
+    let peers = resolve_peers(view, &mut resolver(&external)?, external_mac, false)?;
+    let links = resolve_distributors(inputs, &mut resolver(&xcf)?, xcf_mac, own_xcf)?;
     let target = Target::new(
         TargetConfig {
             xcf_address: own_xcf,
@@ -202,8 +212,24 @@ pub fn build(inputs: &PlaneInputs<'_>, ports: Vec<OpenPort>) -> Result<Option<Pl
     Ok(Some(Plane::Target(Box::new(node))))
 }
 
+/// A short-lived AF_PACKET socket on the port's kernel interface for ARP: it sees what an
+/// AF_XDP port leaves to the kernel (ARP among it), and works the same beside AF_PACKET and
+/// DPDK vdev ports.
+fn resolver(port: &OpenPort) -> Result<AfPacketPort, PlaneError> {
+    let iface = port
+        .kernel_interface()
+        .ok_or_else(|| PlaneError::UnknownMac(port.name().to_owned()))?;
+    AfPacketPort::open(&AfPacketConfig::new(iface)).map_err(|source| PlaneError::Resolver {
+        iface: iface.to_owned(),
+        source,
+    })
+}
+
 fn port_mac(port: &OpenPort) -> Result<Mac, PlaneError> {
-    Ok(neighbours::interface_mac(port.name())?)
+    let iface = port
+        .kernel_interface()
+        .ok_or_else(|| PlaneError::UnknownMac(port.name().to_owned()))?;
+    Ok(neighbours::interface_mac(iface)?)
 }
 
 /// MACs of the peers of the DVIPAs the box owns or serves. The owner asks from the DVIPA; a
@@ -211,7 +237,7 @@ fn port_mac(port: &OpenPort) -> Result<Mac, PlaneError> {
 /// packets to it are then dropped and counted as having no route.
 fn resolve_peers(
     view: &NodeView,
-    port: &mut OpenPort,
+    port: &mut AfPacketPort,
     own_mac: Mac,
     owner: bool,
 ) -> Result<Neighbours, PlaneError> {
@@ -243,7 +269,7 @@ fn resolve_peers(
 /// MACs of the owned DVIPAs' targets on the XCF network (the box itself needs none).
 fn resolve_targets(
     inputs: &PlaneInputs<'_>,
-    port: &mut OpenPort,
+    port: &mut AfPacketPort,
     own_mac: Mac,
     own_xcf: Ipv4Addr,
 ) -> Result<Neighbours, PlaneError> {
@@ -268,7 +294,7 @@ fn resolve_targets(
 /// The links to the distributors of the DVIPAs the box serves: their XCF address and MAC.
 fn resolve_distributors(
     inputs: &PlaneInputs<'_>,
-    port: &mut OpenPort,
+    port: &mut AfPacketPort,
     own_mac: Mac,
     own_xcf: Ipv4Addr,
 ) -> Result<Vec<DistributorLink>, PlaneError> {

@@ -26,6 +26,14 @@ pub enum PortError {
         #[source]
         source: AfPacketError,
     },
+    /// The DPDK EAL or ethdev could not be set up.
+    #[cfg(feature = "dpdk")]
+    #[error("port {port}: {source}")]
+    Dpdk {
+        port: String,
+        #[source]
+        source: dvipsec_dpdk::DpdkError,
+    },
     /// The AF_XDP socket could not be set up.
     #[error("port {port}: {source}")]
     AfXdp {
@@ -39,14 +47,37 @@ pub enum PortError {
 pub enum OpenPort {
     AfPacket(AfPacketPort),
     AfXdp(AfXdpPort),
+    /// A DPDK ethdev and the kernel interface behind it, if it is a vdev on one (`iface=`).
+    #[cfg(feature = "dpdk")]
+    Dpdk(dvipsec_dpdk::EthdevPort, Option<String>),
+}
+
+/// Calls `$call` on whichever backend `$port` is.
+macro_rules! each_backend {
+    ($port:expr, $p:ident => $call:expr) => {
+        match $port {
+            OpenPort::AfPacket($p) => $call,
+            OpenPort::AfXdp($p) => $call,
+            #[cfg(feature = "dpdk")]
+            OpenPort::Dpdk($p, _) => $call,
+        }
+    };
 }
 
 impl OpenPort {
-    /// The interface the port is bound to.
+    /// The interface (or DPDK device) the port is bound to.
     pub fn name(&self) -> &str {
+        each_backend!(self, port => port.name())
+    }
+
+    /// The kernel interface whose MAC the port sends from: the port's own for kernel ports,
+    /// the one a DPDK vdev drives; `None` for a device the kernel does not see.
+    pub fn kernel_interface(&self) -> Option<&str> {
         match self {
-            OpenPort::AfPacket(port) => port.name(),
-            OpenPort::AfXdp(port) => port.name(),
+            OpenPort::AfPacket(port) => Some(port.name()),
+            OpenPort::AfXdp(port) => Some(port.name()),
+            #[cfg(feature = "dpdk")]
+            OpenPort::Dpdk(_, iface) => iface.as_deref(),
         }
     }
 }
@@ -58,39 +89,25 @@ impl PacketPort for OpenPort {
         OpenPort::name(self)
     }
 
+
     fn layout(&self) -> BufLayout {
-        match self {
-            OpenPort::AfPacket(port) => port.layout(),
-            OpenPort::AfXdp(port) => port.layout(),
-        }
+        each_backend!(self, port => port.layout())
     }
 
     fn alloc_tx(&mut self) -> Option<PacketBuf> {
-        match self {
-            OpenPort::AfPacket(port) => port.alloc_tx(),
-            OpenPort::AfXdp(port) => port.alloc_tx(),
-        }
+        each_backend!(self, port => port.alloc_tx())
     }
 
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        match self {
-            OpenPort::AfPacket(port) => port.rx_burst(burst),
-            OpenPort::AfXdp(port) => port.rx_burst(burst),
-        }
+        each_backend!(self, port => port.rx_burst(burst))
     }
 
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
-        match self {
-            OpenPort::AfPacket(port) => port.tx_burst(burst),
-            OpenPort::AfXdp(port) => port.tx_burst(burst),
-        }
+        each_backend!(self, port => port.tx_burst(burst))
     }
 
     fn stats(&self) -> &Arc<PortStats> {
-        match self {
-            OpenPort::AfPacket(port) => port.stats(),
-            OpenPort::AfXdp(port) => port.stats(),
-        }
+        each_backend!(self, port => port.stats())
     }
 }
 
@@ -108,11 +125,7 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
             driver,
             reason: "in-memory ports only exist inside one process (`dvipsec demo`)",
         }),
-        PortDriver::Dpdk => Err(PortError::Unsupported {
-            port,
-            driver,
-            reason: "the DPDK backend is not wired into boot",
-        }),
+        PortDriver::Dpdk => open_dpdk(config, port, driver),
         PortDriver::AfPacket => {
             let iface = interface(config, &port, driver)?;
             AfPacketPort::open(&AfPacketConfig::new(iface))
@@ -123,11 +136,64 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
             let iface = interface(config, &port, driver)?;
             let mut xdp = AfXdpConfig::new(iface);
             xdp.queue = config.queue.as_deref().copied().unwrap_or(0);
+            // ARP, IKE and the XCF streams stay with the kernel.
+            xdp.steering = dvipsec_ports::Steering::IpsecOnly;
             AfXdpPort::open(&xdp)
                 .map(OpenPort::AfXdp)
                 .map_err(|source| PortError::AfXdp { port, source })
         }
     }
+}
+
+/// A DPDK ethdev: `iface` names the device when given (a PCI address, say), else the port's
+/// first vdev does. The EAL starts with the first DPDK port, from its `eal_args` and the
+/// `vdevs` of every port (one EAL per process).
+#[cfg(feature = "dpdk")]
+fn open_dpdk(config: &PortConfig, port: String, driver: &'static str) -> Result<OpenPort, PortError> {
+    let vdevs: Vec<String> = config.vdevs.as_deref().cloned().unwrap_or_default();
+    let eal_args: Vec<String> = config.eal_args.as_deref().cloned().unwrap_or_default();
+    let first_vdev = vdevs.first().map(String::as_str).unwrap_or_default();
+    let device = match config.iface.as_deref() {
+        Some(iface) => iface.clone(),
+        None => first_vdev.split(',').next().unwrap_or_default().to_owned(),
+    };
+    if device.is_empty() {
+        return Err(PortError::NoInterface { port, driver });
+    }
+    let kernel_iface = first_vdev
+        .split(',')
+        .find_map(|arg| arg.strip_prefix("iface="))
+        .map(str::to_owned);
+    let dpdk_error = |source| PortError::Dpdk {
+        port: port.clone(),
+        source,
+    };
+    let eal = match dvipsec_dpdk::Eal::get() {
+        Some(eal) => {
+            for vdev in &vdevs {
+                eal.probe_vdev(vdev).map_err(dpdk_error)?;
+            }
+            eal
+        }
+        None => dvipsec_dpdk::Eal::init(dvipsec_dpdk::Eal::args_from_site(&eal_args, &vdevs))
+            .map_err(dpdk_error)?,
+    };
+    let ethdev = dvipsec_dpdk::EthdevPort::open(eal, &dvipsec_dpdk::EthdevConfig::new(&device))
+        .map_err(dpdk_error)?;
+    Ok(OpenPort::Dpdk(ethdev, kernel_iface))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn open_dpdk(
+    _config: &PortConfig,
+    port: String,
+    driver: &'static str,
+) -> Result<OpenPort, PortError> {
+    Err(PortError::Unsupported {
+        port,
+        driver,
+        reason: "this build has no DPDK backend (build with `--features dpdk`)",
+    })
 }
 
 fn interface<'a>(

@@ -19,7 +19,7 @@ use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent, Transmit};
 use dvipsec_config::{NodeView, SiteConfig};
 use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink};
-use dvipsec_esp::LifetimeLimits;
+use dvipsec_esp::{AeadProvider, LifetimeLimits};
 use dvipsec_ike::{ChildSaInstalled, Endpoint, EndpointConfig, Event, IkeSaId, PeerConfig};
 
 use super::child::{self, ChildContext};
@@ -91,6 +91,8 @@ pub struct Runtime {
     region_path: Option<PathBuf>,
     counters: RuntimeCounters,
     last_lifesize: Instant,
+    /// The data plane's cipher engine (a cryptodev); `None`: software.
+    provider: Option<Box<dyn AeadProvider>>,
 }
 
 /// Why the runtime could not start.
@@ -116,6 +118,7 @@ pub struct RuntimeInputs<'a> {
     pub region: Option<RegionOwner>,
     pub region_path: Option<PathBuf>,
     pub security: LinkSecurity,
+    pub provider: Option<Box<dyn AeadProvider>>,
 }
 
 fn limits_of(peer: &PeerConfig) -> LifetimeLimits {
@@ -236,6 +239,7 @@ impl Runtime {
             region_path: inputs.region_path,
             counters: RuntimeCounters::default(),
             last_lifesize: now,
+            provider: inputs.provider,
         })
     }
 
@@ -413,7 +417,7 @@ impl Runtime {
             .collect();
         for install in &stored {
             if let Some(plane) = self.plane.as_mut() {
-                if !install_in_plane(plane, install, dvipa_address) {
+                if !install_in_plane(plane, install, dvipa_address, self.provider.as_deref()) {
                     self.counters.core_errors += 1;
                 }
             }
@@ -700,7 +704,9 @@ impl Runtime {
             .into_iter()
             .find(|s| s.install.sa_ref() == *sa)
             .map(|s| s.install.clone());
-        let installed = install.is_some_and(|install| install_in_plane(plane, &install, address));
+        let provider = self.provider.as_deref();
+        let installed =
+            install.is_some_and(|install| install_in_plane(plane, &install, address, provider));
         if installed {
             self.counters.shadow_installs += 1;
             tracing::info!(target: "dvipsec::security", dvipa = %sa.dvipa, spi = format_args!("{:#010x}", sa.spi), direction = ?sa.direction, "shadow SA installed");
@@ -744,9 +750,14 @@ fn negotiate_for(side: &mut DistributorSide, dvipa: &str, remote: IpAddr, now: I
 }
 
 /// Installs a distributed SA in the data plane; false when it cannot be built.
-fn install_in_plane(plane: &mut Plane, install: &SaInstall, dvipa: IpAddr) -> bool {
+fn install_in_plane(
+    plane: &mut Plane,
+    install: &SaInstall,
+    dvipa: IpAddr,
+    provider: Option<&dyn AeadProvider>,
+) -> bool {
     let (Ok(sa), Some(selector)) = (
-        child::data_plane_sa(install),
+        child::data_plane_sa(install, provider),
         child::data_plane_selector(install),
     ) else {
         return false;
