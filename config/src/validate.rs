@@ -9,9 +9,8 @@ use std::net::IpAddr;
 use crate::error::{Family, Invalid, ValidationError};
 use crate::located::{Located, Position};
 use crate::model::{
-    CryptoProvider,
-    Action, Capability, CfBackend, DvipaConfig, Lifetime, Limit, NodeConfig, PortConfig,
-    PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute, XcfSecurity,
+    Action, Capability, CfBackend, CryptoProvider, DvipaConfig, Lifetime, Limit, NodeConfig,
+    PortConfig, PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute, XcfSecurity,
 };
 use crate::operator::{module_path_problem, MAX_SOCKET_PATH};
 use crate::values::{max_prefix_len, DestIp, IpNet, PortSet, Protocol};
@@ -234,7 +233,11 @@ impl Validator<'_> {
                 },
             );
         }
-        if !node.ports.iter().any(|p| p.driver.value == PortDriver::Dpdk) {
+        if !node
+            .ports
+            .iter()
+            .any(|p| p.driver.value == PortDriver::Dpdk)
+        {
             self.report(
                 crypto.provider.at,
                 Invalid::CryptodevNeeds {

@@ -301,8 +301,8 @@ impl AfXdpPort {
         bind_xsk(fd, ifindex, config.queue).map_err(sys("bind"))?;
         let map = bpf::create_xsk_map(config.queue + 1).map_err(sys("bpf map create"))?;
         bpf::set_map_entry(map.as_raw_fd(), config.queue, fd).map_err(sys("bpf map update"))?;
-        let program =
-            bpf::load_redirect_program(map.as_raw_fd(), config.steering).map_err(sys("bpf program load"))?;
+        let program = bpf::load_redirect_program(map.as_raw_fd(), config.steering)
+            .map_err(sys("bpf program load"))?;
         let link = bpf::attach_xdp(program.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE)
             .map_err(sys("bpf link create (attach XDP)"))?;
         Ok(AfXdpPort {

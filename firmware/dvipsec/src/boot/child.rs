@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use dvipsec_cluster::wire::{FilterRule, PortRange, SaInstall, WireKeys};
 use dvipsec_dataplane::sa_table::TrafficSelector as DataPlaneSelector;
 use dvipsec_esp::{
-    AeadProvider, Direction, IpPrefix, IpsecProtocol, LifetimeLimits, Mode, Sa, SaError, Suite, TunnelEndpoints,
-    UdpEncap,
+    AeadProvider, Direction, IpPrefix, IpsecProtocol, LifetimeLimits, Mode, Sa, SaError, Suite,
+    TunnelEndpoints, UdpEncap,
 };
 use dvipsec_ike::crypto::{DirectionKeys, Encr, EspSuite, Integ};
 use dvipsec_ike::wire::TrafficSelector;

@@ -89,7 +89,6 @@ impl PacketPort for OpenPort {
         OpenPort::name(self)
     }
 
-
     fn layout(&self) -> BufLayout {
         each_backend!(self, port => port.layout())
     }
@@ -149,7 +148,11 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
 /// first vdev does. The EAL starts with the first DPDK port, from its `eal_args` and the
 /// `vdevs` of every port (one EAL per process).
 #[cfg(feature = "dpdk")]
-fn open_dpdk(config: &PortConfig, port: String, driver: &'static str) -> Result<OpenPort, PortError> {
+fn open_dpdk(
+    config: &PortConfig,
+    port: String,
+    driver: &'static str,
+) -> Result<OpenPort, PortError> {
     let vdevs: Vec<String> = config.vdevs.as_deref().cloned().unwrap_or_default();
     let eal_args: Vec<String> = config.eal_args.as_deref().cloned().unwrap_or_default();
     let first_vdev = vdevs.first().map(String::as_str).unwrap_or_default();
