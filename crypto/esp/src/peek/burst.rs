@@ -10,7 +10,7 @@
 
 use super::compact::FlowAddrs;
 use super::fast::{whole_tunnel_head, Direct, FastOuter, PlainSource};
-use super::{flow, Ciphertext, PeekFlow, PeekInfo, Unauthenticated, TUNNEL_FIRST_PEEK};
+use super::{flow, Ciphertext, PeekFlow, PeekInfo, Unauthenticated, L4, TUNNEL_FIRST_PEEK};
 use crate::error::EspError;
 use crate::esp::ESP_HEADER_LEN;
 use crate::ip::{self, Family};
@@ -63,8 +63,17 @@ fn peek_burst_into<T: BurstResult>(
     count
 }
 
-/// A result type a burst can produce: from keystream computed ahead, or one packet at a time.
+/// A result type a burst can produce: from a decrypted tunnel head, from keystream computed
+/// ahead, or one packet at a time.
 trait BurstResult: Sized {
+    /// From the three blocks of a plain tunnel head (see [`whole_tunnel_head`]).
+    fn from_head(
+        sa: &Sa,
+        packet: &[u8],
+        plan: &Planned,
+        head: &[u8; TUNNEL_FIRST_PEEK],
+        inner: (Family, L4),
+    ) -> Unauthenticated<Self>;
     fn from_keystream(
         sa: &Sa,
         outer: &FastOuter<'_>,
@@ -75,25 +84,24 @@ trait BurstResult: Sized {
 
 impl BurstResult for PeekInfo {
     #[inline(always)]
+    fn from_head(
+        sa: &Sa,
+        packet: &[u8],
+        plan: &Planned,
+        head: &[u8; TUNNEL_FIRST_PEEK],
+        (family, l4): (Family, L4),
+    ) -> Unauthenticated<Self> {
+        let seq = sa.full_seq(ip::be32(packet, usize::from(plan.esp_at) + 4));
+        let outer_addresses = ip::addresses(packet, plan.family());
+        let inner_addresses = ip::addresses(head, family);
+        flow(sa.params.spi, seq, outer_addresses, inner_addresses, l4)
+    }
+
     fn from_keystream(
         sa: &Sa,
         outer: &FastOuter<'_>,
         source: &Precomputed<'_>,
     ) -> Option<Unauthenticated<Self>> {
-        if let Some(head) = source.tunnel_head(&outer.ct) {
-            if let Some((family, l4)) = whole_tunnel_head(&head) {
-                let seq = sa.full_seq(ip::be32(outer.ct.pkt, outer.esp_at + 4));
-                let outer_addresses = ip::addresses(outer.ct.pkt, outer.family);
-                let inner_addresses = ip::addresses(&head, family);
-                return Some(flow(
-                    sa.params.spi,
-                    seq,
-                    outer_addresses,
-                    inner_addresses,
-                    l4,
-                ));
-            }
-        }
         sa.fast_finish(outer, source)
     }
 
@@ -104,23 +112,28 @@ impl BurstResult for PeekInfo {
 
 impl BurstResult for PeekFlow {
     #[inline(always)]
+    fn from_head(
+        _: &Sa,
+        packet: &[u8],
+        plan: &Planned,
+        head: &[u8; TUNNEL_FIRST_PEEK],
+        (family, l4): (Family, L4),
+    ) -> Unauthenticated<Self> {
+        Unauthenticated(PeekFlow {
+            addrs: FlowAddrs::read(head, family),
+            protocol: l4.protocol,
+            src_port: l4.src_port,
+            dst_port: l4.dst_port,
+            tcp_flags: l4.tcp_flags,
+            seq_lo: ip::be32(packet, usize::from(plan.esp_at) + 4),
+        })
+    }
+
     fn from_keystream(
         sa: &Sa,
         outer: &FastOuter<'_>,
         source: &Precomputed<'_>,
     ) -> Option<Unauthenticated<Self>> {
-        if let Some(head) = source.tunnel_head(&outer.ct) {
-            if let Some((family, l4)) = whole_tunnel_head(&head) {
-                return Some(Unauthenticated(PeekFlow {
-                    addrs: FlowAddrs::read(&head, family),
-                    protocol: l4.protocol,
-                    src_port: l4.src_port,
-                    dst_port: l4.dst_port,
-                    tcp_flags: l4.tcp_flags,
-                    seq_lo: ip::be32(outer.ct.pkt, outer.esp_at + 4),
-                }));
-            }
-        }
         sa.fast_finish_flow(outer, source)
     }
 
@@ -151,6 +164,44 @@ struct Planned {
 }
 
 impl Planned {
+    #[inline(always)]
+    fn family(&self) -> Family {
+        if self.v6 {
+            Family::V6
+        } else {
+            Family::V4
+        }
+    }
+
+    /// The first three plaintext blocks of a tunnel-mode packet when its ciphertext holds them
+    /// all (past its end is the ICV): fixed-size loads and three 128-bit XORs.
+    #[inline(always)]
+    fn tunnel_head(&self, packet: &[u8], keystream: &Keystream) -> Option<[u8; TUNNEL_FIRST_PEEK]> {
+        let text_at = usize::from(self.text_at);
+        let text_end = (self.total_len as usize).checked_sub(ICV_LEN)?;
+        if !self.in_order || text_end < text_at + TUNNEL_FIRST_PEEK {
+            return None;
+        }
+        let text: &[u8; TUNNEL_FIRST_PEEK] = packet
+            .get(text_at..text_at + TUNNEL_FIRST_PEEK)?
+            .try_into()
+            .ok()?;
+        let slot = usize::from(self.slot);
+        let stream: &[[u8; AES_BLOCK]; 3] = keystream.get(slot..slot + 3)?.try_into().ok()?;
+        let mut head = [0u8; TUNNEL_FIRST_PEEK];
+        for ((out, text), key) in head
+            .chunks_exact_mut(AES_BLOCK)
+            .zip(text.chunks_exact(AES_BLOCK))
+            .zip(stream)
+        {
+            let mut block = [0u8; AES_BLOCK];
+            block.copy_from_slice(text);
+            let mixed = u128::from_ne_bytes(block) ^ u128::from_ne_bytes(*key);
+            out.copy_from_slice(&mixed.to_ne_bytes());
+        }
+        Some(head)
+    }
+
     /// The parsed outer part again, from the packet and the offsets kept.
     #[inline(always)]
     fn outer<'a>(&self, packet: &'a [u8]) -> Option<FastOuter<'a>> {
@@ -164,7 +215,7 @@ impl Planned {
                 text_at,
                 text_end: total_len - ICV_LEN,
             },
-            family: if self.v6 { Family::V6 } else { Family::V4 },
+            family: self.family(),
             esp_at,
         })
     }
@@ -191,9 +242,26 @@ fn peek_pass<T: BurstResult>(
     }
 }
 
-/// One planned packet's result from the keystream computed ahead, or `None` for the one-by-one way.
+/// One planned packet's result from the keystream computed ahead, or `None` for the one-by-one
+/// way. The usual tunnel head goes straight from the plan's offsets; anything else takes the
+/// general fast path, kept out of line so that the usual case keeps its registers.
 #[inline(always)]
 fn finish<T: BurstResult>(
+    sa: &Sa,
+    packet: &[u8],
+    plan: &Planned,
+    keystream: &Keystream,
+) -> Option<Unauthenticated<T>> {
+    if let Some(head) = plan.tunnel_head(packet, keystream) {
+        if let Some(inner) = whole_tunnel_head(&head) {
+            return Some(T::from_head(sa, packet, plan, &head, inner));
+        }
+    }
+    finish_general(sa, packet, plan, keystream)
+}
+
+#[inline(never)]
+fn finish_general<T: BurstResult>(
     sa: &Sa,
     packet: &[u8],
     plan: &Planned,
@@ -386,33 +454,6 @@ impl Precomputed<'_> {
     }
 }
 
-impl Precomputed<'_> {
-    /// The first three plaintext blocks of a tunnel-mode packet, when its ciphertext holds them
-    /// all and their keystream was computed ahead: fixed-size loads and three 128-bit XORs.
-    #[inline(always)]
-    fn tunnel_head(&self, ct: &Ciphertext<'_>) -> Option<[u8; TUNNEL_FIRST_PEEK]> {
-        // The three blocks must all be ciphertext: past its end is the ICV.
-        if !self.plan.in_order || ct.len() < TUNNEL_FIRST_PEEK {
-            return None;
-        }
-        let text = ct.pkt.get(ct.text_at..ct.text_at + TUNNEL_FIRST_PEEK)?;
-        let text: &[u8; TUNNEL_FIRST_PEEK] = text.try_into().ok()?;
-        let stream: &[[u8; AES_BLOCK]; 3] = self.keystream.try_into().ok()?;
-        let mut head = [0u8; TUNNEL_FIRST_PEEK];
-        for ((out, text), key) in head
-            .chunks_exact_mut(AES_BLOCK)
-            .zip(text.chunks_exact(AES_BLOCK))
-            .zip(stream)
-        {
-            let mut block = [0u8; AES_BLOCK];
-            block.copy_from_slice(text);
-            let mixed = u128::from_ne_bytes(block) ^ u128::from_ne_bytes(*key);
-            out.copy_from_slice(&mixed.to_ne_bytes());
-        }
-        Some(head)
-    }
-}
-
 impl PlainSource for Precomputed<'_> {
     #[inline(always)]
     fn decrypt(&self, ct: &Ciphertext<'_>, offset: usize, out: &mut [u8]) -> Option<()> {
@@ -576,6 +617,13 @@ mod tests {
                 keystream: &keystream[slot..slot + count],
             };
             let info = PeekInfo::from_keystream(sa, &outer, &source).expect("fast path");
+            let head_first = finish::<PeekInfo>(sa, packet, plan, &keystream).expect("planned");
+            assert_eq!(head_first, info, "packet {i}");
+            let flow_first = finish::<PeekFlow>(sa, packet, plan, &keystream).expect("planned");
+            assert_eq!(
+                flow_first.into_unverified(),
+                PeekFlow::from_info(info.unverified())
+            );
             assert_eq!(Ok(info), sa.peek(packet), "packet {i}");
             let flow = PeekFlow::from_keystream(sa, &outer, &source).expect("fast path");
             assert_eq!(
