@@ -397,9 +397,19 @@ fn strongswan_through_the_site(
         let line = log_line.unwrap_or_default();
         assert!(log.contains(line), "{node} never logged {line:?}:\n{log}");
     }
-    drop(charon);
+    // A clean shutdown deletes the IKE SA: strongSwan hears of it and holds no SA.
     let pids = site.pids();
     topology::down(&site.run_dir()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while charon.swanctl(&["--list-sas", "--raw"]).contains("dva1") {
+        assert!(
+            Instant::now() < deadline,
+            "strongSwan still holds the SA after the boxes shut down:\n{}",
+            charon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(charon);
     site.assert_nothing_left(&pids);
 }
 
