@@ -8,6 +8,11 @@
 //! [`replay`], [`lease`], [`server::ServerCore`], [`proto`]. The region takes no locks: counters
 //! are fetch-and-add and the replay window is a compare-and-swap structure
 //! ([`replay::SharedWindow`]), so a process dying mid-operation blocks nobody.
+//!
+//! A takeover fences the old owner with a new epoch ([`RegionOwner::take_over`], or the
+//! server's BumpEpoch): every handle of the old epoch fails with [`CfError::Fenced`], and a
+//! lease it holds is thrown away unused ([`SequenceFacility::check_epoch`]). A distributor that
+//! keeps its own DVIPAs attaches again at the new epoch it was told ([`RegionOwner::rejoin`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -9,6 +9,12 @@
 //! identities ([`tls`]). [`sim`] is an in-memory network with seeded loss for whole-cluster
 //! tests.
 //!
+//! Failover (issue #10) is two more sans-io cores: [`membership`] (heartbeats carrying each
+//! node's view of the others and its ownership claims; failed, partitioned and isolated told
+//! apart) and [`takeover`] (who owns each DVIPA: the chain by VIPABACKUP rank, the newest CF
+//! epoch's claim wins; the new owner's work as [`takeover::TakeoverAction`]s). Targets follow
+//! TAKEOVER messages ([`target::OwnerChange`]); the distributor adopts and releases DVIPAs.
+//!
 //! It does not run IKE (IKE's results come in as [`IkeEvent`]s and its work goes out as
 //! [`DistributorEvent`]s), does not touch packets (the data path asks the [`Target`] for SAs)
 //! and does not own the coupling facility (slots come from a [`SlotAllocator`]; [`cf`] adapts
@@ -33,6 +39,8 @@ pub use distributor::{
 };
 pub use error::{LinkError, WireError};
 pub use link::{LinkSecurity, LinkTimers};
+pub use membership::{Membership, MembershipEvent};
+pub use takeover::{Takeover, TakeoverAction};
 pub use target::{ConnStart, NoSa, Target, TargetError, TargetEvent};
 
 /// A frame to send to the node `to`. The bytes are zeroized on drop (SA_INSTALL carries keys).

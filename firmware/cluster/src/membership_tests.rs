@@ -353,3 +353,23 @@ fn a_view_reports_ages_and_never() {
     assert_eq!(of("MVS1"), MemberSeen::NEVER);
     assert_eq!(view.len(), 4);
 }
+
+#[test]
+fn claims_ride_in_heartbeats_and_vanish_with_their_member() {
+    let mut nodes = Nodes::figure4(0);
+    let claim = OwnerClaim {
+        dvipa: "DVB1".into(),
+        cf_epoch: 3,
+    };
+    nodes
+        .members
+        .get_mut("MVS5")
+        .unwrap()
+        .set_claims(vec![claim.clone()]);
+    nodes.run_for(300 * MS);
+    assert_eq!(nodes.members["MVS1"].claims_of("MVS5"), [claim]);
+    assert!(nodes.members["MVS1"].claims_of("MVS2").is_empty());
+    nodes.dead.insert("MVS5".into());
+    nodes.run_for(Duration::from_secs(2));
+    assert!(nodes.members["MVS1"].claims_of("MVS5").is_empty());
+}
