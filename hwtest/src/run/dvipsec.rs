@@ -48,13 +48,15 @@ fn peer_spec(site: &SiteConfig, site_path: &Path, names: &Names) -> Result<PeerS
         .peers
         .first()
         .ok_or_else(|| GatewayError::Setup("the site defines no peer".into()))?;
-    let dvipa = site
+    let (dvipa, policy) = site
         .dvipas
         .iter()
-        .find(|d| {
-            d.policy
+        .find_map(|d| {
+            let entry = d
+                .policy
                 .iter()
-                .any(|p| p.peer.as_deref() == Some(&*peer.name))
+                .find(|p| p.peer.as_deref() == Some(&*peer.name))?;
+            Some((d, entry))
         })
         .ok_or_else(|| GatewayError::Setup(format!("no DVIPA protects peer {}", *peer.name)))?;
     let base = site_path.parent().unwrap_or(Path::new("."));
@@ -64,6 +66,9 @@ fn peer_spec(site: &SiteConfig, site_path: &Path, names: &Names) -> Result<PeerS
         .map_err(|e| GatewayError::Missing(format!("the PSK of peer {}: {e}", *peer.name)))?;
     let local = ipv4(*peer.address, "peer address")?;
     let dvipa_address = ipv4(*dvipa.define.address, "DVIPA")?;
+    let remote_net = ipv4(policy.remote.addr, "policy remote")?;
+    let inner_src = inner_host(remote_net, policy.remote.prefix_len, local)
+        .ok_or_else(|| GatewayError::Setup("the policy's remote network has no host".into()))?;
     Ok(PeerSpec {
         namespace: names.peer(),
         local,
@@ -71,10 +76,26 @@ fn peer_spec(site: &SiteConfig, site_path: &Path, names: &Names) -> Result<PeerS
         local_id: identity(&peer.remote_id),
         remote_id: identity(&peer.local_id),
         psk: Zeroizing::new(psk.expose().to_vec()),
-        inner_src: local,
+        inner_src,
         inner_dst: dvipa_address,
         echo_port: ECHO_PORT,
     })
+}
+
+/// The generator's inner address: a host of the policy's remote network, .100 when the
+/// network is that large, other than the peer's outer address (inner selectors must differ
+/// from the IKE addresses, or the tunnel would capture its own ESP).
+fn inner_host(net: Ipv4Addr, prefix_len: u8, outer: Ipv4Addr) -> Option<Ipv4Addr> {
+    let size = 1u64 << (32 - u32::from(prefix_len.min(32)));
+    let base = u64::from(u32::from(net)) & !(size - 1);
+    if size == 1 {
+        return Some(net);
+    }
+    [100u64, 1, 2]
+        .into_iter()
+        .filter(|offset| *offset < size - 1)
+        .map(|offset| Ipv4Addr::from((base + offset) as u32))
+        .find(|host| *host != outer)
 }
 
 impl Dvipsec {
@@ -162,6 +183,35 @@ fn firmware_binary() -> PathBuf {
         .and_then(|exe| exe.parent().map(|dir| dir.join("dvipsec")))
         .filter(|candidate| candidate.exists())
         .unwrap_or_else(|| PathBuf::from("dvipsec"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inner_host_is_in_the_network_and_not_the_outer_address() {
+        let net = Ipv4Addr::new(203, 0, 113, 0);
+        let outer = Ipv4Addr::new(203, 0, 113, 10);
+        assert_eq!(
+            inner_host(net, 24, outer),
+            Some(Ipv4Addr::new(203, 0, 113, 100))
+        );
+        let outer = Ipv4Addr::new(203, 0, 113, 100);
+        assert_eq!(
+            inner_host(net, 24, outer),
+            Some(Ipv4Addr::new(203, 0, 113, 1))
+        );
+        // A /30 has hosts .1 and .2 only.
+        let small = Ipv4Addr::new(10, 0, 0, 4);
+        assert_eq!(
+            inner_host(small, 30, Ipv4Addr::new(10, 0, 0, 5)),
+            Some(Ipv4Addr::new(10, 0, 0, 6))
+        );
+        // A /32 is the one host itself.
+        let host = Ipv4Addr::new(192, 0, 2, 7);
+        assert_eq!(inner_host(host, 32, outer), Some(host));
+    }
 }
 
 /// Random loss on the XCF bridge: an nftables rule in the hub namespace that drops

@@ -49,6 +49,8 @@ const BUF_LEN: usize = 2048;
 pub enum LoadError {
     #[error("cannot open the load generator's sockets in namespace {namespace}: {reason}")]
     Sockets { namespace: String, reason: String },
+    #[error("no echo came back through the tunnel within {0:?}")]
+    NoEcho(Duration),
     #[error("IKE with the gateway failed: {0}")]
     Ike(String),
     #[error("the gateway did not answer IKE within {0:?}")]
@@ -220,6 +222,29 @@ impl Session {
             std::thread::sleep(Duration::from_millis(1));
         }
         Err(LoadError::IkeTimeout(timeout))
+    }
+
+    /// Sends light traffic on `flows` flows until every probe of a round comes back: the
+    /// gateway may install the child SA (dvipsec: on its targets) a moment after IKE ends.
+    /// Returns how long that took.
+    pub fn warm_up(&mut self, flows: u32, timeout: Duration) -> Result<Duration, LoadError> {
+        let started = Instant::now();
+        let round = Traffic {
+            sizes: vec![wire::MIN_PACKET],
+            flows,
+            senders: 1,
+            duration: Duration::from_millis(200),
+            rate_pps: u64::from(flows) * 10,
+            inflight: 1,
+            rekey_every: None,
+        };
+        while started.elapsed() < timeout {
+            let result = self.run(&round, &|_| {})?;
+            if result.sent > 0 && result.received >= result.sent {
+                return Ok(started.elapsed());
+            }
+        }
+        Err(LoadError::NoEcho(timeout))
     }
 
     /// Runs `traffic` and counts it. `tick` is called about every 100 ms with the time

@@ -29,6 +29,8 @@ use strongswan::GatewayError;
 const EXIT_NOT_AVAILABLE: u8 = 3;
 /// How long the generator waits for the gateway's IKE.
 const IKE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the first echoes may take after IKE.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Simple IMIX: 7 small, 4 medium, 1 large, interleaved so every burst mixes sizes.
 const IMIX: [usize; 12] = [64, 576, 64, 1420, 64, 576, 64, 576, 64, 64, 576, 64];
 const DEFAULT_SITE: &str = "hwtest/sites/figure4-netns.yaml";
@@ -389,6 +391,10 @@ fn measure(context: &Context, gateway: &dyn Gateway, plans: &[Plan]) -> SystemRe
         Err(e) => return unavailable(format!("{}: {e}", gateway.name())),
     };
     let ike_setup_ms = session.setup.as_secs_f64() * 1000.0;
+    let flows = plans.iter().map(|p| p.traffic.flows).max().unwrap_or(1);
+    if let Err(e) = session.warm_up(flows, WARM_UP_TIMEOUT) {
+        return unavailable(format!("{}: {e}", gateway.name()));
+    }
     let mut points = Vec::new();
     for (index, plan) in plans.iter().enumerate() {
         let done_ms = context.offset_ms + index as u64 * context.args.seconds * 1000;
