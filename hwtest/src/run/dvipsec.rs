@@ -185,35 +185,6 @@ fn firmware_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("dvipsec"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_inner_host_is_in_the_network_and_not_the_outer_address() {
-        let net = Ipv4Addr::new(203, 0, 113, 0);
-        let outer = Ipv4Addr::new(203, 0, 113, 10);
-        assert_eq!(
-            inner_host(net, 24, outer),
-            Some(Ipv4Addr::new(203, 0, 113, 100))
-        );
-        let outer = Ipv4Addr::new(203, 0, 113, 100);
-        assert_eq!(
-            inner_host(net, 24, outer),
-            Some(Ipv4Addr::new(203, 0, 113, 1))
-        );
-        // A /30 has hosts .1 and .2 only.
-        let small = Ipv4Addr::new(10, 0, 0, 4);
-        assert_eq!(
-            inner_host(small, 30, Ipv4Addr::new(10, 0, 0, 5)),
-            Some(Ipv4Addr::new(10, 0, 0, 6))
-        );
-        // A /32 is the one host itself.
-        let host = Ipv4Addr::new(192, 0, 2, 7);
-        assert_eq!(inner_host(host, 32, outer), Some(host));
-    }
-}
-
 /// Random loss on the XCF bridge: an nftables rule in the hub namespace that drops
 /// `percent` % of the frames the bridge forwards. Removed with the hub namespace.
 pub fn drop_on_xcf(hub: &str, percent: u8) -> Result<(), GatewayError> {
@@ -243,4 +214,33 @@ pub fn drop_on_xcf(hub: &str, percent: u8) -> Result<(), GatewayError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inner_host_is_in_the_network_and_not_the_outer_address() {
+        let net = Ipv4Addr::new(203, 0, 113, 0);
+        let outer = Ipv4Addr::new(203, 0, 113, 10);
+        assert_eq!(
+            inner_host(net, 24, outer),
+            Some(Ipv4Addr::new(203, 0, 113, 100))
+        );
+        let outer = Ipv4Addr::new(203, 0, 113, 100);
+        assert_eq!(
+            inner_host(net, 24, outer),
+            Some(Ipv4Addr::new(203, 0, 113, 1))
+        );
+        // A /30 has hosts .1 and .2 only.
+        let small = Ipv4Addr::new(10, 0, 0, 4);
+        assert_eq!(
+            inner_host(small, 30, Ipv4Addr::new(10, 0, 0, 5)),
+            Some(Ipv4Addr::new(10, 0, 0, 6))
+        );
+        // A /32 is the one host itself.
+        let host = Ipv4Addr::new(192, 0, 2, 7);
+        assert_eq!(inner_host(host, 32, outer), Some(host));
+    }
 }
