@@ -7,7 +7,9 @@
 //! and gives everything back: IKE SAs deleted, XCF streams closed, ports closed, the region
 //! removed when this node created it.
 
+mod answers;
 pub mod child;
+pub mod control;
 pub mod envelope;
 mod facility;
 mod ike_socket;

@@ -77,6 +77,14 @@ impl Plane {
         }
     }
 
+    /// The SA table of the data path, to read.
+    pub fn sa_table(&self) -> &ShadowSaTable {
+        match self {
+            Plane::Distributor(node) => &node.sas,
+            Plane::Target(node) => &node.sas,
+        }
+    }
+
     /// The SA table of the data path.
     pub fn sas(&mut self) -> &mut ShadowSaTable {
         match self {

@@ -93,6 +93,8 @@ pub struct Runtime {
     last_lifesize: Instant,
     /// The data plane's cipher engine (a cryptodev); `None`: software.
     provider: Option<Box<dyn AeadProvider>>,
+    /// Requests from the box's control socket.
+    control: Option<super::control::Queries>,
 }
 
 /// Why the runtime could not start.
@@ -240,11 +242,79 @@ impl Runtime {
             counters: RuntimeCounters::default(),
             last_lifesize: now,
             provider: inputs.provider,
+            control: None,
         })
     }
 
     pub fn counters(&self) -> RuntimeCounters {
         self.counters
+    }
+
+    /// The box's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// How long the box has run (the cores' clock).
+    pub fn uptime(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The data plane, if the box owns or serves a DVIPA.
+    pub fn plane(&self) -> Option<&Plane> {
+        self.plane.as_ref()
+    }
+
+    /// The distributor's cluster core (the SAD), if the box owns DVIPAs.
+    pub fn distributor_core(&self) -> Option<&dvipsec_cluster::Distributor> {
+        self.distributor.as_ref().map(|side| &side.core)
+    }
+
+    /// The IKE endpoint, if the box owns DVIPAs.
+    pub fn ike(&self) -> Option<&Endpoint> {
+        self.distributor.as_ref().map(|side| &side.endpoint)
+    }
+
+    /// The IKE sockets' counters, if the box runs IKE.
+    pub fn ike_sockets(&self) -> Option<super::ike_socket::IkeSocketCounters> {
+        self.distributor.as_ref().map(|side| side.sockets.counters())
+    }
+
+    /// The target's cluster core (the shadow SA cache), if the box serves DVIPAs.
+    pub fn target_core(&self) -> Option<&dvipsec_cluster::Target> {
+        self.target.as_ref()
+    }
+
+    /// The box's handle on the CF region (attached once the distributor said where).
+    pub fn facility(&self) -> &AttachedRegion {
+        &self.facility
+    }
+
+    /// The region this box created, if it is the distributor.
+    pub fn region_owner(&self) -> Option<&RegionOwner> {
+        self.distributor.as_ref().map(|side| &side.region)
+    }
+
+    /// The DVIPAs the box serves: name and address.
+    pub fn served(&self) -> &[(String, IpAddr)] {
+        &self.served
+    }
+
+    /// Answers the control socket's waiting requests (see [`super::control`]).
+    fn serve_control(&mut self) {
+        let Some(queries) = self.control.take() else {
+            return;
+        };
+        while let Ok(query) = queries.try_recv() {
+            let answer = super::answers::respond(self, query.request.clone());
+            query.answer(answer);
+        }
+        self.control = Some(queries);
+    }
+
+    /// Requests from the control socket reach the loop through `queries`.
+    pub fn listen_to_control(&mut self, queries: super::control::Queries) {
+        self.control = Some(queries);
     }
 
     /// Deletes every IKE SA (and so its children) with the peers, and sends the deletes.
@@ -281,6 +351,7 @@ impl Runtime {
         busy |= self.receive_xcf(xcf, elapsed);
         self.send_xcf(xcf, elapsed);
         self.take_cluster_events(now);
+        self.serve_control();
         busy
     }
 
