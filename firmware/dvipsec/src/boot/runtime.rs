@@ -277,7 +277,9 @@ impl Runtime {
 
     /// The IKE sockets' counters, if the box runs IKE.
     pub fn ike_sockets(&self) -> Option<super::ike_socket::IkeSocketCounters> {
-        self.distributor.as_ref().map(|side| side.sockets.counters())
+        self.distributor
+            .as_ref()
+            .map(|side| side.sockets.counters())
     }
 
     /// The target's cluster core (the shadow SA cache), if the box serves DVIPAs.
