@@ -534,6 +534,17 @@ impl RegionOwner {
         Ok(RegionOwner { region })
     }
 
+    /// Attaches as an owner at whatever epoch the region is in, fencing nobody: for a
+    /// distributor that starts when no other owner holds its DVIPAs (the cluster's membership
+    /// heard no claim). Anything else must use [`RegionOwner::take_over`] or
+    /// [`RegionOwner::rejoin`] with the epoch it was told.
+    pub fn attach_current(path: &Path) -> Result<Self, CfError> {
+        let mapping = map_existing(path)?;
+        let epoch = mapping.u64_at(H_EPOCH).load(Ordering::SeqCst);
+        drop(mapping);
+        RegionOwner::rejoin(path, epoch)
+    }
+
     /// The target's view (same epoch and incarnation).
     pub fn region(&self) -> &Region {
         &self.region
@@ -587,6 +598,33 @@ impl RegionOwner {
             m.slot_u64(index, S_LIFESIZE + i * 8)
                 .store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Releases every live slot of `dvipa` (the SAs a failed owner left behind, which the new
+    /// owner renegotiates): call it right after [`RegionOwner::take_over`], before allocating
+    /// the new SAs' slots. Returns how many were released.
+    pub fn release_dvipa(&self, dvipa: IpAddr) -> Result<u32, CfError> {
+        self.region.check_fence()?;
+        let (family, address) = encode_address(dvipa);
+        let low = u64::from_le_bytes(address[..8].try_into().unwrap_or_default());
+        let high = u64::from_le_bytes(address[8..].try_into().unwrap_or_default());
+        let m = &self.region.mapping;
+        let mut released = 0;
+        for index in 0..m.slot_count {
+            let same = m.slot_u32(index, S_STATE).load(Ordering::Acquire) == STATE_LIVE
+                && m.slot_u32(index, S_FAMILY).load(Ordering::Relaxed) == family
+                && m.slot_u64(index, S_ADDRESS).load(Ordering::Relaxed) == low
+                && m.slot_u64(index, S_ADDRESS + 8).load(Ordering::Relaxed) == high;
+            if !same {
+                continue;
+            }
+            let generation = m.slot_u32(index, S_GENERATION).load(Ordering::Acquire);
+            // Another owner handle may release it at the same moment: that is fine.
+            if self.release(make_slot_id(index, generation)).is_ok() {
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     /// Releases a slot: its id stops working at once, even for targets in the middle of an

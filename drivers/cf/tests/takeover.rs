@@ -263,3 +263,36 @@ fn an_innocent_distributor_rejoins_at_the_new_epoch_and_keeps_its_slots() {
     assert!(taker.check_epoch().is_ok());
     assert_eq!(taker.region().current_epoch(), 2);
 }
+
+#[test]
+fn the_new_owner_releases_the_slots_the_failed_owner_left_for_its_dvipa() {
+    let dir = shm_dir();
+    let path = region_path(&dir);
+    let old = RegionOwner::create(&path, 8).unwrap();
+    let dva1: Vec<SlotId> = (1..=3)
+        .map(|spi| old.allocate(key(spi), 64).unwrap())
+        .collect();
+    let dvb1_key = SlotKey {
+        dvipa: "198.51.100.20".parse::<IpAddr>().unwrap(),
+        spi: 1,
+    };
+    let dvb1 = old.allocate(dvb1_key, 64).unwrap();
+    let new = RegionOwner::take_over(&path).unwrap();
+    assert!(matches!(
+        old.release_dvipa(key(1).dvipa),
+        Err(CfError::Fenced { .. })
+    ));
+    assert_eq!(new.release_dvipa(key(1).dvipa).unwrap(), 3);
+    for slot in dva1 {
+        assert!(matches!(
+            new.fetch_add(slot, 1),
+            Err(CfError::UnknownSlot(_))
+        ));
+    }
+    assert_eq!(new.fetch_add(dvb1, 1).unwrap().first, 1);
+    assert_eq!(new.release_dvipa(key(1).dvipa).unwrap(), 0);
+    // Room again: the freed slots take the new SAs.
+    for spi in 10..14 {
+        new.allocate(key(spi), 64).unwrap();
+    }
+}

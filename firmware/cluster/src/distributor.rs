@@ -332,6 +332,12 @@ impl Distributor {
         distributor
     }
 
+    /// Allocates slots from `slots` from now on: after a takeover or rejoin of the CF region
+    /// the old handle is fenced, and the stored SAs' slots are released through the new one.
+    pub fn replace_slots(&mut self, slots: Box<dyn SlotAllocator>) {
+        self.slots = slots;
+    }
+
     pub fn set_limits(&mut self, limits: DistributorLimits) {
         self.limits = limits;
     }

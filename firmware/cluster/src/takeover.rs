@@ -150,11 +150,18 @@ pub enum TakeoverAction {
         targets: Vec<String>,
         reason: MoveReason,
     },
-    /// Fence the previous owner: take the CF region over (a new epoch), then call
-    /// [`Takeover::fenced`] with it.
+    /// Fence the previous owner: take the CF region over (a new epoch), release the slots the
+    /// old owner left for the DVIPA (`RegionOwner::release_dvipa`), give the distributor the
+    /// new handle (`Distributor::replace_slots`), then call [`Takeover::fenced`] with the epoch.
     FenceCf { dvipa: String },
+    /// At startup nobody owned the DVIPA, so nobody needs fencing: attach to the CF region
+    /// at its current epoch (`RegionOwner::rejoin(path, region.current_epoch())`, give the
+    /// distributor the handle), then call [`Takeover::fenced`] with that epoch. (A fence here
+    /// would fence the other owners starting at the same time.)
+    AttachCf { dvipa: String },
     /// Our CF handle is of an older epoch than a live owner's claim: attach again at
-    /// `cf_epoch` (the DVIPAs we keep were not taken from us).
+    /// `cf_epoch` (`RegionOwner::rejoin`, then `Distributor::replace_slots`); the DVIPAs we
+    /// keep were not taken from us.
     RejoinCf { cf_epoch: u64 },
     /// Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) on the external port.
     Announce {
@@ -510,8 +517,14 @@ impl Takeover {
             targets,
             reason,
         });
-        self.actions.push_back(TakeoverAction::FenceCf {
-            dvipa: dvipa.to_owned(),
+        self.actions.push_back(if reason == MoveReason::Startup {
+            TakeoverAction::AttachCf {
+                dvipa: dvipa.to_owned(),
+            }
+        } else {
+            TakeoverAction::FenceCf {
+                dvipa: dvipa.to_owned(),
+            }
         });
         self.times.insert(
             dvipa.to_owned(),
@@ -523,8 +536,9 @@ impl Takeover {
         );
     }
 
-    /// The runtime fenced the CF for `dvipa` and works in `cf_epoch` now: announce, tell the
-    /// targets, renegotiate, and wait for the connection reports.
+    /// The runtime fenced the CF for `dvipa` (or attached to it, at startup) and works in
+    /// `cf_epoch` now: announce, tell the targets, renegotiate, and wait for the connection
+    /// reports.
     pub fn fenced(
         &mut self,
         dvipa: &str,

@@ -182,6 +182,14 @@ fn the_backup_takes_a_failed_owners_dvipa_and_does_its_work_in_order() {
     mvs5.run_for(2 * SEC);
     // Nobody claimed DVB1: its owner takes it at startup; DVA1 stays with MVS1.
     assert_eq!(mvs5.adopted(), [("DVB1".to_owned(), MoveReason::Startup)]);
+    // Nobody owned it before: attach to the CF, fence nobody.
+    assert!(mvs5.actions.contains(&TakeoverAction::AttachCf {
+        dvipa: "DVB1".into()
+    }));
+    assert!(!mvs5
+        .actions
+        .iter()
+        .any(|a| matches!(a, TakeoverAction::FenceCf { .. })));
     assert_eq!(mvs5.core.owner("DVA1"), Some("MVS1"));
     mvs5.fence("DVB1", 2);
     mvs5.take_actions();

@@ -12,10 +12,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{figure4_views, sa, MS};
+use dvipsec_cf::CfAction;
 use dvipsec_cf::{Region, RegionOwner};
+use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::membership::{is_membership_frame, DownCause, Membership, MembershipEvent};
 use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::takeover::{
@@ -24,7 +27,8 @@ use dvipsec_cluster::takeover::{
 use dvipsec_cluster::target::OwnerChange;
 use dvipsec_cluster::wire::{Connection, Flow, SaRef};
 use dvipsec_cluster::{
-    Distributor, DistributorEvent, IkeEvent, LinkSecurity, SlotPool, Target, TargetEvent,
+    Distributor, DistributorError, DistributorEvent, IkeEvent, LinkSecurity, SlotPool, Target,
+    TargetEvent,
 };
 use dvipsec_config::NodeView;
 use dvipsec_esp::Direction;
@@ -49,7 +53,9 @@ struct Node {
     takeover: Option<Takeover>,
     distributor: Option<Distributor>,
     target: Option<Target>,
-    cf: Option<RegionOwner>,
+    cf: Option<Arc<RegionOwner>>,
+    /// CF slots released for DVIPAs this box took over.
+    reclaimed: u32,
     /// The distributor's DCT: connection -> target.
     dct: HashMap<Flow, String>,
     /// Connections the box's applications hold, per DVIPA (what CONN_REPORT sends).
@@ -78,6 +84,7 @@ impl Node {
             }),
             target: Some(Target::new(view, incarnation, LinkSecurity::Trusted, now)),
             cf: None,
+            reclaimed: 0,
             dct: HashMap::new(),
             held: BTreeMap::new(),
             told_epoch: None,
@@ -94,6 +101,7 @@ struct World {
     cf_incarnation: u64,
     ike: Vec<(Duration, String, IkeEvent)>,
     next_spi: u32,
+    ike_retries: u64,
     log: Vec<(Duration, String, Log)>,
     incarnations: u64,
 }
@@ -121,6 +129,7 @@ impl World {
             cf_path,
             ike: Vec::new(),
             next_spi: 0x1000,
+            ike_retries: 0,
             log: Vec::new(),
             incarnations: 200,
         }
@@ -204,8 +213,18 @@ impl World {
                 .get_mut(&node)
                 .and_then(|n| n.distributor.as_mut())
             {
-                // A DVIPA released meanwhile refuses it: fine, IKE would have dropped it too.
-                let _ = d.handle_ike(event, now);
+                match d.handle_ike(event.clone(), now) {
+                    // Fenced by another owner's takeover until we rejoin (within a heartbeat):
+                    // IKE's install is tried again, as the runtime does on CfAction::StandDown.
+                    Err(DistributorError::Cf { source })
+                        if source.action() == CfAction::StandDown =>
+                    {
+                        self.ike_retries += 1;
+                        self.ike.push((now + 10 * MS, node, event));
+                    }
+                    // A DVIPA released meanwhile refuses it: IKE would drop it too.
+                    _ => {}
+                }
             }
         }
     }
@@ -274,28 +293,33 @@ impl World {
                     ..
                 } => distributor.adopt(&dvipa, address, targets, now),
                 TakeoverAction::FenceCf { dvipa } => {
-                    let owner = RegionOwner::take_over(&self.cf_path).unwrap();
+                    let owner = Arc::new(RegionOwner::take_over(&self.cf_path).unwrap());
                     let epoch = owner.region().epoch();
+                    let address = dvipa_address(&node.view, &dvipa);
+                    node.reclaimed += owner.release_dvipa(address).unwrap();
+                    distributor.replace_slots(Box::new(CfSlots::new(owner.clone())));
                     node.cf = Some(owner);
                     let takeover = node.takeover.as_mut().unwrap();
                     takeover.fenced(&dvipa, epoch, now).unwrap();
                 }
+                TakeoverAction::AttachCf { dvipa } => {
+                    let owner = Arc::new(RegionOwner::attach_current(&self.cf_path).unwrap());
+                    let current = owner.region().epoch();
+                    distributor.replace_slots(Box::new(CfSlots::new(owner.clone())));
+                    node.cf = Some(owner);
+                    let takeover = node.takeover.as_mut().unwrap();
+                    takeover.fenced(&dvipa, current, now).unwrap();
+                }
                 TakeoverAction::RejoinCf { cf_epoch } => {
-                    node.cf = Some(RegionOwner::rejoin(&self.cf_path, cf_epoch).unwrap());
+                    let owner = Arc::new(RegionOwner::rejoin(&self.cf_path, cf_epoch).unwrap());
+                    distributor.replace_slots(Box::new(CfSlots::new(owner.clone())));
+                    node.cf = Some(owner);
                 }
                 TakeoverAction::NotifyTargets {
                     dvipa, cf_epoch, ..
                 } => distributor.send_takeover(&dvipa, cf_epoch, now).unwrap(),
                 TakeoverAction::Renegotiate { dvipa, .. } => {
-                    let address = node.view.owns.iter().find(|o| o.dvipa == dvipa);
-                    let address = address.map(|o| o.address).unwrap_or_else(|| {
-                        node.view
-                            .backs
-                            .iter()
-                            .find(|b| b.dvipa == dvipa)
-                            .unwrap()
-                            .address
-                    });
+                    let address = dvipa_address(&node.view, &dvipa);
                     for direction in [Direction::Inbound, Direction::Outbound] {
                         self.next_spi += 1;
                         let install = sa(&dvipa, address, direction, self.next_spi);
@@ -380,6 +404,20 @@ impl World {
     }
 }
 
+fn dvipa_address(view: &NodeView, dvipa: &str) -> std::net::IpAddr {
+    let owned = view
+        .owns
+        .iter()
+        .find(|o| o.dvipa == dvipa)
+        .map(|o| o.address);
+    let backed = view
+        .backs
+        .iter()
+        .find(|b| b.dvipa == dvipa)
+        .map(|b| b.address);
+    owned.or(backed).unwrap()
+}
+
 fn flow(port: u16) -> Flow {
     Flow {
         local: "198.51.100.10".parse().unwrap(),
@@ -414,6 +452,8 @@ struct Figures {
     rebuilt_ms: u128,
     new_sa_everywhere_ms: u128,
     planned_move_rebuilt_ms: u128,
+    /// IKE installs refused while this distributor was fenced by another's takeover.
+    ike_retries: u64,
 }
 
 #[test]
@@ -529,6 +569,8 @@ fn scenario(seed: u64, loss_percent: u8) -> Figures {
         assert!(sas.is_disjoint(&first_sas), "{node} still holds an old SA");
         assert!(world.can_attach(node), "{node}");
     }
+    // MVS1's two DVA1 slots were released by the fence; the new SAs have slots of epoch 4+.
+    assert_eq!(world.nodes["MVS5"].reclaimed, 2);
     // The DCT was rebuilt from the reports: each connection stays on its target.
     let dct = &world.nodes["MVS5"].dct;
     assert_eq!(dct.len(), 3);
@@ -569,6 +611,7 @@ fn scenario(seed: u64, loss_percent: u8) -> Figures {
         rebuilt_ms: (times.rebuilt.unwrap() - killed).as_millis(),
         new_sa_everywhere_ms: (distributed[0].0 - killed).as_millis(),
         planned_move_rebuilt_ms: 0,
+        ike_retries: 0,
     };
 
     // MVS1 comes back: MOVEABLE, no take-back.
@@ -634,5 +677,6 @@ fn scenario(seed: u64, loss_percent: u8) -> Figures {
         .times(DVA1)
         .unwrap();
     figures.planned_move_rebuilt_ms = (back.rebuilt.unwrap() - moved).as_millis();
+    figures.ike_retries = world.ike_retries;
     figures
 }
