@@ -1,16 +1,17 @@
 //! Fixed work for instruction counting under callgrind (repeatable where timings are not):
 //! 10 000 rounds over the benchmark's burst of 32 1420-byte tunnel packets over four SAs.
 //!
-//! `valgrind --tool=callgrind target/release/examples/peek_cost burst|flows|each|open [null]`
+//! `valgrind --tool=callgrind target/release/examples/peek_cost burst|flows|each|open [null|tcp]`
 //! runs peek_burst, peek_burst_flows, Sa::peek per packet or a full open per packet; `null` uses
-//! ESP-null instead of AES-128-GCM. Divide the collected instructions by 320 000 for a per-packet
+//! ESP-null instead of AES-128-GCM, `tcp` an inner TCP segment (ACK) instead of UDP. Divide the collected instructions by 320 000 for a per-packet
 //! figure. `peek_cost ratio` (without valgrind) instead times all four interleaved and prints
 //! wall-clock ns per packet and peek/open ratios.
 use dvipsec_esp::*;
 use std::hint::black_box;
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let suite = if std::env::args().nth(2).is_some() {
+    let option = std::env::args().nth(2).unwrap_or_default();
+    let suite = if option == "null" {
         Suite::NullHmacSha256
     } else {
         Suite::Aes128Gcm16
@@ -44,7 +45,12 @@ fn main() {
     let mut p = vec![0u8; 1420];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&1420u16.to_be_bytes());
-    p[9] = 17;
+    if option == "tcp" {
+        p[9] = 6;
+        p[33] = 0x10;
+    } else {
+        p[9] = 17;
+    }
     let mut wires = Vec::new();
     for i in 0..32 {
         let mut buf = vec![0u8; MAX_HEADROOM + 1420 + MAX_TAILROOM];
