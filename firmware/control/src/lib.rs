@@ -12,6 +12,7 @@ pub mod handler;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;
+pub mod relay;
 pub mod report;
 pub mod server;
 pub mod testbed;
