@@ -212,6 +212,16 @@ impl WireKeys {
     pub fn to_sa_keys(&self) -> SaKeys {
         SaKeys::new(&self.enc, &self.auth)
     }
+
+    /// The encryption key (AEADs: key then salt). Only the operator's key export reads it.
+    pub fn expose_enc(&self) -> &[u8] {
+        &self.enc
+    }
+
+    /// The integrity key (empty for AEADs). Only the operator's key export reads it.
+    pub fn expose_auth(&self) -> &[u8] {
+        &self.auth
+    }
 }
 
 impl fmt::Debug for WireKeys {
