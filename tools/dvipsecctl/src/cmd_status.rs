@@ -5,18 +5,44 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use dvipsec_config::SiteConfig;
 use dvipsec_control::protocol::{DvipaRelation, Role, StatusReport};
 use dvipsec_control::{ControlClient, Request, Response};
 
 /// Where the box's control socket is unless `--socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/dvipsec/control.sock";
 
-/// Which box to ask.
+/// Which box to ask: a socket path, or a node of a site file (its `control.socket`, by default
+/// `/run/dvipsec/NODE.sock`).
 #[derive(Args, Debug, Clone)]
 pub struct SocketArgs {
     /// The box's control socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, conflicts_with = "node")]
     pub socket: PathBuf,
+    /// The box by its node name: its socket is the one the site file (`--site`) gives it, or
+    /// /run/dvipsec/NODE.sock without one.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The site configuration that `--node` is looked up in.
+    #[arg(long, value_name = "FILE", requires = "node")]
+    pub site: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    /// The socket to connect to; a site file that does not load or lacks the node is an error.
+    pub fn path(&self) -> Result<PathBuf, String> {
+        let Some(node) = &self.node else {
+            return Ok(self.socket.clone());
+        };
+        let Some(site) = &self.site else {
+            return Ok(dvipsec_config::default_control_socket(node));
+        };
+        let config = SiteConfig::load(site).map_err(|e| e.render().trim_end().to_owned())?;
+        config
+            .node_view(node)
+            .map(|view| view.control_socket)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Which box to ask, and how to print the listing.
@@ -32,10 +58,13 @@ pub struct ListingArgs {
 /// Sends `request` to the box; on failure prints `dvipsecctl COMMAND: SOCKET: error`.
 pub fn ask(socket: &SocketArgs, request: Request) -> Result<Response, ExitCode> {
     let command = request.name();
-    let answer =
-        ControlClient::connect(&socket.socket).and_then(|mut client| client.request(request));
+    let path = socket.path().map_err(|error| {
+        eprintln!("dvipsecctl {command}: {error}");
+        ExitCode::FAILURE
+    })?;
+    let answer = ControlClient::connect(&path).and_then(|mut client| client.request(request));
     answer.map_err(|error| {
-        eprintln!("dvipsecctl {command}: {}: {error}", socket.socket.display());
+        eprintln!("dvipsecctl {command}: {}: {error}", path.display());
         ExitCode::FAILURE
     })
 }

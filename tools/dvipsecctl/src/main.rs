@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd_cf;
+mod cmd_config;
 mod cmd_conn;
 mod cmd_dct;
 mod cmd_esp;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// The coupling facility: take numbers from a slot, or show a box's view of it.
     Cf(cmd_cf::CfArgs),
+    /// The site configuration: check a file and see each node's operator endpoints.
+    Config(cmd_config::ConfigArgs),
     /// ESP with known keys: seal, open or peek packets from a file or stdin.
     Esp(cmd_esp::EspArgs),
     /// A box's role, DVIPAs, peers and links.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Cf(args) => cmd_cf::run(args),
+        Command::Config(args) => cmd_config::run(args),
         Command::Esp(args) => cmd_esp::run(args),
         Command::Status(args) => cmd_status::run(args),
         Command::Sa(args) => cmd_sa::run(args),
