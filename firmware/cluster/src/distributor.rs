@@ -253,6 +253,8 @@ pub struct Distributor {
     incarnation: u64,
     timers: LinkTimers,
     limits: DistributorLimits,
+    /// The TAKEOVER epoch sent for each DVIPA, sent again to a target that (re)starts.
+    notices: BTreeMap<String, u64>,
 }
 
 impl Distributor {
@@ -312,6 +314,7 @@ impl Distributor {
             incarnation,
             timers,
             limits: DistributorLimits::default(),
+            notices: BTreeMap::new(),
         }
     }
 
@@ -391,6 +394,7 @@ impl Distributor {
                 .ok_or_else(|| DistributorError::NotOwned {
                     dvipa: dvipa.to_owned(),
                 })?;
+        self.notices.insert(dvipa.to_owned(), cf_epoch);
         let message = Message::Takeover(TakeoverNotice {
             dvipa: dvipa.to_owned(),
             cf_epoch,
@@ -435,6 +439,7 @@ impl Distributor {
         }
         self.targets.remove(dvipa);
         self.addresses.remove(dvipa);
+        self.notices.remove(dvipa);
         first_error.map_or(Ok(()), Err)
     }
 
@@ -782,6 +787,23 @@ impl Distributor {
     ) -> Result<(), DistributorError> {
         self.waiting.retain(|w| w.target != node);
         self.vipalists.remove(node);
+        // A target that (re)starts follows its configured owner: TAKEOVER goes first, so it
+        // takes the SAs that follow from us.
+        let notices: Vec<Message> = self
+            .notices
+            .iter()
+            .filter(|(dvipa, _)| {
+                self.targets
+                    .get(*dvipa)
+                    .is_some_and(|t| t.iter().any(|n| n == node))
+            })
+            .map(|(dvipa, epoch)| {
+                Message::Takeover(TakeoverNotice {
+                    dvipa: dvipa.clone(),
+                    cf_epoch: *epoch,
+                })
+            })
+            .collect();
         let current: Vec<Message> = self
             .sas
             .values_mut()
@@ -796,6 +818,12 @@ impl Distributor {
             })
             .collect();
         let mut first_error = None;
+        for message in notices {
+            self.counters.takeovers_sent += 1;
+            if let Err(err) = self.send_to_up(node, message, now) {
+                first_error.get_or_insert(err);
+            }
+        }
         for message in current {
             self.counters.installs_sent += 1;
             if let Err(err) = self.send_to_up(node, message, now) {

@@ -680,3 +680,93 @@ fn scenario(seed: u64, loss_percent: u8) -> Figures {
     figures.ike_retries = world.ike_retries;
     figures
 }
+
+/// The live nodes that own `dvipa` (adopted it and have not let it go).
+fn owners(world: &World, dvipa: &str) -> Vec<String> {
+    world
+        .nodes
+        .iter()
+        .filter(|(name, _)| !world.dead.contains(*name))
+        .filter(|(_, node)| {
+            node.takeover
+                .as_ref()
+                .is_some_and(|t| t.owned().contains(&dvipa))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn random_kills_and_restarts_never_leave_two_owners_or_none_and_targets_follow() {
+    let chains = [
+        (DVA1, ["MVS1", "MVS5"].as_slice()),
+        ("DVB1", ["MVS5"].as_slice()),
+    ];
+    for seed in 1..=4u64 {
+        let dir = tmp_dir();
+        let mut world = World::figure4(dir.path(), seed, 5);
+        let mut rng = dvipsec_cluster::sim::SeededRng::new(seed);
+        world.run_for(Duration::from_secs(2));
+        for round in 0..8 {
+            let node = ["MVS1", "MVS5", "MVS2", "MVS4"][(rng.next_u64() % 4) as usize];
+            let what = if world.dead.contains(node) {
+                world.restart(node);
+                "restart"
+            } else {
+                world.kill(node);
+                "kill"
+            };
+            world.run_for(Duration::from_secs(3));
+            for (dvipa, chain) in chains {
+                let owners = owners(&world, dvipa);
+                let any_up = chain.iter().any(|n| !world.dead.contains(*n));
+                let expected = usize::from(any_up);
+                assert_eq!(
+                    owners.len(),
+                    expected,
+                    "seed {seed} round {round} after {what} {node}: {dvipa} owned by {owners:?}"
+                );
+                // Every live target follows the owner.
+                if let Some(owner) = owners.first() {
+                    let plan_targets: Vec<String> = plans_from_views(&figure4_views())
+                        .into_iter()
+                        .find(|p| p.dvipa == dvipa)
+                        .map(|p| p.targets[owner].clone())
+                        .unwrap_or_default();
+                    for target in plan_targets.iter().filter(|t| !world.dead.contains(*t)) {
+                        let follows = world.nodes[target]
+                            .target
+                            .as_ref()
+                            .unwrap()
+                            .distributor_of(dvipa)
+                            .map(str::to_owned);
+                        assert_eq!(
+                            follows.as_deref(),
+                            Some(owner.as_str()),
+                            "seed {seed} round {round}: {target} for {dvipa}"
+                        );
+                        // ...and holds exactly the owner's SAs of the DVIPA.
+                        let owner_sas: BTreeSet<SaRef> = world.nodes[owner]
+                            .distributor
+                            .as_ref()
+                            .unwrap()
+                            .sas(dvipa)
+                            .into_iter()
+                            .map(|i| i.sa_ref())
+                            .collect();
+                        let shadow: BTreeSet<SaRef> = world.nodes[target]
+                            .target
+                            .as_ref()
+                            .unwrap()
+                            .shadow_sas(dvipa)
+                            .into_iter()
+                            .map(|s| s.install.sa_ref())
+                            .collect();
+                        assert_eq!(owner_sas.len(), 2, "seed {seed} round {round}");
+                        assert_eq!(shadow, owner_sas, "seed {seed} round {round}: {target}");
+                    }
+                }
+            }
+        }
+    }
+}
