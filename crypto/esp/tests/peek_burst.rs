@@ -342,3 +342,34 @@ fn provider_without_block_cipher_falls_back_per_packet() {
     }
     assert_flows_match_peek(&burst).unwrap();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Small AES-GCM tunnel packets whose ciphertext ends around the three blocks the burst reads
+    /// at fixed offsets (an inner IPv4 or IPv6 header with UDP or TCP and 0 to 40 payload bytes),
+    /// damaged now and then: the burst answers exactly as `Sa::peek` on either side of the
+    /// boundary.
+    #[test]
+    fn burst_equals_peek_around_the_three_block_head(
+        shape in arb_shape(),
+        aes256 in any::<bool>(),
+        plans in prop::collection::vec(arb_packet(1), 1..40),
+        payloads in prop::collection::vec(0usize..40, 40),
+    ) {
+        let shape = Shape {
+            suite: if aes256 { Suite::Aes256Gcm16 } else { Suite::Aes128Gcm16 },
+            protocol: IpsecProtocol::Esp,
+            mode: Mode::Tunnel,
+            ..shape
+        };
+        let (mut sender, receiver) = numbered_pair(shape, 0);
+        let wires: Vec<Vec<u8>> = plans
+            .iter()
+            .zip(&payloads)
+            .map(|(plan, &payload)| wire_for(&PacketPlan { payload, ..plan.clone() }, &mut sender))
+            .collect();
+        let burst: Vec<(&Sa, &[u8])> = wires.iter().map(|w| (&receiver, w.as_slice())).collect();
+        assert_burst_matches_peek(&burst)?;
+    }
+}
