@@ -230,6 +230,23 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
+fn log_of(site: &TestSite, node: &str) -> String {
+    std::fs::read_to_string(site.run_dir().join(format!("{node}.log"))).unwrap_or_default()
+}
+
+/// Waits until `node`'s log has `needle`.
+fn wait_for_log(site: &TestSite, node: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !log_of(site, node).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{node} never logged {needle:?}:\n{}",
+            log_of(site, node)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A capture of ESP leaving DVA1's address, on the hub's end of box `index`'s external veth.
 fn start_capture(hub: &str, index: usize, file: &Path) -> Child {
     in_ns(
@@ -288,6 +305,8 @@ fn strongswan_through_the_site(
     }
     let site = TestSite::new(tag, edit);
     topology::up(&site.file, &site.options(dvipsec)).unwrap();
+    // The owner takes DVA1 once the cluster has heard every member (the takeover timeout).
+    wait_for_log(&site, "MVS1", "DVIPA adopted");
     let peer_ns = site.ns("peer");
     run(&mut in_ns(&peer_ns, &["ip", "link", "set", "lo", "up"]));
     run(&mut in_ns(

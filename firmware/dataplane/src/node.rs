@@ -366,6 +366,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         &mut self.local
     }
 
+    /// Gives the ports back (the box changes role: frames still queued are dropped).
+    pub fn into_ports(self) -> (P, P) {
+        (self.external, self.xcf)
+    }
+
     node_accessors!();
 
     fn handle(&mut self, mut frame: PacketBuf, now_us: u64) {
@@ -590,6 +595,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             pending_released: 0,
             pending_timeouts: 0,
         }
+    }
+
+    /// Gives the ports back (the box changes role: frames still queued are dropped).
+    pub fn into_ports(self) -> (P, P) {
+        (self.external, self.xcf)
     }
 
     /// How long a packet waits for its SA before it is dropped (default 5 s).

@@ -1,15 +1,771 @@
-//! The box's answers to control requests, from the running [`Runtime`].
+//! The box's answers to control requests, computed between loop rounds from the running
+//! [`Runtime`]: its distributor core (the SAD: what was distributed, with the use the targets
+//! reported), its IKE endpoint, its data plane (the SA table the packets use, the DCT, the
+//! ports), the target core and the CF region. The site's configuration (the node's view and
+//! every other node's) says what the box may own, back and serve and who its XCF peers are.
 //!
-//! PLACEHOLDER OWNED BY THE CONTROL HELPER: replaced by the real implementation.
+//! Nothing here carries keys except `keys export`.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use dvipsec_cf::{CfError, Lifesize, SequenceFacility, SlotId};
+use dvipsec_cluster::lifesize::Usage;
+use dvipsec_cluster::wire::SaInstall;
+use dvipsec_config::NodeView;
+use dvipsec_control::keys::{ExportedSa, KeyExport, SecretBytes};
+use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
+use dvipsec_control::protocol::{
+    CfReport, CfSlot, ConnEntry, ConnListReport, DctFlow, DctReport, DvipaRelation, DvipaStatus,
+    IkeListReport, IkeSaEntry, LifetimeLeft, LinkStatus, MetricsText, PeerStatus, Role, SaEntry,
+    SaListReport, SaLocation, StatusReport,
+};
+use dvipsec_control::report::{
+    direction_name, mode_name, port_status, prefix_text, protocol_name, sa_entry, sa_metric,
+    snake_case, SaView,
+};
 use dvipsec_control::{ControlError, Request, Response};
+use dvipsec_dataplane::distributor::DropCause;
+use dvipsec_dataplane::node::NodeCounters;
+use dvipsec_dataplane::target::{TargetCounters, TargetDrop};
+use dvipsec_esp::LifetimeLimits;
+use dvipsec_ike::{State, TrafficSelector};
 
+use super::plane::Plane;
 use super::runtime::Runtime;
 
 /// The answer of the box to `request`.
 pub fn respond(runtime: &Runtime, request: Request) -> Result<Response, ControlError> {
-    Err(ControlError::Unsupported {
-        request: request.name().into(),
-        reason: format!("{} answers no control requests yet", runtime.node()),
+    Ok(match request {
+        Request::Status => Response::Status(status(runtime)),
+        Request::SaList => Response::SaList(sa_list(runtime)),
+        Request::DctList => Response::DctList(dct_list(runtime)?),
+        Request::IkeList => Response::IkeList(ike_list(runtime)?),
+        Request::ConnList => Response::ConnList(conn_list(runtime)?),
+        Request::CfShow => Response::CfShow(cf_show(runtime)?),
+        Request::Takeover { dvipa } => return Err(takeover(runtime, dvipa)),
+        Request::KeysExport => Response::KeysExport(keys_export(runtime)),
+        Request::Metrics => Response::Metrics(MetricsText {
+            text: metrics::render(&[snapshot(runtime)]),
+        }),
+        other => {
+            return Err(unsupported(
+                other.name(),
+                format!("{} does not know this request", runtime.node()),
+            ))
+        }
     })
+}
+
+fn unsupported(request: &str, reason: String) -> ControlError {
+    ControlError::Unsupported {
+        request: request.into(),
+        reason,
+    }
+}
+
+fn failed(request: &str, reason: String) -> ControlError {
+    ControlError::Failed {
+        request: request.into(),
+        reason,
+    }
+}
+
+/// The DVIPAs the box distributes now (owned, or taken over): name and address.
+fn owned_now(runtime: &Runtime) -> Vec<(String, IpAddr)> {
+    let Some(core) = runtime.distributor_core() else {
+        return Vec::new();
+    };
+    let view = &runtime.view;
+    core.dvipas()
+        .into_iter()
+        .filter_map(|name| {
+            let owned = view.owns.iter().find(|o| o.dvipa == name).map(|o| o.address);
+            let backed = || view.backs.iter().find(|b| b.dvipa == name).map(|b| b.address);
+            Some((name.to_owned(), owned.or_else(backed)?))
+        })
+        .collect()
+}
+
+/// The nodes that distribute now, by this box's takeover core (else the site's owners).
+fn distributors(runtime: &Runtime) -> BTreeSet<String> {
+    runtime
+        .site
+        .iter()
+        .flat_map(|v| v.owns.iter().chain_names(v))
+        .filter_map(|(dvipa, configured)| {
+            let now = runtime.takeover().and_then(|t| t.owner(&dvipa));
+            Some(now.map(str::to_owned).unwrap_or(configured))
+        })
+        .collect()
+}
+
+/// (DVIPA, configured owner) pairs of a view's owned DVIPAs.
+trait ChainNames<'a> {
+    fn chain_names(self, view: &'a NodeView) -> Box<dyn Iterator<Item = (String, String)> + 'a>;
+}
+
+impl<'a, I: Iterator<Item = &'a dvipsec_config::OwnedDvipa> + 'a> ChainNames<'a> for I {
+    fn chain_names(self, view: &'a NodeView) -> Box<dyn Iterator<Item = (String, String)> + 'a> {
+        Box::new(self.map(move |o| (o.dvipa.clone(), view.node.clone())))
+    }
+}
+
+fn role_of(view: &NodeView, distributing: &BTreeSet<String>) -> Role {
+    if distributing.contains(&view.node) {
+        Role::Distributor
+    } else if !view.backs.is_empty() || !view.owns.is_empty() {
+        Role::Backup
+    } else {
+        Role::Target
+    }
+}
+
+fn status(runtime: &Runtime) -> StatusReport {
+    let view = &runtime.view;
+    let owned = owned_now(runtime);
+    let relation = |dvipa: IpAddr, relation| DvipaStatus { dvipa, relation };
+    let mut dvipas: Vec<DvipaStatus> = owned
+        .iter()
+        .map(|(_, address)| relation(*address, DvipaRelation::Owns))
+        .collect();
+    // A configured owner that does not distribute its DVIPA now (another took it) backs it.
+    let waiting = view.owns.iter().map(|o| (&o.dvipa, o.address));
+    let backed = view.backs.iter().map(|b| (&b.dvipa, b.address));
+    dvipas.extend(
+        waiting
+            .chain(backed)
+            .filter(|(name, _)| !owned.iter().any(|(o, _)| o == *name))
+            .map(|(_, address)| relation(address, DvipaRelation::Backs)),
+    );
+    dvipas.extend(
+        runtime
+            .served()
+            .iter()
+            .map(|(_, address)| relation(*address, DvipaRelation::Serves)),
+    );
+    let distributing = distributors(runtime);
+    // The box joins the XCF link of every other node of the site.
+    let peers = runtime
+        .site
+        .iter()
+        .filter(|other| other.node != view.node)
+        .map(|other| PeerStatus {
+            name: other.node.clone(),
+            xcf_address: other
+                .xcf
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            role: role_of(other, &distributing),
+            link_up: Some(runtime.membership().is_alive(&other.node)),
+        })
+        .collect();
+    StatusReport {
+        name: runtime.node().to_owned(),
+        role: role_of(view, &distributing),
+        dvipas,
+        peers,
+        links: ports(runtime).into_iter().map(|(link, _)| link).collect(),
+    }
+}
+
+/// The box's packet ports: status line and metric of each.
+fn ports(runtime: &Runtime) -> Vec<(LinkStatus, PortMetric)> {
+    match runtime.plane() {
+        None => Vec::new(),
+        Some(Plane::Distributor(node)) => {
+            vec![port_status(node.external_port()), port_status(node.xcf_port())]
+        }
+        Some(Plane::Target(node)) => {
+            vec![port_status(node.external_port()), port_status(node.xcf_port())]
+        }
+        Some(Plane::Idle(ports)) => vec![port_status(&ports.0), port_status(&ports.1)],
+    }
+}
+
+/// The SAD (what the distributor core distributed, with the use its targets reported) and the
+/// SA table of the box's own data path (the shadow SAs its packets use).
+fn sa_list(runtime: &Runtime) -> SaListReport {
+    let table = runtime.plane().and_then(Plane::sa_table);
+    let mut sas = Vec::new();
+    if let Some(core) = runtime.distributor_core() {
+        for (name, address) in owned_now(runtime) {
+            for install in core.sas(&name) {
+                let usage = core.usage(&install.sa_ref()).unwrap_or_default();
+                let mut entry = sad_entry(install, address, usage);
+                // The distributor's data path holds the inbound half (to peek): its replay and
+                // ICV failures are the SAD's.
+                let held = table.and_then(|t| {
+                    t.inbound_sas()
+                        .find(|s| s.sa.params().spi == install.spi)
+                        .map(|s| s.sa.counters())
+                });
+                if let Some(counters) = held {
+                    entry.replays = counters.replays;
+                    entry.auth_failures = counters.auth_failures;
+                }
+                sas.push(entry);
+            }
+        }
+    }
+    if let Some(table) = table {
+        let inbound = table
+            .inbound_sas()
+            .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
+        let outbound = table
+            .outbound_sas()
+            .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
+        sas.extend(inbound.chain(outbound));
+    }
+    sas.sort_by(|a, b| {
+        let key = |e: &SaEntry| {
+            (
+                e.location == SaLocation::Shadow,
+                e.dvipa,
+                e.direction.clone(),
+                e.spi,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    SaListReport { sas }
+}
+
+/// Where an SA stands against its limits, from the use the targets reported.
+fn lifetime_state(limits: &LifetimeLimits, usage: Usage) -> &'static str {
+    let reached = |limit: Option<u64>, used: u64| limit.is_some_and(|l| used >= l);
+    if reached(limits.hard_packets, usage.packets) || reached(limits.hard_bytes, usage.bytes) {
+        "hard"
+    } else if reached(limits.soft_packets, usage.packets) || reached(limits.soft_bytes, usage.bytes)
+    {
+        "soft"
+    } else {
+        "fresh"
+    }
+}
+
+/// A SAD entry: the SA as distributed (never its keys) and the use its targets reported.
+fn sad_entry(install: &SaInstall, dvipa: IpAddr, usage: Usage) -> SaEntry {
+    let limits = &install.lifetime;
+    let filter = install.filters.first();
+    SaEntry {
+        spi: install.spi,
+        direction: direction_name(install.direction).into(),
+        protocol: protocol_name(install.protocol).into(),
+        suite: install.suite.name().into(),
+        mode: mode_name(install.mode).into(),
+        dvipa,
+        peer: install.peer,
+        tunnel: install.tunnel.map(|t| (t.src, t.dst)),
+        udp_encap: install.udp_encap.map(|u| (u.src_port, u.dst_port)),
+        local_ts: filter.map(|f| prefix_text(&f.local)).unwrap_or_default(),
+        remote_ts: filter.map(|f| prefix_text(&f.remote)).unwrap_or_default(),
+        bytes: usage.bytes,
+        packets: usage.packets,
+        replays: 0,
+        auth_failures: 0,
+        lifetime_state: lifetime_state(limits, usage).into(),
+        lifetime_left: LifetimeLeft {
+            packets: limits.hard_packets.map(|h| h.saturating_sub(usage.packets)),
+            bytes: limits.hard_bytes.map(|h| h.saturating_sub(usage.bytes)),
+            seconds: None,
+        },
+        cf_slot: install.cf_slot,
+        location: SaLocation::Sad,
+    }
+}
+
+/// Why a box without the distributor's state cannot answer `request`.
+fn not_distributing(runtime: &Runtime, request: &str) -> ControlError {
+    let owners: Vec<String> = distributors(runtime).into_iter().collect();
+    unsupported(
+        request,
+        format!(
+            "{} distributes no DVIPA now and holds no IKE SAs, SAD or DCT; ask a distributor ({})",
+            runtime.node(),
+            owners.join(", ")
+        ),
+    )
+}
+
+fn dct_list(runtime: &Runtime) -> Result<DctReport, ControlError> {
+    let Some(Plane::Distributor(node)) = runtime.plane() else {
+        return Err(not_distributing(runtime, "dct list"));
+    };
+    let dct = node.distributor.dct();
+    let counters = dct.counters();
+    let mut flows: Vec<DctFlow> = dct
+        .entries()
+        .map(|(key, target)| DctFlow {
+            src: key.src,
+            src_port: key.src_port,
+            dst: key.dst,
+            dst_port: key.dst_port,
+            protocol: key.protocol,
+            target: target.0,
+        })
+        .collect();
+    flows.sort_by_key(|f| (f.dst, f.dst_port, f.src, f.src_port, f.protocol));
+    Ok(DctReport {
+        entries: dct.len() as u64,
+        capacity: dct.capacity() as u64,
+        added: counters.added,
+        full_drops: counters.full_drops,
+        expired: counters.expired,
+        closed: counters.closed,
+        flows,
+    })
+}
+
+/// strongSwan's names for IKE SA states.
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
+        State::Established => "ESTABLISHED",
+        State::Deleting => "DELETING",
+        State::Dead => "DESTROYING",
+    }
+}
+
+fn ike_list(runtime: &Runtime) -> Result<IkeListReport, ControlError> {
+    let Some(endpoint) = runtime.ike() else {
+        return Err(not_distributing(runtime, "ike list"));
+    };
+    let ike_sas = endpoint
+        .ike_sas()
+        .into_iter()
+        .map(|info| IkeSaEntry {
+            // The configured peer's name; a responder learns it only at IKE_AUTH.
+            name: info.peer.unwrap_or_else(|| "(unauthenticated)".into()),
+            state: state_name(info.state).into(),
+            local: info.local.ip(),
+            remote: info.remote.ip(),
+            initiator_spi: format!("{:016x}", info.spi_i),
+            responder_spi: format!("{:016x}", info.spi_r),
+            children: info
+                .children
+                .iter()
+                .map(|c| (c.inbound_spi, c.outbound_spi))
+                .collect(),
+        })
+        .collect();
+    Ok(IkeListReport { ike_sas })
+}
+
+/// A selector as strongSwan writes it: `10.0.0.1/32[udp/60]`.
+fn selector_text(ts: &TrafficSelector) -> String {
+    let addresses = match child_prefix(ts) {
+        Some(prefix) => prefix,
+        None => format!("{}..{}", ts.start_addr, ts.end_addr),
+    };
+    let protocol = match ts.ip_protocol {
+        0 => None,
+        6 => Some("tcp".to_owned()),
+        17 => Some("udp".to_owned()),
+        other => Some(other.to_string()),
+    };
+    let ports = match (ts.start_port, ts.end_port) {
+        (0, u16::MAX) => None,
+        (start, end) if start == end => Some(start.to_string()),
+        (start, end) => Some(format!("{start}-{end}")),
+    };
+    match (protocol, ports) {
+        (None, None) => addresses,
+        (Some(protocol), None) => format!("{addresses}[{protocol}]"),
+        (protocol, Some(ports)) => {
+            format!("{addresses}[{}/{ports}]", protocol.unwrap_or_default())
+        }
+    }
+}
+
+fn child_prefix(ts: &TrafficSelector) -> Option<String> {
+    super::child::range_prefix(ts.start_addr, ts.end_addr)
+        .ok()
+        .map(|p| prefix_text(&p))
+}
+
+/// The IKE connections the box would serve: the peers of every DVIPA it owns or backs.
+fn conn_list(runtime: &Runtime) -> Result<ConnListReport, ControlError> {
+    let Some(side) = runtime.distributor.as_ref() else {
+        return Err(unsupported(
+            "conn list",
+            format!(
+                "{} neither owns nor backs a DVIPA: it runs no IKE",
+                runtime.node()
+            ),
+        ));
+    };
+    let conns = side
+        .dvipas
+        .iter()
+        .flat_map(|dvipa| {
+            dvipa.peers.iter().map(|peer| ConnEntry {
+                name: format!("{}/{}", dvipa.dvipa, peer.name),
+                local: dvipa.address,
+                remote: peer
+                    .remote_addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "%any".into()),
+                local_ts: peer.local_ts.iter().map(selector_text).collect(),
+                remote_ts: peer.remote_ts.iter().map(selector_text).collect(),
+                esp_proposals: peer
+                    .esp_suites
+                    .iter()
+                    .map(|s| match super::child::esp_suite(s) {
+                        Ok(suite) => suite.name().to_owned(),
+                        Err(_) => format!("{s:?}"),
+                    })
+                    .collect(),
+                mode: match peer.mode {
+                    dvipsec_ike::Mode::Tunnel => "tunnel",
+                    dvipsec_ike::Mode::Transport => "transport",
+                }
+                .into(),
+            })
+        })
+        .collect();
+    Ok(ConnListReport { conns })
+}
+
+/// The SAs this box holds as (CF slot, DVIPA, SPI): those it distributes and those its data
+/// path uses.
+fn held_slots(runtime: &Runtime) -> Vec<(u64, IpAddr, u32)> {
+    let mut slots = Vec::new();
+    if let Some(core) = runtime.distributor_core() {
+        for (name, address) in owned_now(runtime) {
+            slots.extend(core.sas(&name).iter().map(|s| (s.cf_slot, address, s.spi)));
+        }
+    }
+    if let Some(table) = runtime.plane().and_then(Plane::sa_table) {
+        slots.extend(
+            table
+                .inbound_sas()
+                .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
+        );
+        slots.extend(
+            table
+                .outbound_sas()
+                .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
+        );
+    }
+    slots.sort();
+    slots.dedup_by_key(|s| s.0);
+    slots
+}
+
+fn cf_show(runtime: &Runtime) -> Result<CfReport, ControlError> {
+    let request = "cf show";
+    let facility = runtime.facility();
+    let (epoch, incarnation, capacity) = match runtime.region_owner() {
+        Some(owner) => {
+            let region = owner.region();
+            (region.epoch(), region.incarnation(), region.slot_count())
+        }
+        None => match facility.region_identity() {
+            Some(identity) => identity,
+            None => {
+                return Err(failed(
+                    request,
+                    format!(
+                        "{} is not attached to the CF region yet (its distributor has not said where it is)",
+                        runtime.node()
+                    ),
+                ))
+            }
+        },
+    };
+    let mut slots = Vec::new();
+    for (slot, dvipa, spi) in held_slots(runtime) {
+        let lifesize: Lifesize = match facility.lifesize_read(SlotId(slot)) {
+            Ok(lifesize) => lifesize,
+            // A retired SA's slot is released before every target has dropped the SA: it has
+            // no CF state left to show.
+            Err(CfError::UnknownSlot(_)) => continue,
+            Err(e) => return Err(failed(request, format!("slot {slot}: {e}"))),
+        };
+        slots.push(CfSlot {
+            slot,
+            dvipa,
+            spi,
+            bytes_in: lifesize.bytes_in,
+            packets_in: lifesize.packets_in,
+            bytes_out: lifesize.bytes_out,
+            packets_out: lifesize.packets_out,
+        });
+    }
+    Ok(CfReport {
+        epoch,
+        incarnation,
+        slot_capacity: capacity,
+        slots,
+    })
+}
+
+/// A planned move is refused with the reason that applies: the address is no DVIPA, the box
+/// has it already, is not in its chain, or (in its chain) the loop has no planned-move path yet.
+fn takeover(runtime: &Runtime, dvipa: IpAddr) -> ControlError {
+    let request = "takeover";
+    let view = &runtime.view;
+    let owner = runtime
+        .site
+        .iter()
+        .find_map(|v| v.owns.iter().find(|o| o.address == dvipa));
+    let Some(owner) = owner else {
+        return failed(request, format!("{dvipa} is not a DVIPA of this site"));
+    };
+    if owned_now(runtime).iter().any(|(_, a)| *a == dvipa) {
+        return failed(
+            request,
+            format!("{} already owns {} ({dvipa})", view.node, owner.dvipa),
+        );
+    }
+    let in_chain = view.owns.iter().any(|o| o.address == dvipa)
+        || view.backs.iter().any(|b| b.address == dvipa);
+    if !in_chain {
+        let backups: Vec<String> = owner
+            .backups
+            .iter()
+            .map(|b| format!("{} (rank {})", b.node, b.rank))
+            .collect();
+        let backups = if backups.is_empty() {
+            "none".to_owned()
+        } else {
+            backups.join(", ")
+        };
+        return failed(
+            request,
+            format!(
+                "{} is neither the owner nor a backup of {}; its backups: {backups}",
+                view.node, owner.dvipa
+            ),
+        );
+    }
+    unsupported(
+        request,
+        format!(
+            "{} may own {} but a planned move needs the failover wiring of the control socket, which boot does not have yet; {} moves only when its owner fails",
+            view.node, owner.dvipa, owner.dvipa
+        ),
+    )
+}
+
+/// The keys of the SAs this box holds: those it distributes and the shadow SAs its target core
+/// keeps (both carry the keys as distributed). The only answer with keys in it.
+fn keys_export(runtime: &Runtime) -> KeyExport {
+    let mut installs: Vec<&SaInstall> = Vec::new();
+    if let Some(core) = runtime.distributor_core() {
+        for (name, _) in owned_now(runtime) {
+            installs.extend(core.sas(&name));
+        }
+    }
+    if let Some(core) = runtime.target_core() {
+        for (name, _) in runtime.served() {
+            installs.extend(core.shadow_sas(name).into_iter().map(|s| &s.install));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let sas = installs
+        .into_iter()
+        .filter(|install| seen.insert((install.peer, install.spi)))
+        .map(exported)
+        .collect();
+    KeyExport { sas }
+}
+
+/// One SA's keys and the outer addresses its packets carry.
+fn exported(install: &SaInstall) -> ExportedSa {
+    let (src, dst) = match install.tunnel {
+        Some(tunnel) => (tunnel.src, tunnel.dst),
+        None => {
+            let dvipa = install
+                .filters
+                .first()
+                .map(|f| f.local.addr)
+                .unwrap_or(install.peer);
+            match install.direction {
+                dvipsec_esp::Direction::Inbound => (install.peer, dvipa),
+                dvipsec_esp::Direction::Outbound => (dvipa, install.peer),
+            }
+        }
+    };
+    ExportedSa {
+        src,
+        dst,
+        spi: install.spi,
+        suite: install.suite.name().into(),
+        enc_key: SecretBytes::new(install.keys.expose_enc()),
+        auth_key: SecretBytes::new(install.keys.expose_auth()),
+    }
+}
+
+fn drop_metric(stage: &str, cause: &str, count: u64) -> DropMetric {
+    DropMetric {
+        stage: stage.into(),
+        cause: snake_case(cause),
+        count,
+    }
+}
+
+fn node_drops(counters: NodeCounters) -> Vec<DropMetric> {
+    [
+        ("NotIp", counters.not_ip),
+        ("NoRoomOrRoute", counters.no_room_or_route),
+        ("LocalOverflow", counters.local_overflow),
+    ]
+    .into_iter()
+    .map(|(cause, count)| drop_metric("node", cause, count))
+    .collect()
+}
+
+fn target_drops(counters: &TargetCounters) -> Vec<DropMetric> {
+    TargetDrop::ALL
+        .iter()
+        .map(|cause| drop_metric("target", &format!("{cause:?}"), counters.dropped(*cause)))
+        .collect()
+}
+
+/// The data plane's packets and drops: (packets handled, drops by cause).
+fn plane_counts(plane: &Plane) -> (u64, Vec<DropMetric>) {
+    match plane {
+        Plane::Distributor(node) => {
+            let counters = node.distributor.counters();
+            let mut drops: Vec<DropMetric> = DropCause::ALL
+                .iter()
+                .map(|cause| {
+                    drop_metric(
+                        "distributor",
+                        &format!("{cause:?}"),
+                        counters.dropped(*cause),
+                    )
+                })
+                .collect();
+            let dct = node.distributor.dct_counters();
+            drops.push(drop_metric("dct", "Full", dct.full_drops));
+            drops.extend(node_drops(node.counters()));
+            let mut packets = counters.peeked;
+            // The flows the distributor keeps for itself run through its local target.
+            if let Some(local) = node.local_counters() {
+                packets += local.inbound_packets + local.outbound_packets;
+                drops.extend(target_drops(&local));
+            }
+            (packets, drops)
+        }
+        Plane::Target(node) => {
+            let counters = node.target.counters();
+            let mut drops = target_drops(&counters);
+            drops.extend(node_drops(node.counters()));
+            (counters.inbound_packets + counters.outbound_packets, drops)
+        }
+        Plane::Idle(_) => (0, Vec::new()),
+    }
+}
+
+/// IKE's refusals, as drops of the `ike` stage.
+fn ike_drops(runtime: &Runtime) -> Vec<DropMetric> {
+    let Some(endpoint) = runtime.ike() else {
+        return Vec::new();
+    };
+    let stats = endpoint.stats();
+    [
+        ("Malformed", stats.malformed),
+        ("UnknownSpi", stats.unknown_spi),
+        ("SpiMismatch", stats.spi_mismatch),
+        ("IntegrityFailure", stats.integrity_failures),
+        ("AuthenticationFailure", stats.authentication_failures),
+        ("HalfOpenPeerLimit", stats.half_open_peer_drops),
+        ("HalfOpenGlobalLimit", stats.half_open_global_drops),
+    ]
+    .into_iter()
+    .map(|(cause, count)| drop_metric("ike", cause, count))
+    .collect()
+}
+
+fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
+    let (packets, mut drops) = runtime.plane().map(plane_counts).unwrap_or_default();
+    drops.extend(ike_drops(runtime));
+    let counters = runtime.counters();
+    let received = runtime
+        .distributor_core()
+        .map(|core| core.counters().lifesize_reports);
+    let sent = runtime
+        .target_core()
+        .map(|core| core.counters().lifesize_messages_sent);
+    let lifesize_reports = match (received, sent) {
+        (None, None) => None,
+        (r, s) => Some(r.unwrap_or(0) + s.unwrap_or(0)),
+    };
+    MetricsSnapshot {
+        node: runtime.node().to_owned(),
+        sas: sa_list(runtime).sas.iter().map(sa_metric).collect(),
+        ports: ports(runtime).into_iter().map(|(_, metric)| metric).collect(),
+        cores: vec![CoreMetric { core: 0, packets }],
+        drops,
+        cf_operations: Vec::new(),
+        lifesize_reports,
+        rekeys: Some(counters.rekeys),
+        takeovers: Some(counters.takeovers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: LifetimeLimits = LifetimeLimits {
+        soft_packets: Some(3_000),
+        hard_packets: Some(20_000),
+        soft_bytes: None,
+        hard_bytes: Some(1_000_000),
+    };
+
+    fn used(packets: u64, bytes: u64) -> Usage {
+        Usage { bytes, packets }
+    }
+
+    #[test]
+    fn lifetime_state_follows_the_reported_use() {
+        assert_eq!(lifetime_state(&LIMITS, used(2_999, 0)), "fresh");
+        assert_eq!(lifetime_state(&LIMITS, used(3_000, 0)), "soft");
+        assert_eq!(lifetime_state(&LIMITS, used(20_000, 0)), "hard");
+        assert_eq!(lifetime_state(&LIMITS, used(10, 1_000_000)), "hard");
+    }
+
+    fn ts(protocol: u8, ports: (u16, u16), from: [u8; 4], to: [u8; 4]) -> TrafficSelector {
+        TrafficSelector {
+            ip_protocol: protocol,
+            start_port: ports.0,
+            end_port: ports.1,
+            start_addr: IpAddr::from(from),
+            end_addr: IpAddr::from(to),
+        }
+    }
+
+    #[test]
+    fn selectors_read_like_strongswans() {
+        let host = [198, 51, 100, 10];
+        assert_eq!(
+            selector_text(&ts(17, (60, 60), host, host)),
+            "198.51.100.10/32[udp/60]"
+        );
+        assert_eq!(
+            selector_text(&ts(0, (0, u16::MAX), [203, 0, 113, 0], [203, 0, 113, 255])),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            selector_text(&ts(6, (0, u16::MAX), host, host)),
+            "198.51.100.10/32[tcp]"
+        );
+        assert_eq!(
+            selector_text(&ts(50, (1000, 2000), [10, 0, 0, 1], [10, 0, 0, 6])),
+            "10.0.0.1..10.0.0.6[50/1000-2000]"
+        );
+    }
+
+    #[test]
+    fn ike_states_use_strongswans_words() {
+        assert_eq!(state_name(State::Established), "ESTABLISHED");
+        assert_eq!(state_name(State::InitReplied), "CONNECTING");
+        assert_eq!(state_name(State::Dead), "DESTROYING");
+    }
 }

@@ -7,14 +7,15 @@
 //!
 //! Layout: version (1 byte), kind (1 byte), body. Kinds: 1 = cluster frame for the distributor
 //! core, 2 = cluster frame for the target core, 3 = CF attach (epoch u64, incarnation u64, big
-//! endian).
+//! endian), 4 = membership frame (heartbeats).
 
 use zeroize::Zeroizing;
 
 const VERSION: u8 = 1;
-const TO_DISTRIBUTOR: u8 = 1;
-const TO_TARGET: u8 = 2;
+pub const TO_DISTRIBUTOR: u8 = 1;
+pub const TO_TARGET: u8 = 2;
 const CF_ATTACH: u8 = 3;
+pub const TO_MEMBERSHIP: u8 = 4;
 const CF_ATTACH_LEN: usize = 16;
 
 /// One decoded envelope; cluster frames borrow the received bytes.
@@ -22,6 +23,7 @@ const CF_ATTACH_LEN: usize = 16;
 pub enum Envelope<'a> {
     ToDistributor(&'a [u8]),
     ToTarget(&'a [u8]),
+    Membership(&'a [u8]),
     CfAttach { epoch: u64, incarnation: u64 },
 }
 
@@ -39,13 +41,9 @@ pub enum EnvelopeError {
     AttachLength(usize),
 }
 
-/// A cluster frame for the far box's distributor core (`true`) or target core (`false`).
-pub fn cluster_frame(to_distributor: bool, frame: &[u8]) -> Zeroizing<Vec<u8>> {
-    let kind = if to_distributor {
-        TO_DISTRIBUTOR
-    } else {
-        TO_TARGET
-    };
+/// A frame for the far box's core `kind` ([`TO_DISTRIBUTOR`], [`TO_TARGET`],
+/// [`TO_MEMBERSHIP`]).
+pub fn wrap(kind: u8, frame: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(frame.len() + 2));
     out.extend_from_slice(&[VERSION, kind]);
     out.extend_from_slice(frame);
@@ -72,6 +70,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     match *kind {
         TO_DISTRIBUTOR => Ok(Envelope::ToDistributor(body)),
         TO_TARGET => Ok(Envelope::ToTarget(body)),
+        TO_MEMBERSHIP => Ok(Envelope::Membership(body)),
         CF_ATTACH => {
             let fixed: &[u8; CF_ATTACH_LEN] = body
                 .try_into()
@@ -94,12 +93,16 @@ mod tests {
     fn every_kind_round_trips() {
         let frame = [9u8, 8, 7];
         assert_eq!(
-            decode(&cluster_frame(true, &frame)),
+            decode(&wrap(TO_DISTRIBUTOR, &frame)),
             Ok(Envelope::ToDistributor(&frame[..]))
         );
         assert_eq!(
-            decode(&cluster_frame(false, &frame)),
+            decode(&wrap(TO_TARGET, &frame)),
             Ok(Envelope::ToTarget(&frame[..]))
+        );
+        assert_eq!(
+            decode(&wrap(TO_MEMBERSHIP, &frame)),
+            Ok(Envelope::Membership(&frame[..]))
         );
         assert_eq!(
             decode(&cf_attach(7, 0xdead_beef_0000_0001)),

@@ -62,11 +62,16 @@ impl fmt::Display for CfHandle {
 }
 
 impl CfHandle {
-    /// Gives the facility back: the owner removes the region file.
-    pub fn release(self) -> Result<(), FacilityError> {
+    /// Gives the facility back: the node that created the region removes it, unless another
+    /// took it over since (`still_current` false), which then goes on using it.
+    pub fn release(self, still_current: bool) -> Result<(), FacilityError> {
         let CfHandle::Owner { owner, path } = self else {
             return Ok(());
         };
+        if !still_current {
+            tracing::info!(path = %path.display(), "coupling facility region left to its new owner");
+            return Ok(());
+        }
         drop(owner);
         match std::fs::remove_file(&path) {
             Ok(()) => {
@@ -78,11 +83,12 @@ impl CfHandle {
     }
 }
 
-/// Creates the region when this node owns a DVIPA, else notes whether it exists.
+/// Creates the region when this node owns a DVIPA and nobody made it yet; otherwise the node
+/// is a user of the region (a returning owner takes it back over through the takeover core).
 pub fn set_up(view: &NodeView) -> Result<CfHandle, FacilityError> {
     match &*view.coupling_facility.backend {
         CfBackend::Network(addr) => Ok(CfHandle::Network(*addr)),
-        CfBackend::Shm(path) if view.owns.is_empty() => Ok(CfHandle::User {
+        CfBackend::Shm(path) if view.owns.is_empty() || path.exists() => Ok(CfHandle::User {
             present: path.exists(),
             path: path.clone(),
         }),
@@ -113,6 +119,13 @@ impl AttachedRegion {
     /// A handle already attached (the distributor's own box).
     pub fn attached(region: Region) -> Self {
         AttachedRegion(Arc::new(RwLock::new(Some(region))))
+    }
+
+    /// Uses `region` from now on (the box took the region over in a new epoch).
+    pub fn replace(&self, region: Region) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(region);
+        }
     }
 
     /// Attaches (or re-attaches) to `path` in `epoch`; a handle of the same epoch and

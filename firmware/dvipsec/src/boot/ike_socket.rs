@@ -1,5 +1,5 @@
-//! The distributor's IKE sockets: UDP 500 and 4500 on each DVIPA it owns, driving the sans-io
-//! endpoint.
+//! The distributor's IKE sockets: UDP 500 and 4500 on each DVIPA it owns now, driving the
+//! sans-io endpoint.
 //!
 //! On port 4500 IKE carries the RFC 3948 non-ESP marker (four zero bytes); everything else
 //! there is UDP-encapsulated ESP, which the data plane takes from the packet port, so the socket
@@ -43,15 +43,26 @@ pub struct IkeSocketCounters {
 
 /// The sockets of one DVIPA.
 struct DvipaSockets {
+    address: IpAddr,
     ike: UdpSocket,
     nat_t: UdpSocket,
 }
 
-/// Every owned DVIPA's IKE sockets.
+/// The IKE sockets of the DVIPAs the box owns now.
 pub struct IkeSockets {
     sockets: Vec<DvipaSockets>,
     buf: Vec<u8>,
     counters: IkeSocketCounters,
+}
+
+impl Default for IkeSockets {
+    fn default() -> Self {
+        IkeSockets {
+            sockets: Vec::new(),
+            buf: vec![0; DATAGRAM_MAX],
+            counters: IkeSocketCounters::default(),
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<UdpSocket, IkeSocketError> {
@@ -63,22 +74,22 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, IkeSocketError> {
 }
 
 impl IkeSockets {
-    /// Binds ports 500 and 4500 on each of `dvipas`.
-    pub fn bind(dvipas: &[IpAddr]) -> Result<Self, IkeSocketError> {
-        let sockets = dvipas
-            .iter()
-            .map(|ip| {
-                Ok(DvipaSockets {
-                    ike: bind(SocketAddr::new(*ip, IKE_PORT))?,
-                    nat_t: bind(SocketAddr::new(*ip, NAT_T_PORT))?,
-                })
-            })
-            .collect::<Result<Vec<_>, IkeSocketError>>()?;
-        Ok(IkeSockets {
-            sockets,
-            buf: vec![0; DATAGRAM_MAX],
-            counters: IkeSocketCounters::default(),
-        })
+    /// Binds ports 500 and 4500 on `address` (a DVIPA the box now owns); already bound: done.
+    pub fn add(&mut self, address: IpAddr) -> Result<(), IkeSocketError> {
+        if self.sockets.iter().any(|s| s.address == address) {
+            return Ok(());
+        }
+        self.sockets.push(DvipaSockets {
+            address,
+            ike: bind(SocketAddr::new(address, IKE_PORT))?,
+            nat_t: bind(SocketAddr::new(address, NAT_T_PORT))?,
+        });
+        Ok(())
+    }
+
+    /// Closes the sockets of `address` (the DVIPA moved away).
+    pub fn remove(&mut self, address: IpAddr) {
+        self.sockets.retain(|s| s.address != address);
     }
 
     pub fn counters(&self) -> IkeSocketCounters {
@@ -128,11 +139,11 @@ impl IkeSockets {
     }
 
     fn send(&self, transmit: &Transmit) -> bool {
-        let Some(pair) = self.sockets.iter().find(|pair| {
-            pair.ike
-                .local_addr()
-                .is_ok_and(|a| a.ip() == transmit.local.ip())
-        }) else {
+        let Some(pair) = self
+            .sockets
+            .iter()
+            .find(|pair| pair.address == transmit.local.ip())
+        else {
             tracing::warn!(local = %transmit.local, "IKE datagram from an address we do not own");
             return false;
         };

@@ -12,6 +12,7 @@ pub mod child;
 pub mod control;
 pub mod envelope;
 mod facility;
+mod failover;
 mod ike_socket;
 pub mod neighbours;
 pub mod plane;
@@ -136,6 +137,7 @@ impl BootedNode {
             _gre_sink,
         } = self;
         runtime.delete_ike_sas();
+        let still_current = runtime.holds_current_region();
         let counters = xcf.counters();
         tracing::info!(
             node = %view.node,
@@ -148,7 +150,7 @@ impl BootedNode {
         drop(xcf);
         tracing::info!(node = %view.node, counters = ?runtime::summary(&runtime), "closing ports");
         drop(runtime);
-        facility.release()
+        facility.release(still_current)
     }
 }
 
@@ -187,7 +189,7 @@ pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
         }
         Err(error) => {
             // Leave nothing behind: a region this node created goes again.
-            if let Err(release) = facility.release() {
+            if let Err(release) = facility.release(true) {
                 tracing::warn!(node = %node, "{release}");
             }
             Err(error)
@@ -216,19 +218,11 @@ fn start(
         CfHandle::Network(_) => (AttachedRegion::default(), None, None),
     };
     let views = site.node_views();
-    let inputs = plane::PlaneInputs {
-        view,
-        site: &views,
-        facility: attached.clone(),
-    };
-    let plane = plane::build(&inputs, ports).map_err(|source| BootError::Plane {
+    let plane = plane::prepare(view, &views, ports).map_err(|source| BootError::Plane {
         node: node.clone(),
         source,
     })?;
-    let gre_sink = match &plane {
-        Some(plane::Plane::Target(_)) => gre_sink(),
-        _ => None,
-    };
+    let gre_sink = plane.as_ref().and_then(|_| gre_sink());
     let security = match &*site.xcf.security {
         XcfSecurity::Trusted => LinkSecurity::Trusted,
         XcfSecurity::Protected(_) => LinkSecurity::Protected,

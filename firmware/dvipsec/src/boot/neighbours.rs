@@ -32,12 +32,6 @@ pub enum NeighbourError {
     },
     #[error("interface {iface} has a malformed MAC {text:?}")]
     MalformedMac { iface: String, text: String },
-    #[error("no ARP reply from {address} on {port} within {waited:?}")]
-    NoReply {
-        address: IpAddr,
-        port: String,
-        waited: Duration,
-    },
     #[error("{0} is IPv6: neighbour discovery is not implemented, only ARP")]
     Ipv6(IpAddr),
     #[error("port {0} has no free buffer for an ARP request")]
@@ -97,41 +91,63 @@ pub fn arp_reply_from(frame: &[u8], target: Ipv4Addr) -> Option<Mac> {
     Some(mac)
 }
 
-/// Asks for `address` on `port` until a reply comes or `timeout` passes. Frames that are not
-/// the reply are dropped (nothing else runs on the port yet).
-pub fn resolve<P: PacketPort>(
+/// Asks for every address of `addresses` on `port` at once, until all replied or `timeout`
+/// passed; returns those that replied. Frames that are not a reply are dropped (nothing else
+/// reads this socket).
+pub fn resolve_all<P: PacketPort>(
     port: &mut P,
     own_mac: Mac,
     sender: Ipv4Addr,
-    address: IpAddr,
+    addresses: &[IpAddr],
     timeout: Duration,
-) -> Result<Mac, NeighbourError> {
-    let IpAddr::V4(target) = address else {
-        return Err(NeighbourError::Ipv6(address));
-    };
-    let request = arp_request(own_mac, sender, target);
+) -> Result<Vec<(IpAddr, Mac)>, NeighbourError> {
+    let mut wanted: Vec<Ipv4Addr> = Vec::new();
+    for address in addresses {
+        match address {
+            IpAddr::V4(v4) if !wanted.contains(v4) => wanted.push(*v4),
+            IpAddr::V4(_) => {}
+            IpAddr::V6(_) => return Err(NeighbourError::Ipv6(*address)),
+        }
+    }
     let start = Instant::now();
+    let mut found = Vec::new();
     let mut rx = Burst::with_capacity(32);
     let mut next_send = start;
-    while start.elapsed() < timeout {
+    while !wanted.is_empty() && start.elapsed() < timeout {
         if Instant::now() >= next_send {
-            send_frame(port, &request)?;
+            for target in &wanted {
+                send_frame(port, &arp_request(own_mac, sender, *target))?;
+            }
             next_send += RETRY;
         }
         port.rx_burst(&mut rx);
-        let found = rx
-            .drain()
-            .find_map(|frame| arp_reply_from(frame.data(), target));
-        if let Some(mac) = found {
-            return Ok(mac);
+        for frame in rx.drain() {
+            let reply = wanted
+                .iter()
+                .position(|t| arp_reply_from(frame.data(), *t).is_some());
+            if let Some(at) = reply {
+                let target = wanted.swap_remove(at);
+                if let Some(mac) = arp_reply_from(frame.data(), target) {
+                    found.push((IpAddr::V4(target), mac));
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    Err(NeighbourError::NoReply {
-        address,
-        port: port.name().to_owned(),
-        waited: timeout,
-    })
+    Ok(found)
+}
+
+/// Announces that `address` is now at `own_mac` (a gratuitous ARP: a broadcast request whose
+/// sender and target are both the address), so the peers' caches move to this box.
+pub fn announce<P: PacketPort>(
+    port: &mut P,
+    own_mac: Mac,
+    address: IpAddr,
+) -> Result<(), NeighbourError> {
+    let IpAddr::V4(v4) = address else {
+        return Err(NeighbourError::Ipv6(address));
+    };
+    send_frame(port, &arp_request(own_mac, v4, v4))
 }
 
 fn send_frame<P: PacketPort>(port: &mut P, bytes: &[u8]) -> Result<(), NeighbourError> {

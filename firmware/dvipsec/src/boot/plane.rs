@@ -1,10 +1,11 @@
-//! The box's data plane on its real ports: a distributor node when the box owns DVIPAs (it also
-//! terminates the flows it keeps for itself), else a target node when it serves some.
+//! The box's data plane on its real ports: a distributor node while the box owns DVIPAs (it
+//! also terminates the flows it keeps for itself), else a target node when it serves some, else
+//! idle. The box switches between them when ownership moves (failover), keeping its ports.
 //!
 //! Ports: the port named `xcf` carries GRE to and from the other boxes (its interface holds the
-//! box's XCF address); the first other port is the external one. MAC addresses of peers,
-//! targets and distributors are found with ARP before the loop starts, through a short-lived
-//! AF_PACKET socket on the port's kernel interface.
+//! box's XCF address); the first other port is the external one. MAC addresses of peers and of
+//! the other boxes are found with ARP when the box boots, through a short-lived AF_PACKET
+//! socket on each port's kernel interface.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -27,7 +28,7 @@ use super::ports::OpenPort;
 
 /// The name of the port that carries GRE between boxes.
 pub const XCF_PORT_NAME: &str = "xcf";
-/// How long boot waits for each ARP reply.
+/// How long boot waits for ARP replies (all asked at once).
 const ARP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames the distributor keeps for its own stack (IKE reaches the kernel socket anyway).
 const LOCAL_QUEUE: usize = 256;
@@ -61,6 +62,8 @@ pub enum PlaneError {
 pub enum Plane {
     Distributor(Box<DistributorPlane>),
     Target(Box<TargetPlane>),
+    /// Neither role right now: the ports wait.
+    Idle(Box<(OpenPort, OpenPort)>),
 }
 
 impl Plane {
@@ -74,22 +77,32 @@ impl Plane {
                 handled
             }
             Plane::Target(node) => node.poll(now_us),
+            Plane::Idle(_) => 0,
         }
     }
 
     /// The SA table of the data path, to read.
-    pub fn sa_table(&self) -> &ShadowSaTable {
+    pub fn sa_table(&self) -> Option<&ShadowSaTable> {
         match self {
-            Plane::Distributor(node) => &node.sas,
-            Plane::Target(node) => &node.sas,
+            Plane::Distributor(node) => Some(&node.sas),
+            Plane::Target(node) => Some(&node.sas),
+            Plane::Idle(_) => None,
         }
     }
 
     /// The SA table of the data path.
-    pub fn sas(&mut self) -> &mut ShadowSaTable {
+    pub fn sas(&mut self) -> Option<&mut ShadowSaTable> {
         match self {
-            Plane::Distributor(node) => &mut node.sas,
-            Plane::Target(node) => &mut node.sas,
+            Plane::Distributor(node) => Some(&mut node.sas),
+            Plane::Target(node) => Some(&mut node.sas),
+            Plane::Idle(_) => None,
+        }
+    }
+
+    /// Deletes the SAs with `spi` (either direction).
+    pub fn delete_sa(&mut self, spi: u32) {
+        if let Some(sas) = self.sas() {
+            sas.delete(spi);
         }
     }
 
@@ -97,15 +110,35 @@ impl Plane {
         match self {
             Plane::Distributor(node) => node.report_lifesize(sink),
             Plane::Target(node) => node.report_lifesize(sink),
+            Plane::Idle(_) => {}
         }
     }
 
     /// Connections target applications asked for with no SA yet (seed figure 11).
     pub fn take_newconn_requests(&mut self) -> Vec<NewconnRequest> {
         match self {
-            Plane::Distributor(_) => Vec::new(),
             Plane::Target(node) => node.take_newconn_requests().collect(),
+            _ => Vec::new(),
         }
+    }
+
+    /// The ports, whatever the role.
+    pub fn into_ports(self) -> (OpenPort, OpenPort) {
+        match self {
+            Plane::Distributor(node) => node.into_ports(),
+            Plane::Target(node) => node.into_ports(),
+            Plane::Idle(ports) => *ports,
+        }
+    }
+
+    /// The external port's kernel interface (for the DVIPA's address and announcements).
+    pub fn external_interface(&self) -> Option<String> {
+        let port = match self {
+            Plane::Distributor(node) => node.external_port(),
+            Plane::Target(node) => node.external_port(),
+            Plane::Idle(ports) => &ports.0,
+        };
+        port.kernel_interface().map(str::to_owned)
     }
 }
 
@@ -138,7 +171,7 @@ fn external_and_xcf(
 }
 
 /// The XCF address of `node` in the site (first one, IPv4).
-fn xcf_of(site: &[NodeView], node: &str) -> Result<Ipv4Addr, PlaneError> {
+pub fn xcf_of(site: &[NodeView], node: &str) -> Result<Ipv4Addr, PlaneError> {
     let address = site
         .iter()
         .find(|v| v.node == node)
@@ -147,77 +180,16 @@ fn xcf_of(site: &[NodeView], node: &str) -> Result<Ipv4Addr, PlaneError> {
     v4(address, &format!("XCF address of {node}"))
 }
 
-/// What building a plane needs to know beyond the ports.
-pub struct PlaneInputs<'a> {
-    pub view: &'a NodeView,
-    /// Every node's view (for other boxes' XCF addresses).
-    pub site: &'a [NodeView],
-    pub facility: AttachedRegion,
-}
-
-/// Builds the box's plane, or `None` when it neither owns nor serves a DVIPA.
-pub fn build(inputs: &PlaneInputs<'_>, ports: Vec<OpenPort>) -> Result<Option<Plane>, PlaneError> {
-    let view = inputs.view;
-    let serves = view.serves.iter().any(|s| !s.standby);
-    if view.owns.is_empty() && !serves {
-        return Ok(None);
-    }
-    let (external, xcf) = external_and_xcf(&view.ports, ports)?;
-    let own_xcf = xcf_of(inputs.site, &view.node)?;
-    let external_mac = port_mac(&external)?;
-    let xcf_mac = port_mac(&xcf)?;
-    if !view.owns.is_empty() {
-        let peers = resolve_peers(view, &mut resolver(&external)?, external_mac, true)?;
-        let targets = resolve_targets(inputs, &mut resolver(&xcf)?, xcf_mac, own_xcf)?;
-        let dispatch = dispatch_config(inputs, own_xcf)?;
-        let mut node = DistributorNode::new(
-            Distributor::new(dispatch),
-            ShadowSaTable::new(),
-            inputs.facility.clone(),
-            external,
-            xcf,
-            xcf_mac,
-            targets,
-            LOCAL_QUEUE,
-        );
-        node.serve_locally(LocalService {
-            config: TargetConfig {
-                xcf_address: own_xcf,
-                distributor_xcf: vec![own_xcf],
-                dvipas: view.owns.iter().map(|o| o.address).collect(),
-            },
-            external_mac,
-            peers,
-            echo: true,
-        });
-        return Ok(Some(Plane::Distributor(Box::new(node))));
-    }
-    let peers = resolve_peers(view, &mut resolver(&external)?, external_mac, false)?;
-    let links = resolve_distributors(inputs, &mut resolver(&xcf)?, xcf_mac, own_xcf)?;
-    let target = Target::new(
-        TargetConfig {
-            xcf_address: own_xcf,
-            distributor_xcf: links.iter().map(|l| l.xcf).collect(),
-            dvipas: view
-                .serves
-                .iter()
-                .filter(|s| !s.standby)
-                .map(|s| s.address)
-                .collect(),
-        },
-        inputs.facility.clone(),
-    );
-    let mut node = TargetNode::new(
-        target,
-        ShadowSaTable::new(),
-        external,
-        xcf,
-        external_mac,
-        peers,
-        true,
-    );
-    node.set_distributor_link(&links);
-    Ok(Some(Plane::Target(Box::new(node))))
+/// Who the box sends frames to, found once at boot.
+#[derive(Debug, Clone)]
+pub struct Neighbourhood {
+    pub own_xcf: Ipv4Addr,
+    pub external_mac: Mac,
+    pub xcf_mac: Mac,
+    /// The peers' outer addresses.
+    pub peers: Neighbours,
+    /// The other boxes' XCF addresses.
+    pub boxes: Neighbours,
 }
 
 /// A short-lived AF_PACKET socket on the port's kernel interface for ARP: it sees what an
@@ -240,121 +212,204 @@ fn port_mac(port: &OpenPort) -> Result<Mac, PlaneError> {
     Ok(neighbours::interface_mac(iface)?)
 }
 
-/// MACs of the peers of the DVIPAs the box owns or serves. The owner asks from the DVIPA; a
-/// target only probes (it must not announce the DVIPA). A silent peer is logged and left out:
-/// packets to it are then dropped and counted as having no route.
-fn resolve_peers(
+/// Asks for the peers on the external port (ARP probes: a target must not claim the DVIPA)
+/// and for every other box on the XCF port. Those that do not answer are logged and left out:
+/// frames to them are dropped and counted as having no route.
+fn resolve(
     view: &NodeView,
-    port: &mut AfPacketPort,
-    own_mac: Mac,
-    owner: bool,
-) -> Result<Neighbours, PlaneError> {
-    let mut entries = Vec::new();
-    for peer in &view.peers {
-        let sender = if owner {
-            view.owns
-                .iter()
-                .find(|o| peer.dvipas.contains(&o.dvipa))
-                .and_then(|o| match o.address {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
-                })
-                .unwrap_or(Ipv4Addr::UNSPECIFIED)
-        } else {
-            Ipv4Addr::UNSPECIFIED
-        };
-        match neighbours::resolve(port, own_mac, sender, peer.address, ARP_TIMEOUT) {
-            Ok(mac) => {
-                tracing::info!(peer = %peer.name, address = %peer.address, mac = %format_mac(mac), "peer resolved");
-                entries.push((peer.address, mac));
-            }
-            Err(error) => tracing::warn!(peer = %peer.name, "{error}"),
-        }
+    site: &[NodeView],
+    ports: &(OpenPort, OpenPort),
+) -> Result<Neighbourhood, PlaneError> {
+    let (external, xcf) = ports;
+    let own_xcf = xcf_of(site, &view.node)?;
+    let external_mac = port_mac(external)?;
+    let xcf_mac = port_mac(xcf)?;
+    let peer_addresses: Vec<IpAddr> = view.peers.iter().map(|p| p.address).collect();
+    let peers = neighbours::resolve_all(
+        &mut resolver(external)?,
+        external_mac,
+        Ipv4Addr::UNSPECIFIED,
+        &peer_addresses,
+        ARP_TIMEOUT,
+    )?;
+    let mut box_addresses = Vec::new();
+    for other in site.iter().filter(|v| v.node != view.node) {
+        box_addresses.push(IpAddr::V4(xcf_of(site, &other.node)?));
     }
-    Ok(Neighbours::new(entries))
-}
-
-/// MACs of the owned DVIPAs' targets on the XCF network (the box itself needs none).
-fn resolve_targets(
-    inputs: &PlaneInputs<'_>,
-    port: &mut AfPacketPort,
-    own_mac: Mac,
-    own_xcf: Ipv4Addr,
-) -> Result<Neighbours, PlaneError> {
-    let mut names: Vec<&String> = inputs.view.owns.iter().flat_map(|o| &o.targets).collect();
-    names.sort();
-    names.dedup();
-    let mut entries = Vec::new();
-    for name in names {
-        let address = xcf_of(inputs.site, name)?;
-        if address == own_xcf {
-            continue;
-        }
-        let mac = neighbours::resolve(port, own_mac, own_xcf, address.into(), ARP_TIMEOUT);
-        match mac {
-            Ok(mac) => entries.push((IpAddr::V4(address), mac)),
-            Err(error) => tracing::warn!(target_node = %name, "{error}"),
-        }
-    }
-    Ok(Neighbours::new(entries))
-}
-
-/// The links to the distributors of the DVIPAs the box serves: their XCF address and MAC.
-fn resolve_distributors(
-    inputs: &PlaneInputs<'_>,
-    port: &mut AfPacketPort,
-    own_mac: Mac,
-    own_xcf: Ipv4Addr,
-) -> Result<Vec<DistributorLink>, PlaneError> {
-    let mut names: Vec<&String> = inputs
-        .view
-        .serves
+    let boxes = neighbours::resolve_all(
+        &mut resolver(xcf)?,
+        xcf_mac,
+        own_xcf,
+        &box_addresses,
+        ARP_TIMEOUT,
+    )?;
+    for missing in peer_addresses
         .iter()
-        .filter(|s| !s.standby)
-        .map(|s| &s.distributor)
-        .collect();
+        .chain(&box_addresses)
+        .filter(|a| !peers.iter().chain(&boxes).any(|(b, _)| b == *a))
+    {
+        tracing::warn!(address = %missing, "no ARP reply: frames to it will be dropped");
+    }
+    for (address, mac) in peers.iter().chain(&boxes) {
+        tracing::info!(%address, mac = %format_mac(*mac), "neighbour resolved");
+    }
+    Ok(Neighbourhood {
+        own_xcf,
+        external_mac,
+        xcf_mac,
+        peers: Neighbours::new(peers),
+        boxes: Neighbours::new(boxes),
+    })
+}
+
+/// The box's ports and neighbours, ready to be made a plane; `None` when the box may neither
+/// own nor serve a DVIPA.
+pub fn prepare(
+    view: &NodeView,
+    site: &[NodeView],
+    ports: Vec<OpenPort>,
+) -> Result<Option<(Plane, Neighbourhood)>, PlaneError> {
+    let may_own = !view.owns.is_empty() || !view.backs.is_empty();
+    if !may_own && view.serves.is_empty() {
+        return Ok(None);
+    }
+    let ports = external_and_xcf(&view.ports, ports)?;
+    let neighbourhood = resolve(view, site, &ports)?;
+    Ok(Some((Plane::Idle(Box::new(ports)), neighbourhood)))
+}
+
+/// One DVIPA the box owns now, and its targets.
+#[derive(Debug, Clone)]
+pub struct OwnedNow {
+    pub address: IpAddr,
+    pub ports: PortSet,
+    pub targets: Vec<String>,
+}
+
+/// A distributor plane for the DVIPAs the box owns now.
+pub fn distributor(
+    ports: (OpenPort, OpenPort),
+    site: &[NodeView],
+    near: &Neighbourhood,
+    owned: &[OwnedNow],
+    facility: AttachedRegion,
+) -> Result<Plane, PlaneError> {
+    let (external, xcf) = ports;
+    let mut node = DistributorNode::new(
+        Distributor::new(dispatch_config(site, near.own_xcf, owned)?),
+        ShadowSaTable::new(),
+        facility,
+        external,
+        xcf,
+        near.xcf_mac,
+        near.boxes.clone(),
+        LOCAL_QUEUE,
+    );
+    serve_locally(&mut node, near, owned);
+    Ok(Plane::Distributor(Box::new(node)))
+}
+
+/// Gives a running distributor plane a new set of owned DVIPAs: SAs stay, the DCT starts anew.
+pub fn redistribute(
+    node: &mut DistributorPlane,
+    site: &[NodeView],
+    near: &Neighbourhood,
+    owned: &[OwnedNow],
+) -> Result<(), PlaneError> {
+    node.distributor = Distributor::new(dispatch_config(site, near.own_xcf, owned)?);
+    serve_locally(node, near, owned);
+    Ok(())
+}
+
+fn serve_locally(node: &mut DistributorPlane, near: &Neighbourhood, owned: &[OwnedNow]) {
+    node.serve_locally(LocalService {
+        config: TargetConfig {
+            xcf_address: near.own_xcf,
+            distributor_xcf: vec![near.own_xcf],
+            dvipas: owned.iter().map(|o| o.address).collect(),
+        },
+        external_mac: near.external_mac,
+        peers: near.peers.clone(),
+        echo: true,
+    });
+}
+
+/// A target plane for every DVIPA the box serves (also those it serves only after a
+/// takeover): GRE is accepted from each of their possible distributors.
+pub fn target(
+    ports: (OpenPort, OpenPort),
+    view: &NodeView,
+    site: &[NodeView],
+    near: &Neighbourhood,
+    facility: AttachedRegion,
+) -> Result<Plane, PlaneError> {
+    let (external, xcf) = ports;
+    let mut names: Vec<&String> = view.serves.iter().map(|s| &s.distributor).collect();
     names.sort();
     names.dedup();
     let mut links = Vec::new();
     for name in names {
-        let address = xcf_of(inputs.site, name)?;
-        let mac = neighbours::resolve(port, own_mac, own_xcf, address.into(), ARP_TIMEOUT)?;
-        links.push(DistributorLink { xcf: address, mac });
+        let address = xcf_of(site, name)?;
+        match near.boxes.lookup(IpAddr::V4(address)) {
+            Some(mac) => links.push(DistributorLink { xcf: address, mac }),
+            None => tracing::warn!(distributor = %name, "no MAC: its GRE will not be accepted"),
+        }
     }
-    Ok(links)
+    let mut dvipas: Vec<IpAddr> = view.serves.iter().map(|s| s.address).collect();
+    dvipas.dedup();
+    let target = Target::new(
+        TargetConfig {
+            xcf_address: near.own_xcf,
+            distributor_xcf: links.iter().map(|l| l.xcf).collect(),
+            dvipas,
+        },
+        facility,
+    );
+    let mut node = TargetNode::new(
+        target,
+        ShadowSaTable::new(),
+        external,
+        xcf,
+        near.external_mac,
+        near.peers.clone(),
+        true,
+    );
+    node.set_distributor_link(&links);
+    Ok(Plane::Target(Box::new(node)))
 }
 
 /// Dispatch over the owned DVIPAs' targets and listed ports, TCP and UDP.
 fn dispatch_config(
-    inputs: &PlaneInputs<'_>,
+    site: &[NodeView],
     own_xcf: Ipv4Addr,
+    owned: &[OwnedNow],
 ) -> Result<DistributorConfig, PlaneError> {
-    let mut names: Vec<&String> = inputs.view.owns.iter().flat_map(|o| &o.targets).collect();
+    let mut names: Vec<&String> = owned.iter().flat_map(|o| &o.targets).collect();
     names.sort();
     names.dedup();
     let mut targets = Vec::new();
     for (index, name) in names.iter().enumerate() {
         targets.push(TargetInfo {
             id: TargetId(index as u16),
-            xcf_address: xcf_of(inputs.site, name)?,
+            xcf_address: xcf_of(site, name)?,
         });
     }
     let mut ports = Vec::new();
-    for owned in &inputs.view.owns {
+    for dvipa in owned {
         let serving: Vec<TargetId> = names
             .iter()
             .enumerate()
-            .filter(|(_, name)| owned.targets.contains(name))
+            .filter(|(_, name)| dvipa.targets.contains(name))
             .map(|(index, _)| TargetId(index as u16))
             .collect();
-        let PortSet::List(list) = &owned.ports else {
-            tracing::warn!(dvipa = %owned.dvipa, "VIPADISTRIBUTE of all ports needs a port list in boot; nothing is distributed");
+        let PortSet::List(list) = &dvipa.ports else {
+            tracing::warn!(address = %dvipa.address, "VIPADISTRIBUTE of all ports needs a port list in boot; nothing is distributed");
             continue;
         };
         for port in list.iter().filter_map(|p| u16::try_from(**p).ok()) {
             for protocol in [6u8, 17] {
                 ports.push(DistributedPort {
-                    dvipa: owned.address,
+                    dvipa: dvipa.address,
                     protocol,
                     port,
                     targets: serving.clone(),

@@ -1,22 +1,27 @@
-//! The running box: one loop that drives the data plane, the IKE endpoint of the DVIPAs the box
-//! owns, and the cluster cores over the XCF streams.
+//! The running box: one loop that drives the data plane, the membership and takeover cores,
+//! the IKE endpoint of the DVIPAs the box owns, and the cluster cores over the XCF streams.
 //!
-//! The loop is the only place with clocks and sockets: the cores get `now` from it. A box that
-//! owns DVIPAs runs the distributor core and IKE; a box listed as a target of some DVIPA runs a
-//! target core (also the owner, when it is a target of its own DVIPA: its frames to itself
-//! never leave the process). Child SAs IKE negotiates go to the distributor core, which gives
-//! them CF slots and sends them to the targets; the data plane gets them from there.
+//! The loop is the only place with clocks and sockets: the cores get `now` from it. Every box
+//! runs membership. A box in some DVIPA's chain (its owner or a backup) runs the takeover core,
+//! an idle distributor core and IKE; it distributes a DVIPA only once the takeover core says it
+//! owns it ([`super::failover`]). A box listed as a target of some DVIPA runs a target core
+//! (also the owner, when it is a target of its own DVIPA: its frames to itself never leave the
+//! process). Child SAs IKE negotiates go to the distributor core, which gives them CF slots and
+//! sends them to the targets; the data plane gets them from there.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dvipsec_cf::{LeasePolicy, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
+use dvipsec_cluster::distributor::{DistributorError, SlotAllocator, SlotRequest};
+use dvipsec_cluster::takeover::{plans_from_views, TakeoverConfig};
 use dvipsec_cluster::wire::{SaInstall, SaRef, WireDirection};
-use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent, Transmit};
+use dvipsec_cluster::{
+    DistributorEvent, IkeEvent, LinkSecurity, Membership, Takeover, TargetEvent, Transmit,
+};
 use dvipsec_config::{NodeView, SiteConfig};
 use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink};
 use dvipsec_esp::{AeadProvider, LifetimeLimits};
@@ -26,13 +31,13 @@ use super::child::{self, ChildContext};
 use super::envelope::{self, Envelope};
 use super::facility::AttachedRegion;
 use super::ike_socket::IkeSockets;
-use super::plane::Plane;
+use super::plane::{Neighbourhood, Plane};
 use super::xcf::XcfManager;
 
 /// How often targets hand their SA counts to the cluster core.
 const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
-/// How often the distributor tells its targets where the CF region is.
-const CF_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the CF region's holder tells the other boxes its epoch and incarnation.
+const CF_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
 /// The pause of an idle round (nothing received): keeps an idle box off the CPU.
 const IDLE_PAUSE: Duration = Duration::from_micros(500);
 /// The replay window of an SA whose policy names none.
@@ -50,46 +55,86 @@ pub struct RuntimeCounters {
     pub shadow_deletes: u64,
     pub core_errors: u64,
     pub cf_attaches: u64,
+    pub takeovers: u64,
+    pub releases: u64,
 }
 
-/// One owned DVIPA as IKE sees it.
-struct OwnedIke {
-    dvipa: String,
-    address: IpAddr,
-    replay_window: u32,
-    lifetime: LifetimeLimits,
+/// One DVIPA the box may own (it is its owner or a backup), as IKE sees it.
+pub(super) struct DvipaIke {
+    pub dvipa: String,
+    pub address: IpAddr,
+    pub ports: dvipsec_config::PortSet,
+    pub replay_window: u32,
+    pub lifetime: LifetimeLimits,
+    /// Whether the box owns it now, and then its targets.
+    pub owned: Option<Vec<String>>,
     /// The current child per IKE SA: (IKE SA, inbound SPI, outbound SPI).
-    current: Vec<(IkeSaId, u32, u32)>,
+    pub current: Vec<(IkeSaId, u32, u32)>,
     /// Old halves of rekeyed children: their IKE delete needs no cluster delete.
-    retired: Vec<u32>,
-    /// Peers by configuration name, for NEWCONN initiation.
-    peers: Vec<PeerConfig>,
+    pub retired: Vec<u32>,
+    pub peers: Vec<PeerConfig>,
 }
 
-/// The distributor side: its cluster core and its IKE endpoint and sockets.
-struct DistributorSide {
-    core: dvipsec_cluster::Distributor,
-    endpoint: Endpoint,
-    sockets: IkeSockets,
-    owned: Vec<OwnedIke>,
-    /// Every target node of the owned DVIPAs, told the CF region's epoch and incarnation.
-    targets: Vec<String>,
-    region: RegionOwner,
-    last_announce: Option<Instant>,
+/// The CF region owner handle the distributor core allocates slots from; replaced when the box
+/// fences another (a takeover bumps the epoch).
+#[derive(Clone, Default)]
+pub(super) struct SharedOwner(Arc<Mutex<Option<Arc<RegionOwner>>>>);
+
+impl SharedOwner {
+    pub fn set(&self, owner: RegionOwner) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(Arc::new(owner));
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<RegionOwner>> {
+        self.0.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+impl SlotAllocator for SharedOwner {
+    fn allocate(&mut self, request: &SlotRequest) -> Result<u64, DistributorError> {
+        let owner = self.get().ok_or(DistributorError::NotOwned {
+            dvipa: "(no CF region held yet)".into(),
+        })?;
+        CfSlots::new(owner).allocate(request)
+    }
+
+    fn release(&mut self, slot: u64) -> Result<(), DistributorError> {
+        let owner = self.get().ok_or(DistributorError::NotOwned {
+            dvipa: "(no CF region held)".into(),
+        })?;
+        CfSlots::new(owner).release(slot)
+    }
+}
+
+/// The distributor side: its cores, IKE endpoint and sockets.
+pub(super) struct DistributorSide {
+    pub core: dvipsec_cluster::Distributor,
+    pub takeover: Takeover,
+    pub endpoint: Endpoint,
+    pub sockets: IkeSockets,
+    pub dvipas: Vec<DvipaIke>,
+    pub region: SharedOwner,
+    pub last_announce: Option<Instant>,
 }
 
 /// Everything the loop drives.
 pub struct Runtime {
-    node: String,
-    start: Instant,
-    plane: Option<Plane>,
-    distributor: Option<DistributorSide>,
-    target: Option<dvipsec_cluster::Target>,
-    /// Served DVIPAs: name and address.
+    pub(super) node: String,
+    pub(super) view: NodeView,
+    pub(super) site: Vec<NodeView>,
+    pub(super) start: Instant,
+    pub(super) plane: Option<Plane>,
+    pub(super) neighbourhood: Option<Neighbourhood>,
+    pub(super) membership: Membership,
+    pub(super) distributor: Option<DistributorSide>,
+    pub(super) target: Option<dvipsec_cluster::Target>,
+    /// Served DVIPAs (also those served after a takeover): name and address.
     served: Vec<(String, IpAddr)>,
-    facility: AttachedRegion,
-    region_path: Option<PathBuf>,
-    counters: RuntimeCounters,
+    pub(super) facility: AttachedRegion,
+    pub(super) region_path: Option<PathBuf>,
+    pub(super) counters: RuntimeCounters,
     last_lifesize: Instant,
     /// The data plane's cipher engine (a cryptodev); `None`: software.
     provider: Option<Box<dyn AeadProvider>>,
@@ -105,8 +150,6 @@ pub enum RuntimeError {
     Policy(#[from] dvipsec_ike::policy::PolicyError),
     #[error("IKE endpoint: {0}")]
     Endpoint(#[from] dvipsec_ike::CryptoError),
-    #[error(transparent)]
-    Sockets(#[from] super::ike_socket::IkeSocketError),
 }
 
 /// What building the runtime needs.
@@ -114,9 +157,10 @@ pub struct RuntimeInputs<'a> {
     pub site: &'a SiteConfig,
     pub view: &'a NodeView,
     pub secrets_dir: &'a std::path::Path,
-    pub plane: Option<Plane>,
+    /// The idle plane on the box's ports and its neighbours (`None`: no data plane).
+    pub plane: Option<(Plane, Neighbourhood)>,
     pub facility: AttachedRegion,
-    /// The region this box created (a distributor), else `None`.
+    /// The region this box created at boot, if it did.
     pub region: Option<RegionOwner>,
     pub region_path: Option<PathBuf>,
     pub security: LinkSecurity,
@@ -133,14 +177,16 @@ fn limits_of(peer: &PeerConfig) -> LifetimeLimits {
     }
 }
 
-fn owned_ike(
+/// The IKE side of a DVIPA the box may own, from its policy.
+fn dvipa_ike(
     inputs: &RuntimeInputs<'_>,
-    owned: &dvipsec_config::OwnedDvipa,
-) -> Result<OwnedIke, RuntimeError> {
-    let peers =
-        dvipsec_ike::policy::peers_for_dvipa(inputs.site, &owned.dvipa, inputs.secrets_dir)?;
-    let replay_window = owned
-        .policy
+    dvipa: &str,
+    address: IpAddr,
+    ports: &dvipsec_config::PortSet,
+    policy: &[dvipsec_config::SpdEntry],
+) -> Result<DvipaIke, RuntimeError> {
+    let peers = dvipsec_ike::policy::peers_for_dvipa(inputs.site, dvipa, inputs.secrets_dir)?;
+    let replay_window = policy
         .iter()
         .find_map(|entry| entry.replay_window.as_deref().copied())
         .unwrap_or(DEFAULT_REPLAY_WINDOW);
@@ -150,53 +196,60 @@ fn owned_ike(
         soft_bytes: None,
         hard_bytes: None,
     });
-    Ok(OwnedIke {
-        dvipa: owned.dvipa.clone(),
-        address: owned.address,
+    Ok(DvipaIke {
+        dvipa: dvipa.to_owned(),
+        address,
+        ports: ports.clone(),
         replay_window,
         lifetime,
+        owned: None,
         current: Vec::new(),
         retired: Vec::new(),
         peers,
     })
 }
 
-fn distributor_side(
-    inputs: &RuntimeInputs<'_>,
-    region: RegionOwner,
-) -> Result<DistributorSide, RuntimeError> {
-    let owned = inputs
-        .view
-        .owns
-        .iter()
-        .map(|o| owned_ike(inputs, o))
-        .collect::<Result<Vec<_>, _>>()?;
-    let peers: Vec<PeerConfig> = owned.iter().flat_map(|o| o.peers.clone()).collect();
+fn distributor_side(inputs: &RuntimeInputs<'_>) -> Result<DistributorSide, RuntimeError> {
+    let view = inputs.view;
+    let mut dvipas = Vec::new();
+    for owned in &view.owns {
+        dvipas.push(dvipa_ike(
+            inputs,
+            &owned.dvipa,
+            owned.address,
+            &owned.ports,
+            &owned.policy,
+        )?);
+    }
+    for backed in &view.backs {
+        dvipas.push(dvipa_ike(
+            inputs,
+            &backed.dvipa,
+            backed.address,
+            &backed.ports,
+            &backed.policy,
+        )?);
+    }
+    let peers: Vec<PeerConfig> = dvipas.iter().flat_map(|d| d.peers.clone()).collect();
     let endpoint = Endpoint::new(EndpointConfig::new(peers))?;
-    let addresses: Vec<IpAddr> = owned.iter().map(|o| o.address).collect();
-    let sockets = IkeSockets::bind(&addresses)?;
-    let mut targets: Vec<String> = inputs
-        .view
-        .owns
-        .iter()
-        .flat_map(|o| o.targets.clone())
-        .filter(|t| *t != inputs.view.node)
-        .collect();
-    targets.sort();
-    targets.dedup();
-    let core = dvipsec_cluster::Distributor::new(
-        inputs.view,
+    let region = SharedOwner::default();
+    if let Some(owner) = &inputs.region {
+        region.set(owner.clone());
+    }
+    let core = dvipsec_cluster::Distributor::idle(
+        view,
         incarnation(),
         inputs.security,
-        Box::new(CfSlots::new(Arc::new(region.clone()))),
+        Box::new(region.clone()),
         Duration::ZERO,
     );
+    let plans = plans_from_views(&inputs.site.node_views());
     Ok(DistributorSide {
         core,
+        takeover: Takeover::new(&view.node, plans, TakeoverConfig::default()),
         endpoint,
-        sockets,
-        owned,
-        targets,
+        sockets: IkeSockets::default(),
+        dvipas,
         region,
         last_announce: None,
     })
@@ -215,25 +268,33 @@ fn incarnation() -> u64 {
 impl Runtime {
     pub fn new(inputs: RuntimeInputs<'_>) -> Result<Runtime, RuntimeError> {
         let view = inputs.view;
-        let distributor = match (&inputs.region, view.owns.is_empty()) {
-            (Some(region), false) => Some(distributor_side(&inputs, region.clone())?),
-            _ => None,
+        let may_own = !view.owns.is_empty() || !view.backs.is_empty();
+        let distributor = if may_own {
+            Some(distributor_side(&inputs)?)
+        } else {
+            None
         };
-        let serves = view.serves.iter().any(|s| !s.standby);
-        let target = serves.then(|| {
+        let target = (!view.serves.is_empty()).then(|| {
             dvipsec_cluster::Target::new(view, incarnation(), inputs.security, Duration::ZERO)
         });
         let served = view
             .serves
             .iter()
-            .filter(|s| !s.standby)
             .map(|s| (s.dvipa.clone(), s.address))
             .collect();
         let now = Instant::now();
-        Ok(Runtime {
+        let (plane, neighbourhood) = match inputs.plane {
+            Some((plane, near)) => (Some(plane), Some(near)),
+            None => (None, None),
+        };
+        let mut runtime = Runtime {
             node: view.node.clone(),
+            view: view.clone(),
+            site: inputs.site.node_views(),
             start: now,
-            plane: inputs.plane,
+            plane,
+            neighbourhood,
+            membership: Membership::for_view(view, incarnation(), Duration::ZERO),
             distributor,
             target,
             served,
@@ -243,7 +304,9 @@ impl Runtime {
             last_lifesize: now,
             provider: inputs.provider,
             control: None,
-        })
+        };
+        runtime.choose_plane();
+        Ok(runtime)
     }
 
     pub fn counters(&self) -> RuntimeCounters {
@@ -265,12 +328,22 @@ impl Runtime {
         self.plane.as_ref()
     }
 
-    /// The distributor's cluster core (the SAD), if the box owns DVIPAs.
+    /// The distributor's cluster core (the SAD), if the box may own DVIPAs.
     pub fn distributor_core(&self) -> Option<&dvipsec_cluster::Distributor> {
         self.distributor.as_ref().map(|side| &side.core)
     }
 
-    /// The IKE endpoint, if the box owns DVIPAs.
+    /// The takeover core, if the box may own DVIPAs.
+    pub fn takeover(&self) -> Option<&Takeover> {
+        self.distributor.as_ref().map(|side| &side.takeover)
+    }
+
+    /// The membership core.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The IKE endpoint, if the box may own DVIPAs.
     pub fn ike(&self) -> Option<&Endpoint> {
         self.distributor.as_ref().map(|side| &side.endpoint)
     }
@@ -292,9 +365,9 @@ impl Runtime {
         &self.facility
     }
 
-    /// The region this box created, if it is the distributor.
-    pub fn region_owner(&self) -> Option<&RegionOwner> {
-        self.distributor.as_ref().map(|side| &side.region)
+    /// The region owner handle this box holds (created at boot or taken over), if any.
+    pub fn region_owner(&self) -> Option<Arc<RegionOwner>> {
+        self.distributor.as_ref().and_then(|side| side.region.get())
     }
 
     /// The DVIPAs the box serves: name and address.
@@ -351,8 +424,9 @@ impl Runtime {
         }
         self.announce_region(now, xcf);
         busy |= self.receive_xcf(xcf, elapsed);
+        self.run_failover(now, elapsed);
         self.send_xcf(xcf, elapsed);
-        self.take_cluster_events(now);
+        self.take_cluster_events(now, elapsed);
         self.serve_control();
         busy
     }
@@ -415,18 +489,18 @@ impl Runtime {
         let Some(side) = self.distributor.as_mut() else {
             return;
         };
-        let Some(owned) = side
-            .owned
+        let Some(dvipa) = side
+            .dvipas
             .iter_mut()
-            .find(|o| o.address == child.local.ip())
+            .find(|d| d.address == child.local.ip() && d.owned.is_some())
         else {
             self.counters.children_refused += 1;
             return;
         };
         let context = ChildContext {
-            dvipa_name: &owned.dvipa,
-            replay_window: owned.replay_window,
-            lifetime: owned.lifetime,
+            dvipa_name: &dvipa.dvipa,
+            replay_window: dvipa.replay_window,
+            lifetime: dvipa.lifetime,
         };
         let pair = match child::child_pair(&context, child) {
             Ok(pair) => pair,
@@ -441,14 +515,14 @@ impl Runtime {
         };
         if let Some((old_in, old_out)) = old {
             self.counters.rekeys += 1;
-            owned.retired.extend([old_in, old_out]);
-            owned.current.retain(|(_, i, _)| *i != old_in);
+            dvipa.retired.extend([old_in, old_out]);
+            dvipa.current.retain(|(_, i, _)| *i != old_in);
         }
-        owned
+        dvipa
             .current
             .push((child.ike_sa, child.inbound_spi, child.outbound_spi));
-        let dvipa = owned.dvipa.clone();
-        let dvipa_address = owned.address;
+        let name = dvipa.dvipa.clone();
+        let address = dvipa.address;
         // Outbound first: the old inbound SA is retired no earlier than the new outbound one
         // is everywhere.
         for install in [&pair.outbound, &pair.inbound] {
@@ -456,7 +530,7 @@ impl Runtime {
             let event = match old {
                 Some((old_in, old_out)) => IkeEvent::Rekeyed {
                     old: SaRef {
-                        dvipa: dvipa.clone(),
+                        dvipa: name.clone(),
                         direction: install.direction.into(),
                         spi: match install.direction {
                             dvipsec_esp::Direction::Inbound => old_in,
@@ -468,14 +542,14 @@ impl Runtime {
                 None => IkeEvent::Installed(new),
             };
             if let Err(error) = side.core.handle_ike(event, now) {
-                tracing::warn!(%dvipa, "cluster core refused the child SA: {error}");
+                tracing::warn!(dvipa = %name, "cluster core refused the child SA: {error}");
                 self.counters.core_errors += 1;
             }
         }
         self.counters.child_sas += 1;
         tracing::info!(
             target: "dvipsec::security",
-            %dvipa,
+            dvipa = %name,
             inbound_spi = format_args!("{:#010x}", child.inbound_spi),
             outbound_spi = format_args!("{:#010x}", child.outbound_spi),
             rekey = old.is_some(),
@@ -483,14 +557,14 @@ impl Runtime {
         );
         let stored: Vec<SaInstall> = side
             .core
-            .sas(&dvipa)
+            .sas(&name)
             .into_iter()
             .filter(|s| s.spi == child.inbound_spi || s.spi == child.outbound_spi)
             .cloned()
             .collect();
         for install in &stored {
             if let Some(plane) = self.plane.as_mut() {
-                if !install_in_plane(plane, install, dvipa_address, self.provider.as_deref()) {
+                if !install_in_plane(plane, install, address, self.provider.as_deref()) {
                     self.counters.core_errors += 1;
                 }
             }
@@ -501,41 +575,43 @@ impl Runtime {
         let Some(side) = self.distributor.as_mut() else {
             return;
         };
-        let Some(owned) = side.owned.iter_mut().find(|o| {
-            o.retired.contains(&inbound_spi) || o.current.iter().any(|c| c.1 == inbound_spi)
+        let Some(dvipa) = side.dvipas.iter_mut().find(|d| {
+            d.retired.contains(&inbound_spi) || d.current.iter().any(|c| c.1 == inbound_spi)
         }) else {
             return;
         };
-        if owned.retired.contains(&inbound_spi) {
-            owned
+        if dvipa.retired.contains(&inbound_spi) {
+            dvipa
                 .retired
                 .retain(|s| *s != inbound_spi && *s != outbound_spi);
             return;
         }
-        owned.current.retain(|c| c.1 != inbound_spi);
-        for (direction, spi) in [
-            (WireDirection::Inbound, inbound_spi),
-            (WireDirection::Outbound, outbound_spi),
-        ] {
-            let sa = SaRef {
-                dvipa: owned.dvipa.clone(),
-                direction,
-                spi,
-            };
-            if side.core.handle_ike(IkeEvent::Deleted(sa), now).is_err() {
-                self.counters.core_errors += 1;
+        dvipa.current.retain(|c| c.1 != inbound_spi);
+        if dvipa.owned.is_some() {
+            for (direction, spi) in [
+                (WireDirection::Inbound, inbound_spi),
+                (WireDirection::Outbound, outbound_spi),
+            ] {
+                let sa = SaRef {
+                    dvipa: dvipa.dvipa.clone(),
+                    direction,
+                    spi,
+                };
+                if side.core.handle_ike(IkeEvent::Deleted(sa), now).is_err() {
+                    self.counters.core_errors += 1;
+                }
             }
         }
         tracing::info!(
             target: "dvipsec::security",
-            dvipa = %owned.dvipa,
+            dvipa = %dvipa.dvipa,
             inbound_spi = format_args!("{inbound_spi:#010x}"),
             outbound_spi = format_args!("{outbound_spi:#010x}"),
             "child SA deleted"
         );
         if let Some(plane) = self.plane.as_mut() {
-            plane.sas().delete(inbound_spi);
-            plane.sas().delete(outbound_spi);
+            plane.delete_sa(inbound_spi);
+            plane.delete_sa(outbound_spi);
         }
     }
 
@@ -570,12 +646,18 @@ impl Runtime {
         self.counters.core_errors += sink.refused;
     }
 
-    /// Tells every target box where the region is (again each interval: a restarted target
-    /// or a re-dialled stream needs it too).
+    /// The region's holder tells every other box where the region is (again each interval: a
+    /// restarted box or a re-dialled stream needs it too).
     fn announce_region(&mut self, now: Instant, xcf: &XcfManager) {
         let Some(side) = self.distributor.as_mut() else {
             return;
         };
+        let Some(owner) = side.region.get() else {
+            return;
+        };
+        if side.takeover.owned().is_empty() {
+            return;
+        }
         if side
             .last_announce
             .is_some_and(|at| now.duration_since(at) < CF_ANNOUNCE_INTERVAL)
@@ -583,10 +665,10 @@ impl Runtime {
             return;
         }
         side.last_announce = Some(now);
-        let region = side.region.region();
-        for target in &side.targets {
+        let region = owner.region();
+        for other in self.site.iter().filter(|v| v.node != self.node) {
             xcf.send(
-                target,
+                &other.node,
                 envelope::cf_attach(region.epoch(), region.incarnation()),
             );
         }
@@ -597,6 +679,7 @@ impl Runtime {
         while let Some(frame) = xcf.recv(Duration::ZERO) {
             any = true;
             self.counters.xcf_frames += 1;
+            self.membership.heard(&frame.from, now);
             self.deliver(&frame.from, &frame.bytes, now);
         }
         any
@@ -614,6 +697,11 @@ impl Runtime {
                 .target
                 .as_mut()
                 .map(|core| core.handle(from, frame, now).map_err(|e| e.to_string())),
+            Ok(Envelope::Membership(frame)) => Some(
+                self.membership
+                    .handle(from, frame, now)
+                    .map_err(|e| e.to_string()),
+            ),
             Ok(Envelope::CfAttach { epoch, incarnation }) => {
                 Some(self.attach_region(epoch, incarnation))
             }
@@ -632,50 +720,36 @@ impl Runtime {
         }
     }
 
-    fn attach_region(&mut self, epoch: u64, incarnation: u64) -> Result<(), String> {
-        let Some(path) = self.region_path.as_ref() else {
-            return Err("no shared-memory CF region in the site".into());
-        };
-        match self.facility.attach(path, epoch, incarnation) {
-            Ok(true) => {
-                self.counters.cf_attaches += 1;
-                tracing::info!(path = %path.display(), epoch, "attached to the CF region");
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
     fn send_xcf(&mut self, xcf: &XcfManager, now: Duration) {
-        let mut local: Vec<(bool, Transmit)> = Vec::new();
+        let mut out: Vec<(u8, Transmit)> = Vec::new();
+        self.membership.handle_timeout(now);
+        while let Some(t) = self.membership.poll_transmit(now) {
+            out.push((envelope::TO_MEMBERSHIP, t));
+        }
         if let Some(side) = self.distributor.as_mut() {
             while let Some(t) = side.core.poll_transmit(now) {
-                local.push((false, t));
+                out.push((envelope::TO_TARGET, t));
             }
         }
         if let Some(core) = self.target.as_mut() {
             core.handle_timeout(now);
             while let Some(t) = core.poll_transmit(now) {
-                local.push((true, t));
+                out.push((envelope::TO_DISTRIBUTOR, t));
             }
         }
-        for (to_distributor, transmit) in local {
+        for (kind, transmit) in out {
+            let wrapped = envelope::wrap(kind, &transmit.bytes);
             if transmit.to == self.node {
                 // Between this box's own cores.
-                let wrapped = envelope::cluster_frame(to_distributor, &transmit.bytes);
                 let node = self.node.clone();
                 self.deliver(&node, &wrapped, now);
             } else {
-                xcf.send(
-                    &transmit.to,
-                    envelope::cluster_frame(to_distributor, &transmit.bytes),
-                );
+                xcf.send(&transmit.to, wrapped);
             }
         }
     }
 
-    fn take_cluster_events(&mut self, now: Instant) {
+    fn take_cluster_events(&mut self, now: Instant, elapsed: Duration) {
         let mut distributor_events = Vec::new();
         if let Some(side) = self.distributor.as_mut() {
             while let Some(event) = side.core.poll_event() {
@@ -683,7 +757,7 @@ impl Runtime {
             }
         }
         for event in distributor_events {
-            self.on_distributor_event(event, now);
+            self.on_distributor_event(event, now, elapsed);
         }
         let mut target_events = Vec::new();
         if let Some(core) = self.target.as_mut() {
@@ -694,19 +768,20 @@ impl Runtime {
         for event in target_events {
             self.on_target_event(event);
         }
+        self.follow_owner_changes(elapsed);
     }
 
-    fn on_distributor_event(&mut self, event: DistributorEvent, now: Instant) {
+    fn on_distributor_event(&mut self, event: DistributorEvent, now: Instant, elapsed: Duration) {
         let Some(side) = self.distributor.as_mut() else {
             return;
         };
         match event {
             DistributorEvent::SoftLimitReached(sa) => {
                 let current = side
-                    .owned
+                    .dvipas
                     .iter()
-                    .filter(|o| o.dvipa == sa.dvipa)
-                    .flat_map(|o| o.current.iter())
+                    .filter(|d| d.dvipa == sa.dvipa)
+                    .flat_map(|d| d.current.iter())
                     .find(|(_, i, o)| *i == sa.spi || *o == sa.spi)
                     .copied();
                 if let Some((ike_sa, inbound, _)) = current {
@@ -719,12 +794,17 @@ impl Runtime {
                 tracing::warn!(dvipa = %sa.dvipa, spi = format_args!("{:#010x}", sa.spi), "SA reached its hard limit")
             }
             DistributorEvent::NegotiateSa { dvipa, flow } => {
-                negotiate_for(side, &dvipa, flow.remote, now);
+                super::failover::negotiate(side, &dvipa, flow.remote, now);
             }
             DistributorEvent::Retired(sa) => {
                 if let Some(plane) = self.plane.as_mut() {
-                    plane.sas().delete(sa.spi);
+                    plane.delete_sa(sa.spi);
                 }
+            }
+            DistributorEvent::ConnReported { target, dvipa } => {
+                let connections = side.core.connections(&target, &dvipa).to_vec();
+                side.takeover
+                    .conn_report(&target, &dvipa, &connections, elapsed);
             }
             DistributorEvent::TargetUp { node, restarted } => {
                 tracing::info!(target_node = %node, restarted, "target up")
@@ -738,9 +818,9 @@ impl Runtime {
             TargetEvent::Installed(sa) => self.install_shadow(&sa),
             TargetEvent::Deleted(sa) => {
                 // The owner's own data path follows IKE (see `delete_child`).
-                if self.distributor.is_none() {
+                if !self.owns_now(&sa.dvipa) {
                     if let Some(plane) = self.plane.as_mut() {
-                        plane.sas().delete(sa.spi);
+                        plane.delete_sa(sa.spi);
                     }
                 }
                 self.counters.shadow_deletes += 1;
@@ -750,14 +830,19 @@ impl Runtime {
         }
     }
 
+    /// Whether this box owns `dvipa` now.
+    pub(super) fn owns_now(&self, dvipa: &str) -> bool {
+        self.distributor.as_ref().is_some_and(|side| {
+            side.dvipas
+                .iter()
+                .any(|d| d.dvipa == dvipa && d.owned.is_some())
+        })
+    }
+
     /// The target core holds `sa`: the data plane builds it (a box that owns the DVIPA
     /// installed it already when IKE made it).
     fn install_shadow(&mut self, sa: &SaRef) {
-        let owner_installed = self
-            .distributor
-            .as_ref()
-            .is_some_and(|side| side.owned.iter().any(|o| o.dvipa == sa.dvipa));
-        if owner_installed {
+        if self.owns_now(&sa.dvipa) {
             return;
         }
         let (Some(core), Some(plane)) = (self.target.as_ref(), self.plane.as_mut()) else {
@@ -789,39 +874,6 @@ impl Runtime {
     }
 }
 
-/// Starts a negotiation towards the peer a NEWCONN names: a child on the IKE SA with it when
-/// there is one, else a new IKE SA.
-fn negotiate_for(side: &mut DistributorSide, dvipa: &str, remote: IpAddr, now: Instant) {
-    let Some(owned) = side.owned.iter().find(|o| o.dvipa == dvipa) else {
-        return;
-    };
-    let existing = owned.current.first().map(|c| c.0);
-    let result = match existing {
-        Some(ike_sa) => side.endpoint.create_child(now, ike_sa),
-        None => {
-            // The peer whose address the flow names, else the DVIPA's first peer.
-            let by_address = owned.peers.iter().find(|p| p.remote_addr == Some(remote));
-            let Some(peer) = by_address.or_else(|| owned.peers.first()) else {
-                return;
-            };
-            let Some(peer_addr) = peer.remote_addr else {
-                return;
-            };
-            side.endpoint
-                .initiate(
-                    now,
-                    &peer.name,
-                    std::net::SocketAddr::new(owned.address, super::ike_socket::IKE_PORT),
-                    std::net::SocketAddr::new(peer_addr, super::ike_socket::IKE_PORT),
-                )
-                .map(|_| ())
-        }
-    };
-    if let Err(error) = result {
-        tracing::warn!(%dvipa, %error, "NEWCONN negotiation not started");
-    }
-}
-
 /// Installs a distributed SA in the data plane; false when it cannot be built.
 fn install_in_plane(
     plane: &mut Plane,
@@ -829,20 +881,19 @@ fn install_in_plane(
     dvipa: IpAddr,
     provider: Option<&dyn AeadProvider>,
 ) -> bool {
-    let (Ok(sa), Some(selector)) = (
+    let (Ok(sa), Some(selector), Some(sas)) = (
         child::data_plane_sa(install, provider),
         child::data_plane_selector(install),
+        plane.sas(),
     ) else {
         return false;
     };
     let slot = SlotId(install.cf_slot);
     match install.direction {
         dvipsec_esp::Direction::Inbound => {
-            plane
-                .sas()
-                .install_inbound(sa, dvipa, install.peer, selector, slot)
+            sas.install_inbound(sa, dvipa, install.peer, selector, slot)
         }
-        dvipsec_esp::Direction::Outbound => plane.sas().install_outbound(
+        dvipsec_esp::Direction::Outbound => sas.install_outbound(
             sa,
             dvipa,
             install.peer,
@@ -887,22 +938,20 @@ impl LifesizeSink for CoreSink<'_> {
 }
 
 /// The loop's counts, for the shutdown line.
-pub fn summary(runtime: &Runtime) -> BTreeMap<&'static str, u64> {
+pub fn summary(runtime: &Runtime) -> Vec<(&'static str, u64)> {
     let c = runtime.counters;
-    let ike = runtime
-        .distributor
-        .as_ref()
-        .map(|side| side.sockets.counters())
-        .unwrap_or_default();
-    BTreeMap::from([
+    let ike = runtime.ike_sockets().unwrap_or_default();
+    vec![
         ("child_sas", c.child_sas),
         ("rekeys", c.rekeys),
         ("shadow_installs", c.shadow_installs),
+        ("takeovers", c.takeovers),
+        ("releases", c.releases),
         ("xcf_frames", c.xcf_frames),
         ("xcf_refused", c.xcf_refused),
         ("core_errors", c.core_errors),
         ("ike_received", ike.received),
         ("ike_sent", ike.sent),
         ("ike_send_errors", ike.send_errors),
-    ])
+    ]
 }
