@@ -379,19 +379,19 @@ impl Takeover {
         let ours = state.owner.as_deref() == Some(self.local.as_str());
         let newer = !ours || epoch > state.epoch;
         let same = state.owner.as_deref() == Some(node.as_str());
+        if !same && newer {
+            if ours {
+                self.actions.push_back(TakeoverAction::Release {
+                    dvipa: dvipa.to_owned(),
+                    to: node.clone(),
+                });
+            }
+            self.set_owner(dvipa, &node, epoch, MoveReason::NewerClaim);
+        }
+        // After letting go: the rejoin must not announce a DVIPA we lost.
         if epoch > self.cf_epoch {
             self.rejoin(epoch);
         }
-        if same || !newer {
-            return;
-        }
-        if ours {
-            self.actions.push_back(TakeoverAction::Release {
-                dvipa: dvipa.to_owned(),
-                to: node.clone(),
-            });
-        }
-        self.set_owner(dvipa, &node, epoch, MoveReason::NewerClaim);
     }
 
     /// A live owner moved the CF to a newer epoch, which fenced our handle (and our targets')

@@ -475,21 +475,43 @@ fn a_planned_move_back_releases_on_one_side_and_takes_over_on_the_other() {
 #[test]
 fn a_stale_owner_that_hears_a_newer_claim_lets_go_and_rejoins_the_cf() {
     // MVS1 owns DVA1 (epoch 1), was cut off, and hears MVS5 claim it in epoch 3.
-    let mut mvs1 = Node::figure4("MVS1", TakeoverConfig::default());
-    mvs1.run_for(2 * SEC);
-    assert_eq!(mvs1.adopted(), [("DVA1".to_owned(), MoveReason::Startup)]);
-    mvs1.fence("DVA1", 1);
-    mvs1.take_actions();
-    mvs1.claim("MVS5", "DVA1", 3);
-    mvs1.run_for(200 * MS);
-    let actions = mvs1.take_actions();
-    assert!(actions.contains(&TakeoverAction::Release {
-        dvipa: "DVA1".into(),
-        to: "MVS5".into()
+    // A owns X and Y (epoch 1), was cut off, and hears B claim X in epoch 3.
+    let plans = vec![plan("X", "A", &[("B", 200)]), plan("Y", "A", &[])];
+    let mut a = Node::new("A", &["B", "T"], plans, TakeoverConfig::default());
+    a.run_for(2 * SEC);
+    a.fence("X", 1);
+    a.fence("Y", 1);
+    a.take_actions();
+    a.claim("B", "X", 3);
+    a.run_for(200 * MS);
+    let actions = a.take_actions();
+    let release = TakeoverAction::Release {
+        dvipa: "X".into(),
+        to: "B".into(),
+    };
+    let rejoin = TakeoverAction::RejoinCf { cf_epoch: 3 };
+    let position = |wanted: &TakeoverAction| actions.iter().position(|a| a == wanted);
+    // X goes first; then the rejoin, which tells Y's targets the epoch and says nothing of X.
+    let (Some(released_at), Some(rejoined_at)) = (position(&release), position(&rejoin)) else {
+        panic!("both a release and a rejoin are expected: {actions:?}");
+    };
+    assert!(released_at < rejoined_at, "{actions:?}");
+    assert!(actions.contains(&TakeoverAction::NotifyTargets {
+        dvipa: "Y".into(),
+        cf_epoch: 3,
+        targets: vec!["T1".into()]
     }));
-    assert!(actions.contains(&TakeoverAction::RejoinCf { cf_epoch: 3 }));
-    assert_eq!(mvs1.core.owner("DVA1"), Some("MVS5"));
-    assert!(mvs1.core.claims().is_empty());
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, TakeoverAction::NotifyTargets { dvipa, .. } if dvipa == "X")));
+    assert_eq!(a.core.owner("X"), Some("B"));
+    assert_eq!(
+        a.core.claims(),
+        [OwnerClaim {
+            dvipa: "Y".into(),
+            cf_epoch: 1
+        }]
+    );
     // An older claim does not take it from a newer owner.
     let mut mvs5 = Node::figure4("MVS5", TakeoverConfig::default());
     mvs5.run_for(2 * SEC);

@@ -172,8 +172,9 @@ pub struct Target {
     /// Every distributor that may own each DVIPA (owner and backups), with what it serves.
     candidates: BTreeMap<String, Vec<Served>>,
     owner_changes: VecDeque<OwnerChange>,
-    /// The newest CF epoch a TAKEOVER named for each DVIPA: an older one is stale.
-    takeover_epochs: BTreeMap<String, u64>,
+    /// The newest CF epoch a TAKEOVER named for each DVIPA, and who sent it: an older one is
+    /// stale, and so is the same epoch from another node (each epoch has one fencer).
+    takeover_epochs: BTreeMap<String, (u64, String)>,
     pending_limit: usize,
     node: String,
     incarnation: u64,
@@ -274,15 +275,19 @@ impl Target {
     /// The old owner's shadow SAs of the DVIPA go (the seed: removed and rebuilt with the new
     /// owner's SAs).
     fn on_takeover(&mut self, from: &str, notice: TakeoverNotice, now: Duration) {
-        let newest = self.takeover_epochs.get(&notice.dvipa).copied();
-        let stale = newest.is_some_and(|epoch| notice.cf_epoch < epoch);
+        let stale = self
+            .takeover_epochs
+            .get(&notice.dvipa)
+            .is_some_and(|(epoch, sender)| {
+                notice.cf_epoch < *epoch || (notice.cf_epoch == *epoch && sender != from)
+            });
         let Some(entry) = self.may_own(&notice.dvipa, from).filter(|_| !stale) else {
             // Not a possible owner, or an owner fenced since (a newer epoch was announced).
             self.counters.refused_takeovers += 1;
             return;
         };
         self.takeover_epochs
-            .insert(notice.dvipa.clone(), notice.cf_epoch);
+            .insert(notice.dvipa.clone(), (notice.cf_epoch, from.to_owned()));
         let switched = self.distributor_of(&notice.dvipa) != Some(from);
         if switched {
             let dropped: Vec<SaRef> = self

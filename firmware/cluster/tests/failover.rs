@@ -95,6 +95,8 @@ impl Node {
 struct World {
     nodes: BTreeMap<String, Node>,
     dead: BTreeSet<String>,
+    /// Nodes cut off the XCF network (alive, but nothing reaches them or leaves them).
+    cut_off: BTreeSet<String>,
     net: Network,
     now: Duration,
     cf_path: PathBuf,
@@ -123,6 +125,7 @@ impl World {
         World {
             nodes,
             dead: BTreeSet::new(),
+            cut_off: BTreeSet::new(),
             net: Network::new(seed, loss_percent, MS),
             now: Duration::ZERO,
             cf_incarnation: cf.region().incarnation(),
@@ -360,6 +363,9 @@ impl World {
             }
         }
         for (from_role, to_role, t) in out {
+            if self.cut_off.contains(name) || self.cut_off.contains(&t.to) {
+                continue;
+            }
             let from = format!("{name}/{from_role}");
             self.net
                 .send(&from, &format!("{}/{to_role}", t.to), t.bytes, now);
@@ -769,4 +775,70 @@ fn random_kills_and_restarts_never_leave_two_owners_or_none_and_targets_follow()
             }
         }
     }
+}
+
+#[test]
+fn an_owner_cut_off_from_everyone_gives_way_to_the_newer_owner_when_it_is_back() {
+    let dir = tmp_dir();
+    let mut world = World::figure4(dir.path(), 21, 0);
+    world.run_for(Duration::from_secs(2));
+    let cut = world.now;
+    world.cut_off.insert("MVS1".into());
+    world.run_for(Duration::from_secs(3));
+    // MVS1 knows it is isolated and takes nothing; the others saw it fail, MVS5 took DVA1.
+    let mvs1 = &world.nodes["MVS1"];
+    assert!(mvs1.membership.is_isolated());
+    assert_eq!(
+        world.find("MVS5", cut, adopted),
+        [(
+            world.find("MVS5", cut, adopted)[0].0,
+            (DVA1.to_owned(), MoveReason::OwnerFailed)
+        )]
+    );
+    // MVS1 still believes it owns DVA1, but the CF fenced it: it can allocate nothing.
+    assert_eq!(owners(&world, DVA1), ["MVS1", "MVS5"]);
+    let stale = world.nodes["MVS1"].cf.as_ref().unwrap();
+    assert!(matches!(
+        stale.allocate(
+            dvipsec_cf::SlotKey {
+                dvipa: "198.51.100.10".parse().unwrap(),
+                spi: 0xdead
+            },
+            64
+        ),
+        Err(dvipsec_cf::CfError::Fenced { .. })
+    ));
+    for node in ["MVS2", "MVS4"] {
+        assert_eq!(world.distributor_of_dva1(node).as_deref(), Some("MVS5"));
+    }
+
+    // The network heals: MVS1 hears the newer claim and lets go; nothing moves back.
+    let healed = world.now;
+    world.cut_off.clear();
+    world.run_for(Duration::from_secs(2));
+    assert_eq!(owners(&world, DVA1), ["MVS5"]);
+    assert!(!world
+        .find("MVS1", healed, |log| match log {
+            Log::Action(TakeoverAction::Release { dvipa, to }) if dvipa == DVA1 => Some(to.clone()),
+            _ => None,
+        })
+        .is_empty());
+    assert!(world.find("MVS1", healed, adopted).is_empty());
+    for node in ["MVS2", "MVS3", "MVS4"] {
+        assert_eq!(world.distributor_of_dva1(node).as_deref(), Some("MVS5"));
+        assert_eq!(world.dva1_sas(node).len(), 2, "{node}");
+    }
+    // MVS1's late deletes of its old SAs were refused by the targets that follow MVS5.
+    let refused: u64 = ["MVS2", "MVS4"]
+        .iter()
+        .map(|n| {
+            world.nodes[*n]
+                .target
+                .as_ref()
+                .unwrap()
+                .counters()
+                .refused_deletes
+        })
+        .sum();
+    assert!(refused >= 2, "{refused}");
 }

@@ -161,4 +161,15 @@ fn a_takeover_older_than_one_followed_is_stale() {
         assert_eq!(cluster.target(node).distributor_of(DVA1), Some("MVS5"));
         assert_eq!(cluster.target(node).counters().refused_takeovers, 1);
     }
+    // Each epoch has one fencer: the same epoch from another node is stale too.
+    let now = cluster.now;
+    cluster
+        .distributor("MVS1")
+        .send_takeover(DVA1, 6, now)
+        .unwrap();
+    assert!(cluster.settle(SETTLE));
+    for node in ["MVS2", "MVS4"] {
+        assert_eq!(cluster.target(node).distributor_of(DVA1), Some("MVS5"));
+        assert_eq!(cluster.target(node).counters().refused_takeovers, 2);
+    }
 }
