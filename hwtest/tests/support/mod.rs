@@ -4,6 +4,9 @@
 /// Not every test binary uses the site helpers.
 #[allow(dead_code)]
 pub mod site;
+/// strongSwan as the site's peer (for the site tests only).
+#[allow(dead_code)]
+pub mod swan;
 
 pub fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
