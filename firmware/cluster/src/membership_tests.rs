@@ -13,8 +13,15 @@ use crate::wire::HeartbeatView;
 const MS: Duration = Duration::from_millis(1);
 
 fn figure4_views() -> Vec<NodeView> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/figure4.yaml");
-    SiteConfig::load(&path).unwrap().node_views()
+    // Loaded once: the property test asks for it on every case.
+    static VIEWS: std::sync::OnceLock<Vec<NodeView>> = std::sync::OnceLock::new();
+    VIEWS
+        .get_or_init(|| {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../config/examples/figure4.yaml");
+            SiteConfig::load(&path).unwrap().node_views()
+        })
+        .clone()
 }
 
 /// Every figure-4 node's membership on one network; `dead` nodes neither send nor receive and
@@ -372,4 +379,19 @@ fn claims_ride_in_heartbeats_and_vanish_with_their_member() {
     nodes.dead.insert("MVS5".into());
     nodes.run_for(Duration::from_secs(2));
     assert!(nodes.members["MVS1"].claims_of("MVS5").is_empty());
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_bytes_from_any_node_are_refused_or_taken_never_a_panic(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+        node in "MVS[0-9]",
+    ) {
+        let views = figure4_views();
+        let mvs5 = views.iter().find(|v| v.node == "MVS5").unwrap();
+        let mut membership = Membership::for_view(mvs5, 1, Duration::ZERO);
+        let _ = membership.handle(&node, &bytes, MS);
+        membership.handle_timeout(2 * MS);
+        let _ = is_membership_frame(&bytes);
+    }
 }
