@@ -587,3 +587,48 @@ fn sad_entry(install: &SaInstall, dvipa: IpAddr, usage: Usage) -> SaEntry {
         location: SaLocation::Sad,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: LifetimeLimits = LifetimeLimits {
+        soft_packets: Some(3_000),
+        hard_packets: Some(20_000),
+        soft_bytes: None,
+        hard_bytes: Some(1_000_000),
+    };
+
+    fn used(packets: u64, bytes: u64) -> Usage {
+        Usage { bytes, packets }
+    }
+
+    #[test]
+    fn lifetime_state_follows_the_reported_use() {
+        assert_eq!(lifetime_state(&LIMITS, used(0, 0)), "fresh");
+        assert_eq!(lifetime_state(&LIMITS, used(2_999, 0)), "fresh");
+        assert_eq!(lifetime_state(&LIMITS, used(3_000, 0)), "soft");
+        assert_eq!(lifetime_state(&LIMITS, used(20_000, 0)), "hard");
+        // Any hard limit reached makes the SA hard, whatever the soft ones say.
+        assert_eq!(lifetime_state(&LIMITS, used(10, 1_000_000)), "hard");
+        let unlimited = LifetimeLimits {
+            soft_packets: None,
+            hard_packets: None,
+            soft_bytes: None,
+            hard_bytes: None,
+        };
+        assert_eq!(
+            lifetime_state(&unlimited, used(u64::MAX, u64::MAX)),
+            "fresh"
+        );
+    }
+
+    #[test]
+    fn ike_states_use_strongswans_words() {
+        assert_eq!(state_name(State::Established), "ESTABLISHED");
+        for connecting in [State::InitSent, State::AuthSent, State::InitReplied] {
+            assert_eq!(state_name(connecting), "CONNECTING");
+        }
+        assert_eq!(state_name(State::Deleting), "DELETING");
+    }
+}

@@ -2,7 +2,7 @@
 //! `dvipsecctl` works against the demo as against a real box, and the Prometheus endpoint of
 //! every box whose node sets `metrics: { listen: ADDR:PORT }` in the site file.
 //!
-//! Each socket's server thread forwards its requests over a channel to the demo's thread, which
+//! Each socket's server thread relays its requests ([`relay`]) to the demo's thread, which
 //! answers them between simulation rounds from the live site ([`answers`]): the answers are the
 //! site's state at that moment, never a stale copy, and the site stays single-threaded.
 
@@ -11,17 +11,12 @@ mod answers;
 use crate::demo::Site;
 use answers::NodeBoxes;
 use dvipsec_config::NodeView;
-use dvipsec_control::keys::KeyExport;
-use dvipsec_control::metrics::{MetricsEndpoint, MetricsSource};
-use dvipsec_control::protocol::{
-    CfReport, ConnListReport, DctReport, IkeListReport, MetricsText, SaListReport, StatusReport,
-    TakeoverReport,
-};
-use dvipsec_control::{ControlError, ControlHandler, ControlServer, Request, Response};
-use std::net::IpAddr;
+use dvipsec_control::metrics::MetricsEndpoint;
+use dvipsec_control::protocol::MetricsText;
+use dvipsec_control::relay::{self, Queries, Relay};
+use dvipsec_control::{ControlError, ControlServer, Request, Response};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
 /// How long a socket's thread waits for the demo's thread to answer.
@@ -46,105 +41,16 @@ pub enum RunDirError {
     Metrics(#[from] dvipsec_control::metrics::EndpointError),
 }
 
-/// A request from a socket's thread, with where its answer goes.
-struct Query {
-    node: usize,
-    request: Request,
-    reply: SyncSender<Result<Response, ControlError>>,
-}
-
 /// The control sockets of the site's boxes and the demo's end of their requests.
 pub struct ControlPlane {
     /// Taken first on drop, so that a socket thread waiting for an answer wakes (its reply
     /// channel closes) before the servers are joined.
-    queries: Option<Receiver<Query>>,
+    queries: Option<Queries<usize>>,
     servers: Vec<ControlServer>,
     endpoints: Vec<(String, MetricsEndpoint)>,
     views: Vec<NodeView>,
     /// Set when this plane created the run directory (it then removes it, if empty, at exit).
     created_dir: Option<PathBuf>,
-}
-
-/// One socket's handler: passes each request to the demo's thread and waits for the answer.
-struct Forwarder {
-    node: usize,
-    queries: Sender<Query>,
-}
-
-impl Forwarder {
-    fn ask(&self, request: Request) -> Result<Response, ControlError> {
-        let name = request.name();
-        let gone = || ControlError::Failed {
-            request: name.into(),
-            reason: "the demo is shutting down".into(),
-        };
-        let (reply, answer) = mpsc::sync_channel(1);
-        let query = Query {
-            node: self.node,
-            request,
-            reply,
-        };
-        self.queries.send(query).map_err(|_| gone())?;
-        match answer.recv_timeout(ANSWER_TIMEOUT) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Disconnected) => Err(gone()),
-            Err(RecvTimeoutError::Timeout) => Err(ControlError::Failed {
-                request: name.into(),
-                reason: format!("the demo did not answer within {ANSWER_TIMEOUT:?}"),
-            }),
-        }
-    }
-}
-
-/// The response variant a request must get; anything else is a bug on the demo's side.
-macro_rules! expect {
-    ($self:ident, $request:expr, $variant:ident) => {
-        match $self.ask($request)? {
-            Response::$variant(report) => Ok(report),
-            _ => Err(ControlError::Failed {
-                request: stringify!($variant).into(),
-                reason: "the demo answered another request".into(),
-            }),
-        }
-    };
-}
-
-impl ControlHandler for Forwarder {
-    fn status(&mut self) -> Result<StatusReport, ControlError> {
-        expect!(self, Request::Status, Status)
-    }
-
-    fn sa_list(&mut self) -> Result<SaListReport, ControlError> {
-        expect!(self, Request::SaList, SaList)
-    }
-
-    fn dct_list(&mut self) -> Result<DctReport, ControlError> {
-        expect!(self, Request::DctList, DctList)
-    }
-
-    fn ike_list(&mut self) -> Result<IkeListReport, ControlError> {
-        expect!(self, Request::IkeList, IkeList)
-    }
-
-    fn conn_list(&mut self) -> Result<ConnListReport, ControlError> {
-        expect!(self, Request::ConnList, ConnList)
-    }
-
-    fn cf_show(&mut self) -> Result<CfReport, ControlError> {
-        expect!(self, Request::CfShow, CfShow)
-    }
-
-    fn takeover(&mut self, dvipa: IpAddr) -> Result<TakeoverReport, ControlError> {
-        expect!(self, Request::Takeover { dvipa }, Takeover)
-    }
-
-    fn keys_export(&mut self) -> Result<KeyExport, ControlError> {
-        expect!(self, Request::KeysExport, KeysExport)
-    }
-
-    fn metrics(&mut self) -> Result<String, ControlError> {
-        expect!(self, Request::Metrics, Metrics).map(|m| m.text)
-    }
 }
 
 /// The answer of `boxes` to `request`.
@@ -167,16 +73,6 @@ fn respond(boxes: &NodeBoxes<'_>, request: Request) -> Result<Response, ControlE
                 reason: "the demo does not know this request".into(),
             })
         }
-    })
-}
-
-/// A scrape asks the demo's thread like a socket request does. The endpoint has no error
-/// channel: a failed scrape gets a comment saying why and an empty exposition.
-fn scrape(forwarder: Forwarder) -> MetricsSource {
-    std::sync::Arc::new(move || match forwarder.ask(Request::Metrics) {
-        Ok(Response::Metrics(metrics)) => metrics.text,
-        Ok(_) => "# dvipsec: the demo answered another request\n# EOF\n".to_owned(),
-        Err(error) => format!("# dvipsec: no metrics: {error}\n# EOF\n"),
     })
 }
 
@@ -223,7 +119,7 @@ impl ControlPlane {
     /// Opens `DIR/NODE.sock` (mode 0600) for every node the site runs a box for.
     pub fn start(dir: &Path, views: &[NodeView], site: &Site) -> Result<ControlPlane, RunDirError> {
         let created = private_dir(dir)?;
-        let (sender, queries) = mpsc::channel();
+        let (sender, queries) = relay::channel();
         let mut plane = ControlPlane {
             queries: Some(queries),
             servers: Vec::new(),
@@ -235,20 +131,14 @@ impl ControlPlane {
             if NodeBoxes::find(site, views, view).is_none() {
                 continue;
             }
-            let handler = Forwarder {
-                node,
-                queries: sender.clone(),
-            };
+            let handler = Relay::new(node, sender.clone(), ANSWER_TIMEOUT, "the demo");
             let path = dir.join(format!("{}.sock", view.node));
             plane
                 .servers
                 .push(ControlServer::start(&path, Box::new(handler))?);
             if let Some(address) = view.metrics_listen {
-                let forwarder = Forwarder {
-                    node,
-                    queries: sender.clone(),
-                };
-                let endpoint = MetricsEndpoint::start(address, scrape(forwarder))?;
+                let relay = Relay::new(node, sender.clone(), ANSWER_TIMEOUT, "the demo");
+                let endpoint = MetricsEndpoint::start(address, relay.metrics_source())?;
                 plane.endpoints.push((view.node.clone(), endpoint));
             }
         }
@@ -274,9 +164,8 @@ impl ControlPlane {
             return;
         };
         while let Ok(query) = queries.try_recv() {
-            let answer = self.answer(site, query.node, query.request);
-            // The asker may have timed out and gone; nothing to do then.
-            let _ = query.reply.send(answer);
+            let answer = self.answer(site, query.context, query.request.clone());
+            query.answer(answer);
         }
     }
 
