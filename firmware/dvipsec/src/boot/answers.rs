@@ -29,13 +29,22 @@ use dvipsec_dataplane::distributor::DropCause;
 use dvipsec_dataplane::node::NodeCounters;
 use dvipsec_dataplane::target::{TargetCounters, TargetDrop};
 use dvipsec_esp::LifetimeLimits;
-use dvipsec_ike::{State, TrafficSelector};
+use dvipsec_ike::wire::TrafficSelector;
+use dvipsec_ike::State;
 
 use super::plane::Plane;
 use super::runtime::Runtime;
 
 /// The answer of the box to `request`.
 pub fn respond(runtime: &Runtime, request: Request) -> Result<Response, ControlError> {
+    // An operator's requests are part of the box's story; scrapes make them frequent, hence debug.
+    tracing::debug!(
+        target: "dvipsec::control",
+        node = %runtime.node(),
+        request = request.name(),
+        uptime_s = runtime.uptime().as_secs(),
+        "control request"
+    );
     Ok(match request {
         Request::Status => Response::Status(status(runtime)),
         Request::SaList => Response::SaList(sa_list(runtime)),
@@ -80,8 +89,17 @@ fn owned_now(runtime: &Runtime) -> Vec<(String, IpAddr)> {
     core.dvipas()
         .into_iter()
         .filter_map(|name| {
-            let owned = view.owns.iter().find(|o| o.dvipa == name).map(|o| o.address);
-            let backed = || view.backs.iter().find(|b| b.dvipa == name).map(|b| b.address);
+            let owned = view
+                .owns
+                .iter()
+                .find(|o| o.dvipa == name)
+                .map(|o| o.address);
+            let backed = || {
+                view.backs
+                    .iter()
+                    .find(|b| b.dvipa == name)
+                    .map(|b| b.address)
+            };
             Some((name.to_owned(), owned.or_else(backed)?))
         })
         .collect()
@@ -89,26 +107,14 @@ fn owned_now(runtime: &Runtime) -> Vec<(String, IpAddr)> {
 
 /// The nodes that distribute now, by this box's takeover core (else the site's owners).
 fn distributors(runtime: &Runtime) -> BTreeSet<String> {
-    runtime
-        .site
-        .iter()
-        .flat_map(|v| v.owns.iter().chain_names(v))
-        .filter_map(|(dvipa, configured)| {
-            let now = runtime.takeover().and_then(|t| t.owner(&dvipa));
-            Some(now.map(str::to_owned).unwrap_or(configured))
-        })
-        .collect()
-}
-
-/// (DVIPA, configured owner) pairs of a view's owned DVIPAs.
-trait ChainNames<'a> {
-    fn chain_names(self, view: &'a NodeView) -> Box<dyn Iterator<Item = (String, String)> + 'a>;
-}
-
-impl<'a, I: Iterator<Item = &'a dvipsec_config::OwnedDvipa> + 'a> ChainNames<'a> for I {
-    fn chain_names(self, view: &'a NodeView) -> Box<dyn Iterator<Item = (String, String)> + 'a> {
-        Box::new(self.map(move |o| (o.dvipa.clone(), view.node.clone())))
+    let mut nodes = BTreeSet::new();
+    for view in &runtime.site {
+        for owned in &view.owns {
+            let now = runtime.takeover().and_then(|t| t.owner(&owned.dvipa));
+            nodes.insert(now.unwrap_or(&view.node).to_owned());
+        }
     }
+    nodes
 }
 
 fn role_of(view: &NodeView, distributing: &BTreeSet<String>) -> Role {
@@ -175,10 +181,16 @@ fn ports(runtime: &Runtime) -> Vec<(LinkStatus, PortMetric)> {
     match runtime.plane() {
         None => Vec::new(),
         Some(Plane::Distributor(node)) => {
-            vec![port_status(node.external_port()), port_status(node.xcf_port())]
+            vec![
+                port_status(node.external_port()),
+                port_status(node.xcf_port()),
+            ]
         }
         Some(Plane::Target(node)) => {
-            vec![port_status(node.external_port()), port_status(node.xcf_port())]
+            vec![
+                port_status(node.external_port()),
+                port_status(node.xcf_port()),
+            ]
         }
         Some(Plane::Idle(ports)) => vec![port_status(&ports.0), port_status(&ports.1)],
     }
@@ -698,7 +710,10 @@ fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
     MetricsSnapshot {
         node: runtime.node().to_owned(),
         sas: sa_list(runtime).sas.iter().map(sa_metric).collect(),
-        ports: ports(runtime).into_iter().map(|(_, metric)| metric).collect(),
+        ports: ports(runtime)
+            .into_iter()
+            .map(|(_, metric)| metric)
+            .collect(),
         cores: vec![CoreMetric { core: 0, packets }],
         drops,
         cf_operations: Vec::new(),

@@ -145,6 +145,13 @@ impl AttachedRegion {
         Ok(true)
     }
 
+    /// The attached region's epoch, incarnation and slot count (`None`: not attached yet).
+    pub fn region_identity(&self) -> Option<(u64, u64, u32)> {
+        let guard = self.0.read().ok()?;
+        let region = guard.as_ref()?;
+        Some((region.epoch(), region.incarnation(), region.slot_count()))
+    }
+
     fn with<T>(
         &self,
         slot: SlotId,

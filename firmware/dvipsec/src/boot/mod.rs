@@ -98,6 +98,13 @@ pub enum BootError {
         #[source]
         source: XcfError,
     },
+    /// The control socket or the metrics endpoint could not be opened.
+    #[error("node {node}: {source}")]
+    Control {
+        node: String,
+        #[source]
+        source: control::ControlStartError,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -118,6 +125,8 @@ pub struct BootedNode {
     xcf: XcfManager,
     /// Keeps the kernel quiet about GRE it cannot handle (see [`gre_sink`]).
     _gre_sink: Option<socket2::Socket>,
+    /// The control socket and metrics endpoint, closed last at shutdown.
+    _control: control::ControlSockets,
 }
 
 impl BootedNode {
@@ -135,6 +144,7 @@ impl BootedNode {
             facility,
             xcf,
             _gre_sink,
+            _control,
         } = self;
         runtime.delete_ike_sas();
         let still_current = runtime.holds_current_region();
@@ -177,7 +187,7 @@ pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
         source,
     })?;
     match start(&site, &view, request, &facility, ports) {
-        Ok((runtime, xcf, gre_sink)) => {
+        Ok((runtime, xcf, gre_sink, control)) => {
             tracing::info!(node = %node, roles = ?view.roles(), facility = %facility, "node booted");
             Ok(BootedNode {
                 view,
@@ -185,6 +195,7 @@ pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
                 facility,
                 xcf,
                 _gre_sink: gre_sink,
+                _control: control,
             })
         }
         Err(error) => {
@@ -197,7 +208,12 @@ pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
     }
 }
 
-type Started = (runtime::Runtime, XcfManager, Option<socket2::Socket>);
+type Started = (
+    runtime::Runtime,
+    XcfManager,
+    Option<socket2::Socket>,
+    control::ControlSockets,
+);
 
 /// The steps after the facility: data plane, IKE and cores, XCF.
 fn start(
@@ -231,7 +247,7 @@ fn start(
         node: node.clone(),
         reason,
     })?;
-    let runtime = runtime::Runtime::new(runtime::RuntimeInputs {
+    let mut runtime = runtime::Runtime::new(runtime::RuntimeInputs {
         site,
         view,
         secrets_dir: &secrets_dir(&request.config),
@@ -246,8 +262,12 @@ fn start(
         node: node.clone(),
         source,
     })?;
+    let control = control::start(view, &mut runtime).map_err(|source| BootError::Control {
+        node: node.clone(),
+        source,
+    })?;
     let xcf = join_xcf(site, view)?;
-    Ok((runtime, xcf, gre_sink))
+    Ok((runtime, xcf, gre_sink, control))
 }
 
 /// The cryptodev the site names for this node, opened on the EAL its DPDK ports started.
