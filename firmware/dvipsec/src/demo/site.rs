@@ -12,7 +12,6 @@ use dvipsec_cluster::sim::Network;
 use dvipsec_cluster::wire::{SaRef, WireDirection};
 use dvipsec_cluster::{DistributorEvent, IkeEvent, LinkSecurity, TargetEvent};
 use dvipsec_config::NodeView;
-use dvipsec_control::keys::{ExportedSa, SecretBytes};
 use dvipsec_dataplane::app::SocketId;
 use dvipsec_dataplane::dct::{DctConfig, TargetId};
 use dvipsec_dataplane::distributor::{DistributedPort, Distributor, DistributorConfig, TargetInfo};
@@ -129,8 +128,6 @@ pub struct DvipaPeer {
     /// SPIs of children a rekey replaced (their IKE delete needs no cluster delete).
     retired: Vec<u32>,
     next_flow: u16,
-    /// Keys of the SAs the distributor still holds, for `keys export` (zeroized on drop).
-    keyring: Vec<ExportedSa>,
     /// Rekeys of this DVIPA's child SAs.
     pub rekeys: u64,
 }
@@ -139,11 +136,6 @@ impl DvipaPeer {
     /// The key managers of this DVIPA and its peer.
     pub fn key_exchange(&self) -> &KeyExchange {
         &self.keys
-    }
-
-    /// Keys of the DVIPA's SAs that its distributor still holds.
-    pub fn keyring(&self) -> &[ExportedSa] {
-        &self.keyring
     }
 }
 
@@ -537,7 +529,6 @@ impl<'v> Builder<'v> {
             pending_switches: Vec::new(),
             retired: Vec::new(),
             next_flow: 0,
-            keyring: Vec::new(),
             rekeys: 0,
         })
     }
@@ -736,7 +727,7 @@ impl Site {
             peer.rekeys += 1;
             peer.retired.extend([old_in, old_out]);
         }
-        remember_keys(peer, &dist.core, child, &pair);
+
         let new_inbound = pair.inbound.sa_ref();
         let waiting = vec![new_inbound.clone(), pair.outbound.sa_ref()];
         // Outbound first: the old inbound SA (the one the peer still sends on) is retired no
@@ -1083,34 +1074,6 @@ fn shadow_event(what: &str, node: &str, sa: &SaRef) {
         direction = %direction_name(sa.direction),
         "{what}"
     );
-}
-
-/// Keeps the keys of a child the distributor is about to hand out (for `keys export`) and forgets
-/// those of SAs the distributor no longer holds.
-fn remember_keys(
-    peer: &mut DvipaPeer,
-    core: &dvipsec_cluster::Distributor,
-    child: &ChildSaInstalled,
-    pair: &convert::ChildPair,
-) {
-    let held: BTreeSet<u32> = core.sas(&peer.dvipa).iter().map(|s| s.spi).collect();
-    peer.keyring.retain(|sa| held.contains(&sa.spi));
-    for (install, keys) in [
-        (&pair.inbound, &child.inbound_keys),
-        (&pair.outbound, &child.outbound_keys),
-    ] {
-        let Some(tunnel) = install.tunnel else {
-            continue;
-        };
-        peer.keyring.push(ExportedSa {
-            src: tunnel.src,
-            dst: tunnel.dst,
-            spi: install.spi,
-            suite: install.suite.name().into(),
-            enc_key: SecretBytes::new(&keys.encr),
-            auth_key: SecretBytes::new(&keys.integ),
-        });
-    }
 }
 
 /// The distributor box called `name`, if the site has one.

@@ -8,7 +8,7 @@ use dvipsec_cf::{CfError, SequenceFacility, SlotId};
 use dvipsec_cluster::lifesize::Usage;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
-use dvipsec_control::keys::{ExportedSa, KeyExport};
+use dvipsec_control::keys::{ExportedSa, KeyExport, SecretBytes};
 use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
 use dvipsec_control::protocol::{
     CfReport, CfSlot, ConnEntry, ConnListReport, ControlError, DctFlow, DctReport, DvipaRelation,
@@ -21,7 +21,7 @@ use dvipsec_control::report::{
 };
 use dvipsec_dataplane::distributor::DropCause;
 use dvipsec_dataplane::target::TargetDrop;
-use dvipsec_esp::LifetimeLimits;
+use dvipsec_esp::{Direction, LifetimeLimits};
 use dvipsec_ike::State;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -436,25 +436,32 @@ impl<'s> NodeBoxes<'s> {
         }
     }
 
-    /// Keys of the SAs this node holds right now.
+    /// Keys of the SAs this node holds right now: its SAD and its shadow cache, each SA once.
     pub fn keys_export(&self) -> KeyExport {
-        let held: BTreeSet<(IpAddr, u32)> = self
-            .held_slots()
-            .into_iter()
-            .map(|(_, dvipa, spi)| (dvipa, spi))
-            .collect();
-        let sas: Vec<ExportedSa> = self
-            .site
-            .peers
-            .iter()
-            .flat_map(|peer| {
-                let held = &held;
-                peer.keyring()
-                    .iter()
-                    .filter(move |sa| held.contains(&(peer.address, sa.spi)))
-            })
-            .cloned()
-            .collect();
+        let mut sas: Vec<ExportedSa> = Vec::new();
+        let mut add = |install: &SaInstall, dvipa: IpAddr| {
+            let exported = exported(install, dvipa);
+            if !sas
+                .iter()
+                .any(|sa| sa.spi == exported.spi && sa.dst == exported.dst)
+            {
+                sas.push(exported);
+            }
+        };
+        if let Some(distributor) = self.distributor {
+            for peer in self.owned() {
+                for install in distributor.core.sas(&peer.dvipa) {
+                    add(install, peer.address);
+                }
+            }
+        }
+        if let Some(target) = self.target {
+            for (name, address) in &target.dvipas {
+                for shadow in target.core.shadow_sas(name) {
+                    add(&shadow.install, *address);
+                }
+            }
+        }
         KeyExport { sas }
     }
 
@@ -554,6 +561,24 @@ fn lifetime_state(limits: &LifetimeLimits, usage: Usage) -> &'static str {
         "soft"
     } else {
         "fresh"
+    }
+}
+
+/// The key export record of an SA of `dvipa`: its outer addresses (the tunnel's, else the DVIPA
+/// and the peer in the SA's direction) and its keys.
+fn exported(install: &SaInstall, dvipa: IpAddr) -> ExportedSa {
+    let (src, dst) = match (install.tunnel, install.direction) {
+        (Some(tunnel), _) => (tunnel.src, tunnel.dst),
+        (None, Direction::Inbound) => (install.peer, dvipa),
+        (None, Direction::Outbound) => (dvipa, install.peer),
+    };
+    ExportedSa {
+        src,
+        dst,
+        spi: install.spi,
+        suite: install.suite.name().into(),
+        enc_key: SecretBytes::new(install.keys.expose_enc()),
+        auth_key: SecretBytes::new(install.keys.expose_auth()),
     }
 }
 
