@@ -144,12 +144,15 @@ pub fn strongswan_conf(dir: &Path) -> String {
     )
 }
 
-/// The peer's side of the site's `branch-a` peer and DVA1's `app-a` policy.
+/// The peer's side of the site's `branch-a` peer and DVA1's `app-a` policy. A new IKE SA from
+/// the DVIPA (a backup that took it over) replaces the old one, as a peer of a cluster with
+/// backups is configured.
 pub fn swanctl_conf(psk: &str) -> String {
     format!(
         "connections {{
   dva1 {{
     version = 2
+    unique = replace
     local_addrs = {PEER_OUTER}
     remote_addrs = {DVIPA}
     proposals = aes128gcm16-prfsha256-x25519

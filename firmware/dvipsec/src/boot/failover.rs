@@ -263,6 +263,29 @@ impl Runtime {
         }
     }
 
+    /// A planned, non-disruptive move of `dvipa` to this box (`dvipsecctl takeover`): the
+    /// takeover core moves it when this box is in its chain and alive; the old owner lets go
+    /// when it hears the newer claim.
+    pub fn plan_move_here(&mut self, dvipa_address: IpAddr) -> Result<String, String> {
+        let elapsed = self.start.elapsed();
+        let node = self.node.clone();
+        let Some(side) = self.distributor.as_mut() else {
+            return Err(format!("{node} is in no DVIPA's chain: it cannot own one"));
+        };
+        let Some(dvipa) = side
+            .dvipas
+            .iter()
+            .find(|d| d.address == dvipa_address)
+            .map(|d| d.dvipa.clone())
+        else {
+            return Err(format!("{node} neither owns nor backs {dvipa_address}"));
+        };
+        side.takeover
+            .plan_move(&dvipa, &node, &self.membership, elapsed)
+            .map_err(|e| e.to_string())?;
+        Ok(dvipa)
+    }
+
     /// Whether this box holds the CF region in its current epoch (nobody fenced it since).
     pub fn holds_current_region(&self) -> bool {
         let (Some(owner), Some(path)) = (self.region_owner(), self.region_path.as_ref()) else {

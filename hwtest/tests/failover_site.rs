@@ -1,0 +1,314 @@
+//! Failover on namespaces under load (issue #10): MVS4 backs DVA1. While strongSwan's UDP flows
+//! run through the site, MVS1 (the owner) is killed with SIGKILL and its links go down (the box
+//! is gone). MVS4 must notice, take DVA1 (CF fenced in a new epoch, address announced, IKE
+//! renegotiated with strongSwan) and the flows must come back. Every ESP packet sent to the
+//! peer is captured: no (SPI, sequence number) may appear twice across the takeover, and
+//! strongSwan must log no replayed packet. Then MVS1 comes back and must not take DVA1 back.
+//! The figures (detection, takeover, traffic gap) are printed as JSON.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use dvipsec_hwtest::topology;
+use support::swan::*;
+
+/// The test's site: MVS4 can distribute and backs DVA1, serving it with MVS2 after a takeover.
+fn with_backup(text: String) -> String {
+    let text = text.replacen(
+        "capabilities: [target, ike]",
+        "capabilities: [distributor, target, ike]",
+        1,
+    );
+    let backup = "    backups:
+      - node: MVS4
+        rank: 10
+        distribute:
+          ports: [60]
+          destip: [192.0.2.2, 192.0.2.4]
+    policy:";
+    assert!(text.contains("    policy:"));
+    text.replacen("    policy:", backup, 1)
+}
+
+/// The traffic during the test: one datagram every 5 ms over 16 flows for `seconds`; prints
+/// the echoes, the longest time without one, and when the first echo after `mark` seconds came.
+const STEADY_CLIENT: &str = r#"
+import socket, sys, time, select
+src, dst, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+socks = []
+for _ in range(16):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.setblocking(False); socks.append(s)
+start = time.time(); sent = echoed = 0; last = start; gap = 0.0; i = 0
+while time.time() - start < seconds:
+    socks[i % 16].sendto(b"steady-%d" % i, (dst, 60)); sent += 1; i += 1
+    deadline = time.time() + 0.005
+    while True:
+        left = deadline - time.time()
+        if left <= 0: break
+        ready, _, _ = select.select(socks, [], [], left)
+        for s in ready:
+            try:
+                s.recv(4096); echoed += 1; now = time.time()
+                gap = max(gap, now - last); last = now
+            except BlockingIOError:
+                pass
+gap = max(gap, time.time() - last)
+print("sent=%d echoed=%d gap_ms=%d" % (sent, echoed, int(gap * 1000)))
+"#;
+
+/// The `dvipsec boot` process of `node` among the site's recorded ones.
+fn boot_pid(pids: &[u32], node: &str) -> u32 {
+    *pids
+        .iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == node.as_bytes()))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no boot process for {node} in {pids:?}"))
+}
+
+/// Seconds since midnight UTC of a log line's RFC 3339 timestamp (`...THH:MM:SS.ffffffZ`).
+fn log_time(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+fn seconds_of_day(at: SystemTime) -> f64 {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    since % 86_400.0
+}
+
+/// When (ms after `kill`) `node` first logged a line with all of `needles` after the kill.
+fn logged_after(log: &str, needles: &[&str], kill: f64) -> Option<f64> {
+    log.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(log_time)
+        .find(|t| *t >= kill)
+        .map(|t| (t - kill) * 1000.0)
+}
+
+/// Every (SPI, sequence number) of the ESP in `pcap`; panics on a repeat.
+fn assert_no_sequence_reuse(pcap: &Path) -> usize {
+    let output = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-T", "fields", "-e", "esp.spi", "-e", "esp.sequence"])
+        .output()
+        .expect("tshark");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut seen = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            seen.insert(line.to_owned()),
+            "(SPI, seq) sent twice: {line}"
+        );
+    }
+    seen.len()
+}
+
+fn in_ns_quiet(ns: &str, args: &[&str]) {
+    let _ = in_ns(ns, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A `dvipsec boot` the test started itself (MVS1 coming back); killed when dropped.
+struct Restarted(Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
+    let test = "the_backup_takes_over_under_load_without_reusing_a_sequence_number";
+    let Some(ConnectedSite { site, charon }) = ConnectedSite::connect(test, "f", with_backup)
+    else {
+        return;
+    };
+    let (peer_ns, hub, mvs1) = (site.ns("peer"), site.ns("hub"), site.ns("MVS1"));
+    let pcap = site.dir.path().join("to-peer.pcap");
+    let capture = in_ns(
+        &hub,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "hpeer",
+            "-f",
+            &format!("udp port 4500 and src host {DVIPA}"),
+            "-w",
+        ],
+    )
+    .arg(&pcap)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("tshark");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pcap.exists() {
+        assert!(Instant::now() < deadline, "tshark did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let traffic = in_ns(
+        &peer_ns,
+        &["python3", "-c", STEADY_CLIENT, PEER_INNER, DVIPA, "12"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("traffic");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The SPIs of the owner's child SA, which the targets must drop after the takeover.
+    let before = charon.swanctl(&["--list-sas", "--raw"]);
+    let old_spis: Vec<String> = ["spi-in=", "spi-out="]
+        .iter()
+        .filter_map(|key| {
+            let at = before.find(key)? + key.len();
+            before.get(at..at + 8).map(|spi| format!("spi=0x{spi}"))
+        })
+        .collect();
+    assert_eq!(old_spis.len(), 2, "{before}");
+
+    // The owner dies and its box leaves the networks.
+    let pids = site.pids();
+    let owner = boot_pid(&pids, "MVS1");
+    let killed_at = SystemTime::now();
+    run(Command::new("kill").args(["-KILL", &owner.to_string()]));
+    for link in ["ext0", "xcf0"] {
+        run(&mut in_ns(&mvs1, &["ip", "link", "set", link, "down"]));
+    }
+    wait_for_log(&site, "MVS4", "DVIPA adopted");
+
+    let output = traffic.wait_with_output().expect("traffic ends");
+    let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    stop(capture);
+    let packets = assert_no_sequence_reuse(&pcap);
+
+    let kill = seconds_of_day(killed_at);
+    let backup_log = log_of(&site, "MVS4");
+    let detection_ms = logged_after(&backup_log, &["member down", "member=MVS1"], kill)
+        .expect("MVS4 logged MVS1 down");
+    let takeover_ms = logged_after(&backup_log, &["DVIPA adopted", "DVA1"], kill)
+        .expect("MVS4 logged the adoption");
+    let gap_ms = field(&line, "gap_ms");
+    println!(
+        "{{\"detection_ms\": {detection_ms:.0}, \"takeover_ms\": {takeover_ms:.0}, \"traffic_gap_ms\": {gap_ms}, \"seq_reuse\": 0, \"esp_packets\": {packets}}}"
+    );
+    eprintln!("steady traffic: {line}");
+
+    let sent = field(&line, "sent");
+    let echoed = field(&line, "echoed");
+    assert!(echoed > sent / 2, "traffic did not come back: {line}");
+    assert!(detection_ms < 1000.0, "detection took {detection_ms:.0} ms");
+    assert!(gap_ms < 2000, "traffic stopped for {gap_ms} ms");
+    let swan_log = charon.log();
+    assert!(
+        !swan_log.contains("verification failed"),
+        "strongSwan saw a replayed or bad sequence number"
+    );
+    // No stuck SA: strongSwan keeps exactly one established IKE SA, the backup's; the dead
+    // owner's is replaced (it may linger as DELETING while strongSwan retransmits its delete
+    // to an owner that no longer knows it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = charon.swanctl(&["--list-sas", "--raw"]);
+        if sas.matches("state=ESTABLISHED").count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strongSwan holds stale SAs:\n{sas}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // No stuck SA on the targets either: MVS2 dropped the dead owner's shadow SAs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dropped = |spi: &String| {
+        log_of(&site, "MVS2")
+            .lines()
+            .any(|l| l.contains("shadow SA deleted") && l.contains(spi.as_str()))
+    };
+    while !old_spis.iter().all(dropped) {
+        assert!(
+            Instant::now() < deadline,
+            "MVS2 kept the old owner's SAs {old_spis:?}:\n{}",
+            log_of(&site, "MVS2")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The owner comes back (a rebooted box: the DVIPA's address is not on it) and does not
+    // take DVA1 back; traffic keeps flowing through MVS4.
+    in_ns_quiet(
+        &mvs1,
+        &["ip", "addr", "del", &format!("{DVIPA}/32"), "dev", "ext0"],
+    );
+    for link in ["ext0", "xcf0"] {
+        run(&mut in_ns(&mvs1, &["ip", "link", "set", link, "up"]));
+    }
+    let dvipsec = support::site::dvipsec_binary().expect("dvipsec binary");
+    let log = std::fs::File::create(site.run_dir().join("MVS1-again.log")).unwrap();
+    let back = Restarted(
+        in_ns(&mvs1, &[])
+            .arg(&dvipsec)
+            .args(["boot", "--config"])
+            .arg(&site.file)
+            .args(["--node", "MVS1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart MVS1"),
+    );
+    let again = |needle: &str| {
+        std::fs::read_to_string(site.run_dir().join("MVS1-again.log"))
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !again("node booted") {
+        assert!(Instant::now() < deadline, "MVS1 did not boot again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !again("DVIPA adopted"),
+        "the returning owner took DVA1 back"
+    );
+    assert!(
+        !log_of(&site, "MVS4").contains("DVIPA released"),
+        "MVS4 gave DVA1 up"
+    );
+    let output = run(&mut in_ns(
+        &peer_ns,
+        &["python3", "-c", STEADY_CLIENT, PEER_INNER, DVIPA, "2"],
+    ));
+    let after = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        field(&after, "echoed") > 0,
+        "no traffic after the return: {after}"
+    );
+
+    drop(back);
+    drop(charon);
+    topology::down(&site.run_dir()).unwrap();
+}
