@@ -5,6 +5,9 @@
 //!
 //! It works in three passes over at most [`MAX_PEEK_BURST`] packets at a time, on fixed arrays:
 //! parse all outer headers, encrypt all counter blocks, then XOR and parse all inner headers.
+//! Per packet a pass keeps only offsets (`Planned`); a tunnel packet whose ciphertext holds
+//! the three blocks is read from them at fixed offsets (`fast::whole_tunnel_head`) without
+//! rebuilding its outer view, the general fast path being out of line for everything else.
 //! Packets of other shapes or suites, and anything odd, go through [`Sa::peek`] one by one, so
 //! every result equals what [`Sa::peek`] returns for that packet.
 
