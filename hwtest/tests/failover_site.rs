@@ -312,3 +312,61 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     drop(charon);
     topology::down(&site.run_dir()).unwrap();
 }
+
+/// How many of `flows` fresh flows (one datagram each, retried for a few seconds) are answered.
+const FRESH_FLOWS: &str = r#"
+import socket, sys, time
+src, dst, flows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+answered = 0
+for i in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.settimeout(0.3)
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        s.sendto(b"fresh-%d" % i, (dst, 60))
+        try:
+            s.recv(4096); answered += 1; break
+        except socket.timeout:
+            pass
+print("answered=%d flows=%d" % (answered, flows))
+"#;
+
+#[test]
+fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
+    let test = "a_failed_target_loses_its_flows_and_new_ones_go_to_the_others";
+    let Some(ConnectedSite { site, charon }) = ConnectedSite::connect(test, "t", |t| t) else {
+        return;
+    };
+    let peer_ns = site.ns("peer");
+    let fresh = |flows: &str| {
+        let output = run(&mut in_ns(
+            &peer_ns,
+            &["python3", "-c", FRESH_FLOWS, PEER_INNER, DVIPA, flows],
+        ));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let before = fresh("12");
+    assert_eq!(field(&before, "answered"), 12, "{before}");
+
+    // MVS2 dies and leaves the networks.
+    let pids = site.pids();
+    let target = boot_pid(&pids, "MVS2");
+    run(Command::new("kill").args(["-KILL", &target.to_string()]));
+    let mvs2 = site.ns("MVS2");
+    for link in ["ext0", "xcf0"] {
+        run(&mut in_ns(&mvs2, &["ip", "link", "set", link, "down"]));
+    }
+    wait_for_log(&site, "MVS1", "target out of the distribution");
+    assert!(
+        log_of(&site, "MVS1").contains("target_node=MVS2"),
+        "MVS1 took the wrong target out:\n{}",
+        log_of(&site, "MVS1")
+    );
+    // Every new flow is answered: none is sent to the dead target.
+    let after = fresh("24");
+    assert_eq!(field(&after, "answered"), 24, "{after}");
+    // The distributor still owns DVA1: a target's death is not a takeover.
+    assert!(!log_of(&site, "MVS4").contains("DVIPA adopted"));
+    drop(charon);
+    topology::down(&site.run_dir()).unwrap();
+}

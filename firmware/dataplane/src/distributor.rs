@@ -180,6 +180,8 @@ pub struct Distributor {
     dct: Dct,
     selector: TargetSelector,
     counters: DistributorCounters,
+    /// Targets that failed: no new connections go to them.
+    down: Vec<TargetId>,
 }
 
 impl Distributor {
@@ -191,7 +193,38 @@ impl Distributor {
             selector: TargetSelector::new(&ids, config.load_stale_after_us),
             config,
             counters: DistributorCounters::default(),
+            down: Vec::new(),
         }
+    }
+
+    /// Marks the target at `xcf_address` failed (`down`) or back. A failed target's
+    /// connections end (its DCT entries go) and new ones go to the others. Returns the entries
+    /// ended.
+    pub fn set_target_down(&mut self, xcf_address: Ipv4Addr, down: bool) -> usize {
+        let Some(id) = self
+            .config
+            .targets
+            .iter()
+            .find(|t| t.xcf_address == xcf_address)
+            .map(|t| t.id)
+        else {
+            return 0;
+        };
+        self.down.retain(|d| *d != id);
+        if !down {
+            return 0;
+        }
+        self.down.push(id);
+        let ended: Vec<FlowKey> = self
+            .dct
+            .entries()
+            .filter(|(_, target)| *target == id)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &ended {
+            self.dct.remove(key);
+        }
+        ended.len()
     }
 
     /// The counters.
@@ -318,7 +351,19 @@ impl Distributor {
         let Some(port) = port.filter(|_| opens) else {
             return Err(Decision::Local(LocalReason::NotDistributed));
         };
-        let Some(target) = self.selector.select(&port.targets, now_us) else {
+        let eligible: Vec<TargetId>;
+        let targets = if self.down.is_empty() {
+            &port.targets
+        } else {
+            eligible = port
+                .targets
+                .iter()
+                .filter(|t| !self.down.contains(t))
+                .copied()
+                .collect();
+            &eligible
+        };
+        let Some(target) = self.selector.select(targets, now_us) else {
             return Err(Decision::Drop(DropCause::NoTarget));
         };
         self.dct
@@ -502,6 +547,33 @@ mod tests {
         let other = tcp(&mut b, PEER_INNER, 1001, 60, SYN, 20);
         assert_ne!(forwarded_to(dispatch(&mut b, &other, 20)), Some(target));
         assert_eq!(b.distributor.counters().peeked, 10);
+    }
+
+    #[test]
+    fn a_failed_target_loses_its_connections_and_gets_no_new_ones() {
+        let mut b = bench();
+        let syn = tcp(&mut b, PEER_INNER, 1000, 60, SYN, 1);
+        let failed = forwarded_to(dispatch(&mut b, &syn, 0)).unwrap();
+        let address = Ipv4Addr::new(10, 9, 0, 10 + failed.0 as u8);
+        assert_eq!(b.distributor.set_target_down(address, true), 1);
+        // The connection ended with its target: a later segment is no longer forwarded.
+        let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 2);
+        assert_eq!(forwarded_to(dispatch(&mut b, &ack, 2)), None);
+        for (port, seq) in [(1001, 3), (1002, 4), (1003, 5)] {
+            let syn = tcp(&mut b, PEER_INNER, port, 60, SYN, seq);
+            let target = forwarded_to(dispatch(&mut b, &syn, seq)).unwrap();
+            assert_ne!(target, failed, "a new connection went to the failed target");
+        }
+        // Back up, it is chosen again.
+        b.distributor.set_target_down(address, false);
+        let chosen: Vec<_> = [(1004, 6), (1005, 7)]
+            .into_iter()
+            .filter_map(|(port, seq)| {
+                let syn = tcp(&mut b, PEER_INNER, port, 60, SYN, seq);
+                forwarded_to(dispatch(&mut b, &syn, seq))
+            })
+            .collect();
+        assert!(chosen.contains(&failed), "{chosen:?}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ impl Runtime {
         self.membership.handle_timeout(elapsed);
         while let Some(event) = self.membership.poll_event() {
             log_membership(&self.node, &event);
+            self.follow_member(&event);
         }
         let Some(side) = self.distributor.as_mut() else {
             return;
@@ -43,6 +44,25 @@ impl Runtime {
             .and_then(|side| side.takeover.poll_action())
         {
             self.carry_out(action, now, elapsed);
+        }
+    }
+
+    /// A target that failed gets no new connections from this box's distributor, and its
+    /// connections end; one that is back (or restarted) is chosen again.
+    fn follow_member(&mut self, event: &MembershipEvent) {
+        let (member, down) = match event {
+            MembershipEvent::Down { node, .. } => (node, true),
+            MembershipEvent::Up { node } | MembershipEvent::Restarted { node, .. } => (node, false),
+            _ => return,
+        };
+        let Ok(address) = plane::xcf_of(&self.site, member) else {
+            return;
+        };
+        if let Some(Plane::Distributor(node)) = self.plane.as_mut() {
+            let ended = node.distributor.set_target_down(address, down);
+            if down {
+                tracing::warn!(target_node = %member, connections_ended = ended, "target out of the distribution");
+            }
         }
     }
 
@@ -325,7 +345,17 @@ impl Runtime {
             (other, true) => Ok(Plane::Idle(Box::new(other.into_ports()))),
         };
         match result {
-            Ok(plane) => self.plane = Some(plane),
+            Ok(mut plane) => {
+                // A new dispatch core starts with every target up: tell it who failed.
+                if let Plane::Distributor(node) = &mut plane {
+                    for other in self.site.iter().filter(|v| self.membership.has_failed(&v.node)) {
+                        if let Ok(address) = plane::xcf_of(&self.site, &other.node) {
+                            node.distributor.set_target_down(address, true);
+                        }
+                    }
+                }
+                self.plane = Some(plane);
+            }
             Err(error) => tracing::error!(%error, "the data plane cannot take its new role"),
         }
     }
