@@ -1,0 +1,917 @@
+//! Every `dvipsecctl` command against the boxes of the figure-4 site on network namespaces,
+//! one `dvipsec boot` per box, while strongSwan (in the peer namespace) holds an IKE SA with
+//! DVA1's distributor and UDP flows run to the targets' echo service. Each box's control socket
+//! lives under the test's own directory (the site gets `control:` lines per node) and MVS1 also
+//! serves Prometheus metrics on its XCF address, scraped over HTTP from its namespace.
+//!
+//! The answers must agree with strongSwan: the SPIs of its CHILD_SA are in the distributor's
+//! SAD, in every target's shadow SAs, in IKE's children, in the CF slots and in the keys export.
+//! No key the export shows appears in any other command's output, the scrape or the box logs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dvipsec_hwtest::topology;
+use serde_json::Value;
+use support::site::{prerequisites, TestSite};
+use support::skip_or_fail_in_ci;
+
+const TEST: &str = "every_dvipsecctl_command_answers_from_the_boxes_on_namespaces";
+const CHARON: &str = "/usr/sbin/charon-systemd";
+const DVIPA: &str = "198.51.100.10";
+const PEER_OUTER: &str = "203.0.113.10";
+const PEER_INNER: &str = "203.0.113.100";
+const NODES: [&str; 3] = ["MVS1", "MVS2", "MVS4"];
+const TARGETS: [&str; 2] = ["MVS2", "MVS4"];
+/// MVS1's metrics endpoint: its XCF address, inside its namespace only.
+const METRICS: &str = "192.0.2.1:9464";
+const FLOWS: usize = 8;
+const ROUNDS: usize = 20;
+/// The app-a policy's byte lifetime in this test (see `with_control`).
+const SOFT_BYTES: u64 = 36_000;
+const HARD_BYTES: u64 = 40_000;
+
+/// `dvipsecctl` of this build, next to `dvipsec`.
+fn dvipsecctl_binary(dvipsec: &Path) -> Option<PathBuf> {
+    let candidate = dvipsec.with_file_name("dvipsecctl");
+    candidate.exists().then_some(candidate)
+}
+
+/// What this test needs besides root and the firmware, or why it cannot run.
+fn missing(dvipsec: &Path) -> Option<String> {
+    if dvipsecctl_binary(dvipsec).is_none() {
+        return Some("needs the dvipsecctl binary: run `cargo build -p dvipsecctl` first".into());
+    }
+    for tool in [CHARON, "/usr/sbin/swanctl", "/usr/bin/python3"] {
+        if !Path::new(tool).exists() {
+            return Some(format!(
+                "{tool} is missing (scripts/install-test-deps.sh installs it)"
+            ));
+        }
+    }
+    None
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("start command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns]).args(args);
+    command
+}
+
+/// charon in the peer namespace (as in strongswan_site.rs); killed when dropped.
+struct Charon {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Charon {
+    fn start(ns: &str, dir: &Path, psk: &str) -> Charon {
+        std::fs::write(dir.join("strongswan.conf"), strongswan_conf(dir)).unwrap();
+        std::fs::write(dir.join("swanctl.conf"), swanctl_conf(psk)).unwrap();
+        let child = in_ns(ns, &["env"])
+            .arg(format!(
+                "STRONGSWAN_CONF={}",
+                dir.join("strongswan.conf").display()
+            ))
+            .arg(CHARON)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start charon");
+        let charon = Charon {
+            dir: dir.to_path_buf(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("charon.vici").exists() {
+            assert!(Instant::now() < deadline, "charon's vici socket never came");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        charon
+    }
+
+    fn swanctl(&self, args: &[&str]) -> String {
+        let uri = format!("unix://{}", self.dir.join("charon.vici").display());
+        let output = run(Command::new("swanctl").args(args).args(["--uri", &uri]));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strongswan_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "charon {{
+  load_modular = no
+  load = random nonce kdf openssl aes sha1 sha2 hmac gcm curve25519 kernel-libipsec kernel-netlink socket-default vici
+  install_routes = yes
+  plugins {{
+    vici {{
+      socket = unix://{d}/charon.vici
+    }}
+    kernel-libipsec {{
+      allow_peer_ts = yes
+    }}
+    socket-default {{
+      fwmark = 0x42
+    }}
+    kernel-netlink {{
+      fwmark = !0x42
+    }}
+  }}
+  filelog {{
+    main {{
+      path = {d}/charon.log
+      append = no
+      flush_line = yes
+      default = 1
+    }}
+  }}
+  syslog {{
+    daemon {{
+      default = -1
+    }}
+  }}
+}}
+"
+    )
+}
+
+/// The peer's side of the site's `branch-a` peer and DVA1's `app-a` policy.
+fn swanctl_conf(psk: &str) -> String {
+    format!(
+        "connections {{
+  dva1 {{
+    version = 2
+    local_addrs = {PEER_OUTER}
+    remote_addrs = {DVIPA}
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = branch-a.example.net
+    }}
+    remote {{
+      auth = psk
+      id = dva1.example.com
+    }}
+    children {{
+      app {{
+        mode = tunnel
+        local_ts = {PEER_INNER}/32[udp]
+        remote_ts = {DVIPA}/32[udp/60]
+        esp_proposals = aes128gcm16
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-a = branch-a.example.net
+    id-b = dva1.example.com
+    secret = \"{psk}\"
+  }}
+}}
+"
+    )
+}
+
+/// UDP flows to the echo service: each flow first waits for one answer (the SA reaches the
+/// targets a moment after IKE), then sends `rounds` datagrams. Prints `warm=N echoed=M`.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, time
+src, dst, flows, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+socks = []
+for _ in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.settimeout(0.3); socks.append(s)
+def ask(s, msg):
+    s.sendto(msg, (dst, 60))
+    try:
+        data, _ = s.recvfrom(4096)
+        return data == msg
+    except socket.timeout:
+        return False
+warm = echoed = 0
+deadline = time.time() + 10
+for i, s in enumerate(socks):
+    while time.time() < deadline:
+        if ask(s, b"warm-%d" % i):
+            warm += 1
+            break
+for r in range(rounds):
+    for i, s in enumerate(socks):
+        echoed += ask(s, b"flow-%d-round-%d" % (i, r))
+print("warm=%d echoed=%d" % (warm, echoed))
+"#;
+
+/// A scrape of the metrics endpoint from inside a namespace: status line, content type, body.
+const SCRAPE: &str = r#"
+import sys, urllib.request
+with urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5) as r:
+    print(r.status)
+    print(r.headers.get("Content-Type"))
+    sys.stdout.write(r.read().decode())
+"#;
+
+/// The site with a control socket per node under `sockets` and MVS1's metrics endpoint.
+fn with_control(text: String, sockets: &Path) -> String {
+    let mut text = text;
+    for node in NODES {
+        let entry = format!("  - name: {node}\n");
+        assert!(text.contains(&entry), "the site has no {node}");
+        let mut lines = format!(
+            "{entry}    control: {{ socket: {} }}\n",
+            sockets.join(format!("{node}.sock")).display()
+        );
+        if node == "MVS1" {
+            lines += &format!("    metrics: {{ listen: \"{METRICS}\" }}\n");
+        }
+        text = text.replacen(&entry, &lines, 1);
+    }
+    // A byte lifetime small enough that the targets report their use (each 5% of it) while
+    // the test runs, and large enough that nothing rekeys.
+    let window = "        replay_window: 128\n";
+    assert!(text.contains(window));
+    text.replacen(
+        window,
+        &format!("{window}        lifetime:\n          bytes: {{ soft: {SOFT_BYTES}, hard: {HARD_BYTES} }}\n"),
+        1,
+    )
+}
+
+/// Everything dvipsecctl printed, kept to look for keys in afterwards.
+#[derive(Default)]
+struct Transcript(Vec<(String, String)>);
+
+impl Transcript {
+    fn keep(&mut self, what: String, output: &Output) {
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text += &String::from_utf8_lossy(&output.stderr);
+        self.0.push((what, text));
+    }
+}
+
+/// The boxes and how to ask them.
+struct Ctl {
+    binary: PathBuf,
+    sockets: PathBuf,
+}
+
+impl Ctl {
+    fn socket(&self, node: &str) -> PathBuf {
+        self.sockets.join(format!("{node}.sock"))
+    }
+
+    fn raw(&self, node: &str, args: &[&str]) -> Output {
+        Command::new(&self.binary)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket(node))
+            .stdin(Stdio::null())
+            .output()
+            .expect("start dvipsecctl")
+    }
+
+    /// The command's stdout; it must succeed.
+    fn ok(&self, log: &mut Transcript, node: &str, args: &[&str]) -> String {
+        let output = self.raw(node, args);
+        log.keep(format!("{node}: {args:?}"), &output);
+        assert!(
+            output.status.success(),
+            "dvipsecctl {args:?} on {node} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The `--json` form, parsed.
+    fn json(&self, log: &mut Transcript, node: &str, args: &[&str]) -> Value {
+        let mut with = args.to_vec();
+        with.push("--json");
+        let text = self.ok(log, node, &with);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{node} {args:?} --json is not JSON ({e}): {text}"))
+    }
+
+    /// A command the box must refuse: its stderr (plain and `--json` alike).
+    fn refused(&self, log: &mut Transcript, node: &str, args: &[&str]) -> String {
+        let mut reasons = Vec::new();
+        for json in [false, true] {
+            let mut with = args.to_vec();
+            if json {
+                with.push("--json");
+            }
+            let output = self.raw(node, &with);
+            log.keep(format!("{node}: {with:?}"), &output);
+            assert!(
+                !output.status.success(),
+                "dvipsecctl {with:?} on {node} should fail: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            reasons.push(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        assert_eq!(
+            reasons[0], reasons[1],
+            "{args:?}: --json changes the refusal"
+        );
+        reasons.remove(0)
+    }
+}
+
+/// strongSwan's CHILD_SA SPIs: (spi-in, spi-out), i.e. (dvipsec's outbound, its inbound).
+fn strongswan_spis(raw: &str) -> (u32, u32) {
+    let value = |key: &str| {
+        let start = raw.find(key).unwrap_or_else(|| panic!("no {key} in {raw}")) + key.len();
+        let hex: String = raw[start..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        u32::from_str_radix(&hex, 16).unwrap_or_else(|e| panic!("{key}{hex}: {e}"))
+    };
+    (value("spi-in="), value("spi-out="))
+}
+
+fn spis_at(list: &Value, location: &str) -> Vec<u64> {
+    list["sas"]
+        .as_array()
+        .expect("sas")
+        .iter()
+        .filter(|sa| sa["location"] == location)
+        .filter_map(|sa| sa["spi"].as_u64())
+        .collect()
+}
+
+/// One sample of a text exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the Prometheus/OpenMetrics text: `# HELP`, `# TYPE` and `# EOF` comments, and
+/// `name{label="value",...} number` samples, each of a family whose TYPE came first.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    assert!(text.trim_end().ends_with("# EOF"), "no # EOF:\n{text}");
+    let mut typed: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.split_whitespace();
+            match words.next() {
+                Some("TYPE") => typed.push(words.next().expect("TYPE names a family").into()),
+                Some("HELP") | Some("EOF") | Some("UNIT") => {}
+                other => panic!("unknown comment {other:?}: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("bad value ({e}): {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect(line))),
+            None => (series, BTreeMap::new()),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        assert!(
+            typed.iter().any(|family| name.starts_with(family.as_str())),
+            "{name} has no TYPE before it"
+        );
+        samples.push(Sample {
+            name: name.into(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").expect("label=\"value\"");
+        let end = after.find('"').expect("closing quote");
+        labels.insert(key.to_owned(), after[..end].to_owned());
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    labels
+}
+
+fn total(samples: &[Sample], name: &str, node: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.get("node").map(String::as_str) == Some(node))
+        .map(|s| s.value)
+        .sum()
+}
+
+/// A Wireshark `esp_sa` record: (SPI, encryption key hex, integrity key hex).
+fn esp_sa_line(line: &str) -> (u32, String, String) {
+    let inner = line.trim();
+    let inner = inner.strip_prefix('"').unwrap_or(inner);
+    let inner = inner.strip_suffix('"').unwrap_or(inner);
+    let fields: Vec<&str> = inner.split("\",\"").collect();
+    // Messages name fields, never the line: it holds keys.
+    assert_eq!(fields.len(), 8, "an esp_sa record has 8 fields");
+    assert_eq!(fields[0], "IPv4");
+    let spi = u32::from_str_radix(fields[3].trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("bad SPI field {:?}", fields[3]));
+    let key = |f: &str| f.trim_start_matches("0x").to_ascii_lowercase();
+    (spi, key(fields[5]), key(fields[7]))
+}
+
+/// Waits until `check` passes (the cores and CF catch up a moment after the traffic).
+fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() > deadline => panic!("{what}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn every_dvipsecctl_command_answers_from_the_boxes_on_namespaces() {
+    let Some(dvipsec) = prerequisites(TEST) else {
+        return;
+    };
+    if let Some(problem) = missing(&dvipsec) {
+        skip_or_fail_in_ci(TEST, &problem);
+        return;
+    }
+    let binary = dvipsecctl_binary(&dvipsec).expect("checked above");
+    // The boxes inherit this: their debug lines are searched for keys too.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "debug");
+    }
+    let control_dir = tempfile::tempdir().unwrap();
+    // Not there yet: each box makes it (owner-only) when it opens its socket.
+    let sockets = control_dir.path().join("ctl");
+    let site = TestSite::new("c", |text| with_control(text, &sockets));
+    topology::up(&site.file, &site.options(dvipsec)).unwrap();
+    let ctl = Ctl {
+        binary,
+        sockets: sockets.clone(),
+    };
+    for node in NODES {
+        let meta = std::fs::metadata(ctl.socket(node)).expect("the box's socket");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{node}'s socket");
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sockets).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the socket directory the boxes made");
+    }
+
+    let peer_ns = site.ns("peer");
+    run(&mut in_ns(&peer_ns, &["ip", "link", "set", "lo", "up"]));
+    run(&mut in_ns(
+        &peer_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{PEER_INNER}/32"),
+            "dev",
+            "lo",
+        ],
+    ));
+    let psk = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sites/secrets/TEST-ONLY-branch-a.psk"
+    ))
+    .unwrap();
+    let swan_dir = site.dir.path().join("swan");
+    std::fs::create_dir_all(&swan_dir).unwrap();
+    let charon = Charon::start(&peer_ns, &swan_dir, psk.trim());
+    charon.swanctl(&[
+        "--load-all",
+        "--file",
+        &swan_dir.join("swanctl.conf").display().to_string(),
+    ]);
+    let initiated = charon.swanctl(&[
+        "--initiate",
+        "--ike",
+        "dva1",
+        "--child",
+        "app",
+        "--timeout",
+        "15",
+    ]);
+    assert!(
+        initiated.contains("initiate completed successfully"),
+        "{initiated}"
+    );
+    let echo = run(&mut in_ns(
+        &peer_ns,
+        &[
+            "python3",
+            "-c",
+            ECHO_CLIENT,
+            PEER_INNER,
+            DVIPA,
+            &FLOWS.to_string(),
+            &ROUNDS.to_string(),
+        ],
+    ));
+    let echo = String::from_utf8_lossy(&echo.stdout).trim().to_owned();
+    assert_eq!(
+        echo,
+        format!("warm={FLOWS} echoed={}", FLOWS * ROUNDS),
+        "the flows are answered"
+    );
+    let raw = charon.swanctl(&["--list-sas", "--raw"]);
+    assert!(raw.contains("state=ESTABLISHED"), "{raw}");
+    let (outbound, inbound) = strongswan_spis(&raw);
+    let (outbound, inbound) = (u64::from(outbound), u64::from(inbound));
+    eprintln!("strongSwan's CHILD_SA: dvipsec inbound {inbound:#010x}, outbound {outbound:#010x}");
+
+    let mut log = Transcript::default();
+    let mut packets = BTreeMap::new();
+    check_status(&ctl, &mut log);
+    check_sa_lists(&ctl, &mut log, inbound, outbound);
+    check_distributor_listings(&ctl, &mut log, inbound, outbound);
+    check_cf(&ctl, &mut log, inbound, outbound);
+    check_takeover(&ctl, &mut log);
+    for node in NODES {
+        packets.insert(node, check_metrics(&ctl, &mut log, node));
+    }
+    eprintln!("packets each box's core handled (metrics): {packets:?}");
+    let scrape = scrape_endpoint(&site);
+    let keys = export_keys(&ctl, inbound, outbound);
+    let config = Command::new(&ctl.binary)
+        .args(["config", "check"])
+        .arg(&site.file)
+        .output()
+        .unwrap();
+    log.keep("config check".into(), &config);
+    assert!(config.status.success(), "dvipsecctl config check failed");
+
+    // No key anywhere but in the export: listings, JSON, refusals, metrics, the boxes' logs.
+    let logs: Vec<(String, String)> = NODES
+        .iter()
+        .map(|node| {
+            let path = site.run_dir().join(format!("{node}.log"));
+            (
+                format!("{node}.log"),
+                std::fs::read_to_string(path).unwrap(),
+            )
+        })
+        .collect();
+    let scraped = ("scrape".to_owned(), scrape);
+    let everything = log.0.iter().chain(&logs).chain(std::iter::once(&scraped));
+    let mut searched = 0;
+    for (what, text) in everything {
+        let lower = text.to_ascii_lowercase();
+        for key in &keys {
+            assert!(!lower.contains(key), "a key shows in {what}");
+        }
+        searched += text.len();
+    }
+    eprintln!(
+        "{} keys searched for in {} outputs and logs ({searched} bytes): none found",
+        keys.len(),
+        log.0.len() + logs.len() + 1
+    );
+
+    // Shutting down closes the sockets and leaves nothing behind.
+    let pids = site.pids();
+    topology::down(&site.run_dir()).unwrap();
+    for node in NODES {
+        assert!(!ctl.socket(node).exists(), "{node}'s socket is left");
+    }
+    drop(charon);
+    site.assert_nothing_left(&pids);
+}
+
+fn check_status(ctl: &Ctl, log: &mut Transcript) {
+    for node in NODES {
+        let plain = ctl.ok(log, node, &["status"]);
+        assert!(plain.contains(node), "{node} status: {plain}");
+        eventually(&format!("{node}'s XCF peers are up"), || {
+            let status = ctl.json(log, node, &["status"]);
+            let role = if node == "MVS1" {
+                "distributor"
+            } else {
+                "target"
+            };
+            if status["name"] != node || status["role"] != role {
+                return Err(format!("name and role: {status}"));
+            }
+            let relations: Vec<&str> = status["dvipas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["dvipa"] == DVIPA)
+                .filter_map(|d| d["relation"].as_str())
+                .collect();
+            let expected: &[&str] = if node == "MVS1" {
+                &["owns", "serves"]
+            } else {
+                &["serves"]
+            };
+            if relations != expected {
+                return Err(format!("{DVIPA}: {relations:?}"));
+            }
+            // Every other node is an XCF peer; those it shares DVA1 with (the distributor and
+            // its targets) are watched and up, another target is not watched (null).
+            let peers = status["peers"].as_array().unwrap();
+            let up: Vec<&str> = peers
+                .iter()
+                .filter(|p| p["link_up"] == true)
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let unwatched = peers.iter().filter(|p| p["link_up"].is_null()).count();
+            let (expected_up, expected_unwatched): (&[&str], usize) = if node == "MVS1" {
+                (&["MVS2", "MVS4"], 0)
+            } else {
+                (&["MVS1"], 1)
+            };
+            if peers.len() != 2 || up != expected_up || unwatched != expected_unwatched {
+                return Err(format!("peers: {peers:?}"));
+            }
+            let links = status["links"].as_array().unwrap();
+            let names: Vec<&str> = links.iter().filter_map(|l| l["name"].as_str()).collect();
+            if names != ["ext0", "xcf0"] || links.iter().any(|l| l["rx_packets"] == 0) {
+                return Err(format!("links: {links:?}"));
+            }
+            Ok(())
+        });
+    }
+}
+
+fn check_sa_lists(ctl: &Ctl, log: &mut Transcript, inbound: u64, outbound: u64) {
+    eventually(
+        "the SAD and every shadow list hold strongSwan's SPIs",
+        || {
+            let sad = ctl.json(log, "MVS1", &["sa", "list"]);
+            let in_sad = spis_at(&sad, "sad");
+            if !in_sad.contains(&inbound) || !in_sad.contains(&outbound) {
+                return Err(format!("SAD: {in_sad:x?}"));
+            }
+            for node in NODES {
+                let list = ctl.json(log, node, &["sa", "list"]);
+                let shadow = spis_at(&list, "shadow");
+                if !shadow.contains(&inbound) || !shadow.contains(&outbound) {
+                    return Err(format!("{node} shadow: {shadow:x?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    let sad = ctl.json(log, "MVS1", &["sa", "list"]);
+    for sa in sad["sas"].as_array().unwrap() {
+        assert_eq!(sa["suite"], "aes128gcm16", "{sa}");
+        assert_eq!(sa["mode"], "tunnel", "{sa}");
+        assert_eq!(sa["peer"], PEER_OUTER, "{sa}");
+        assert_eq!(sa["dvipa"], DVIPA, "{sa}");
+    }
+    // Targets sealed the echoes: some outbound shadow SA counted packets.
+    let sealed: u64 = TARGETS
+        .iter()
+        .flat_map(|node| {
+            let list = ctl.json(log, node, &["sa", "list"]);
+            list["sas"].as_array().unwrap().clone()
+        })
+        .filter(|sa| sa["direction"] == "outbound")
+        .filter_map(|sa| sa["packets"].as_u64())
+        .sum();
+    assert!(sealed > 0, "the targets sealed no packet");
+    for node in NODES {
+        let plain = ctl.ok(log, node, &["sa", "list"]);
+        for spi in [inbound, outbound] {
+            assert!(
+                plain.contains(&format!("spi {spi:#010x}")),
+                "{node}: {plain}"
+            );
+        }
+    }
+}
+
+fn check_distributor_listings(ctl: &Ctl, log: &mut Transcript, inbound: u64, outbound: u64) {
+    let ike = ctl.json(log, "MVS1", &["ike", "list"]);
+    let sas = ike["ike_sas"].as_array().unwrap();
+    let child = serde_json::json!([inbound, outbound]);
+    let established = sas.iter().find(|sa| {
+        sa["state"] == "ESTABLISHED"
+            && sa["remote"] == PEER_OUTER
+            && sa["children"].as_array().unwrap().contains(&child)
+    });
+    assert!(
+        established.is_some(),
+        "no ESTABLISHED IKE SA with the peer holds strongSwan's CHILD_SA: {ike}"
+    );
+    let plain = ctl.ok(log, "MVS1", &["ike", "list"]);
+    assert!(plain.contains("ESTABLISHED"), "{plain}");
+
+    let conns = ctl.json(log, "MVS1", &["conn", "list"]);
+    let conn = &conns["conns"][0];
+    assert_eq!(conn["local"], DVIPA, "{conns}");
+    assert_eq!(conn["remote"], PEER_OUTER, "{conns}");
+    assert_eq!(conn["esp_proposals"], serde_json::json!(["aes128gcm16"]));
+    assert!(ctl.ok(log, "MVS1", &["conn", "list"]).contains(DVIPA));
+
+    let dct = ctl.json(log, "MVS1", &["dct", "list"]);
+    let flows = dct["flows"].as_array().unwrap();
+    let ours = flows
+        .iter()
+        .filter(|f| f["src"] == PEER_INNER && f["dst"] == DVIPA && f["dst_port"] == 60)
+        .count();
+    assert_eq!(ours, FLOWS, "one DCT entry per flow: {dct}");
+    assert!(dct["added"].as_u64().unwrap() >= FLOWS as u64, "{dct}");
+    assert!(ctl.ok(log, "MVS1", &["dct", "list"]).contains(PEER_INNER));
+
+    for node in TARGETS {
+        for request in [&["ike", "list"][..], &["dct", "list"], &["conn", "list"]] {
+            let reason = ctl.refused(log, node, request);
+            assert!(
+                reason.contains("not supported by this box"),
+                "{node} {request:?}: {reason}"
+            );
+        }
+    }
+}
+
+fn check_cf(ctl: &Ctl, log: &mut Transcript, inbound: u64, outbound: u64) {
+    for node in NODES {
+        eventually(&format!("{node}'s CF slots"), || {
+            let cf = ctl.json(log, node, &["cf", "show"]);
+            if cf["epoch"] != 1 {
+                return Err(format!("epoch: {cf}"));
+            }
+            let slots = cf["slots"].as_array().unwrap();
+            let spis: Vec<u64> = slots.iter().filter_map(|s| s["spi"].as_u64()).collect();
+            if !spis.contains(&inbound) || !spis.contains(&outbound) {
+                return Err(format!("slots: {cf}"));
+            }
+            Ok(())
+        });
+        assert!(ctl.ok(log, node, &["cf", "show"]).contains("epoch"));
+    }
+    // The use the targets report over XCF (lifesize, each 5% of the small byte lifetime the
+    // test gives the policy) reaches the distributor's SAD.
+    eventually("lifesize in the SAD", || {
+        let sad = ctl.json(log, "MVS1", &["sa", "list"]);
+        let used: u64 = sad["sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|sa| sa["location"] == "sad")
+            .filter_map(|sa| sa["bytes"].as_u64())
+            .sum();
+        if used == 0 {
+            return Err(format!("{sad}"));
+        }
+        Ok(())
+    });
+}
+
+fn check_takeover(ctl: &Ctl, log: &mut Transcript) {
+    let reason = ctl.refused(log, "MVS1", &["takeover", DVIPA]);
+    assert!(reason.contains("already owns DVA1"), "{reason}");
+    let reason = ctl.refused(log, "MVS2", &["takeover", DVIPA]);
+    assert!(
+        reason.contains("neither the owner nor a backup of DVA1"),
+        "{reason}"
+    );
+    let reason = ctl.refused(log, "MVS4", &["takeover", "10.9.9.9"]);
+    assert!(reason.contains("not a DVIPA of this site"), "{reason}");
+}
+
+/// Checks the exposition (plain and JSON) and returns the packets the box's core handled.
+fn check_metrics(ctl: &Ctl, log: &mut Transcript, node: &str) -> f64 {
+    let text = ctl.ok(log, node, &["metrics"]);
+    let samples = parse_exposition(&text);
+    let json = ctl.json(log, node, &["metrics"]);
+    parse_exposition(json["text"].as_str().expect("metrics JSON has its text"));
+    let packets = total(&samples, "dvipsec_core_packets_total", node);
+    assert!(packets > 0.0, "{node} counted no packet:\n{text}");
+    let port_rx = samples
+        .iter()
+        .filter(|s| s.name == "dvipsec_port_packets_total")
+        .filter(|s| s.labels.get("direction").map(String::as_str) == Some("rx"))
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert!(port_rx > 0.0, "{node}: no port received anything");
+    assert!(
+        total(&samples, "dvipsec_sa_packets_total", node) > 0.0,
+        "{node}: no SA counted packets"
+    );
+    let drops = samples
+        .iter()
+        .filter(|s| s.name == "dvipsec_drops_total")
+        .count();
+    assert!(drops > 10, "{node}: drops by cause are missing");
+    for family in ["dvipsec_rekeys_total", "dvipsec_takeovers_total"] {
+        assert!(
+            samples.iter().any(|s| s.name == family),
+            "{node}: no {family}"
+        );
+    }
+    if node == "MVS1" {
+        assert!(
+            total(&samples, "dvipsec_lifesize_reports_total", node) > 0.0,
+            "the distributor heard no lifesize report:\n{text}"
+        );
+    }
+    packets
+}
+
+/// Scrapes MVS1's endpoint over HTTP from MVS1's namespace; returns the body.
+fn scrape_endpoint(site: &TestSite) -> String {
+    let output = run(&mut in_ns(
+        &site.ns("MVS1"),
+        &["python3", "-c", SCRAPE, METRICS],
+    ));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut lines = text.splitn(3, '\n');
+    assert_eq!(lines.next(), Some("200"), "{text}");
+    let content_type = lines.next().unwrap_or_default();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let body = lines.next().unwrap_or_default().to_owned();
+    let samples = parse_exposition(&body);
+    let packets = total(&samples, "dvipsec_core_packets_total", "MVS1");
+    assert!(packets > 0.0, "the scrape counts no packet:\n{body}");
+    eprintln!(
+        "scraped {METRICS}: {} samples, MVS1 core packets {packets}",
+        samples.len()
+    );
+    body
+}
+
+/// `keys export --wireshark` on every box: records for strongSwan's SPIs, a warning on
+/// stderr. Returns every key (lowercase hex) the boxes exported.
+fn export_keys(ctl: &Ctl, inbound: u64, outbound: u64) -> Vec<String> {
+    let mut keys = Vec::new();
+    for node in NODES {
+        let output = ctl.raw(node, &["keys", "export", "--wireshark"]);
+        assert!(output.status.success(), "{node}: keys export failed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("WARNING"), "{node}: no warning: {stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let records: Vec<(u32, String, String)> = stdout.lines().map(esp_sa_line).collect();
+        for spi in [inbound, outbound] {
+            let record = records
+                .iter()
+                .find(|(s, _, _)| u64::from(*s) == spi)
+                .unwrap_or_else(|| panic!("{node}: no record for {spi:#010x}"));
+            // AES-128-GCM: 16 key bytes and the 4-byte salt.
+            assert_eq!(record.1.len(), 40, "{node}: {}", record.1.len());
+            assert!(record.2.is_empty(), "an AEAD has no integrity key");
+        }
+        // Exactly the SAs the box lists: no more, no fewer.
+        let mut exported: Vec<u64> = records.iter().map(|(s, _, _)| u64::from(*s)).collect();
+        let list = ctl.json(&mut Transcript::default(), node, &["sa", "list"]);
+        let mut listed: Vec<u64> = spis_at(&list, "sad");
+        listed.extend(spis_at(&list, "shadow"));
+        for spis in [&mut exported, &mut listed] {
+            spis.sort();
+            spis.dedup();
+        }
+        assert_eq!(
+            exported, listed,
+            "{node}: exported SPIs are the listed ones"
+        );
+        keys.extend(records.into_iter().map(|(_, enc, _)| enc));
+    }
+    keys.sort();
+    keys.dedup();
+    // One key per SA and direction: at least strongSwan's two.
+    assert!(keys.len() >= 2, "distinct keys exported: {}", keys.len());
+    keys
+}
