@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use dvipsec_cf::{CfError, Lifesize, SequenceFacility, SlotId};
 use dvipsec_cluster::lifesize::Usage;
+use dvipsec_cluster::membership::MemberState;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
 use dvipsec_control::keys::{ExportedSa, KeyExport, SecretBytes};
@@ -18,7 +19,7 @@ use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, Po
 use dvipsec_control::protocol::{
     CfReport, CfSlot, ConnEntry, ConnListReport, DctFlow, DctReport, DvipaRelation, DvipaStatus,
     IkeListReport, IkeSaEntry, LifetimeLeft, LinkStatus, MetricsText, PeerStatus, Role, SaEntry,
-    SaListReport, SaLocation, StatusReport,
+    SaListReport, SaLocation, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
     direction_name, mode_name, port_status, prefix_text, protocol_name, sa_entry, sa_metric,
@@ -35,8 +36,8 @@ use dvipsec_ike::State;
 use super::plane::Plane;
 use super::runtime::Runtime;
 
-/// The answer of the box to `request`.
-pub fn respond(runtime: &Runtime, request: Request) -> Result<Response, ControlError> {
+/// The answer of the box to `request`. Only `takeover` changes the box (it plans a move).
+pub fn respond(runtime: &mut Runtime, request: Request) -> Result<Response, ControlError> {
     // An operator's requests are part of the box's story; scrapes make them frequent, hence debug.
     tracing::debug!(
         target: "dvipsec::control",
@@ -52,7 +53,7 @@ pub fn respond(runtime: &Runtime, request: Request) -> Result<Response, ControlE
         Request::IkeList => Response::IkeList(ike_list(runtime)?),
         Request::ConnList => Response::ConnList(conn_list(runtime)?),
         Request::CfShow => Response::CfShow(cf_show(runtime)?),
-        Request::Takeover { dvipa } => return Err(takeover(runtime, dvipa)),
+        Request::Takeover { dvipa } => Response::Takeover(takeover(runtime, dvipa)?),
         Request::KeysExport => Response::KeysExport(keys_export(runtime)),
         Request::Metrics => Response::Metrics(MetricsText {
             text: metrics::render(&[snapshot(runtime)]),
@@ -164,7 +165,13 @@ fn status(runtime: &Runtime) -> StatusReport {
                 .copied()
                 .unwrap_or(IpAddr::from([0, 0, 0, 0])),
             role: role_of(other, &distributing),
-            link_up: Some(runtime.membership().is_alive(&other.node)),
+            // Membership watches the nodes this box shares a DVIPA with; of the others, and of
+            // one not heard from yet, the box cannot tell.
+            link_up: match runtime.membership().state(&other.node) {
+                Some(MemberState::Alive) => Some(true),
+                Some(MemberState::Down(_)) => Some(false),
+                _ => None,
+            },
         })
         .collect();
     StatusReport {
@@ -514,24 +521,30 @@ fn cf_show(runtime: &Runtime) -> Result<CfReport, ControlError> {
     })
 }
 
-/// A planned move is refused with the reason that applies: the address is no DVIPA, the box
-/// has it already, is not in its chain, or (in its chain) the loop has no planned-move path yet.
-fn takeover(runtime: &Runtime, dvipa: IpAddr) -> ControlError {
+/// A planned move of `dvipa` to this box. Refused, with the reason, when the address is no
+/// DVIPA, the box owns it already or is not in its chain (owner or backup); else the takeover
+/// core moves it here (the owner lets go when it hears the newer claim).
+fn takeover(runtime: &mut Runtime, dvipa: IpAddr) -> Result<TakeoverReport, ControlError> {
     let request = "takeover";
-    let view = &runtime.view;
+    let node = runtime.node().to_owned();
     let owner = runtime
         .site
         .iter()
-        .find_map(|v| v.owns.iter().find(|o| o.address == dvipa));
+        .find_map(|v| v.owns.iter().find(|o| o.address == dvipa))
+        .cloned();
     let Some(owner) = owner else {
-        return failed(request, format!("{dvipa} is not a DVIPA of this site"));
+        return Err(failed(
+            request,
+            format!("{dvipa} is not a DVIPA of this site"),
+        ));
     };
     if owned_now(runtime).iter().any(|(_, a)| *a == dvipa) {
-        return failed(
+        return Err(failed(
             request,
-            format!("{} already owns {} ({dvipa})", view.node, owner.dvipa),
-        );
+            format!("{node} already owns {} ({dvipa})", owner.dvipa),
+        ));
     }
+    let view = &runtime.view;
     let in_chain = view.owns.iter().any(|o| o.address == dvipa)
         || view.backs.iter().any(|b| b.address == dvipa);
     if !in_chain {
@@ -545,21 +558,24 @@ fn takeover(runtime: &Runtime, dvipa: IpAddr) -> ControlError {
         } else {
             backups.join(", ")
         };
-        return failed(
+        return Err(failed(
             request,
             format!(
-                "{} is neither the owner nor a backup of {}; its backups: {backups}",
-                view.node, owner.dvipa
+                "{node} is neither the owner nor a backup of {}; its backups: {backups}",
+                owner.dvipa
             ),
-        );
+        ));
     }
-    unsupported(
-        request,
-        format!(
-            "{} may own {} but a planned move needs the failover wiring of the control socket, which boot does not have yet; {} moves only when its owner fails",
-            view.node, owner.dvipa, owner.dvipa
+    let name = runtime
+        .plan_move_here(dvipa)
+        .map_err(|reason| failed(request, reason))?;
+    tracing::info!(target: "dvipsec::security", %node, dvipa = %name, "planned move requested by the operator");
+    Ok(TakeoverReport {
+        dvipa,
+        outcome: format!(
+            "{node} takes {name} over (planned move); its owner lets go when it hears the claim"
         ),
-    )
+    })
 }
 
 /// The keys of the SAs this box holds: those it distributes and the shadow SAs its target core
