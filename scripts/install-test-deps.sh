@@ -9,6 +9,7 @@ apt_packages=()
 command -v tshark >/dev/null 2>&1 || apt_packages+=(tshark)
 command -v ip >/dev/null 2>&1 || apt_packages+=(iproute2)
 command -v ping >/dev/null 2>&1 || apt_packages+=(iputils-ping)
+command -v nft >/dev/null 2>&1 || apt_packages+=(nftables)
 if ! command -v swanctl >/dev/null 2>&1 || [ ! -x /usr/sbin/charon-systemd ] \
     || ! ls /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so >/dev/null 2>&1; then
     apt_packages+=(strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins

@@ -8,6 +8,8 @@ scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+# The soak on namespaces (loss, rekeys, a target restart, a takeover), shortened for CI.
+DVIPSEC_SOAK_SECONDS="${DVIPSEC_SOAK_SECONDS:-90}" cargo test -p dvipsec-hwtest --test soak_site -- --ignored
 # The DPDK backend (feature `dpdk`, needs root and DPDK; its tests fail loudly under CI=true).
 cargo clippy -p dvipsec-dpdk --features dpdk --all-targets -- -D warnings
 cargo test -p dvipsec-dpdk --features dpdk
@@ -16,3 +18,4 @@ cargo test -p dvipsec-dpdk --features dpdk
 cargo clippy -p dvipsec -p dvipsec-hwtest --features dvipsec/dpdk,dvipsec-hwtest/dpdk --all-targets -- -D warnings
 cargo build -p dvipsec --features dpdk
 cargo test -p dvipsec-hwtest --features dpdk --test strongswan_site dpdk
+scripts/fuzz-smoke.sh

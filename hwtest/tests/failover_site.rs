@@ -8,70 +8,11 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use dvipsec_hwtest::topology;
 use support::swan::*;
-
-/// The test's site: MVS4 can distribute and backs DVA1, serving it with MVS2 after a takeover.
-fn with_backup(text: String) -> String {
-    let text = text.replacen(
-        "capabilities: [target, ike]",
-        "capabilities: [distributor, target, ike]",
-        1,
-    );
-    let backup = "    backups:
-      - node: MVS4
-        rank: 10
-        distribute:
-          ports: [60]
-          destip: [192.0.2.2, 192.0.2.4]
-    policy:";
-    assert!(text.contains("    policy:"));
-    text.replacen("    policy:", backup, 1)
-}
-
-/// The traffic during the test: one datagram every 5 ms over 16 flows for `seconds`; prints
-/// the echoes, the longest time without one, and when the first echo after `mark` seconds came.
-const STEADY_CLIENT: &str = r#"
-import socket, sys, time, select
-src, dst, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-socks = []
-for _ in range(16):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((src, 0)); s.setblocking(False); socks.append(s)
-start = time.time(); sent = echoed = 0; last = start; gap = 0.0; i = 0
-while time.time() - start < seconds:
-    socks[i % 16].sendto(b"steady-%d" % i, (dst, 60)); sent += 1; i += 1
-    deadline = time.time() + 0.005
-    while True:
-        left = deadline - time.time()
-        if left <= 0: break
-        ready, _, _ = select.select(socks, [], [], left)
-        for s in ready:
-            try:
-                s.recv(4096); echoed += 1; now = time.time()
-                gap = max(gap, now - last); last = now
-            except BlockingIOError:
-                pass
-gap = max(gap, time.time() - last)
-print("sent=%d echoed=%d gap_ms=%d" % (sent, echoed, int(gap * 1000)))
-"#;
-
-/// The `dvipsec boot` process of `node` among the site's recorded ones.
-fn boot_pid(pids: &[u32], node: &str) -> u32 {
-    *pids
-        .iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|a| a == node.as_bytes()))
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("no boot process for {node} in {pids:?}"))
-}
 
 /// Seconds since midnight UTC of a log line's RFC 3339 timestamp (`...THH:MM:SS.ffffffZ`).
 fn log_time(line: &str) -> Option<f64> {
@@ -99,42 +40,6 @@ fn logged_after(log: &str, needles: &[&str], kill: f64) -> Option<f64> {
         .filter_map(log_time)
         .find(|t| *t >= kill)
         .map(|t| (t - kill) * 1000.0)
-}
-
-/// Every (SPI, sequence number) of the ESP in `pcap`; panics on a repeat.
-fn assert_no_sequence_reuse(pcap: &Path) -> usize {
-    let output = Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args(["-T", "fields", "-e", "esp.spi", "-e", "esp.sequence"])
-        .output()
-        .expect("tshark");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut seen = BTreeSet::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            seen.insert(line.to_owned()),
-            "(SPI, seq) sent twice: {line}"
-        );
-    }
-    seen.len()
-}
-
-fn in_ns_quiet(ns: &str, args: &[&str]) {
-    let _ = in_ns(ns, args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A `dvipsec boot` the test started itself (MVS1 coming back); killed when dropped.
-struct Restarted(Child);
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -201,7 +106,7 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     let output = traffic.wait_with_output().expect("traffic ends");
     let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     stop(capture);
-    let packets = assert_no_sequence_reuse(&pcap);
+    let packets = assert_no_sequence_reuse(&[pcap.as_path()]);
 
     let kill = seconds_of_day(killed_at);
     let backup_log = log_of(&site, "MVS4");
@@ -266,24 +171,8 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     for link in ["ext0", "xcf0"] {
         run(&mut in_ns(&mvs1, &["ip", "link", "set", link, "up"]));
     }
-    let dvipsec = support::site::dvipsec_binary().expect("dvipsec binary");
-    let log = std::fs::File::create(site.run_dir().join("MVS1-again.log")).unwrap();
-    let back = Restarted(
-        in_ns(&mvs1, &[])
-            .arg(&dvipsec)
-            .args(["boot", "--config"])
-            .arg(&site.file)
-            .args(["--node", "MVS1"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("restart MVS1"),
-    );
-    let again = |needle: &str| {
-        std::fs::read_to_string(site.run_dir().join("MVS1-again.log"))
-            .unwrap_or_default()
-            .contains(needle)
-    };
+    let back = restart(&site, "MVS1");
+    let again = |needle: &str| log_again(&site, "MVS1").contains(needle);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !again("node booted") {
         assert!(Instant::now() < deadline, "MVS1 did not boot again");

@@ -1,6 +1,7 @@
 //! strongSwan as the peer of the figure-4 site on namespaces: its configuration, the charon
 //! process in the peer namespace, the echo client the peer runs, captures, and log waits.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -323,19 +324,153 @@ impl ConnectedSite {
         let charon = Charon::start(&peer_ns, &swan_dir, psk.trim());
         let conf = swan_dir.join("swanctl.conf").display().to_string();
         charon.swanctl(&["--load-all", "--file", &conf]);
-        let initiated = charon.swanctl(&[
-            "--initiate",
-            "--ike",
-            "dva1",
-            "--child",
-            "app",
-            "--timeout",
-            "15",
-        ]);
-        assert!(
-            initiated.contains("CHILD_SA app{1} established"),
-            "{initiated}"
-        );
+        // The owner may already have negotiated with strongSwan (it initiates to its peers
+        // when it takes the DVIPA); otherwise strongSwan initiates now.
+        let uri = format!("unix://{}", swan_dir.join("charon.vici").display());
+        let _ = Command::new("swanctl")
+            .args([
+                "--initiate",
+                "--ike",
+                "dva1",
+                "--child",
+                "app",
+                "--timeout",
+                "15",
+            ])
+            .args(["--uri", &uri])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let sas = charon.swanctl(&["--list-sas", "--raw"]);
+            if sas.contains("state=INSTALLED") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no CHILD_SA with DVA1:\n{sas}\n{}",
+                charon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Some(ConnectedSite { site, charon })
     }
+}
+
+/// The test's site: MVS4 can distribute and backs DVA1, serving it with MVS2 after a takeover.
+pub fn with_backup(text: String) -> String {
+    let text = text.replacen(
+        "capabilities: [target, ike]",
+        "capabilities: [distributor, target, ike]",
+        1,
+    );
+    let backup = "    backups:
+      - node: MVS4
+        rank: 10
+        distribute:
+          ports: [60]
+          destip: [192.0.2.2, 192.0.2.4]
+    policy:";
+    assert!(text.contains("    policy:"));
+    text.replacen("    policy:", backup, 1)
+}
+
+/// The traffic during the test: one datagram every 5 ms over 16 flows for `seconds`; prints
+/// the echoes, the longest time without one, and when the first echo after `mark` seconds came.
+pub const STEADY_CLIENT: &str = r#"
+import socket, sys, time, select
+src, dst, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+socks = []
+for _ in range(16):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.setblocking(False); socks.append(s)
+start = time.time(); sent = echoed = 0; last = start; gap = 0.0; i = 0
+while time.time() - start < seconds:
+    socks[i % 16].sendto(b"steady-%d" % i, (dst, 60)); sent += 1; i += 1
+    deadline = time.time() + 0.005
+    while True:
+        left = deadline - time.time()
+        if left <= 0: break
+        ready, _, _ = select.select(socks, [], [], left)
+        for s in ready:
+            try:
+                s.recv(4096); echoed += 1; now = time.time()
+                gap = max(gap, now - last); last = now
+            except BlockingIOError:
+                pass
+gap = max(gap, time.time() - last)
+print("sent=%d echoed=%d gap_ms=%d" % (sent, echoed, int(gap * 1000)))
+"#;
+
+/// The `dvipsec boot` process of `node` among the site's recorded ones.
+pub fn boot_pid(pids: &[u32], node: &str) -> u32 {
+    *pids
+        .iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == node.as_bytes()))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no boot process for {node} in {pids:?}"))
+}
+
+/// Every (SPI, sequence number) of the ESP in the captures `pcaps` (of different ports, so a
+/// packet is in one of them only); panics on a repeat. Returns the packets.
+pub fn assert_no_sequence_reuse(pcaps: &[&Path]) -> usize {
+    let mut seen = BTreeSet::new();
+    for pcap in pcaps {
+        let output = Command::new("tshark")
+            .arg("-r")
+            .arg(pcap)
+            .args(["-T", "fields", "-e", "esp.spi", "-e", "esp.sequence"])
+            .output()
+            .expect("tshark");
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                seen.insert(line.to_owned()),
+                "(SPI, seq) sent twice: {line}"
+            );
+        }
+    }
+    seen.len()
+}
+
+pub fn in_ns_quiet(ns: &str, args: &[&str]) {
+    let _ = in_ns(ns, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A `dvipsec boot` the test started itself (MVS1 coming back); killed when dropped.
+pub struct Restarted(pub Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `dvipsec boot` for `node` again in its namespace (its first run was killed), logging
+/// to RUN_DIR/NODE-again.log.
+pub fn restart(site: &TestSite, node: &str) -> Restarted {
+    let dvipsec = super::site::dvipsec_binary().expect("dvipsec binary");
+    let log = std::fs::File::create(site.run_dir().join(format!("{node}-again.log"))).unwrap();
+    Restarted(
+        in_ns(&site.ns(node), &[])
+            .arg(&dvipsec)
+            .args(["boot", "--config"])
+            .arg(&site.file)
+            .args(["--node", node])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart a node"),
+    )
+}
+
+/// The log of a node started again by [`restart`].
+pub fn log_again(site: &TestSite, node: &str) -> String {
+    std::fs::read_to_string(site.run_dir().join(format!("{node}-again.log"))).unwrap_or_default()
 }
