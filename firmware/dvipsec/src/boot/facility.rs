@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dvipsec_cf::{
@@ -113,12 +114,38 @@ fn create(path: &Path) -> Result<CfHandle, FacilityError> {
 /// Until then every operation fails with [`CfError::UnknownSlot`], which the data path counts
 /// as a CF failure (no SA can be in use before the distributor spoke anyway).
 #[derive(Clone, Default)]
-pub struct AttachedRegion(Arc<RwLock<Option<Region>>>);
+pub struct AttachedRegion(Arc<RwLock<Option<Region>>>, Arc<CfOps>);
+
+/// The names of the CF operations a box counts, in [`CfOps`] order; `failed` counts those of
+/// any kind that returned an error (not attached yet, fenced, unknown slot).
+const CF_OP_NAMES: [&str; 6] = [
+    "fetch_add",
+    "replay_check",
+    "replay_check_and_set",
+    "lifesize_add",
+    "lifesize_read",
+    "failed",
+];
+const FAILED: usize = 5;
+
+/// The CF operations one box performed (all clones of its handle count into the same numbers),
+/// for its metrics.
+#[derive(Debug, Default)]
+struct CfOps([AtomicU64; CF_OP_NAMES.len()]);
 
 impl AttachedRegion {
     /// A handle already attached (the distributor's own box).
     pub fn attached(region: Region) -> Self {
-        AttachedRegion(Arc::new(RwLock::new(Some(region))))
+        AttachedRegion(Arc::new(RwLock::new(Some(region))), Arc::default())
+    }
+
+    /// The CF operations done through this handle (and its clones) so far: (name, count).
+    pub fn operations(&self) -> Vec<(String, u64)> {
+        CF_OP_NAMES
+            .iter()
+            .zip(&self.1 .0)
+            .map(|(name, count)| ((*name).to_owned(), count.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Uses `region` from now on (the box took the region over in a new epoch).
@@ -128,14 +155,16 @@ impl AttachedRegion {
         }
     }
 
-    /// Attaches (or re-attaches) to `path` in `epoch`; a handle of the same epoch and
-    /// incarnation is kept as it is.
+    /// Attaches (or re-attaches) to `path` in `epoch`; a handle of the same or a newer epoch
+    /// of the same region is kept as it is.
     pub fn attach(&self, path: &Path, epoch: u64, incarnation: u64) -> Result<bool, CfError> {
         let current = self.0.read().ok().and_then(|r| {
             r.as_ref()
                 .map(|region| (region.epoch(), region.incarnation()))
         });
-        if current == Some((epoch, incarnation)) {
+        // Only forward: a stale owner still announcing an older epoch is ignored.
+        let older = current.is_some_and(|(e, i)| i == incarnation && e > epoch);
+        if current == Some((epoch, incarnation)) || older {
             return Ok(false);
         }
         let region = Region::attach(path, epoch, incarnation)?;
@@ -152,30 +181,40 @@ impl AttachedRegion {
         Some((region.epoch(), region.incarnation(), region.slot_count()))
     }
 
+    /// Runs `op` (counted as operation `kind`, an index of [`CF_OP_NAMES`]) on the region.
     fn with<T>(
         &self,
+        kind: usize,
         slot: SlotId,
         op: impl FnOnce(&Region) -> Result<T, CfError>,
     ) -> Result<T, CfError> {
-        let guard = self.0.read().map_err(|_| CfError::UnknownSlot(slot.0))?;
-        match guard.as_ref() {
-            Some(region) => op(region),
-            None => Err(CfError::UnknownSlot(slot.0)),
+        let counts = &self.1 .0;
+        counts[kind].fetch_add(1, Ordering::Relaxed);
+        let result = match self.0.read() {
+            Ok(guard) => match guard.as_ref() {
+                Some(region) => op(region),
+                None => Err(CfError::UnknownSlot(slot.0)),
+            },
+            Err(_) => Err(CfError::UnknownSlot(slot.0)),
+        };
+        if result.is_err() {
+            counts[FAILED].fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 }
 
 impl SequenceFacility for AttachedRegion {
     fn fetch_add(&self, slot: SlotId, n: u32) -> Result<SeqRange, CfError> {
-        self.with(slot, |r| r.fetch_add(slot, n))
+        self.with(0, slot, |r| r.fetch_add(slot, n))
     }
 
     fn replay_check(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
-        self.with(slot, |r| r.replay_check(slot, seq))
+        self.with(1, slot, |r| r.replay_check(slot, seq))
     }
 
     fn replay_check_and_set(&self, slot: SlotId, seq: u64) -> Result<ReplayVerdict, CfError> {
-        self.with(slot, |r| r.replay_check_and_set(slot, seq))
+        self.with(2, slot, |r| r.replay_check_and_set(slot, seq))
     }
 
     fn lifesize_add(
@@ -185,10 +224,10 @@ impl SequenceFacility for AttachedRegion {
         bytes: u64,
         packets: u64,
     ) -> Result<(), CfError> {
-        self.with(slot, |r| r.lifesize_add(slot, direction, bytes, packets))
+        self.with(3, slot, |r| r.lifesize_add(slot, direction, bytes, packets))
     }
 
     fn lifesize_read(&self, slot: SlotId) -> Result<Lifesize, CfError> {
-        self.with(slot, |r| r.lifesize_read(slot))
+        self.with(4, slot, |r| r.lifesize_read(slot))
     }
 }
