@@ -843,6 +843,24 @@ fn check_metrics(ctl: &Ctl, log: &mut Transcript, node: &str) -> f64 {
             "{node}: no {family}"
         );
     }
+    // Every box sealed or opened ESP: it took sequence numbers or checked replay in the CF.
+    let cf_op = |op: &str| {
+        samples
+            .iter()
+            .filter(|s| s.name == "dvipsec_cf_operations_total")
+            .filter(|s| s.labels.get("op").map(String::as_str) == Some(op))
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    let sequenced = cf_op("fetch_add") + cf_op("replay_check_and_set");
+    assert!(sequenced > 0.0, "{node}: no CF operation counted:\n{text}");
+    eprintln!(
+        "{node}: CF fetch_add {}, replay_check_and_set {}, lifesize_read {}, failed {}",
+        cf_op("fetch_add"),
+        cf_op("replay_check_and_set"),
+        cf_op("lifesize_read"),
+        cf_op("failed")
+    );
     if node == "MVS1" {
         assert!(
             total(&samples, "dvipsec_lifesize_reports_total", node) > 0.0,

@@ -732,7 +732,7 @@ fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
             .collect(),
         cores: vec![CoreMetric { core: 0, packets }],
         drops,
-        cf_operations: Vec::new(),
+        cf_operations: runtime.facility().operations(),
         lifesize_reports,
         rekeys: Some(counters.rekeys),
         takeovers: Some(counters.takeovers),
