@@ -730,7 +730,11 @@ fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
             .into_iter()
             .map(|(_, metric)| metric)
             .collect(),
-        cores: vec![CoreMetric { core: 0, packets }],
+        // The loop runs on one thread, pinned to the node's first polling core if it names one.
+        cores: vec![CoreMetric {
+            core: runtime.view.polling_cores.first().copied().unwrap_or(0),
+            packets,
+        }],
         drops,
         cf_operations: runtime.facility().operations(),
         lifesize_reports,
