@@ -106,12 +106,17 @@ fn owned_now(runtime: &Runtime) -> Vec<(String, IpAddr)> {
         .collect()
 }
 
-/// The nodes that distribute now, by this box's takeover core (else the site's owners).
+/// The nodes that distribute now, as this box knows: its takeover core (a box in some chain),
+/// else the distributor its target core follows, else the site's configured owner.
 fn distributors(runtime: &Runtime) -> BTreeSet<String> {
     let mut nodes = BTreeSet::new();
     for view in &runtime.site {
         for owned in &view.owns {
-            let now = runtime.takeover().and_then(|t| t.owner(&owned.dvipa));
+            let dvipa = owned.dvipa.as_str();
+            let now = runtime
+                .takeover()
+                .and_then(|t| t.owner(dvipa))
+                .or_else(|| runtime.target_core().and_then(|t| t.distributor_of(dvipa)));
             nodes.insert(now.unwrap_or(&view.node).to_owned());
         }
     }
