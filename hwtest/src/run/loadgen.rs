@@ -505,8 +505,11 @@ impl Sender {
                     Err(_) => return errors,
                 }
             }
+            // Every flow runs through the whole size pattern: were the size picked by `count`
+            // alone, a pattern whose length shares a factor with the flow count would give
+            // some flows only some sizes.
             let flow = flows[count % flows.len()];
-            let size = self.traffic.sizes[count % self.traffic.sizes.len()];
+            let size = self.traffic.sizes[(count / flows.len()) % self.traffic.sizes.len()];
             count += 1;
             if !self.send_one(&mut sa, &current, &mut buf, flow, size) {
                 errors += 1;
