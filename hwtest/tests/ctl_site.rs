@@ -11,21 +11,20 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dvipsec_hwtest::topology;
 use serde_json::Value;
-use support::site::{prerequisites, TestSite};
+use support::site::{dvipsec_binary, TestSite};
 use support::skip_or_fail_in_ci;
+use support::swan::{
+    field, in_ns, run, with_backup, ConnectedSite, DVIPA, ECHO_CLIENT, NODES, PEER_INNER,
+    PEER_OUTER,
+};
 
-const TEST: &str = "every_dvipsecctl_command_answers_from_the_boxes_on_namespaces";
-const CHARON: &str = "/usr/sbin/charon-systemd";
-const DVIPA: &str = "198.51.100.10";
-const PEER_OUTER: &str = "203.0.113.10";
-const PEER_INNER: &str = "203.0.113.100";
-const NODES: [&str; 3] = ["MVS1", "MVS2", "MVS4"];
 const TARGETS: [&str; 2] = ["MVS2", "MVS4"];
 /// MVS1's metrics endpoint: its XCF address, inside its namespace only.
 const METRICS: &str = "192.0.2.1:9464";
@@ -35,196 +34,20 @@ const ROUNDS: usize = 20;
 const SOFT_BYTES: u64 = 36_000;
 const HARD_BYTES: u64 = 40_000;
 
-/// `dvipsecctl` of this build, next to `dvipsec`.
-fn dvipsecctl_binary(dvipsec: &Path) -> Option<PathBuf> {
-    let candidate = dvipsec.with_file_name("dvipsecctl");
-    candidate.exists().then_some(candidate)
-}
-
-/// What this test needs besides root and the firmware, or why it cannot run.
-fn missing(dvipsec: &Path) -> Option<String> {
-    if dvipsecctl_binary(dvipsec).is_none() {
-        return Some("needs the dvipsecctl binary: run `cargo build -p dvipsecctl` first".into());
+/// `dvipsecctl` of this build, next to `dvipsec`; `None` (after saying why, or failing under
+/// CI) when either is missing.
+fn dvipsecctl_binary(test: &str) -> Option<PathBuf> {
+    let found = dvipsec_binary()
+        .map(|dvipsec| dvipsec.with_file_name("dvipsecctl"))
+        .filter(|ctl| ctl.exists());
+    if found.is_none() {
+        skip_or_fail_in_ci(
+            test,
+            "needs the dvipsec and dvipsecctl binaries: run `cargo build -p dvipsec -p dvipsecctl` first",
+        );
     }
-    for tool in [CHARON, "/usr/sbin/swanctl", "/usr/bin/python3"] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} is missing (scripts/install-test-deps.sh installs it)"
-            ));
-        }
-    }
-    None
+    found
 }
-
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("start command");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns]).args(args);
-    command
-}
-
-/// charon in the peer namespace (as in strongswan_site.rs); killed when dropped.
-struct Charon {
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Charon {
-    fn start(ns: &str, dir: &Path, psk: &str) -> Charon {
-        std::fs::write(dir.join("strongswan.conf"), strongswan_conf(dir)).unwrap();
-        std::fs::write(dir.join("swanctl.conf"), swanctl_conf(psk)).unwrap();
-        let child = in_ns(ns, &["env"])
-            .arg(format!(
-                "STRONGSWAN_CONF={}",
-                dir.join("strongswan.conf").display()
-            ))
-            .arg(CHARON)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start charon");
-        let charon = Charon {
-            dir: dir.to_path_buf(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("charon.vici").exists() {
-            assert!(Instant::now() < deadline, "charon's vici socket never came");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        charon
-    }
-
-    fn swanctl(&self, args: &[&str]) -> String {
-        let uri = format!("unix://{}", self.dir.join("charon.vici").display());
-        let output = run(Command::new("swanctl").args(args).args(["--uri", &uri]));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Charon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strongswan_conf(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        "charon {{
-  load_modular = no
-  load = random nonce kdf openssl aes sha1 sha2 hmac gcm curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_routes = yes
-  plugins {{
-    vici {{
-      socket = unix://{d}/charon.vici
-    }}
-    kernel-libipsec {{
-      allow_peer_ts = yes
-    }}
-    socket-default {{
-      fwmark = 0x42
-    }}
-    kernel-netlink {{
-      fwmark = !0x42
-    }}
-  }}
-  filelog {{
-    main {{
-      path = {d}/charon.log
-      append = no
-      flush_line = yes
-      default = 1
-    }}
-  }}
-  syslog {{
-    daemon {{
-      default = -1
-    }}
-  }}
-}}
-"
-    )
-}
-
-/// The peer's side of the site's `branch-a` peer and DVA1's `app-a` policy.
-fn swanctl_conf(psk: &str) -> String {
-    format!(
-        "connections {{
-  dva1 {{
-    version = 2
-    local_addrs = {PEER_OUTER}
-    remote_addrs = {DVIPA}
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = branch-a.example.net
-    }}
-    remote {{
-      auth = psk
-      id = dva1.example.com
-    }}
-    children {{
-      app {{
-        mode = tunnel
-        local_ts = {PEER_INNER}/32[udp]
-        remote_ts = {DVIPA}/32[udp/60]
-        esp_proposals = aes128gcm16
-        start_action = none
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-a = branch-a.example.net
-    id-b = dva1.example.com
-    secret = \"{psk}\"
-  }}
-}}
-"
-    )
-}
-
-/// UDP flows to the echo service: each flow first waits for one answer (the SA reaches the
-/// targets a moment after IKE), then sends `rounds` datagrams. Prints `warm=N echoed=M`.
-const ECHO_CLIENT: &str = r#"
-import socket, sys, time
-src, dst, flows, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-socks = []
-for _ in range(flows):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((src, 0)); s.settimeout(0.3); socks.append(s)
-def ask(s, msg):
-    s.sendto(msg, (dst, 60))
-    try:
-        data, _ = s.recvfrom(4096)
-        return data == msg
-    except socket.timeout:
-        return False
-warm = echoed = 0
-deadline = time.time() + 10
-for i, s in enumerate(socks):
-    while time.time() < deadline:
-        if ask(s, b"warm-%d" % i):
-            warm += 1
-            break
-for r in range(rounds):
-    for i, s in enumerate(socks):
-        echoed += ask(s, b"flow-%d-round-%d" % (i, r))
-print("warm=%d echoed=%d" % (warm, echoed))
-"#;
 
 /// A scrape of the metrics endpoint from inside a namespace: status line, content type, body.
 const SCRAPE: &str = r#"
@@ -453,8 +276,12 @@ fn esp_sa_line(line: &str) -> (u32, String, String) {
 }
 
 /// Waits until `check` passes (the cores and CF catch up a moment after the traffic).
-fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn eventually(what: &str, check: impl FnMut() -> Result<(), String>) {
+    eventually_within(Duration::from_secs(10), what, check)
+}
+
+fn eventually_within(within: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
     loop {
         match check() {
             Ok(()) => return,
@@ -464,16 +291,25 @@ fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// Every box's socket is owner-only, in the directory the boxes made owner-only.
+fn check_sockets(ctl: &Ctl) {
+    for node in NODES {
+        let meta = std::fs::metadata(ctl.socket(node)).expect("the box's socket");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{node}'s socket");
+    }
+    let mode = std::fs::metadata(&ctl.sockets)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the socket directory the boxes made");
+}
+
 #[test]
 fn every_dvipsecctl_command_answers_from_the_boxes_on_namespaces() {
-    let Some(dvipsec) = prerequisites(TEST) else {
+    let test = "every_dvipsecctl_command_answers_from_the_boxes_on_namespaces";
+    let Some(binary) = dvipsecctl_binary(test) else {
         return;
     };
-    if let Some(problem) = missing(&dvipsec) {
-        skip_or_fail_in_ci(TEST, &problem);
-        return;
-    }
-    let binary = dvipsecctl_binary(&dvipsec).expect("checked above");
     // The boxes inherit this: their debug lines are searched for keys too.
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "debug");
@@ -481,64 +317,15 @@ fn every_dvipsecctl_command_answers_from_the_boxes_on_namespaces() {
     let control_dir = tempfile::tempdir().unwrap();
     // Not there yet: each box makes it (owner-only) when it opens its socket.
     let sockets = control_dir.path().join("ctl");
-    let site = TestSite::new("c", |text| with_control(text, &sockets));
-    topology::up(&site.file, &site.options(dvipsec)).unwrap();
-    let ctl = Ctl {
-        binary,
-        sockets: sockets.clone(),
+    let Some(ConnectedSite { site, charon }) =
+        ConnectedSite::connect(test, "c", |text| with_control(text, &sockets))
+    else {
+        return;
     };
-    for node in NODES {
-        let meta = std::fs::metadata(ctl.socket(node)).expect("the box's socket");
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{node}'s socket");
-    }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&sockets).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700, "the socket directory the boxes made");
-    }
-
-    let peer_ns = site.ns("peer");
-    run(&mut in_ns(&peer_ns, &["ip", "link", "set", "lo", "up"]));
-    run(&mut in_ns(
-        &peer_ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{PEER_INNER}/32"),
-            "dev",
-            "lo",
-        ],
-    ));
-    let psk = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sites/secrets/TEST-ONLY-branch-a.psk"
-    ))
-    .unwrap();
-    let swan_dir = site.dir.path().join("swan");
-    std::fs::create_dir_all(&swan_dir).unwrap();
-    let charon = Charon::start(&peer_ns, &swan_dir, psk.trim());
-    charon.swanctl(&[
-        "--load-all",
-        "--file",
-        &swan_dir.join("swanctl.conf").display().to_string(),
-    ]);
-    let initiated = charon.swanctl(&[
-        "--initiate",
-        "--ike",
-        "dva1",
-        "--child",
-        "app",
-        "--timeout",
-        "15",
-    ]);
-    assert!(
-        initiated.contains("initiate completed successfully"),
-        "{initiated}"
-    );
+    let ctl = Ctl { binary, sockets };
+    check_sockets(&ctl);
     let echo = run(&mut in_ns(
-        &peer_ns,
+        &site.ns("peer"),
         &[
             "python3",
             "-c",
@@ -551,9 +338,14 @@ fn every_dvipsecctl_command_answers_from_the_boxes_on_namespaces() {
     ));
     let echo = String::from_utf8_lossy(&echo.stdout).trim().to_owned();
     assert_eq!(
-        echo,
-        format!("warm={FLOWS} echoed={}", FLOWS * ROUNDS),
-        "the flows are answered"
+        field(&echo, "warm"),
+        FLOWS as u64,
+        "every flow answered: {echo}"
+    );
+    assert_eq!(
+        field(&echo, "echoed"),
+        (FLOWS * ROUNDS) as u64,
+        "no datagram lost: {echo}"
     );
     let raw = charon.swanctl(&["--list-sas", "--raw"]);
     assert!(raw.contains("state=ESTABLISHED"), "{raw}");
@@ -932,4 +724,102 @@ fn export_keys(ctl: &Ctl, inbound: u64, outbound: u64) -> Vec<String> {
     // One key per SA and direction: at least strongSwan's two.
     assert!(keys.len() >= 2, "distinct keys exported: {}", keys.len());
     keys
+}
+
+/// The DVIPA's relations in a `status` answer.
+fn relations(status: &Value) -> Vec<String> {
+    status["dvipas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["dvipa"] == DVIPA)
+        .filter_map(|d| d["relation"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `dvipsecctl takeover` on the site where MVS4 backs DVA1: refused where it does not apply,
+/// and on the backup a planned move that the cluster carries out (MVS4 owns DVA1, MVS1 lets go
+/// and backs it, the new owner holds an IKE SA with strongSwan and counts the takeover).
+#[test]
+fn a_planned_move_with_dvipsecctl_takeover_moves_dva1_to_its_backup() {
+    let test = "a_planned_move_with_dvipsecctl_takeover_moves_dva1_to_its_backup";
+    let Some(binary) = dvipsecctl_binary(test) else {
+        return;
+    };
+    let control_dir = tempfile::tempdir().unwrap();
+    let sockets = control_dir.path().join("ctl");
+    let Some(ConnectedSite { site, charon }) =
+        ConnectedSite::connect(test, "m", |text| with_control(with_backup(text), &sockets))
+    else {
+        return;
+    };
+    let ctl = Ctl { binary, sockets };
+    let mut log = Transcript::default();
+    let status = ctl.json(&mut log, "MVS4", &["status"]);
+    assert_eq!(status["role"], "backup", "{status}");
+    assert_eq!(relations(&status), ["backs", "serves"], "{status}");
+
+    let reason = ctl.refused(&mut log, "MVS2", &["takeover", DVIPA]);
+    assert!(
+        reason.contains("neither the owner nor a backup of DVA1; its backups: MVS4 (rank 10)"),
+        "{reason}"
+    );
+    let reason = ctl.refused(&mut log, "MVS1", &["takeover", DVIPA]);
+    assert!(reason.contains("MVS1 already owns DVA1"), "{reason}");
+
+    let asked = Instant::now();
+    let moved = ctl.json(&mut log, "MVS4", &["takeover", DVIPA]);
+    assert_eq!(moved["dvipa"], DVIPA, "{moved}");
+    let outcome = moved["outcome"].as_str().unwrap_or_default();
+    assert!(outcome.contains("MVS4 takes DVA1 over"), "{moved}");
+    eventually_within(
+        Duration::from_secs(20),
+        "MVS4 owns DVA1, MVS1 backs it",
+        || {
+            let new = ctl.json(&mut log, "MVS4", &["status"]);
+            let old = ctl.json(&mut log, "MVS1", &["status"]);
+            let (new_relations, old_relations) = (relations(&new), relations(&old));
+            let moved = new["role"] == "distributor"
+                && new_relations.iter().any(|r| r == "owns")
+                && old["role"] == "backup"
+                && old_relations.iter().any(|r| r == "backs")
+                && !old_relations.iter().any(|r| r == "owns");
+            if moved {
+                Ok(())
+            } else {
+                Err(format!("MVS4 {new}\nMVS1 {old}"))
+            }
+        },
+    );
+    let owned_after = asked.elapsed();
+    eventually_within(Duration::from_secs(20), "the new owner's IKE SA", || {
+        let ike = ctl.json(&mut log, "MVS4", &["ike", "list"]);
+        let established = ike["ike_sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|sa| sa["state"] == "ESTABLISHED" && sa["remote"] == PEER_OUTER);
+        if established {
+            Ok(())
+        } else {
+            Err(format!("{ike}"))
+        }
+    });
+    eprintln!(
+        "planned move: MVS4 owned DVA1 {} ms after dvipsecctl takeover, with an IKE SA after {} ms",
+        owned_after.as_millis(),
+        asked.elapsed().as_millis()
+    );
+    let samples = parse_exposition(&ctl.ok(&mut log, "MVS4", &["metrics"]));
+    assert!(
+        total(&samples, "dvipsec_takeovers_total", "MVS4") >= 1.0,
+        "MVS4 counted no takeover"
+    );
+    let reason = ctl.refused(&mut log, "MVS4", &["takeover", DVIPA]);
+    assert!(reason.contains("MVS4 already owns DVA1"), "{reason}");
+
+    let pids = site.pids();
+    topology::down(&site.run_dir()).unwrap();
+    drop(charon);
+    site.assert_nothing_left(&pids);
 }

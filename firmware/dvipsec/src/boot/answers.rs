@@ -150,11 +150,19 @@ fn status(runtime: &Runtime) -> StatusReport {
             .filter(|(name, _)| !owned.iter().any(|(o, _)| o == *name))
             .map(|(_, address)| relation(address, DvipaRelation::Backs)),
     );
+    // Served now: the DVIPAs the target core follows a distributor for (a standby entry, for
+    // after a takeover, is listed once the takeover happened).
+    let target = runtime.target_core();
+    let served: BTreeSet<IpAddr> = runtime
+        .served()
+        .iter()
+        .filter(|(name, _)| target.is_some_and(|t| t.distributor_of(name).is_some()))
+        .map(|(_, address)| *address)
+        .collect();
     dvipas.extend(
-        runtime
-            .served()
-            .iter()
-            .map(|(_, address)| relation(*address, DvipaRelation::Serves)),
+        served
+            .into_iter()
+            .map(|address| relation(address, DvipaRelation::Serves)),
     );
     let distributing = distributors(runtime);
     // The box joins the XCF link of every other node of the site.
