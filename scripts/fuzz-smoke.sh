@@ -64,9 +64,12 @@ echo "== built in $((SECONDS - started)) s; fuzzing ${#runs[@]} targets, ${secon
 # Phase 2: fuzz, FUZZ_JOBS targets at a time.
 fuzz_one() {
     local dir=$1 t=$2 log=$3 rc=0
-    mkdir -p "$scratch/corpus/$dir/$t"
+    # Only the checked-in seeds, so a local run starts where CI does (a local corpus/ may
+    # also hold earlier campaigns' finds).
+    mkdir -p "$scratch/corpus/$dir/$t" "$scratch/seeds/$dir/$t"
+    cp "$dir/corpus/$t"/seed-* "$scratch/seeds/$dir/$t/"
     (cd "$dir" && cargo fuzz run --target-dir "$target_dir" "$t" \
-        "$scratch/corpus/$dir/$t" "$root/$dir/corpus/$t" -- \
+        "$scratch/corpus/$dir/$t" "$scratch/seeds/$dir/$t" -- \
         -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1) \
         >"$log" 2>&1 || rc=$?
     echo "$rc" >"$log.rc"
