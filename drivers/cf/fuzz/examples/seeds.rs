@@ -19,7 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let slot = SlotId(0);
     let requests: Vec<(&str, Vec<Op>)> = vec![
         ("hello", vec![Op::Hello]),
-        ("allocate", vec![Op::Allocate { key, window: 128 }, Op::Lookup { key }]),
+        (
+            "allocate",
+            vec![Op::Allocate { key, window: 128 }, Op::Lookup { key }],
+        ),
         ("fetch-add", vec![Op::FetchAdd { slot, count: 32 }]),
         (
             "replay",
@@ -49,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(dir)?;
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seed-")) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+        {
             fs::remove_file(path)?;
         }
     }

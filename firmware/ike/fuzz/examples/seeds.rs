@@ -52,12 +52,14 @@ impl Wire {
         loop {
             let mut moved = false;
             while let Some(t) = self.a.poll_transmit(self.now) {
-                self.b.handle_datagram(self.now, self.a_addr, self.b_addr, &t.payload);
+                self.b
+                    .handle_datagram(self.now, self.a_addr, self.b_addr, &t.payload);
                 self.seen.push((true, t.payload));
                 moved = true;
             }
             while let Some(t) = self.b.poll_transmit(self.now) {
-                self.a.handle_datagram(self.now, self.b_addr, self.a_addr, &t.payload);
+                self.a
+                    .handle_datagram(self.now, self.b_addr, self.a_addr, &t.payload);
                 self.seen.push((false, t.payload));
                 moved = true;
             }
@@ -116,14 +118,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fs::create_dir_all(dir)?;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seed-")) {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+            {
                 fs::remove_file(path)?;
             }
         }
     }
     for (index, (from_a, bytes)) in wire.seen.iter().enumerate() {
         let exchange = bytes.get(18).copied().unwrap_or(0);
-        let name = format!("seed-{index:02}-x{exchange}-{}", if *from_a { "a" } else { "b" });
+        let name = format!(
+            "seed-{index:02}-x{exchange}-{}",
+            if *from_a { "a" } else { "b" }
+        );
         fs::write(message_dir.join(&name), bytes)?;
         // The endpoint target's first byte: 4 sends to the responder (as `a` did), 1 puts the
         // fuzzer's half-open SPIs in, 2 makes the length field agree.
