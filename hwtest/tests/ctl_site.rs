@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -748,13 +748,26 @@ fn a_planned_move_with_dvipsecctl_takeover_moves_dva1_to_its_backup() {
     };
     let control_dir = tempfile::tempdir().unwrap();
     let sockets = control_dir.path().join("ctl");
+    // A stale socket from an earlier run: MVS2's box must replace it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&sockets)
+        .unwrap();
+    drop(std::os::unix::net::UnixListener::bind(sockets.join("MVS2.sock")).unwrap());
+    assert!(sockets.join("MVS2.sock").exists());
     let Some(ConnectedSite { site, charon }) =
         ConnectedSite::connect(test, "m", |text| with_control(with_backup(text), &sockets))
     else {
         return;
     };
     let ctl = Ctl { binary, sockets };
+    check_sockets(&ctl);
     let mut log = Transcript::default();
+    let status = ctl.json(&mut log, "MVS2", &["status"]);
+    assert_eq!(
+        status["name"], "MVS2",
+        "the stale socket was replaced: {status}"
+    );
     let status = ctl.json(&mut log, "MVS4", &["status"]);
     assert_eq!(status["role"], "backup", "{status}");
     assert_eq!(relations(&status), ["backs", "serves"], "{status}");
