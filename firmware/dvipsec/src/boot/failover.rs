@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dvipsec_cf::RegionOwner;
+use dvipsec_cluster::takeover::MoveReason;
 use dvipsec_cluster::MembershipEvent;
 use dvipsec_cluster::TakeoverAction;
 
@@ -90,7 +91,16 @@ impl Runtime {
             }
             TakeoverAction::Renegotiate { dvipa, address, .. } => {
                 if let Some(side) = self.distributor.as_mut() {
-                    negotiate(side, &dvipa, address, now);
+                    // At startup no peer had an SA with anyone: they initiate (and NEWCONN
+                    // asks when a target needs one first). After a move, the peers' SAs
+                    // died with the old owner: this box negotiates at once.
+                    let startup = side
+                        .dvipas
+                        .iter()
+                        .any(|d| d.dvipa == dvipa && d.adopted == Some(MoveReason::Startup));
+                    if !startup {
+                        negotiate(side, &dvipa, address, now);
+                    }
                 }
             }
             TakeoverAction::RestoreConnections {
@@ -130,6 +140,7 @@ impl Runtime {
         side.core.adopt(dvipa, address, targets.clone(), now);
         if let Some(entry) = side.dvipas.iter_mut().find(|d| d.dvipa == dvipa) {
             entry.owned = Some(targets);
+            entry.adopted = Some(reason);
         }
         self.counters.takeovers += 1;
         let iface = self.plane.as_ref().and_then(Plane::external_interface);
@@ -156,6 +167,7 @@ impl Runtime {
             return;
         };
         entry.owned = None;
+        entry.adopted = None;
         entry.current.clear();
         let address = entry.address;
         side.sockets.remove(address);
@@ -348,7 +360,11 @@ impl Runtime {
             Ok(mut plane) => {
                 // A new dispatch core starts with every target up: tell it who failed.
                 if let Plane::Distributor(node) = &mut plane {
-                    for other in self.site.iter().filter(|v| self.membership.has_failed(&v.node)) {
+                    for other in self
+                        .site
+                        .iter()
+                        .filter(|v| self.membership.has_failed(&v.node))
+                    {
                         if let Ok(address) = plane::xcf_of(&self.site, &other.node) {
                             node.distributor.set_target_down(address, true);
                         }

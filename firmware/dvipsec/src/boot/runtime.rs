@@ -68,6 +68,8 @@ pub(super) struct DvipaIke {
     pub lifetime: LifetimeLimits,
     /// Whether the box owns it now, and then its targets.
     pub owned: Option<Vec<String>>,
+    /// Why the box took it (at startup the peers initiate: nothing to renegotiate).
+    pub adopted: Option<dvipsec_cluster::takeover::MoveReason>,
     /// The current child per IKE SA: (IKE SA, inbound SPI, outbound SPI).
     pub current: Vec<(IkeSaId, u32, u32)>,
     /// Old halves of rekeyed children: their IKE delete needs no cluster delete.
@@ -203,6 +205,7 @@ fn dvipa_ike(
         replay_window,
         lifetime,
         owned: None,
+        adopted: None,
         current: Vec::new(),
         retired: Vec::new(),
         peers,
