@@ -9,6 +9,10 @@
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use interleaved::{interleave, Variant};
+#[path = "support/interleaved.rs"]
+mod interleaved;
+
 use dvipsec_esp::{
     peek_burst, peek_burst_flows, Direction, EspError, Mode, Sa, SaConfig, SaKeys, Suite,
     TunnelEndpoints, MAX_HEADROOM, MAX_TAILROOM,
@@ -240,107 +244,158 @@ const RATIO_SUITES: [Suite; 2] = [Suite::Aes128Gcm16, Suite::Aes256Gcm16];
 const BURST: usize = 32;
 const BURST_SAS: usize = 4;
 
-/// A burst of 32 sealed 1420-byte packets over four SAs of `suite` (packet i from SA i % 4) and
-/// the four inbound SAs.
-fn sealed_burst(suite: Suite) -> (Vec<Vec<u8>>, Vec<Sa>) {
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for n in 0..BURST_SAS as u32 {
-        let mut out = config(suite, Direction::Outbound);
-        out.spi += n;
-        out.keys = SaKeys::new(
-            &vec![0x42 + n as u8; suite.enc_key_len()],
-            &vec![0x24; suite.auth_key_len()],
-        );
-        let mut inb = out.clone();
-        inb.direction = Direction::Inbound;
-        senders.push(Sa::new(out).unwrap());
-        receivers.push(Sa::new(inb).unwrap());
-    }
+/// Configuration of SA `n` (0..4) of the burst, in `direction`.
+fn burst_config(suite: Suite, n: usize, direction: Direction) -> SaConfig {
+    let mut c = config(suite, direction);
+    c.spi += n as u32;
+    c.keys = SaKeys::new(
+        &vec![0x42 + n as u8; suite.enc_key_len()],
+        &vec![0x24; suite.auth_key_len()],
+    );
+    c
+}
+
+/// The burst's four inbound SAs (built again for each user: open needs them mutable).
+fn burst_receivers(suite: Suite) -> Vec<Sa> {
+    (0..BURST_SAS)
+        .map(|n| Sa::new(burst_config(suite, n, Direction::Inbound)).unwrap())
+        .collect()
+}
+
+/// A burst of 32 sealed 1420-byte packets over four SAs of `suite` (packet i from SA i % 4).
+fn sealed_burst(suite: Suite) -> Vec<Vec<u8>> {
+    let mut senders: Vec<Sa> = (0..BURST_SAS)
+        .map(|n| Sa::new(burst_config(suite, n, Direction::Outbound)).unwrap())
+        .collect();
     let mut frames = Frames::new(&[1420]);
     let packet = frames.packets[0].clone();
-    let wires = (0..BURST)
+    (0..BURST)
         .map(|i| {
             frames.buf[MAX_HEADROOM..MAX_HEADROOM + packet.len()].copy_from_slice(&packet);
             let range = MAX_HEADROOM..MAX_HEADROOM + packet.len();
             let sealed = senders[i % BURST_SAS].seal(&mut frames.buf, range).unwrap();
             frames.buf[sealed.packet].to_vec()
         })
-        .collect();
-    (wires, receivers)
+        .collect()
 }
 
 /// The issue-3 ratio group: for AES-GCM, in one run and one group, every way to peek against a
 /// full open, all on 1420-byte tunnel packets and all reported per packet (criterion's elem/s).
 /// `open` and `peek` take one packet; the `_each` and burst variants take the same 32 packets
-/// over four SAs. After the group the medians are printed as ns per packet and as peek/open.
+/// over four SAs. After the group the medians are printed as ns per packet and as peek/open, and
+/// the same variants are timed once more interleaved (see `support/interleaved.rs`), whose
+/// ratios hold when the machine's load changes between criterion's measurements.
 fn bench_peek_ratio(c: &mut Criterion) {
     let group_name = "peek-ratio-1420B";
-    let mut group = c.benchmark_group(group_name);
     for suite in RATIO_SUITES {
-        let (wires, mut sa) = sealed_frames(suite, &[1420]);
-        let mut buf = vec![0u8; 2048];
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("open", suite.name()), |b| {
-            b.iter(|| open_all(&wires, &mut buf, &mut sa))
-        });
-        group.bench_function(BenchmarkId::new("peek", suite.name()), |b| {
-            b.iter(|| distributor_peek(&sa, &wires[0]))
-        });
-
-        let (wires, mut sas) = sealed_burst(suite);
-        group.throughput(Throughput::Elements(BURST as u64));
-        group.bench_function(BenchmarkId::new("open_each", suite.name()), |b| {
-            b.iter(|| {
-                for (i, w) in black_box(&wires).iter().enumerate() {
-                    buf[..w.len()].copy_from_slice(w);
-                    let opened = sas[i % BURST_SAS].open(&mut buf, 0..w.len()).unwrap();
-                    black_box(&buf[opened.packet]);
-                }
-            })
-        });
-        let pairs: Vec<(&Sa, &[u8])> = wires
+        let (wires, mut opener) = sealed_frames(suite, &[1420]);
+        let peeker = Sa::new(config(suite, Direction::Inbound)).unwrap();
+        let burst = sealed_burst(suite);
+        let mut burst_openers = burst_receivers(suite);
+        let burst_peekers = burst_receivers(suite);
+        let pairs: Vec<(&Sa, &[u8])> = burst
             .iter()
             .enumerate()
-            .map(|(i, w)| (&sas[i % BURST_SAS], w.as_slice()))
+            .map(|(i, w)| (&burst_peekers[i % BURST_SAS], w.as_slice()))
             .collect();
-        group.bench_function(BenchmarkId::new("peek_each", suite.name()), |b| {
-            b.iter(|| {
-                for &(sa, packet) in black_box(&pairs) {
+        let mut variants =
+            ratio_variants(&wires[0], &mut opener, &peeker, &pairs, &mut burst_openers);
+        let mut group = c.benchmark_group(group_name);
+        for variant in &mut variants {
+            group.throughput(Throughput::Elements(variant.packets as u64));
+            group.bench_function(BenchmarkId::new(variant.name, suite.name()), |b| {
+                b.iter(|| (variant.run)())
+            });
+        }
+        group.finish();
+        let names: Vec<(&str, usize)> = variants.iter().map(|v| (v.name, v.packets)).collect();
+        print_ratios(group_name, suite, &names);
+        // Only when criterion ran this group (a filter may have left it out).
+        if median_ns(group_name, "open", suite.name()).is_some() {
+            for t in interleave(&mut variants, 300) {
+                println!(
+                    "interleaved {group_name} {suite}: {} {:.1} ns/pkt (= {:.3} of its open)",
+                    t.name, t.ns_per_packet, t.ratio
+                );
+            }
+        }
+    }
+}
+
+/// The variants of the ratio group: single open and peek of one packet, then open, peek, burst
+/// peek and compact burst peek of the same 32 packets; each peek is compared with the open of
+/// the same packets.
+fn ratio_variants<'a>(
+    wire: &'a [u8],
+    opener: &'a mut Sa,
+    peeker: &'a Sa,
+    pairs: &'a [(&'a Sa, &'a [u8])],
+    burst_openers: &'a mut [Sa],
+) -> Vec<Variant<'a>> {
+    let mut buf = vec![0u8; 2048];
+    let mut burst_buf = vec![0u8; 2048];
+    let mut infos: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
+    let mut flows: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
+    vec![
+        Variant {
+            name: "open",
+            packets: 1,
+            base: 0,
+            run: Box::new(move || {
+                buf[..wire.len()].copy_from_slice(black_box(wire));
+                let opened = opener.open(&mut buf, 0..wire.len()).unwrap();
+                black_box(&buf[opened.packet]);
+            }),
+        },
+        Variant {
+            name: "peek",
+            packets: 1,
+            base: 0,
+            run: Box::new(move || distributor_peek(peeker, wire)),
+        },
+        Variant {
+            name: "open_each",
+            packets: BURST,
+            base: 2,
+            run: Box::new(move || {
+                for (i, &(_, w)) in black_box(pairs).iter().enumerate() {
+                    burst_buf[..w.len()].copy_from_slice(w);
+                    let opened = burst_openers[i % BURST_SAS]
+                        .open(&mut burst_buf, 0..w.len())
+                        .unwrap();
+                    black_box(&burst_buf[opened.packet]);
+                }
+            }),
+        },
+        Variant {
+            name: "peek_each",
+            packets: BURST,
+            base: 2,
+            run: Box::new(move || {
+                for &(sa, packet) in black_box(pairs) {
                     distributor_peek(sa, packet);
                 }
-            })
-        });
-        let mut results: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
-        group.bench_function(BenchmarkId::new("peek_burst", suite.name()), |b| {
-            b.iter(|| {
-                peek_burst(black_box(&pairs), &mut results);
-                black_box(&results);
-            })
-        });
-        let mut flows: Vec<_> = (0..BURST).map(|_| Err(EspError::DummyPacket)).collect();
-        group.bench_function(BenchmarkId::new("peek_burst_flows", suite.name()), |b| {
-            b.iter(|| {
-                peek_burst_flows(black_box(&pairs), &mut flows);
+            }),
+        },
+        Variant {
+            name: "peek_burst",
+            packets: BURST,
+            base: 2,
+            run: Box::new(move || {
+                peek_burst(black_box(pairs), &mut infos);
+                black_box(&infos);
+            }),
+        },
+        Variant {
+            name: "peek_burst_flows",
+            packets: BURST,
+            base: 2,
+            run: Box::new(move || {
+                peek_burst_flows(black_box(pairs), &mut flows);
                 black_box(&flows);
-            })
-        });
-    }
-    group.finish();
-    for suite in RATIO_SUITES {
-        print_ratios(
-            group_name,
-            suite,
-            &[
-                ("open", 1),
-                ("peek", 1),
-                ("open_each", BURST),
-                ("peek_each", BURST),
-                ("peek_burst", BURST),
-                ("peek_burst_flows", BURST),
-            ],
-        );
-    }
+            }),
+        },
+    ]
 }
 
 /// Prints, for the benchmarks of `group` that ran in this process, the median ns per packet and
@@ -351,6 +406,10 @@ fn print_ratios(group: &str, suite: Suite, variants: &[(&str, usize)]) {
     let per_packet = |name: &str, packets: usize| {
         median_ns(group, name, suite.name()).map(|ns| ns / packets as f64)
     };
+    if per_packet("open", 1).is_none() {
+        // The group did not run (filtered out).
+        return;
+    }
     let mut line = format!("ratio {group} {suite}:");
     for &(name, packets) in variants {
         let Some(ns) = per_packet(name, packets) else {

@@ -7,7 +7,11 @@
 //! figure. `peek_cost ratio` (without valgrind) instead times all four interleaved and prints
 //! wall-clock ns per packet and peek/open ratios.
 use dvipsec_esp::*;
+use interleaved::{interleave, Variant};
 use std::hint::black_box;
+
+#[path = "../benches/support/interleaved.rs"]
+mod interleaved;
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let option = std::env::args().nth(2).unwrap_or_default();
@@ -108,11 +112,9 @@ fn main() {
     }
 }
 
-/// Wall-clock ratios that survive a noisy machine: 400 rounds, each timing every variant over the
-/// same 32 packets for about 50 microseconds back to back, so a load change hits all of them
-/// alike; prints the median ns per packet and the median of the per-round peek/open ratios.
-fn ratio(receivers: &[Sa], opener: &mut [Sa], wires: &[Vec<u8>]) {
-    use std::time::Instant;
+/// Wall-clock ratios that survive a noisy machine: the four variants over the same 32 packets,
+/// interleaved in short slices for 400 rounds (see `benches/support/interleaved.rs`).
+fn ratio(receivers: &[Sa], openers: &mut [Sa], wires: &[Vec<u8>]) {
     let pairs: Vec<(&Sa, &[u8])> = wires
         .iter()
         .enumerate()
@@ -121,50 +123,54 @@ fn ratio(receivers: &[Sa], opener: &mut [Sa], wires: &[Vec<u8>]) {
     let mut buf = vec![0u8; 2048];
     let mut infos: Vec<_> = (0..32).map(|_| Err(EspError::DummyPacket)).collect();
     let mut flows: Vec<_> = (0..32).map(|_| Err(EspError::DummyPacket)).collect();
-    const NAMES: [&str; 4] = ["open_each", "peek_each", "peek_burst", "peek_burst_flows"];
-    let mut samples: [Vec<f64>; 4] = Default::default();
-    for _ in 0..400 {
-        for (variant, sample) in samples.iter_mut().enumerate() {
-            let reps = if variant == 0 { 8 } else { 64 };
-            let start = Instant::now();
-            for _ in 0..reps {
-                match variant {
-                    0 => {
-                        for (i, w) in black_box(wires).iter().enumerate() {
-                            buf[..w.len()].copy_from_slice(w);
-                            let o = opener[i % 4].open(&mut buf, 0..w.len()).unwrap();
-                            black_box(&buf[o.packet]);
-                        }
-                    }
-                    1 => {
-                        for &(sa, w) in black_box(&pairs) {
-                            black_box(sa.peek(w).unwrap());
-                        }
-                    }
-                    2 => {
-                        peek_burst(black_box(&pairs), &mut infos);
-                        black_box(&infos);
-                    }
-                    _ => {
-                        peek_burst_flows(black_box(&pairs), &mut flows);
-                        black_box(&flows);
-                    }
+    let pairs = &pairs;
+    let mut variants = [
+        Variant {
+            name: "open_each",
+            packets: 32,
+            base: 0,
+            run: Box::new(|| {
+                for (i, w) in black_box(wires).iter().enumerate() {
+                    buf[..w.len()].copy_from_slice(w);
+                    let o = openers[i % 4].open(&mut buf, 0..w.len()).unwrap();
+                    black_box(&buf[o.packet]);
                 }
-            }
-            sample.push(start.elapsed().as_nanos() as f64 / (reps * 32) as f64);
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let opens = samples[0].clone();
-    println!(
-        "ns per packet, median of 400 interleaved rounds (ratio: median of per-round peek/open)"
-    );
-    for (name, sample) in NAMES.iter().zip(&mut samples) {
-        let mut ratios: Vec<f64> = sample.iter().zip(&opens).map(|(p, o)| p / o).collect();
-        let ns = median(sample);
-        println!("{name:>17} {ns:7.1} ns  ratio {:.3}", median(&mut ratios));
+            }),
+        },
+        Variant {
+            name: "peek_each",
+            packets: 32,
+            base: 0,
+            run: Box::new(|| {
+                for &(sa, w) in black_box(pairs) {
+                    black_box(sa.peek(w).unwrap());
+                }
+            }),
+        },
+        Variant {
+            name: "peek_burst",
+            packets: 32,
+            base: 0,
+            run: Box::new(|| {
+                peek_burst(black_box(pairs), &mut infos);
+                black_box(&infos);
+            }),
+        },
+        Variant {
+            name: "peek_burst_flows",
+            packets: 32,
+            base: 0,
+            run: Box::new(|| {
+                peek_burst_flows(black_box(pairs), &mut flows);
+                black_box(&flows);
+            }),
+        },
+    ];
+    println!("ns per packet, median of 400 interleaved rounds; ratio: median of per-round peek/open_each");
+    for t in interleave(&mut variants, 400) {
+        println!(
+            "{:>17} {:7.1} ns  ratio {:.3}",
+            t.name, t.ns_per_packet, t.ratio
+        );
     }
 }
