@@ -2,6 +2,7 @@
 //! node, `dvipsec boot` in each), its DVIPA's owner answering IKE and the targets echoing on
 //! the DVIPA's port 60. Torn down with `topology down` on drop.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,17 +141,31 @@ impl Dvipsec {
         self.names.hub()
     }
 
-    /// CPU ticks used so far by every `dvipsec boot` process of the site.
-    pub fn cpu_ticks(&self) -> u64 {
+    /// CPU ticks used so far by each `dvipsec boot` process of the site, by node name.
+    pub fn cpu_parts(&self) -> BTreeMap<String, u64> {
         topology::recorded(&self.run_dir)
             .unwrap_or_default()
             .iter()
             .filter_map(|r| match r {
-                Resource::Process(pid) => cpu::process_ticks(*pid),
+                Resource::Process(pid) => Some((
+                    node_of(*pid).unwrap_or(format!("pid {pid}")),
+                    cpu::process_ticks(*pid)?,
+                )),
                 _ => None,
             })
-            .sum()
+            .collect()
     }
+}
+
+/// The `--node NAME` of a running `dvipsec boot`.
+fn node_of(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args.iter().position(|a| a == "--node")?;
+    args.get(at + 1).cloned()
 }
 
 impl Drop for Dvipsec {

@@ -277,7 +277,8 @@ struct Context<'a> {
 trait Gateway {
     fn name(&self) -> &'static str;
     fn peer_spec(&self) -> PeerSpec;
-    fn cpu_ticks(&self) -> u64;
+    /// CPU ticks used so far by each part of the gateway (process or thread), by name.
+    fn cpu_parts(&self) -> BTreeMap<String, u64>;
     fn esp_packets(&self) -> Option<(u64, u64)> {
         None
     }
@@ -302,8 +303,8 @@ impl Gateway for strongswan::StrongSwan {
     fn peer_spec(&self) -> PeerSpec {
         strongswan::StrongSwan::peer_spec(self)
     }
-    fn cpu_ticks(&self) -> u64 {
-        strongswan::StrongSwan::cpu_ticks(self)
+    fn cpu_parts(&self) -> BTreeMap<String, u64> {
+        strongswan::StrongSwan::cpu_parts(self)
     }
     fn esp_packets(&self) -> Option<(u64, u64)> {
         strongswan::StrongSwan::esp_packets(self)
@@ -326,8 +327,8 @@ impl Gateway for dvipsec::Dvipsec {
     fn peer_spec(&self) -> PeerSpec {
         dvipsec::Dvipsec::peer_spec(self).clone()
     }
-    fn cpu_ticks(&self) -> u64 {
-        dvipsec::Dvipsec::cpu_ticks(self)
+    fn cpu_parts(&self) -> BTreeMap<String, u64> {
+        dvipsec::Dvipsec::cpu_parts(self)
     }
 }
 
@@ -427,7 +428,7 @@ fn measure_point(
 ) -> Result<Point, LoadError> {
     let (plan, note) = fit_to(gateway, plan);
     let plan = &plan;
-    let ticks_before = gateway.cpu_ticks();
+    let parts_before = gateway.cpu_parts();
     let own_before = own_ticks(gateway);
     let esp_before = gateway.esp_packets();
     let replays_before = gateway.replay_failures();
@@ -435,7 +436,15 @@ fn measure_point(
     let outcome = session.run(&plan.traffic, &|elapsed| {
         progress.set_position(done_ms + elapsed.as_millis() as u64);
     })?;
-    let ticks = gateway.cpu_ticks().saturating_sub(ticks_before);
+    let parts: BTreeMap<String, u64> = gateway
+        .cpu_parts()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = parts_before.get(&name).copied().unwrap_or(0);
+            (name, after.saturating_sub(before))
+        })
+        .collect();
+    let ticks = parts.values().sum();
     let generator_ticks = own_ticks(gateway).saturating_sub(own_before);
     let esp = match (esp_before, gateway.esp_packets()) {
         (Some((in0, out0)), Some((in1, out1))) => {
@@ -449,6 +458,11 @@ fn measure_point(
     };
     let mut point = point(plan, &outcome, ticks, esp, replays);
     point.note = note;
+    let tck = cpu::clock_ticks_per_second().max(1) as f64;
+    point.gateway_cpu_seconds_by_part = parts
+        .into_iter()
+        .map(|(name, ticks)| (name, ticks as f64 / tck))
+        .collect();
     point.generator_cpu_seconds =
         generator_ticks as f64 / cpu::clock_ticks_per_second().max(1) as f64;
     Ok(point)
@@ -528,6 +542,7 @@ fn point(
         rekeys_completed: outcome.rekeys_completed,
         gateway_cpu_seconds: ticks as f64 / tck.max(1) as f64,
         generator_cpu_seconds: 0.0,
+        gateway_cpu_seconds_by_part: BTreeMap::new(),
         cycles_per_packet: cycles,
         gateway_esp_packets: esp,
         per_flow: outcome.flows.clone(),

@@ -48,6 +48,8 @@ pub struct Point {
     /// CPU time of the load generator (this process, less any gateway thread in it): near
     /// `seconds` times the cores it uses means the generator, not the gateway, was the limit.
     pub generator_cpu_seconds: f64,
+    /// The gateway's CPU time by part: strongSwan's `charon` and `echo`, dvipsec's nodes.
+    pub gateway_cpu_seconds_by_part: BTreeMap<String, f64>,
     pub cycles_per_packet: Option<f64>,
     /// The gateway's own ESP counters (in, out), where it has them.
     pub gateway_esp_packets: Option<(u64, u64)>,
@@ -252,7 +254,8 @@ fn summary_tables(page: &mut String, result: &RunResult) {
                     "<p>IKE SA and child SA in {ike_setup_ms:.1} ms.</p>\n<table><tr><th>point</th>\
                      <th>sent</th><th>received</th><th>loss</th><th>pps</th><th>Gbit/s</th>\
                      <th>p50 µs</th><th>p99 µs</th><th>p99.9 µs</th><th>reordered</th>\
-                     <th>replay drops (peer)</th><th>replay drops (gateway)</th><th>rekeys</th><th>cycles/pkt</th></tr>"
+                     <th>replay drops (peer)</th><th>replay drops (gateway)</th><th>rekeys</th><th>cycles/pkt</th>\
+                     <th>gateway CPU s</th><th>generator CPU s</th></tr>"
                 );
                 for p in points {
                     let lat = |f: fn(&Percentiles) -> f64| {
@@ -263,7 +266,8 @@ fn summary_tables(page: &mut String, result: &RunResult) {
                     let _ = writeln!(
                         page,
                         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.0}</td><td>{:.3}</td>\
-                         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+                         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td>\
+                         <td>{}</td><td>{:.2}</td></tr>",
                         escape(&p.label),
                         p.sent,
                         p.received,
@@ -279,12 +283,24 @@ fn summary_tables(page: &mut String, result: &RunResult) {
                         p.rekeys_completed,
                         p.rekeys_started,
                         p.cycles_per_packet.map_or("-".into(), |c| format!("{c:.0}")),
+                        cpu_parts(p),
+                        p.generator_cpu_seconds,
                     );
                 }
                 page.push_str("</table>\n");
             }
         }
     }
+}
+
+/// "1.20 (MVS1 0.80, MVS2 0.40)": the gateway's CPU seconds, in all and by part.
+fn cpu_parts(point: &Point) -> String {
+    let parts: Vec<String> = point
+        .gateway_cpu_seconds_by_part
+        .iter()
+        .map(|(name, seconds)| format!("{} {seconds:.2}", escape(name)))
+        .collect();
+    format!("{:.2} ({})", point.gateway_cpu_seconds, parts.join(", "))
 }
 
 fn ratio_table(page: &mut String, result: &RunResult) {
@@ -462,6 +478,7 @@ mod tests {
             rekeys_completed: 0,
             gateway_cpu_seconds: 0.0,
             generator_cpu_seconds: 0.0,
+            gateway_cpu_seconds_by_part: BTreeMap::new(),
             cycles_per_packet: Some(1000.0),
             gateway_esp_packets: None,
             per_flow: Vec::new(),

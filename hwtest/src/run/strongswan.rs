@@ -5,6 +5,7 @@
 //! joined by one veth pair. Outer addresses on the veth, the gateway's inner address on its
 //! `lo`; charon routes replies to the peer's inner address into its tunnel.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -248,15 +249,18 @@ impl StrongSwan {
         }
     }
 
-    /// CPU ticks used so far by the gateway: charon (every thread, libipsec's included) and the
-    /// echo thread.
-    pub fn cpu_ticks(&self) -> u64 {
+    /// CPU ticks used so far by the gateway's parts: charon (every thread, libipsec's
+    /// included) and the echo thread.
+    pub fn cpu_parts(&self) -> BTreeMap<String, u64> {
         let charon = self
             .charon
             .as_ref()
             .and_then(|c| cpu::process_ticks(c.id()))
             .unwrap_or(0);
-        charon + self.echo.as_ref().map_or(0, Echo::ticks)
+        BTreeMap::from([
+            ("charon".to_string(), charon),
+            ("echo".to_string(), self.echo_ticks()),
+        ])
     }
 
     /// CPU ticks of the echo thread (it runs in this process).
