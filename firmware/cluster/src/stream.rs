@@ -21,6 +21,18 @@ pub enum StreamError {
     Closed,
 }
 
+/// Appends `bytes` to `buf`, growing it by hand so that the old allocation (which may hold
+/// keys of an SA_INSTALL) is zeroized when dropped rather than left behind by a reallocation.
+pub fn extend_zeroizing(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let needed = buf.len() + bytes.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * buf.capacity())));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
+}
+
 /// Splits a byte stream into frames. A bad header poisons the stream (there is no way to
 /// find the next frame boundary), so the connection must be closed.
 #[derive(Default)]
@@ -34,15 +46,7 @@ impl FrameSplitter {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        let needed = self.buf.len() + bytes.len();
-        if needed > self.buf.capacity() {
-            // Grow by hand so the old buffer (which may hold keys) is zeroized when dropped.
-            let mut bigger =
-                Zeroizing::new(Vec::with_capacity(needed.max(2 * self.buf.capacity())));
-            bigger.extend_from_slice(&self.buf);
-            self.buf = bigger;
-        }
-        self.buf.extend_from_slice(bytes);
+        extend_zeroizing(&mut self.buf, bytes);
     }
 
     /// The next whole frame, if one has arrived.

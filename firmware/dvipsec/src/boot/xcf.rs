@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use dvipsec_cluster::stream::{write_frame, StreamError};
+use dvipsec_cluster::stream::{extend_zeroizing, write_frame, StreamError};
 use dvipsec_cluster::tls::{node_dns_name, peer_is, XcfIdentity};
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use zeroize::Zeroizing;
@@ -452,19 +452,6 @@ impl LengthSplitter {
         Ok(Some(frame))
     }
 
-    /// Appends bytes; a bigger buffer is made by hand so the old one, which may hold keys of an
-    /// SA_INSTALL, is zeroized when dropped instead of being left behind by a reallocation.
-    fn push(&mut self, bytes: &[u8]) {
-        let needed = self.buf.len() + bytes.len();
-        if needed > self.buf.capacity() {
-            let mut bigger =
-                Zeroizing::new(Vec::with_capacity(needed.max(2 * self.buf.capacity())));
-            bigger.extend_from_slice(&self.buf);
-            self.buf = bigger;
-        }
-        self.buf.extend_from_slice(bytes);
-    }
-
     /// Reads what is available (a read timeout ends the wait) and returns the next frame.
     fn read<S: Read>(&mut self, stream: &mut S) -> Result<Option<Zeroizing<Vec<u8>>>, StreamError> {
         if let Some(frame) = self.next_frame()? {
@@ -474,7 +461,7 @@ impl LengthSplitter {
         match stream.read(chunk.as_mut()) {
             Ok(0) => Err(StreamError::Closed),
             Ok(n) => {
-                self.push(&chunk[..n]);
+                extend_zeroizing(&mut self.buf, &chunk[..n]);
                 self.next_frame()
             }
             Err(error)
