@@ -1,11 +1,9 @@
 //! `dvipsec boot --config SITE.yaml --node NAME`: run one box until SIGTERM or SIGINT.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tracing_subscriber::EnvFilter;
 
 use crate::boot::{self, BootError, BootRequest, StopFlag};
 
@@ -23,7 +21,7 @@ pub struct BootArgs {
 }
 
 pub fn run(args: BootArgs) -> ExitCode {
-    init_logging();
+    init_logging(&args.config);
     let request = BootRequest {
         config: args.config,
         node: args.node,
@@ -56,12 +54,9 @@ fn boot_and_wait(request: &BootRequest) -> Result<(), BootError> {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default `info`.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+/// Logs to stderr at the site's levels (`logging:`; `RUST_LOG` overrides). A site that does
+/// not load yet logs at the defaults: boot then reports why it does not load.
+fn init_logging(config: &std::path::Path) {
+    let site = dvipsec_config::SiteConfig::load(config).ok();
+    crate::logging::init(site.as_ref().and_then(|s| s.logging.as_ref()));
 }
