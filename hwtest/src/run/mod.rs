@@ -140,7 +140,7 @@ fn execute(args: &RunArgs) -> Result<ExitCode, String> {
         results.insert(system.to_string(), result);
     }
     progress.finish_and_clear();
-    let result = RunResult {
+    let mut result = RunResult {
         scenario: scenario_name(args.scenario).into(),
         seconds_per_point: args.seconds as f64,
         rate_pps: args.rate,
@@ -152,9 +152,12 @@ fn execute(args: &RunArgs) -> Result<ExitCode, String> {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         cpu_cycles_method: report::CYCLES_METHOD,
-        ratio_vs_strongswan: report::ratios(&results),
+        ratio_vs_strongswan: BTreeMap::new(),
+        goals: Vec::new(),
         systems: results,
     };
+    result.ratio_vs_strongswan = report::ratios(&result.systems);
+    result.goals = report::goals(&result.systems, &result.ratio_vs_strongswan);
     let (json, html) = report::write(&args.out, &result)?;
     print_summary(&result);
     println!("result: {}\nreport: {}", json.display(), html.display());

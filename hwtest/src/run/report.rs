@@ -113,6 +113,74 @@ pub struct RunResult {
     pub cpu_cycles_method: &'static str,
     pub systems: BTreeMap<String, SystemResult>,
     pub ratio_vs_strongswan: BTreeMap<String, Vec<Ratio>>,
+    /// The performance goals that this scenario's figures speak to.
+    pub goals: Vec<Goal>,
+}
+
+/// One performance goal: what is required, what was measured, whether it is met.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: &'static str,
+    pub required: &'static str,
+    pub measured: Option<f64>,
+    pub met: Option<bool>,
+}
+
+impl Goal {
+    fn at_least(
+        goal: &'static str,
+        required: &'static str,
+        bound: f64,
+        measured: Option<f64>,
+    ) -> Self {
+        Goal {
+            goal,
+            required,
+            measured,
+            met: measured.map(|m| m >= bound),
+        }
+    }
+}
+
+/// The goals the measured points of `systems` can be checked against (none without dvipsec).
+pub fn goals(
+    systems: &BTreeMap<String, SystemResult>,
+    ratios: &BTreeMap<String, Vec<Ratio>>,
+) -> Vec<Goal> {
+    let Some(dvipsec) = systems.get("dvipsec").filter(|s| !s.points().is_empty()) else {
+        return Vec::new();
+    };
+    let points = dvipsec.points();
+    let mut goals = Vec::new();
+    let at_1420 = ratios
+        .get("dvipsec")
+        .and_then(|list| list.iter().find(|r| r.label == "1420 B"))
+        .and_then(|r| r.gbps);
+    if at_1420.is_some() {
+        goals.push(Goal::at_least(
+            "dvipsec throughput over strongSwan's at 1420 B",
+            ">= 10",
+            10.0,
+            at_1420,
+        ));
+    }
+    let gbps_of = |label: &str| points.iter().find(|p| p.label == label).map(|p| p.gbps);
+    if let (Some(one), Some(two)) = (gbps_of("1 flows"), gbps_of("2 flows")) {
+        goals.push(Goal::at_least(
+            "throughput with 2 flows over 1 flow",
+            ">= 1.8",
+            1.8,
+            ratio(two, one),
+        ));
+    }
+    let drops: u64 = points.iter().map(|p| p.replay_rejected_at_peer).sum();
+    goals.push(Goal {
+        goal: "replay drops at the peer",
+        required: "0",
+        measured: Some(drops as f64),
+        met: Some(drops == 0),
+    });
+    goals
 }
 
 fn ratio(ours: f64, theirs: f64) -> Option<f64> {
@@ -200,6 +268,7 @@ fn html(result: &RunResult) -> Result<String, String> {
     );
     summary_tables(&mut page, result);
     ratio_table(&mut page, result);
+    goal_table(&mut page, result);
     let distinct_sizes = |s: &[Series]| s.iter().any(|(_, p)| p.len() > 1);
     let by_size = series(result, |p| p.packet_size, |p| Some(p.gbps));
     if distinct_sizes(&by_size) && result.scenario == "outbound" {
@@ -291,6 +360,24 @@ fn summary_tables(page: &mut String, result: &RunResult) {
             }
         }
     }
+}
+
+fn goal_table(page: &mut String, result: &RunResult) {
+    if result.goals.is_empty() {
+        return;
+    }
+    page.push_str("<h2>Goals</h2>\n<table><tr><th>goal</th><th>required</th><th>measured</th><th>met</th></tr>\n");
+    for goal in &result.goals {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(goal.goal),
+            escape(goal.required),
+            goal.measured.map_or("-".into(), |m| format!("{m:.2}")),
+            goal.met.map_or("-", |met| if met { "yes" } else { "no" })
+        );
+    }
+    page.push_str("</table>\n");
 }
 
 /// "1.20 (MVS1 0.80, MVS2 0.40)": the gateway's CPU seconds, in all and by part.
@@ -503,6 +590,14 @@ mod tests {
             measured(vec![point("1420 B", 1420.0, 2.0)]),
         );
         let table = ratios(&systems);
+        let goals = goals(&systems, &table);
+        assert_eq!(goals[0].measured, Some(10.0));
+        assert_eq!(goals[0].met, Some(true));
+        assert_eq!(
+            goals.last().map(|g| g.met),
+            Some(Some(true)),
+            "no replay drops"
+        );
         let list = &table["dvipsec"];
         assert_eq!(list.len(), 1);
         assert!((list[0].gbps.expect("ratio") - 10.0).abs() < 1e-9);
@@ -519,6 +614,7 @@ mod tests {
             },
             cpu_cycles_method: CYCLES_METHOD,
             ratio_vs_strongswan: table,
+            goals,
             systems,
         };
         let page = html(&result).expect("html");
