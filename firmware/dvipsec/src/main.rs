@@ -8,6 +8,7 @@ mod cmd_cf;
 mod cmd_config;
 mod cmd_demo;
 mod demo;
+mod lifesize_sink;
 mod logging;
 
 use std::process::ExitCode;

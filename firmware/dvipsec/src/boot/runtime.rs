@@ -23,7 +23,6 @@ use dvipsec_cluster::{
     DistributorEvent, IkeEvent, LinkSecurity, Membership, Takeover, TargetEvent, Transmit,
 };
 use dvipsec_config::{NodeView, SiteConfig};
-use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink};
 use dvipsec_esp::{AeadProvider, LifetimeLimits};
 use dvipsec_ike::{ChildSaInstalled, Endpoint, EndpointConfig, Event, IkeSaId, PeerConfig};
 
@@ -33,6 +32,7 @@ use super::facility::AttachedRegion;
 use super::ike_socket::IkeSockets;
 use super::plane::{Neighbourhood, Plane};
 use super::xcf::XcfManager;
+use crate::lifesize_sink::CoreSink;
 
 /// How often targets hand their SA counts to the cluster core.
 const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
@@ -640,13 +640,9 @@ impl Runtime {
         let (Some(plane), Some(core)) = (self.plane.as_mut(), self.target.as_mut()) else {
             return;
         };
-        let mut sink = CoreSink {
-            core,
-            served: &self.served,
-            refused: 0,
-        };
+        let mut sink = CoreSink::new(core, &self.served);
         plane.report_lifesize(&mut sink);
-        self.counters.core_errors += sink.refused;
+        self.counters.core_errors += sink.refused();
     }
 
     /// The region's holder tells every other box where the region is (again each interval: a
@@ -906,38 +902,6 @@ fn install_in_plane(
         ),
     }
     true
-}
-
-/// Lifesize counts from the data path to the box's target core (which batches LIFESIZE).
-struct CoreSink<'a> {
-    core: &'a mut dvipsec_cluster::Target,
-    served: &'a [(String, IpAddr)],
-    refused: u64,
-}
-
-impl LifesizeSink for CoreSink<'_> {
-    fn report(&mut self, report: LifesizeReport) {
-        let Some((name, _)) = self.served.iter().find(|(_, a)| *a == report.dvipa) else {
-            self.refused += 1;
-            return;
-        };
-        let direction = match report.direction {
-            dvipsec_cf::Direction::Inbound => WireDirection::Inbound,
-            dvipsec_cf::Direction::Outbound => WireDirection::Outbound,
-        };
-        let sa = SaRef {
-            dvipa: name.clone(),
-            direction,
-            spi: report.spi,
-        };
-        if self
-            .core
-            .count(&sa, report.usage.bytes, report.usage.packets)
-            .is_err()
-        {
-            self.refused += 1;
-        }
-    }
 }
 
 /// The loop's counts, for the shutdown line.

@@ -6,6 +6,7 @@
 use super::convert::{self, child_pair, data_plane_sa, peer_sas};
 use super::facility::{CfOps, CountingFacility};
 use super::ike::{KeyExchange, Parties};
+use crate::lifesize_sink::CoreSink;
 use dvipsec_cf::{LeasePolicy, Region, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::sim::Network;
@@ -19,7 +20,7 @@ use dvipsec_dataplane::node::SendStatus;
 use dvipsec_dataplane::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
 use dvipsec_dataplane::peer::ScriptedPeer;
 use dvipsec_dataplane::poll::PollNode;
-use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink, ShadowSaTable};
+use dvipsec_dataplane::sa_table::ShadowSaTable;
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
 use dvipsec_ike::{ChildSaInstalled, Event};
@@ -216,38 +217,6 @@ fn plan(views: &[NodeView]) -> Result<Vec<DvipaPlan>, SiteError> {
         return Err(SiteError::Missing("distributed DVIPA".into()));
     }
     Ok(plans)
-}
-
-/// Reports from a box's data path, to the box's cluster core (which batches LIFESIZE).
-struct ClusterSink<'a> {
-    core: &'a mut dvipsec_cluster::Target,
-    dvipas: &'a [(String, IpAddr)],
-    refused: u64,
-}
-
-impl LifesizeSink for ClusterSink<'_> {
-    fn report(&mut self, report: LifesizeReport) {
-        let Some((name, _)) = self.dvipas.iter().find(|(_, a)| *a == report.dvipa) else {
-            self.refused += 1;
-            return;
-        };
-        let direction = match report.direction {
-            dvipsec_cf::Direction::Inbound => WireDirection::Inbound,
-            dvipsec_cf::Direction::Outbound => WireDirection::Outbound,
-        };
-        let sa = SaRef {
-            dvipa: name.clone(),
-            direction,
-            spi: report.spi,
-        };
-        if self
-            .core
-            .count(&sa, report.usage.bytes, report.usage.packets)
-            .is_err()
-        {
-            self.refused += 1;
-        }
-    }
 }
 
 /// The switch ports of the site, by name.
@@ -878,13 +847,9 @@ impl Site {
 
     fn report_lifesize(&mut self) {
         for target in &mut self.targets {
-            let mut sink = ClusterSink {
-                core: &mut target.core,
-                dvipas: &target.dvipas,
-                refused: 0,
-            };
+            let mut sink = CoreSink::new(&mut target.core, &target.dvipas);
             target.node.report_lifesize(&mut sink);
-            self.counters.lifesize_refused += sink.refused;
+            self.counters.lifesize_refused += sink.refused();
         }
     }
 
