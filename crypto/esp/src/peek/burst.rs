@@ -289,18 +289,19 @@ fn plan_and_encrypt(pairs: &[(&Sa, &[u8])], plans: &mut Plans, keystream: &mut K
         let Some(slot) = cursor.get_mut(usize::from(group)) else {
             continue;
         };
-        let blocks = &mut keystream[*slot..*slot + BLOCKS_PER_PACKET];
-        if let Some(planned) = plan_packet(sa, packet, *slot, blocks) {
+        let at = usize::from(*slot);
+        let blocks = &mut keystream[at..at + BLOCKS_PER_PACKET];
+        if let Some(planned) = plan_packet(sa, packet, at, blocks) {
             *plan = planned;
         }
-        *slot += BLOCKS_PER_PACKET;
+        *slot += BLOCKS_PER_PACKET as u8;
     }
     for group in 0..groups.count {
-        let sa = pairs[groups.leader[group]].0;
+        let sa = pairs[usize::from(groups.leader[group])].0;
         let Some((aead, _)) = gcm_cipher(sa) else {
             continue;
         };
-        let run = &mut keystream[groups.start[group]..cursor[group]];
+        let run = &mut keystream[usize::from(groups.start[group])..usize::from(cursor[group])];
         if !aead.encrypt_counter_blocks(run) {
             drop_group(pairs, plans, sa);
         }
@@ -370,8 +371,11 @@ fn plan_packet(
 struct Groups {
     count: usize,
     of_packet: [u8; MAX_PEEK_BURST],
-    leader: [usize; MAX_PEEK_BURST],
-    start: [usize; MAX_PEEK_BURST],
+    /// Index of each group's first packet.
+    leader: [u8; MAX_PEEK_BURST],
+    /// Where each group's run of blocks starts: below 96, so a byte (small arrays are cheap to
+    /// set up per pass).
+    start: [u8; MAX_PEEK_BURST],
 }
 
 /// Group number of a packet whose keystream is not computed ahead.
@@ -385,16 +389,20 @@ impl Groups {
             leader: [0; MAX_PEEK_BURST],
             start: [0; MAX_PEEK_BURST],
         };
-        let mut packets = [0usize; MAX_PEEK_BURST];
+        let mut packets = [0u8; MAX_PEEK_BURST];
         for (index, &(sa, _)) in pairs.iter().enumerate().take(MAX_PEEK_BURST) {
             if gcm_cipher(sa).is_none() {
                 continue;
             }
             let leaders = &groups.leader[..groups.count];
-            let group = match leaders.iter().position(|&l| std::ptr::eq(pairs[l].0, sa)) {
+            let found = leaders
+                .iter()
+                .position(|&l| std::ptr::eq(pairs[usize::from(l)].0, sa));
+            let group = match found {
                 Some(group) => group,
                 None => {
-                    groups.leader[groups.count] = index;
+                    // Below MAX_PEEK_BURST (32): fits a byte.
+                    groups.leader[groups.count] = index as u8;
                     groups.count += 1;
                     groups.count - 1
                 }
@@ -403,10 +411,11 @@ impl Groups {
             groups.of_packet[index] = group as u8;
             packets[group] += 1;
         }
-        let mut next = 0;
-        for (start, size) in groups.start.iter_mut().zip(&packets[..groups.count]) {
+        let mut next = 0u8;
+        for (start, &size) in groups.start.iter_mut().zip(&packets[..groups.count]) {
             *start = next;
-            next += size * BLOCKS_PER_PACKET;
+            // At most 32 packets of 3 blocks: 96 fits a byte.
+            next += size * BLOCKS_PER_PACKET as u8;
         }
         groups
     }
