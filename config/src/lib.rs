@@ -7,6 +7,7 @@
 //! named in it; it never prints or logs a secret.
 #![forbid(unsafe_code)]
 
+mod check;
 mod error;
 mod located;
 mod model;
@@ -21,6 +22,7 @@ mod view;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use check::{check_site, Checked, EXIT_INVALID};
 pub use error::{ConfigError, Family, Invalid, ValidationError};
 pub use located::{Located, Position};
 pub use model::*;

@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use dvipsec_config::{ConfigError, NodeView, SiteConfig};
-
-/// Exit status for a configuration that does not load (also used by clap for usage errors).
-const EXIT_INVALID: u8 = 2;
+// The exit status of a site that does not load (clap uses 2 for usage errors too).
+use dvipsec_config::{check_site, ConfigError, NodeView, SiteConfig, EXIT_INVALID};
 
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
@@ -75,11 +73,8 @@ impl From<ConfigError> for CommandError {
 }
 
 fn check(file: &Path, node: Option<&str>, secrets: bool) -> Result<String, CommandError> {
-    let config = SiteConfig::load(file)?;
-    let views = match node {
-        Some(name) => vec![config.node_view(name)?],
-        None => config.node_views(),
-    };
+    let checked = check_site(file, node)?;
+    let (config, views) = (checked.config, checked.views);
     let mut output: String = views
         .iter()
         .map(|view| format!("{}\n", view.summary()))

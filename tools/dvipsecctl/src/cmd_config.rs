@@ -1,14 +1,11 @@
 //! `dvipsecctl config check FILE [--node NAME]`: validates a site configuration where the
 //! operator stands, and says for each node where its control socket and metrics endpoint are.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use dvipsec_config::{NodeView, SiteConfig};
-
-/// Exit status of a configuration that does not load (as `dvipsec config check` uses).
-const EXIT_INVALID: u8 = 2;
+use dvipsec_config::{check_site, NodeView, EXIT_INVALID};
 
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
@@ -39,13 +36,9 @@ fn endpoints(view: &NodeView) -> String {
     )
 }
 
-fn check(file: &PathBuf, node: Option<&str>) -> Result<String, dvipsec_config::ConfigError> {
-    let config = SiteConfig::load(file)?;
-    let views = match node {
-        Some(name) => vec![config.node_view(name)?],
-        None => config.node_views(),
-    };
-    Ok(views
+fn check(file: &Path, node: Option<&str>) -> Result<String, dvipsec_config::ConfigError> {
+    Ok(check_site(file, node)?
+        .views
         .iter()
         .map(|view| format!("{}\n{}", view.summary(), endpoints(view)))
         .collect())
