@@ -347,7 +347,10 @@ fn measure_strongswan(context: &Context, plans: &[Plan]) -> SystemResult {
             reason: "strongSwan is one box: it has no XCF network".into(),
         };
     }
-    let tag = format!("{}", std::process::id() % 100_000);
+    // The whole pid: namespaces of runs that died without cleaning up can then be told
+    // from those of runs still going.
+    let tag = std::process::id().to_string();
+    strongswan::remove_orphans();
     match strongswan::StrongSwan::start(&tag, &context.args.out.join("strongswan")) {
         Ok(gateway) => measure(context, &gateway, plans),
         Err(GatewayError::Missing(reason)) => unavailable(reason),

@@ -71,6 +71,35 @@ pub fn missing_prerequisite() -> Option<String> {
     None
 }
 
+/// The pid in the name of one of our namespaces (`dvhr<PID>p` or `dvhr<PID>g`).
+fn owner_of(namespace: &str) -> Option<u32> {
+    let digits = namespace.strip_prefix("dvhr")?.strip_suffix(['p', 'g'])?;
+    digits.parse().ok()
+}
+
+/// Deletes the namespaces of earlier runs whose process is gone (killed before its guards
+/// ran), and stops the processes left in them (their charon). A namespace whose pid lives on
+/// is left alone, whatever that process is now.
+pub fn remove_orphans() {
+    let Ok(existing) = dvipsec_hwtest::netns::list_namespaces() else {
+        return;
+    };
+    for name in existing {
+        let Some(pid) = owner_of(&name) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // Its charon outlived it: every process in the namespace is one that run started.
+        let pids = dvipsec_hwtest::netns::ip(&["netns", "pids", &name]).unwrap_or_default();
+        for orphan in pids.split_whitespace() {
+            let _ = Command::new("kill").arg(orphan).status();
+        }
+        let _ = dvipsec_hwtest::netns::ip(&["netns", "delete", &name]);
+    }
+}
+
 /// A UDP echo service run by a thread of this process inside the gateway's namespace.
 pub struct Echo {
     stop: Arc<AtomicBool>,
@@ -391,4 +420,18 @@ secrets {{
 }}
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_namespace_names_yield_a_pid() {
+        assert_eq!(owner_of("dvhr4242p"), Some(4242));
+        assert_eq!(owner_of("dvhr17g"), Some(17));
+        assert_eq!(owner_of("dvhr17x"), None);
+        assert_eq!(owner_of("dvh-fig4ns-hub"), None);
+        assert_eq!(owner_of("dvhrp"), None);
+    }
 }
