@@ -3,9 +3,10 @@
 //! one remote peer per DVIPA. [`Site::round`] runs every box once (single-threaded, in a fixed
 //! order, so runs are deterministic apart from IKE's random keys and SPIs).
 
-use super::convert::{self, child_pair, data_plane_sa, peer_sas};
+use super::convert::{child_pair, peer_sas};
 use super::facility::{CfOps, CountingFacility};
 use super::ike::{KeyExchange, Parties};
+use crate::boot::child::{data_plane_sa, data_plane_selector};
 use crate::lifesize_sink::CoreSink;
 use dvipsec_cf::{LeasePolicy, Region, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
@@ -683,7 +684,7 @@ impl Site {
     ) {
         let now = self.now;
         let peer = &mut self.peers[index];
-        let Some(pair) = child_pair(&peer.dvipa, peer.address, peer.inner, child) else {
+        let Some(pair) = child_pair(&peer.dvipa, child) else {
             self.counters.errors += 1;
             return;
         };
@@ -740,8 +741,8 @@ impl Site {
             .into_iter()
             .find(|s| s.sa_ref() == new_inbound)
             .cloned();
-        match stored.map(|install| (data_plane_sa(&install), install)) {
-            Some((Ok(sa), install)) => match convert::selector(&install) {
+        match stored.map(|install| (data_plane_sa(&install, None), install)) {
+            Some((Ok(sa), install)) => match data_plane_selector(&install) {
                 Some(selector) => dist.node.sas.install_inbound(
                     sa,
                     peer.address,
@@ -1083,7 +1084,8 @@ fn install_shadow(target: &mut TargetBox, sa: &SaRef) -> bool {
     let Some(&(_, dvipa)) = target.dvipas.iter().find(|(n, _)| *n == sa.dvipa) else {
         return false;
     };
-    let (Ok(esp), Some(selector)) = (data_plane_sa(&install), convert::selector(&install)) else {
+    let (Ok(esp), Some(selector)) = (data_plane_sa(&install, None), data_plane_selector(&install))
+    else {
         return false;
     };
     let slot = SlotId(install.cf_slot);
