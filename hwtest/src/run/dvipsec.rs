@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dvipsec_config::{Capability, IkeIdentity, SiteConfig};
+use dvipsec_control::{ControlClient, Request, Response};
 use dvipsec_hwtest::topology::{self, Names, Resource, TopologyOptions};
 use dvipsec_ike::Identity;
 use zeroize::Zeroizing;
@@ -18,6 +19,8 @@ use super::strongswan::{GatewayError, ECHO_PORT};
 
 pub struct Dvipsec {
     run_dir: PathBuf,
+    /// Every node's control socket, for its metrics.
+    control_sockets: Vec<PathBuf>,
     names: Names,
     spec: PeerSpec,
     targets: usize,
@@ -120,6 +123,7 @@ impl Dvipsec {
         refuse_if_in_use(&names)?;
         topology::up(site_path, &options).map_err(|e| GatewayError::Setup(e.to_string()))?;
         Ok(Dvipsec {
+            control_sockets: site.nodes.iter().map(|n| n.control_socket()).collect(),
             run_dir: run_dir.to_path_buf(),
             names,
             spec,
@@ -155,6 +159,35 @@ impl Dvipsec {
             })
             .collect()
     }
+}
+
+impl Dvipsec {
+    /// Inbound packets the site's replay windows refused so far, summed over the nodes'
+    /// metrics (`dvipsec_drops_total` with cause `replay`); `None` when a node does not answer.
+    pub fn replay_drops(&self) -> Option<u64> {
+        self.control_sockets
+            .iter()
+            .map(|socket| {
+                let mut client = ControlClient::connect(socket).ok()?;
+                match client.request(Request::Metrics).ok()? {
+                    Response::Metrics(metrics) => Some(replay_drops_in(&metrics.text)),
+                    _ => None,
+                }
+            })
+            .sum()
+    }
+}
+
+/// The sum of the `dvipsec_drops_total{...cause="replay"...}` samples of an exposition.
+fn replay_drops_in(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.starts_with("dvipsec_drops_total{") && line.contains("cause=\"replay\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }
 
 /// The `--node NAME` of a running `dvipsec boot`.
@@ -234,6 +267,17 @@ pub fn drop_on_xcf(hub: &str, percent: u8) -> Result<(), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_drops_are_summed_from_the_replay_cause_only() {
+        let text = "# TYPE dvipsec_drops_total counter\n\
+            dvipsec_drops_total{node=\"MVS1\",stage=\"distributor\",cause=\"replay\"} 3\n\
+            dvipsec_drops_total{node=\"MVS1\",stage=\"target\",cause=\"auth\"} 9\n\
+            dvipsec_drops_total{node=\"MVS1\",stage=\"target\",cause=\"replay\"} 4\n\
+            dvipsec_sa_replays_total{node=\"MVS1\",spi=\"0x1\"} 100\n";
+        assert_eq!(replay_drops_in(text), 7);
+        assert_eq!(replay_drops_in(""), 0);
+    }
 
     #[test]
     fn the_inner_host_is_in_the_network_and_not_the_outer_address() {

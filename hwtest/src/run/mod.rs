@@ -333,6 +333,9 @@ impl Gateway for dvipsec::Dvipsec {
     fn cpu_parts(&self) -> BTreeMap<String, u64> {
         dvipsec::Dvipsec::cpu_parts(self)
     }
+    fn replay_failures(&self) -> Option<u64> {
+        self.replay_drops()
+    }
 }
 
 fn unavailable(reason: impl ToString) -> SystemResult {
