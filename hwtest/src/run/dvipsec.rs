@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dvipsec_config::{Capability, IkeIdentity, SiteConfig};
+use dvipsec_config::{IkeIdentity, SiteConfig};
 use dvipsec_control::{ControlClient, Request, Response};
 use dvipsec_hwtest::topology::{self, Names, Resource, TopologyOptions};
 use dvipsec_ike::Identity;
@@ -23,7 +23,6 @@ pub struct Dvipsec {
     control_sockets: Vec<PathBuf>,
     names: Names,
     spec: PeerSpec,
-    targets: usize,
 }
 
 fn identity(id: &IkeIdentity) -> Identity {
@@ -109,11 +108,6 @@ impl Dvipsec {
             .map_err(|e| GatewayError::Setup(e.render().trim_end().to_owned()))?;
         let names = Names::for_site(&site.site);
         let spec = peer_spec(&site, site_path, &names)?;
-        let targets = site
-            .nodes
-            .iter()
-            .filter(|n| n.capabilities.iter().any(|c| **c == Capability::Target))
-            .count();
         let options = TopologyOptions {
             run_dir: run_dir.to_path_buf(),
             dvipsec: firmware_binary(),
@@ -127,17 +121,11 @@ impl Dvipsec {
             run_dir: run_dir.to_path_buf(),
             names,
             spec,
-            targets,
         })
     }
 
     pub fn peer_spec(&self) -> &PeerSpec {
         &self.spec
-    }
-
-    /// Nodes of the site that can serve as targets.
-    pub fn targets(&self) -> usize {
-        self.targets
     }
 
     /// The namespace holding the site's bridges (`br-ext`, `br-xcf`).

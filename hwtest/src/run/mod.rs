@@ -372,7 +372,6 @@ fn measure_dvipsec(context: &Context, plans: &[Plan]) -> SystemResult {
             return unavailable(e);
         }
     }
-    let _ = gateway.targets();
     measure(context, &gateway, plans)
 }
 
