@@ -1,16 +1,22 @@
 //! Building blocks of the reports a box gives: one SA of a data-plane table as an [`SaEntry`]
-//! (never its keys), a packet port as a [`LinkStatus`] and its [`PortMetric`], and the names the
-//! listings use for the ESP engine's enums. The testbed handler and the demo's boxes share them.
+//! (never its keys), a packet port as a [`LinkStatus`] and its [`PortMetric`], the names the
+//! listings use for the ESP engine's enums, the data plane's drops as metrics, its DCT as a
+//! listing and CF slots as `cf show` entries. The testbed handler, the demo's boxes and the
+//! booted box share them.
 
 use std::net::IpAddr;
 
-use dvipsec_cf::SlotId;
-use dvipsec_dataplane::sa_table::{InboundSa, OutboundSa, TrafficSelector};
+use dvipsec_cf::{CfError, Lifesize, SequenceFacility, SlotId};
+use dvipsec_dataplane::dct::Dct;
+use dvipsec_dataplane::distributor::{Distributor, DropCause};
+use dvipsec_dataplane::node::NodeCounters;
+use dvipsec_dataplane::sa_table::{InboundSa, OutboundSa, ShadowSaTable, TrafficSelector};
+use dvipsec_dataplane::target::{TargetCounters, TargetDrop};
 use dvipsec_esp::{Direction, IpsecProtocol, LifetimeState, Mode, Sa};
 use dvipsec_ports::PacketPort;
 
-use crate::metrics::{PortMetric, SaMetric};
-use crate::protocol::{LifetimeLeft, LinkStatus, SaEntry, SaLocation};
+use crate::metrics::{DropMetric, PortMetric, SaMetric};
+use crate::protocol::{CfSlot, DctFlow, DctReport, LifetimeLeft, LinkStatus, SaEntry, SaLocation};
 
 /// `Debug` names of causes (`UnknownSa`) as metric labels (`unknown_sa`).
 pub fn snake_case(name: &str) -> String {
@@ -183,6 +189,162 @@ pub fn port_status(port: &impl PacketPort) -> (LinkStatus, PortMetric) {
     (link, metric)
 }
 
+/// The shadow SAs of a data-plane table as listing entries: inbound ones, then outbound ones.
+pub fn shadow_entries(table: &ShadowSaTable) -> Vec<SaEntry> {
+    let inbound = table
+        .inbound_sas()
+        .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
+    let outbound = table
+        .outbound_sas()
+        .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
+    inbound.chain(outbound).collect()
+}
+
+/// A distributor's data path holds the inbound half of each SA it distributes (to peek): the
+/// replays and ICV failures found there are the SAD entry's.
+pub fn add_inbound_failures(entry: &mut SaEntry, table: &ShadowSaTable) {
+    let held = table
+        .inbound_sas()
+        .find(|s| s.sa.params().spi == entry.spi)
+        .map(|s| s.sa.counters());
+    if let Some(counters) = held {
+        entry.replays = counters.replays;
+        entry.auth_failures = counters.auth_failures;
+    }
+}
+
+/// The order of `sa list`: the SAD before the shadow tables, then by DVIPA, direction and SPI.
+pub fn sort_sa_entries(sas: &mut [SaEntry]) {
+    sas.sort_by(|a, b| {
+        let key = |e: &SaEntry| {
+            (
+                e.location == SaLocation::Shadow,
+                e.dvipa,
+                e.direction.clone(),
+                e.spi,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+/// The SAs of a data-plane table as (CF slot, DVIPA, SPI), inbound ones first.
+pub fn table_slots(table: &ShadowSaTable) -> Vec<(u64, IpAddr, u32)> {
+    let inbound = table
+        .inbound_sas()
+        .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi));
+    let outbound = table
+        .outbound_sas()
+        .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi));
+    inbound.chain(outbound).collect()
+}
+
+/// The `cf show` entry of one slot, from what the CF holds for it.
+pub fn cf_slot(slot: u64, dvipa: IpAddr, spi: u32, lifesize: &Lifesize) -> CfSlot {
+    CfSlot {
+        slot,
+        dvipa,
+        spi,
+        bytes_in: lifesize.bytes_in,
+        packets_in: lifesize.packets_in,
+        bytes_out: lifesize.bytes_out,
+        packets_out: lifesize.packets_out,
+    }
+}
+
+/// The `cf show` entries of the slots a box holds, given as (CF slot, DVIPA, SPI). A retired
+/// SA's slot is released before every target has dropped the SA: such a slot has no CF state
+/// left to show and is passed over; any other failure is the caller's to report.
+pub fn held_cf_slots<F: SequenceFacility + ?Sized>(
+    facility: &F,
+    held: Vec<(u64, IpAddr, u32)>,
+) -> Result<Vec<CfSlot>, (u64, CfError)> {
+    let mut slots = Vec::new();
+    for (slot, dvipa, spi) in held {
+        match facility.lifesize_read(SlotId(slot)) {
+            Ok(lifesize) => slots.push(cf_slot(slot, dvipa, spi, &lifesize)),
+            Err(CfError::UnknownSlot(_)) => continue,
+            Err(e) => return Err((slot, e)),
+        }
+    }
+    Ok(slots)
+}
+
+/// The `dct list` answer of a distributor: counts and every flow, sorted by destination then
+/// source.
+pub fn dct_report(dct: &Dct) -> DctReport {
+    let counters = dct.counters();
+    let mut flows: Vec<DctFlow> = dct
+        .entries()
+        .map(|(key, target)| DctFlow {
+            src: key.src,
+            src_port: key.src_port,
+            dst: key.dst,
+            dst_port: key.dst_port,
+            protocol: key.protocol,
+            target: target.0,
+        })
+        .collect();
+    flows.sort_by_key(|f| (f.dst, f.dst_port, f.src, f.src_port, f.protocol));
+    DctReport {
+        entries: dct.len() as u64,
+        capacity: dct.capacity() as u64,
+        added: counters.added,
+        full_drops: counters.full_drops,
+        expired: counters.expired,
+        closed: counters.closed,
+        flows,
+    }
+}
+
+/// A drop count of `stage`; `cause` is the `Debug` name of the cause (`NotIp`), written as a
+/// label (`not_ip`).
+pub fn drop_metric(stage: &str, cause: &str, count: u64) -> DropMetric {
+    DropMetric {
+        stage: stage.into(),
+        cause: snake_case(cause),
+        count,
+    }
+}
+
+/// The drops of a node's frame handling (before any role sees the frame).
+pub fn node_drops(counters: NodeCounters) -> Vec<DropMetric> {
+    [
+        ("NotIp", counters.not_ip),
+        ("NoRoomOrRoute", counters.no_room_or_route),
+        ("LocalOverflow", counters.local_overflow),
+    ]
+    .into_iter()
+    .map(|(cause, count)| drop_metric("node", cause, count))
+    .collect()
+}
+
+/// A target's drops, by cause.
+pub fn target_drops(counters: &TargetCounters) -> Vec<DropMetric> {
+    TargetDrop::ALL
+        .iter()
+        .map(|cause| drop_metric("target", &format!("{cause:?}"), counters.dropped(*cause)))
+        .collect()
+}
+
+/// A distributor's drops, by cause, then those of a full DCT.
+pub fn distributor_drops(distributor: &Distributor) -> Vec<DropMetric> {
+    let counters = distributor.counters();
+    let mut drops: Vec<DropMetric> = DropCause::ALL
+        .iter()
+        .map(|cause| {
+            drop_metric(
+                "distributor",
+                &format!("{cause:?}"),
+                counters.dropped(*cause),
+            )
+        })
+        .collect();
+    let dct = distributor.dct_counters();
+    drops.push(drop_metric("dct", "Full", dct.full_drops));
+    drops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +354,27 @@ mod tests {
         assert_eq!(snake_case("UnknownSa"), "unknown_sa");
         assert_eq!(snake_case("Replay"), "replay");
         assert_eq!(snake_case("NoSaForFlow"), "no_sa_for_flow");
+    }
+
+    #[test]
+    fn node_drops_carry_their_stage_and_label() {
+        let counters = NodeCounters {
+            not_ip: 1,
+            no_room_or_route: 2,
+            local_overflow: 3,
+            ..NodeCounters::default()
+        };
+        let drops: Vec<(String, String, u64)> = node_drops(counters)
+            .into_iter()
+            .map(|d| (d.stage, d.cause, d.count))
+            .collect();
+        assert_eq!(
+            drops,
+            [
+                ("node".into(), "not_ip".into(), 1),
+                ("node".into(), "no_room_or_route".into(), 2),
+                ("node".into(), "local_overflow".into(), 3),
+            ]
+        );
     }
 }

@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dvipsec_cf::SequenceFacility;
-use dvipsec_dataplane::distributor::DropCause;
 use dvipsec_dataplane::sa_table::SaTable;
-use dvipsec_dataplane::target::TargetDrop;
 use dvipsec_dataplane::testbed::{
     self, Testbed, DISTRIBUTOR_XCF, DVIPA, KEY_TO_DVIPA, KEY_TO_PEER, PEER_INNER, PEER_OUTER,
     SPI_TO_DVIPA, SPI_TO_PEER,
@@ -20,13 +18,14 @@ use dvipsec_esp::IpsecProtocol;
 
 use crate::handler::ControlHandler;
 use crate::keys::{ExportedSa, KeyExport, SecretBytes};
-use crate::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
+use crate::metrics::{self, CoreMetric, MetricsSnapshot, PortMetric};
 use crate::protocol::{
-    CfReport, CfSlot, ConnListReport, ControlError, DctReport, DvipaRelation, DvipaStatus,
-    IkeListReport, LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation, StatusReport,
-    TakeoverReport,
+    CfReport, ConnListReport, ControlError, DctReport, DvipaRelation, DvipaStatus, IkeListReport,
+    LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation, StatusReport, TakeoverReport,
 };
-use crate::report::{port_status, sa_entry, sa_metric, snake_case, SaView};
+use crate::report::{
+    cf_slot, distributor_drops, node_drops, port_status, sa_entry, sa_metric, target_drops, SaView,
+};
 
 /// Which box of the testbed a handler speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,31 +143,16 @@ impl TestbedHandler {
             takeovers: Some(0),
             ..MetricsSnapshot::default()
         };
-        let (sas, node_counters) = match index {
+        let sas = match index {
             None => {
-                let counters = site.distributor.distributor.counters();
+                let node = &mut site.distributor;
                 snapshot.cores.push(CoreMetric {
                     core: 0,
-                    packets: counters.peeked,
+                    packets: node.distributor.counters().peeked,
                 });
-                for cause in DropCause::ALL {
-                    snapshot.drops.push(DropMetric {
-                        stage: "distributor".into(),
-                        cause: snake_case(&format!("{cause:?}")),
-                        count: counters.dropped(cause),
-                    });
-                }
-                let dct = site.distributor.distributor.dct_counters();
-                snapshot.drops.push(DropMetric {
-                    stage: "dct".into(),
-                    cause: "full".into(),
-                    count: dct.full_drops,
-                });
-                let node_counters = site.distributor.counters();
-                (
-                    list_sas(&mut site.distributor.sas, SaLocation::Sad),
-                    node_counters,
-                )
+                snapshot.drops = distributor_drops(&node.distributor);
+                snapshot.drops.extend(node_drops(node.counters()));
+                list_sas(&mut node.sas, SaLocation::Sad)
             }
             Some(i) => {
                 let target = &mut site.targets[i];
@@ -177,28 +161,11 @@ impl TestbedHandler {
                     core: 0,
                     packets: counters.inbound_packets + counters.outbound_packets,
                 });
-                for cause in TargetDrop::ALL {
-                    snapshot.drops.push(DropMetric {
-                        stage: "target".into(),
-                        cause: snake_case(&format!("{cause:?}")),
-                        count: counters.dropped(cause),
-                    });
-                }
-                let node_counters = target.counters();
-                (list_sas(&mut target.sas, SaLocation::Shadow), node_counters)
+                snapshot.drops = target_drops(&counters);
+                snapshot.drops.extend(node_drops(target.counters()));
+                list_sas(&mut target.sas, SaLocation::Shadow)
             }
         };
-        for (cause, count) in [
-            ("not_ip", node_counters.not_ip),
-            ("no_room_or_route", node_counters.no_room_or_route),
-            ("local_overflow", node_counters.local_overflow),
-        ] {
-            snapshot.drops.push(DropMetric {
-                stage: "node".into(),
-                cause: cause.into(),
-                count,
-            });
-        }
         snapshot.sas = sas.iter().map(sa_metric).collect();
         Ok(snapshot)
     }
@@ -313,15 +280,7 @@ impl ControlHandler for TestbedHandler {
             let lifesize = region
                 .lifesize_read(slot)
                 .map_err(|e| failed(request, format!("slot {}: {e}", slot.0)))?;
-            slots.push(CfSlot {
-                slot: slot.0,
-                dvipa,
-                spi,
-                bytes_in: lifesize.bytes_in,
-                packets_in: lifesize.packets_in,
-                bytes_out: lifesize.bytes_out,
-                packets_out: lifesize.packets_out,
-            });
+            slots.push(cf_slot(slot.0, dvipa, spi, &lifesize));
         }
         Ok(CfReport {
             epoch: region.epoch(),

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answers_common;
 mod boot;
 mod cmd_boot;
 mod cmd_cf;

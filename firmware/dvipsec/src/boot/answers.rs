@@ -9,29 +9,26 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use dvipsec_cf::{CfError, Lifesize, SequenceFacility, SlotId};
-use dvipsec_cluster::lifesize::Usage;
 use dvipsec_cluster::membership::MemberState;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
-use dvipsec_control::keys::{ExportedSa, KeyExport, SecretBytes};
+use dvipsec_control::keys::{ExportedSa, KeyExport};
 use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
 use dvipsec_control::protocol::{
-    CfReport, CfSlot, ConnEntry, ConnListReport, DctFlow, DctReport, DvipaRelation, DvipaStatus,
-    IkeListReport, IkeSaEntry, LifetimeLeft, LinkStatus, MetricsText, PeerStatus, Role, SaEntry,
-    SaListReport, SaLocation, StatusReport, TakeoverReport,
+    CfReport, ConnEntry, ConnListReport, DctReport, DvipaRelation, DvipaStatus, IkeListReport,
+    LinkStatus, MetricsText, PeerStatus, Role, SaListReport, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
-    direction_name, mode_name, port_status, prefix_text, protocol_name, sa_entry, sa_metric,
-    snake_case, SaView,
+    dct_report, distributor_drops, drop_metric, held_cf_slots, node_drops, port_status,
+    prefix_text, sa_metric, target_drops,
 };
 use dvipsec_control::{ControlError, Request, Response};
-use dvipsec_dataplane::distributor::DropCause;
-use dvipsec_dataplane::node::NodeCounters;
-use dvipsec_dataplane::target::{TargetCounters, TargetDrop};
-use dvipsec_esp::LifetimeLimits;
 use dvipsec_ike::wire::TrafficSelector;
-use dvipsec_ike::State;
+
+use crate::answers_common::{
+    self as common, backups_text, exported, failed, ike_sa_entry, sad_entries, sad_slots,
+    site_dvipa, unsupported,
+};
 
 use super::plane::Plane;
 use super::runtime::Runtime;
@@ -65,20 +62,6 @@ pub fn respond(runtime: &mut Runtime, request: Request) -> Result<Response, Cont
             ))
         }
     })
-}
-
-fn unsupported(request: &str, reason: String) -> ControlError {
-    ControlError::Unsupported {
-        request: request.into(),
-        reason,
-    }
-}
-
-fn failed(request: &str, reason: String) -> ControlError {
-    ControlError::Failed {
-        request: request.into(),
-        reason,
-    }
 }
 
 /// The DVIPAs the box distributes now (owned, or taken over): name and address.
@@ -220,92 +203,13 @@ fn ports(runtime: &Runtime) -> Vec<(LinkStatus, PortMetric)> {
 /// SA table of the box's own data path (the shadow SAs its packets use).
 fn sa_list(runtime: &Runtime) -> SaListReport {
     let table = runtime.plane().and_then(Plane::sa_table);
-    let mut sas = Vec::new();
+    let mut sad = Vec::new();
     if let Some(core) = runtime.distributor_core() {
         for (name, address) in owned_now(runtime) {
-            for install in core.sas(&name) {
-                let usage = core.usage(&install.sa_ref()).unwrap_or_default();
-                let mut entry = sad_entry(install, address, usage);
-                // The distributor's data path holds the inbound half (to peek): its replay and
-                // ICV failures are the SAD's.
-                let held = table.and_then(|t| {
-                    t.inbound_sas()
-                        .find(|s| s.sa.params().spi == install.spi)
-                        .map(|s| s.sa.counters())
-                });
-                if let Some(counters) = held {
-                    entry.replays = counters.replays;
-                    entry.auth_failures = counters.auth_failures;
-                }
-                sas.push(entry);
-            }
+            sad.extend(sad_entries(core, &name, address, table));
         }
     }
-    if let Some(table) = table {
-        let inbound = table
-            .inbound_sas()
-            .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
-        let outbound = table
-            .outbound_sas()
-            .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow));
-        sas.extend(inbound.chain(outbound));
-    }
-    sas.sort_by(|a, b| {
-        let key = |e: &SaEntry| {
-            (
-                e.location == SaLocation::Shadow,
-                e.dvipa,
-                e.direction.clone(),
-                e.spi,
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    SaListReport { sas }
-}
-
-/// Where an SA stands against its limits, from the use the targets reported.
-fn lifetime_state(limits: &LifetimeLimits, usage: Usage) -> &'static str {
-    let reached = |limit: Option<u64>, used: u64| limit.is_some_and(|l| used >= l);
-    if reached(limits.hard_packets, usage.packets) || reached(limits.hard_bytes, usage.bytes) {
-        "hard"
-    } else if reached(limits.soft_packets, usage.packets) || reached(limits.soft_bytes, usage.bytes)
-    {
-        "soft"
-    } else {
-        "fresh"
-    }
-}
-
-/// A SAD entry: the SA as distributed (never its keys) and the use its targets reported.
-fn sad_entry(install: &SaInstall, dvipa: IpAddr, usage: Usage) -> SaEntry {
-    let limits = &install.lifetime;
-    let filter = install.filters.first();
-    SaEntry {
-        spi: install.spi,
-        direction: direction_name(install.direction).into(),
-        protocol: protocol_name(install.protocol).into(),
-        suite: install.suite.name().into(),
-        mode: mode_name(install.mode).into(),
-        dvipa,
-        peer: install.peer,
-        tunnel: install.tunnel.map(|t| (t.src, t.dst)),
-        udp_encap: install.udp_encap.map(|u| (u.src_port, u.dst_port)),
-        local_ts: filter.map(|f| prefix_text(&f.local)).unwrap_or_default(),
-        remote_ts: filter.map(|f| prefix_text(&f.remote)).unwrap_or_default(),
-        bytes: usage.bytes,
-        packets: usage.packets,
-        replays: 0,
-        auth_failures: 0,
-        lifetime_state: lifetime_state(limits, usage).into(),
-        lifetime_left: LifetimeLeft {
-            packets: limits.hard_packets.map(|h| h.saturating_sub(usage.packets)),
-            bytes: limits.hard_bytes.map(|h| h.saturating_sub(usage.bytes)),
-            seconds: None,
-        },
-        cf_slot: install.cf_slot,
-        location: SaLocation::Sad,
-    }
+    common::sa_list(sad, table)
 }
 
 /// Why a box without the distributor's state cannot answer `request`.
@@ -325,39 +229,7 @@ fn dct_list(runtime: &Runtime) -> Result<DctReport, ControlError> {
     let Some(Plane::Distributor(node)) = runtime.plane() else {
         return Err(not_distributing(runtime, "dct list"));
     };
-    let dct = node.distributor.dct();
-    let counters = dct.counters();
-    let mut flows: Vec<DctFlow> = dct
-        .entries()
-        .map(|(key, target)| DctFlow {
-            src: key.src,
-            src_port: key.src_port,
-            dst: key.dst,
-            dst_port: key.dst_port,
-            protocol: key.protocol,
-            target: target.0,
-        })
-        .collect();
-    flows.sort_by_key(|f| (f.dst, f.dst_port, f.src, f.src_port, f.protocol));
-    Ok(DctReport {
-        entries: dct.len() as u64,
-        capacity: dct.capacity() as u64,
-        added: counters.added,
-        full_drops: counters.full_drops,
-        expired: counters.expired,
-        closed: counters.closed,
-        flows,
-    })
-}
-
-/// strongSwan's names for IKE SA states.
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
-        State::Established => "ESTABLISHED",
-        State::Deleting => "DELETING",
-        State::Dead => "DESTROYING",
-    }
+    Ok(dct_report(node.distributor.dct()))
 }
 
 fn ike_list(runtime: &Runtime) -> Result<IkeListReport, ControlError> {
@@ -367,19 +239,13 @@ fn ike_list(runtime: &Runtime) -> Result<IkeListReport, ControlError> {
     let ike_sas = endpoint
         .ike_sas()
         .into_iter()
-        .map(|info| IkeSaEntry {
+        .map(|info| {
             // The configured peer's name; a responder learns it only at IKE_AUTH.
-            name: info.peer.unwrap_or_else(|| "(unauthenticated)".into()),
-            state: state_name(info.state).into(),
-            local: info.local.ip(),
-            remote: info.remote.ip(),
-            initiator_spi: format!("{:016x}", info.spi_i),
-            responder_spi: format!("{:016x}", info.spi_r),
-            children: info
-                .children
-                .iter()
-                .map(|c| (c.inbound_spi, c.outbound_spi))
-                .collect(),
+            let name = info
+                .peer
+                .clone()
+                .unwrap_or_else(|| "(unauthenticated)".into());
+            ike_sa_entry(name, &info)
         })
         .collect();
     Ok(IkeListReport { ike_sas })
@@ -463,27 +329,13 @@ fn conn_list(runtime: &Runtime) -> Result<ConnListReport, ControlError> {
 /// The SAs this box holds as (CF slot, DVIPA, SPI): those it distributes and those its data
 /// path uses.
 fn held_slots(runtime: &Runtime) -> Vec<(u64, IpAddr, u32)> {
-    let mut slots = Vec::new();
+    let mut sad = Vec::new();
     if let Some(core) = runtime.distributor_core() {
         for (name, address) in owned_now(runtime) {
-            slots.extend(core.sas(&name).iter().map(|s| (s.cf_slot, address, s.spi)));
+            sad.extend(sad_slots(core, &name, address));
         }
     }
-    if let Some(table) = runtime.plane().and_then(Plane::sa_table) {
-        slots.extend(
-            table
-                .inbound_sas()
-                .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
-        );
-        slots.extend(
-            table
-                .outbound_sas()
-                .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
-        );
-    }
-    slots.sort();
-    slots.dedup_by_key(|s| s.0);
-    slots
+    common::held_slots(sad, runtime.plane().and_then(Plane::sa_table))
 }
 
 fn cf_show(runtime: &Runtime) -> Result<CfReport, ControlError> {
@@ -507,25 +359,8 @@ fn cf_show(runtime: &Runtime) -> Result<CfReport, ControlError> {
             }
         },
     };
-    let mut slots = Vec::new();
-    for (slot, dvipa, spi) in held_slots(runtime) {
-        let lifesize: Lifesize = match facility.lifesize_read(SlotId(slot)) {
-            Ok(lifesize) => lifesize,
-            // A retired SA's slot is released before every target has dropped the SA: it has
-            // no CF state left to show.
-            Err(CfError::UnknownSlot(_)) => continue,
-            Err(e) => return Err(failed(request, format!("slot {slot}: {e}"))),
-        };
-        slots.push(CfSlot {
-            slot,
-            dvipa,
-            spi,
-            bytes_in: lifesize.bytes_in,
-            packets_in: lifesize.packets_in,
-            bytes_out: lifesize.bytes_out,
-            packets_out: lifesize.packets_out,
-        });
-    }
+    let slots = held_cf_slots(facility, held_slots(runtime))
+        .map_err(|(slot, e)| failed(request, format!("slot {slot}: {e}")))?;
     Ok(CfReport {
         epoch,
         incarnation,
@@ -540,17 +375,7 @@ fn cf_show(runtime: &Runtime) -> Result<CfReport, ControlError> {
 fn takeover(runtime: &mut Runtime, dvipa: IpAddr) -> Result<TakeoverReport, ControlError> {
     let request = "takeover";
     let node = runtime.node().to_owned();
-    let owner = runtime
-        .site
-        .iter()
-        .find_map(|v| v.owns.iter().find(|o| o.address == dvipa))
-        .cloned();
-    let Some(owner) = owner else {
-        return Err(failed(
-            request,
-            format!("{dvipa} is not a DVIPA of this site"),
-        ));
-    };
+    let owner = site_dvipa(&runtime.site, dvipa)?.clone();
     if owned_now(runtime).iter().any(|(_, a)| *a == dvipa) {
         return Err(failed(
             request,
@@ -561,16 +386,7 @@ fn takeover(runtime: &mut Runtime, dvipa: IpAddr) -> Result<TakeoverReport, Cont
     let in_chain = view.owns.iter().any(|o| o.address == dvipa)
         || view.backs.iter().any(|b| b.address == dvipa);
     if !in_chain {
-        let backups: Vec<String> = owner
-            .backups
-            .iter()
-            .map(|b| format!("{} (rank {})", b.node, b.rank))
-            .collect();
-        let backups = if backups.is_empty() {
-            "none".to_owned()
-        } else {
-            backups.join(", ")
-        };
+        let backups = backups_text(&owner);
         return Err(failed(
             request,
             format!(
@@ -609,61 +425,20 @@ fn keys_export(runtime: &Runtime) -> KeyExport {
     let sas = installs
         .into_iter()
         .filter(|install| seen.insert((install.peer, install.spi)))
-        .map(exported)
+        .map(exported_sa)
         .collect();
     KeyExport { sas }
 }
 
-/// One SA's keys and the outer addresses its packets carry.
-fn exported(install: &SaInstall) -> ExportedSa {
-    let (src, dst) = match install.tunnel {
-        Some(tunnel) => (tunnel.src, tunnel.dst),
-        None => {
-            let dvipa = install
-                .filters
-                .first()
-                .map(|f| f.local.addr)
-                .unwrap_or(install.peer);
-            match install.direction {
-                dvipsec_esp::Direction::Inbound => (install.peer, dvipa),
-                dvipsec_esp::Direction::Outbound => (dvipa, install.peer),
-            }
-        }
-    };
-    ExportedSa {
-        src,
-        dst,
-        spi: install.spi,
-        suite: install.suite.name().into(),
-        enc_key: SecretBytes::new(install.keys.expose_enc()),
-        auth_key: SecretBytes::new(install.keys.expose_auth()),
-    }
-}
-
-fn drop_metric(stage: &str, cause: &str, count: u64) -> DropMetric {
-    DropMetric {
-        stage: stage.into(),
-        cause: snake_case(cause),
-        count,
-    }
-}
-
-fn node_drops(counters: NodeCounters) -> Vec<DropMetric> {
-    [
-        ("NotIp", counters.not_ip),
-        ("NoRoomOrRoute", counters.no_room_or_route),
-        ("LocalOverflow", counters.local_overflow),
-    ]
-    .into_iter()
-    .map(|(cause, count)| drop_metric("node", cause, count))
-    .collect()
-}
-
-fn target_drops(counters: &TargetCounters) -> Vec<DropMetric> {
-    TargetDrop::ALL
-        .iter()
-        .map(|cause| drop_metric("target", &format!("{cause:?}"), counters.dropped(*cause)))
-        .collect()
+/// One SA's keys and the outer addresses its packets carry (without a tunnel: the DVIPA, as
+/// its first filter's local side, and the peer).
+fn exported_sa(install: &SaInstall) -> ExportedSa {
+    let dvipa = install
+        .filters
+        .first()
+        .map(|f| f.local.addr)
+        .unwrap_or(install.peer);
+    exported(install, dvipa)
 }
 
 /// The data plane's packets and drops: (packets handled, drops by cause).
@@ -671,18 +446,7 @@ fn plane_counts(plane: &Plane) -> (u64, Vec<DropMetric>) {
     match plane {
         Plane::Distributor(node) => {
             let counters = node.distributor.counters();
-            let mut drops: Vec<DropMetric> = DropCause::ALL
-                .iter()
-                .map(|cause| {
-                    drop_metric(
-                        "distributor",
-                        &format!("{cause:?}"),
-                        counters.dropped(*cause),
-                    )
-                })
-                .collect();
-            let dct = node.distributor.dct_counters();
-            drops.push(drop_metric("dct", "Full", dct.full_drops));
+            let mut drops = distributor_drops(&node.distributor);
             drops.extend(node_drops(node.counters()));
             let mut packets = counters.peeked;
             // The flows the distributor keeps for itself run through its local target.
@@ -760,25 +524,6 @@ fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
 mod tests {
     use super::*;
 
-    const LIMITS: LifetimeLimits = LifetimeLimits {
-        soft_packets: Some(3_000),
-        hard_packets: Some(20_000),
-        soft_bytes: None,
-        hard_bytes: Some(1_000_000),
-    };
-
-    fn used(packets: u64, bytes: u64) -> Usage {
-        Usage { bytes, packets }
-    }
-
-    #[test]
-    fn lifetime_state_follows_the_reported_use() {
-        assert_eq!(lifetime_state(&LIMITS, used(2_999, 0)), "fresh");
-        assert_eq!(lifetime_state(&LIMITS, used(3_000, 0)), "soft");
-        assert_eq!(lifetime_state(&LIMITS, used(20_000, 0)), "hard");
-        assert_eq!(lifetime_state(&LIMITS, used(10, 1_000_000)), "hard");
-    }
-
     fn ts(protocol: u8, ports: (u16, u16), from: [u8; 4], to: [u8; 4]) -> TrafficSelector {
         TrafficSelector {
             ip_protocol: protocol,
@@ -808,12 +553,5 @@ mod tests {
             selector_text(&ts(50, (1000, 2000), [10, 0, 0, 1], [10, 0, 0, 6])),
             "10.0.0.1..10.0.0.6[50/1000-2000]"
         );
-    }
-
-    #[test]
-    fn ike_states_use_strongswans_words() {
-        assert_eq!(state_name(State::Established), "ESTABLISHED");
-        assert_eq!(state_name(State::InitReplied), "CONNECTING");
-        assert_eq!(state_name(State::Dead), "DESTROYING");
     }
 }

@@ -2,27 +2,23 @@
 //! cluster core (the SAD), IKE endpoint and DCT, its target's shadow SA table, its ports and the
 //! shared CF region. Nothing here carries keys except `keys export`.
 
+use crate::answers_common::{
+    self as common, backups_text, exported, failed, ike_sa_entry, sad_entries, sad_slots,
+    site_dvipa, unsupported,
+};
 use crate::demo::site::{DistributorBox, DvipaPeer, TargetBox};
 use crate::demo::Site;
-use dvipsec_cf::{CfError, SequenceFacility, SlotId};
-use dvipsec_cluster::lifesize::Usage;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
-use dvipsec_control::keys::{ExportedSa, KeyExport, SecretBytes};
-use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
+use dvipsec_control::keys::{ExportedSa, KeyExport};
+use dvipsec_control::metrics::{self, CoreMetric, MetricsSnapshot, PortMetric};
 use dvipsec_control::protocol::{
-    CfReport, CfSlot, ConnEntry, ConnListReport, ControlError, DctFlow, DctReport, DvipaRelation,
-    DvipaStatus, IkeListReport, IkeSaEntry, LifetimeLeft, LinkStatus, PeerStatus, Role, SaEntry,
-    SaListReport, SaLocation, StatusReport, TakeoverReport,
+    CfReport, ConnEntry, ConnListReport, ControlError, DctReport, DvipaRelation, DvipaStatus,
+    IkeListReport, LinkStatus, PeerStatus, Role, SaListReport, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
-    direction_name, mode_name, port_status, prefix_text, protocol_name, sa_entry, sa_metric,
-    snake_case, SaView,
+    dct_report, distributor_drops, held_cf_slots, node_drops, port_status, sa_metric, target_drops,
 };
-use dvipsec_dataplane::distributor::DropCause;
-use dvipsec_dataplane::target::TargetDrop;
-use dvipsec_esp::{Direction, LifetimeLimits};
-use dvipsec_ike::State;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -34,20 +30,6 @@ pub struct NodeBoxes<'s> {
     view: &'s NodeView,
     distributor: Option<&'s DistributorBox>,
     target: Option<&'s TargetBox>,
-}
-
-fn unsupported(request: &str, reason: String) -> ControlError {
-    ControlError::Unsupported {
-        request: request.into(),
-        reason,
-    }
-}
-
-fn failed(request: &str, reason: String) -> ControlError {
-    ControlError::Failed {
-        request: request.into(),
-        reason,
-    }
 }
 
 impl<'s> NodeBoxes<'s> {
@@ -210,83 +192,24 @@ impl<'s> NodeBoxes<'s> {
 
     /// The distributor's SAD (from its cluster core) and the target's shadow SA table.
     pub fn sa_list(&self) -> SaListReport {
-        let mut sas = Vec::new();
+        let mut sad = Vec::new();
         if let Some(distributor) = self.distributor {
             for peer in self.owned() {
-                for install in distributor.core.sas(&peer.dvipa) {
-                    let usage = distributor
-                        .core
-                        .usage(&install.sa_ref())
-                        .unwrap_or_default();
-                    let mut entry = sad_entry(install, peer.address, usage);
-                    // The distributor's own data path holds the inbound half (to peek); its
-                    // replay and ICV failures are the SAD's.
-                    if let Some(held) = distributor
-                        .node
-                        .sas
-                        .inbound_sas()
-                        .find(|s| s.sa.params().spi == install.spi)
-                    {
-                        let counters = held.sa.counters();
-                        entry.replays = counters.replays;
-                        entry.auth_failures = counters.auth_failures;
-                    }
-                    sas.push(entry);
-                }
+                let held = Some(&distributor.node.sas);
+                sad.extend(sad_entries(
+                    &distributor.core,
+                    &peer.dvipa,
+                    peer.address,
+                    held,
+                ));
             }
         }
-        if let Some(target) = self.target {
-            let table = &target.node.sas;
-            sas.extend(
-                table
-                    .inbound_sas()
-                    .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow)),
-            );
-            sas.extend(
-                table
-                    .outbound_sas()
-                    .map(|s| sa_entry(SaView::from(s), SaLocation::Shadow)),
-            );
-        }
-        sas.sort_by(|a, b| {
-            let key = |e: &SaEntry| {
-                (
-                    e.location == SaLocation::Shadow,
-                    e.dvipa,
-                    e.direction.clone(),
-                    e.spi,
-                )
-            };
-            key(a).cmp(&key(b))
-        });
-        SaListReport { sas }
+        common::sa_list(sad, self.target.map(|t| &t.node.sas))
     }
 
     pub fn dct_list(&self) -> Result<DctReport, ControlError> {
         let distributor = self.distributor_for("dct list")?;
-        let dct = distributor.node.distributor.dct();
-        let counters = dct.counters();
-        let mut flows: Vec<DctFlow> = dct
-            .entries()
-            .map(|(key, target)| DctFlow {
-                src: key.src,
-                src_port: key.src_port,
-                dst: key.dst,
-                dst_port: key.dst_port,
-                protocol: key.protocol,
-                target: target.0,
-            })
-            .collect();
-        flows.sort_by_key(|f| (f.dst, f.dst_port, f.src, f.src_port, f.protocol));
-        Ok(DctReport {
-            entries: dct.len() as u64,
-            capacity: dct.capacity() as u64,
-            added: counters.added,
-            full_drops: counters.full_drops,
-            expired: counters.expired,
-            closed: counters.closed,
-            flows,
-        })
+        Ok(dct_report(distributor.node.distributor.dct()))
     }
 
     pub fn ike_list(&self) -> Result<IkeListReport, ControlError> {
@@ -294,19 +217,7 @@ impl<'s> NodeBoxes<'s> {
         let mut ike_sas = Vec::new();
         for peer in self.owned() {
             for info in peer.key_exchange().dvipa_ike_sas() {
-                ike_sas.push(IkeSaEntry {
-                    name: peer.dvipa.clone(),
-                    state: state_name(info.state).into(),
-                    local: info.local.ip(),
-                    remote: info.remote.ip(),
-                    initiator_spi: format!("{:016x}", info.spi_i),
-                    responder_spi: format!("{:016x}", info.spi_r),
-                    children: info
-                        .children
-                        .iter()
-                        .map(|c| (c.inbound_spi, c.outbound_spi))
-                        .collect(),
-                });
+                ike_sas.push(ike_sa_entry(peer.dvipa.clone(), &info));
             }
         }
         Ok(IkeListReport { ike_sas })
@@ -334,53 +245,19 @@ impl<'s> NodeBoxes<'s> {
 
     /// The SAs this node holds as (CF slot, DVIPA, SPI).
     fn held_slots(&self) -> Vec<(u64, IpAddr, u32)> {
-        let mut slots = Vec::new();
+        let mut sad = Vec::new();
         if let Some(distributor) = self.distributor {
             for peer in self.owned() {
-                for install in distributor.core.sas(&peer.dvipa) {
-                    slots.push((install.cf_slot, peer.address, install.spi));
-                }
+                sad.extend(sad_slots(&distributor.core, &peer.dvipa, peer.address));
             }
         }
-        if let Some(target) = self.target {
-            let table = &target.node.sas;
-            slots.extend(
-                table
-                    .inbound_sas()
-                    .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
-            );
-            slots.extend(
-                table
-                    .outbound_sas()
-                    .map(|s| (s.slot.0, s.dvipa, s.sa.params().spi)),
-            );
-        }
-        slots.sort();
-        slots.dedup_by_key(|s| s.0);
-        slots
+        common::held_slots(sad, self.target.map(|t| &t.node.sas))
     }
 
     pub fn cf_show(&self) -> Result<CfReport, ControlError> {
         let region = self.site.region();
-        let mut slots = Vec::new();
-        for (slot, dvipa, spi) in self.held_slots() {
-            let lifesize = match region.lifesize_read(SlotId(slot)) {
-                Ok(lifesize) => lifesize,
-                // A retired SA's slot is released before every target has dropped the SA: it
-                // has no CF state left to show.
-                Err(CfError::UnknownSlot(_)) => continue,
-                Err(e) => return Err(failed("cf show", format!("slot {slot}: {e}"))),
-            };
-            slots.push(CfSlot {
-                slot,
-                dvipa,
-                spi,
-                bytes_in: lifesize.bytes_in,
-                packets_in: lifesize.packets_in,
-                bytes_out: lifesize.bytes_out,
-                packets_out: lifesize.packets_out,
-            });
-        }
+        let slots = held_cf_slots(region, self.held_slots())
+            .map_err(|(slot, e)| failed("cf show", format!("slot {slot}: {e}")))?;
         Ok(CfReport {
             epoch: region.epoch(),
             incarnation: region.incarnation(),
@@ -394,16 +271,7 @@ impl<'s> NodeBoxes<'s> {
     /// refused with the reason that applies.
     pub fn takeover(&self, dvipa: IpAddr) -> Result<TakeoverReport, ControlError> {
         let request = "takeover";
-        let views = self.site_views();
-        let Some(owner) = views
-            .iter()
-            .find_map(|v| v.owns.iter().find(|o| o.address == dvipa))
-        else {
-            return Err(failed(
-                request,
-                format!("{dvipa} is not a DVIPA of this site"),
-            ));
-        };
+        let owner = site_dvipa(self.site_views(), dvipa)?;
         if self.view.owns.iter().any(|o| o.address == dvipa) {
             return Err(failed(
                 request,
@@ -421,18 +289,15 @@ impl<'s> NodeBoxes<'s> {
                     backed.owner
                 ),
             )),
-            None => {
-                let backups: Vec<String> = owner.backups.iter().map(|b| format!("{} (rank {})", b.node, b.rank)).collect();
-                Err(failed(
-                    request,
-                    format!(
-                        "{} is not a backup of {}; its backups: {}",
-                        self.name(),
-                        owner.dvipa,
-                        if backups.is_empty() { "none".to_owned() } else { backups.join(", ") }
-                    ),
-                ))
-            }
+            None => Err(failed(
+                request,
+                format!(
+                    "{} is not a backup of {}; its backups: {}",
+                    self.name(),
+                    owner.dvipa,
+                    backups_text(owner)
+                ),
+            )),
         }
     }
 
@@ -480,19 +345,10 @@ impl<'s> NodeBoxes<'s> {
         };
         let mut packets = 0;
         if let Some(distributor) = self.distributor {
-            let counters = distributor.node.distributor.counters();
-            packets += counters.peeked;
-            for cause in DropCause::ALL {
-                snapshot.drops.push(drop_metric(
-                    "distributor",
-                    &format!("{cause:?}"),
-                    counters.dropped(cause),
-                ));
-            }
-            let dct = distributor.node.distributor.dct_counters();
+            packets += distributor.node.distributor.counters().peeked;
             snapshot
                 .drops
-                .push(drop_metric("dct", "Full", dct.full_drops));
+                .extend(distributor_drops(&distributor.node.distributor));
             snapshot
                 .drops
                 .extend(node_drops(distributor.node.counters()));
@@ -505,13 +361,7 @@ impl<'s> NodeBoxes<'s> {
         if let Some(target) = self.target {
             let counters = target.node.target.counters();
             packets += counters.inbound_packets + counters.outbound_packets;
-            for cause in TargetDrop::ALL {
-                snapshot.drops.push(drop_metric(
-                    "target",
-                    &format!("{cause:?}"),
-                    counters.dropped(cause),
-                ));
-            }
+            snapshot.drops.extend(target_drops(&counters));
             snapshot.drops.extend(node_drops(target.node.counters()));
             // A box that is also a target counts the reports it sent.
             let sent = target.core.counters().lifesize_messages_sent;
@@ -519,141 +369,5 @@ impl<'s> NodeBoxes<'s> {
         }
         snapshot.cores.push(CoreMetric { core: 0, packets });
         snapshot
-    }
-}
-
-fn drop_metric(stage: &str, cause: &str, count: u64) -> DropMetric {
-    DropMetric {
-        stage: stage.into(),
-        cause: snake_case(cause),
-        count,
-    }
-}
-
-fn node_drops(counters: dvipsec_dataplane::node::NodeCounters) -> Vec<DropMetric> {
-    [
-        ("NotIp", counters.not_ip),
-        ("NoRoomOrRoute", counters.no_room_or_route),
-        ("LocalOverflow", counters.local_overflow),
-    ]
-    .into_iter()
-    .map(|(cause, count)| drop_metric("node", cause, count))
-    .collect()
-}
-
-/// strongSwan's names for IKE SA states.
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::InitSent | State::AuthSent | State::InitReplied => "CONNECTING",
-        State::Established => "ESTABLISHED",
-        State::Deleting => "DELETING",
-        State::Dead => "DESTROYING",
-    }
-}
-
-/// Where an SA stands against its limits, from the use the targets reported.
-fn lifetime_state(limits: &LifetimeLimits, usage: Usage) -> &'static str {
-    let reached = |limit: Option<u64>, used: u64| limit.is_some_and(|l| used >= l);
-    if reached(limits.hard_packets, usage.packets) || reached(limits.hard_bytes, usage.bytes) {
-        "hard"
-    } else if reached(limits.soft_packets, usage.packets) || reached(limits.soft_bytes, usage.bytes)
-    {
-        "soft"
-    } else {
-        "fresh"
-    }
-}
-
-/// The key export record of an SA of `dvipa`: its outer addresses (the tunnel's, else the DVIPA
-/// and the peer in the SA's direction) and its keys.
-fn exported(install: &SaInstall, dvipa: IpAddr) -> ExportedSa {
-    let (src, dst) = match (install.tunnel, install.direction) {
-        (Some(tunnel), _) => (tunnel.src, tunnel.dst),
-        (None, Direction::Inbound) => (install.peer, dvipa),
-        (None, Direction::Outbound) => (dvipa, install.peer),
-    };
-    ExportedSa {
-        src,
-        dst,
-        spi: install.spi,
-        suite: install.suite.name().into(),
-        enc_key: SecretBytes::new(install.keys.expose_enc()),
-        auth_key: SecretBytes::new(install.keys.expose_auth()),
-    }
-}
-
-/// A SAD entry: the SA as distributed (never its keys) and the use the targets reported.
-fn sad_entry(install: &SaInstall, dvipa: IpAddr, usage: Usage) -> SaEntry {
-    let limits = &install.lifetime;
-    let filter = install.filters.first();
-    SaEntry {
-        spi: install.spi,
-        direction: direction_name(install.direction).into(),
-        protocol: protocol_name(install.protocol).into(),
-        suite: install.suite.name().into(),
-        mode: mode_name(install.mode).into(),
-        dvipa,
-        peer: install.peer,
-        tunnel: install.tunnel.map(|t| (t.src, t.dst)),
-        udp_encap: install.udp_encap.map(|u| (u.src_port, u.dst_port)),
-        local_ts: filter.map(|f| prefix_text(&f.local)).unwrap_or_default(),
-        remote_ts: filter.map(|f| prefix_text(&f.remote)).unwrap_or_default(),
-        bytes: usage.bytes,
-        packets: usage.packets,
-        replays: 0,
-        auth_failures: 0,
-        lifetime_state: lifetime_state(limits, usage).into(),
-        lifetime_left: LifetimeLeft {
-            packets: limits.hard_packets.map(|h| h.saturating_sub(usage.packets)),
-            bytes: limits.hard_bytes.map(|h| h.saturating_sub(usage.bytes)),
-            seconds: None,
-        },
-        cf_slot: install.cf_slot,
-        location: SaLocation::Sad,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: LifetimeLimits = LifetimeLimits {
-        soft_packets: Some(3_000),
-        hard_packets: Some(20_000),
-        soft_bytes: None,
-        hard_bytes: Some(1_000_000),
-    };
-
-    fn used(packets: u64, bytes: u64) -> Usage {
-        Usage { bytes, packets }
-    }
-
-    #[test]
-    fn lifetime_state_follows_the_reported_use() {
-        assert_eq!(lifetime_state(&LIMITS, used(0, 0)), "fresh");
-        assert_eq!(lifetime_state(&LIMITS, used(2_999, 0)), "fresh");
-        assert_eq!(lifetime_state(&LIMITS, used(3_000, 0)), "soft");
-        assert_eq!(lifetime_state(&LIMITS, used(20_000, 0)), "hard");
-        // Any hard limit reached makes the SA hard, whatever the soft ones say.
-        assert_eq!(lifetime_state(&LIMITS, used(10, 1_000_000)), "hard");
-        let unlimited = LifetimeLimits {
-            soft_packets: None,
-            hard_packets: None,
-            soft_bytes: None,
-            hard_bytes: None,
-        };
-        assert_eq!(
-            lifetime_state(&unlimited, used(u64::MAX, u64::MAX)),
-            "fresh"
-        );
-    }
-
-    #[test]
-    fn ike_states_use_strongswans_words() {
-        assert_eq!(state_name(State::Established), "ESTABLISHED");
-        for connecting in [State::InitSent, State::AuthSent, State::InitReplied] {
-            assert_eq!(state_name(connecting), "CONNECTING");
-        }
-        assert_eq!(state_name(State::Deleting), "DELETING");
     }
 }
