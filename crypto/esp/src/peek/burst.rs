@@ -216,7 +216,7 @@ impl Planned {
                 pkt: packet.get(..total_len)?,
                 iv_at: esp_at + ESP_HEADER_LEN,
                 text_at,
-                text_end: total_len - ICV_LEN,
+                text_end: total_len.checked_sub(ICV_LEN)?,
             },
             family: self.family(),
             esp_at,
