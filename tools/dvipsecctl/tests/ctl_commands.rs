@@ -1,8 +1,9 @@
 //! Every control-socket command of `dvipsecctl` against a running in-process cluster (one
 //! distributor, two targets, the CF) served by `dvipsec-control`'s testbed handler.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use dvipsec_control::protocol::{SaListReport, StatusReport};
@@ -10,6 +11,7 @@ use dvipsec_control::testbed::{TestbedBox, TestbedHandler};
 use dvipsec_control::ControlServer;
 use dvipsec_dataplane::sa_table::FacilitySink;
 use dvipsec_dataplane::testbed::*;
+use support::{ctl_at as ctl, stdout};
 
 const ROUND_TRIPS: u16 = 20;
 
@@ -58,26 +60,6 @@ impl Site {
     fn socket(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.sock"))
     }
-}
-
-fn ctl(args: &[&str], socket: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dvipsecctl"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
 }
 
 fn assert_no_keys(text: &str) {

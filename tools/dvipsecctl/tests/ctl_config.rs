@@ -1,37 +1,21 @@
 //! `dvipsecctl config check` and choosing a box by node name (`--node`, `--site`): the socket
 //! path comes from the site file's `control.socket`, or `/run/dvipsec/NODE.sock`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use dvipsec_control::protocol::StatusReport;
 use dvipsec_control::testbed::{TestbedBox, TestbedHandler};
 use dvipsec_control::ControlServer;
 use dvipsec_dataplane::testbed::{Testbed, TestbedConfig};
+use support::{ctl, stdout};
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(relative)
-}
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dvipsecctl"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
 }
 
 /// figure4.yaml with MVS2's control socket at `socket` and a metrics endpoint.

@@ -1,9 +1,10 @@
-//! Shared helpers for the `dvipsecctl esp` integration tests: running the built binary, running
-//! the scapy/tshark helper script, prerequisite checks and the table of interop cases.
+//! Shared helpers for the `dvipsecctl` integration tests: running the built binary (with input,
+//! or against a control socket), its output, running the scapy/tshark helper script,
+//! prerequisite checks and the table of ESP interop cases.
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
@@ -34,6 +35,37 @@ fn run_feeding(command: &mut Command, stdin: &[u8]) -> (Output, std::io::Result<
         .wait_with_output()
         .unwrap_or_else(|err| panic!("wait for {program}: {err}"));
     (output, written)
+}
+
+/// Runs `dvipsecctl` with `args` and no input, as an operator types it.
+pub fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dvipsecctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("run dvipsecctl {args:?}: {err}"))
+}
+
+/// Runs `dvipsecctl ARGS --socket SOCKET`: one command against one box.
+pub fn ctl_at(args: &[&str], socket: &Path) -> Output {
+    let socket = socket
+        .to_str()
+        .expect("socket paths of the tests are UTF-8");
+    let mut with_socket = args.to_vec();
+    with_socket.extend(["--socket", socket]);
+    ctl(&with_socket)
+}
+
+/// The stdout of a command that must have succeeded; else the test fails with its exit code
+/// and stderr.
+pub fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("dvipsecctl writes UTF-8")
 }
 
 /// Exit code of a finished process (-1 when killed by a signal).
