@@ -4,7 +4,9 @@
 //! Unix-socket server that answers them from a box's [`ControlHandler`] ([`server`]), the client
 //! `dvipsecctl` uses ([`client`]), the Prometheus metrics rendering and HTTP endpoint
 //! ([`metrics`]) and the Wireshark key export ([`keys`]). Nothing else in dvipsec prints keys.
-//! [`report`] builds report entries from data-plane tables and ports, and [`testbed`] answers for a box of the data plane's in-process testbed.
+//! [`report`] builds report entries from data-plane tables, ports, drop counters, the DCT and CF
+//! slots (for the booted box, the demo and the testbed alike), and [`testbed`] answers for a box
+//! of the data plane's in-process testbed.
 #![forbid(unsafe_code)]
 
 pub mod client;
