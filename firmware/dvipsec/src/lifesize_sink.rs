@@ -55,3 +55,50 @@ impl LifesizeSink for CoreSink<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_cf::SlotId;
+    use dvipsec_cluster::LinkSecurity;
+    use dvipsec_config::SiteConfig;
+    use dvipsec_dataplane::sa_table::Usage;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn report(dvipa: IpAddr) -> LifesizeReport {
+        LifesizeReport {
+            dvipa,
+            spi: 0x1234,
+            direction: dvipsec_cf::Direction::Inbound,
+            slot: SlotId(1),
+            usage: Usage {
+                bytes: 100,
+                packets: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn reports_the_core_cannot_place_are_counted_as_refused() {
+        let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/figure4.yaml");
+        let config = SiteConfig::load(site).unwrap();
+        let view = config.node_view("MVS2").unwrap();
+        let mut core =
+            dvipsec_cluster::Target::new(&view, 1, LinkSecurity::Trusted, Duration::ZERO);
+        let served: Vec<(String, IpAddr)> = view
+            .serves
+            .iter()
+            .map(|s| (s.dvipa.clone(), s.address))
+            .collect();
+        let (_, address) = served.first().cloned().expect("MVS2 serves a DVIPA");
+        let mut sink = CoreSink::new(&mut core, &served);
+        assert_eq!(sink.refused(), 0);
+        // An address the box does not serve: the sink cannot name it.
+        sink.report(report(IpAddr::from([192, 0, 2, 99])));
+        assert_eq!(sink.refused(), 1);
+        // A served DVIPA, but an SA the core was never given: the core refuses it.
+        sink.report(report(address));
+        assert_eq!(sink.refused(), 2);
+    }
+}
