@@ -307,16 +307,27 @@ pub fn drop_metric(stage: &str, cause: &str, count: u64) -> DropMetric {
     }
 }
 
+/// The drops of `stage`, given as (`Debug` name of the cause, count).
+pub fn stage_drops<'a>(
+    stage: &str,
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<DropMetric> {
+    counts
+        .into_iter()
+        .map(|(cause, count)| drop_metric(stage, cause, count))
+        .collect()
+}
+
 /// The drops of a node's frame handling (before any role sees the frame).
 pub fn node_drops(counters: NodeCounters) -> Vec<DropMetric> {
-    [
-        ("NotIp", counters.not_ip),
-        ("NoRoomOrRoute", counters.no_room_or_route),
-        ("LocalOverflow", counters.local_overflow),
-    ]
-    .into_iter()
-    .map(|(cause, count)| drop_metric("node", cause, count))
-    .collect()
+    stage_drops(
+        "node",
+        [
+            ("NotIp", counters.not_ip),
+            ("NoRoomOrRoute", counters.no_room_or_route),
+            ("LocalOverflow", counters.local_overflow),
+        ],
+    )
 }
 
 /// A target's drops, by cause.

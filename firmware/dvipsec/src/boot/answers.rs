@@ -19,8 +19,8 @@ use dvipsec_control::protocol::{
     LinkStatus, MetricsText, PeerStatus, Role, SaListReport, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
-    dct_report, distributor_drops, drop_metric, held_cf_slots, node_drops, port_status,
-    prefix_text, sa_metric, target_drops,
+    dct_report, distributor_drops, held_cf_slots, node_drops, port_status, prefix_text, sa_metric,
+    stage_drops, target_drops,
 };
 use dvipsec_control::{ControlError, Request, Response};
 use dvipsec_ike::wire::TrafficSelector;
@@ -472,18 +472,18 @@ fn ike_drops(runtime: &Runtime) -> Vec<DropMetric> {
         return Vec::new();
     };
     let stats = endpoint.stats();
-    [
-        ("Malformed", stats.malformed),
-        ("UnknownSpi", stats.unknown_spi),
-        ("SpiMismatch", stats.spi_mismatch),
-        ("IntegrityFailure", stats.integrity_failures),
-        ("AuthenticationFailure", stats.authentication_failures),
-        ("HalfOpenPeerLimit", stats.half_open_peer_drops),
-        ("HalfOpenGlobalLimit", stats.half_open_global_drops),
-    ]
-    .into_iter()
-    .map(|(cause, count)| drop_metric("ike", cause, count))
-    .collect()
+    stage_drops(
+        "ike",
+        [
+            ("Malformed", stats.malformed),
+            ("UnknownSpi", stats.unknown_spi),
+            ("SpiMismatch", stats.spi_mismatch),
+            ("IntegrityFailure", stats.integrity_failures),
+            ("AuthenticationFailure", stats.authentication_failures),
+            ("HalfOpenPeerLimit", stats.half_open_peer_drops),
+            ("HalfOpenGlobalLimit", stats.half_open_global_drops),
+        ],
+    )
 }
 
 fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
