@@ -2,6 +2,8 @@
 //! the CF, after 20 echo round trips. Every request, the socket's permissions and lifetime, bad
 //! requests, the metrics endpoint, and the absence of key material outside `keys export`.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -20,16 +22,7 @@ const ROUND_TRIPS: u64 = 20;
 
 /// A site that echoed 20 datagrams on 20 connections and reported lifesize to the CF.
 fn running_site(dir: &Path) -> Arc<Mutex<Testbed>> {
-    let mut bed = Testbed::new(&TestbedConfig::default(), &dir.join("cf")).unwrap();
-    for conn in 0..ROUND_TRIPS as u16 {
-        assert!(bed.peer.send_udp(
-            Testbed::peer_socket(40_000 + conn),
-            Testbed::dvipa_socket(60),
-            format!("hello {conn}").as_bytes(),
-        ));
-    }
-    bed.settle(1_000, 50);
-    assert_eq!(bed.peer.take_received().len(), ROUND_TRIPS as usize);
+    let mut bed = support::echoed_testbed(dir, ROUND_TRIPS as u16);
     let region = bed.distributor.facility.region().clone();
     let mut sink = FacilitySink::new(&region);
     for target in &mut bed.targets {
