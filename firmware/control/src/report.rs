@@ -100,29 +100,26 @@ pub struct SaView<'a> {
     pub slot: SlotId,
 }
 
-impl<'a> From<&'a InboundSa> for SaView<'a> {
-    fn from(entry: &'a InboundSa) -> Self {
-        SaView {
-            sa: &entry.sa,
-            dvipa: entry.dvipa,
-            peer: entry.peer,
-            selector: entry.selector,
-            slot: entry.slot,
+/// The data plane keeps inbound and outbound SAs in two types with the same listing fields;
+/// one conversion serves both.
+macro_rules! sa_view_from {
+    ($entry:ty) => {
+        impl<'a> From<&'a $entry> for SaView<'a> {
+            fn from(entry: &'a $entry) -> Self {
+                SaView {
+                    sa: &entry.sa,
+                    dvipa: entry.dvipa,
+                    peer: entry.peer,
+                    selector: entry.selector,
+                    slot: entry.slot,
+                }
+            }
         }
-    }
+    };
 }
 
-impl<'a> From<&'a OutboundSa> for SaView<'a> {
-    fn from(entry: &'a OutboundSa) -> Self {
-        SaView {
-            sa: &entry.sa,
-            dvipa: entry.dvipa,
-            peer: entry.peer,
-            selector: entry.selector,
-            slot: entry.slot,
-        }
-    }
-}
+sa_view_from!(InboundSa);
+sa_view_from!(OutboundSa);
 
 /// The listing entry of one SA found at `location`.
 pub fn sa_entry(view: SaView<'_>, location: SaLocation) -> SaEntry {
