@@ -55,7 +55,7 @@
 //!   path; anything else, errors included, goes through the general one.
 //! * [`peek_burst`] and [`peek_burst_flows`] peek a receive burst with the AES-GCM keystream of all
 //!   its packets computed together; the compact form costs under a tenth of a full open at 1420
-//!   bytes, a single [`Sa::peek`] about a fifth (figures and method in `BENCHMARKS.md`).
+//!   bytes, a single [`Sa::peek`] a fifth to a quarter (figures and method in `BENCHMARKS.md`).
 #![forbid(unsafe_code)]
 
 mod ah;
