@@ -1,8 +1,9 @@
 //! Peek's straight-line path for the shapes a distributor sees almost always: ESP (or UDP-encapsulated
 //! ESP) right behind an IPv4 header without options or an IPv6 header without extension headers,
 //! carrying in tunnel mode an inner header of the same kinds. It reads fixed offsets and builds the
-//! result once. (A single peek still costs a fifth to a quarter of a full AES-GCM open at 1420 bytes; the
-//! burst peek in `burst.rs`, which shares this path, is what gets to a tenth: see BENCHMARKS.md.)
+//! result once. (A single peek still costs a fifth to a quarter of a full AES-GCM open at 1420
+//! bytes; the burst peek in `burst.rs`, which shares this path, is what gets under a tenth: see
+//! BENCHMARKS.md.)
 //!
 //! Anything else (options, extension headers, fragments, truncation, a wrong SPI, anything odd)
 //! returns `None` and the general path in the parent module handles the packet, errors included.
