@@ -92,6 +92,8 @@ pub struct Session {
     outbound: Arc<OutboundGeneration>,
     inbound: HashMap<u32, (Sa, ReplayCounter)>,
     current_inbound_spi: u32,
+    /// Measurements run so far: the id the next one's probes carry.
+    runs: u32,
     /// How long IKE_SA_INIT to the installed child SA took.
     pub setup: Duration,
 }
@@ -128,6 +130,8 @@ pub struct TrafficResult {
     pub open_failures: u64,
     pub rekeys_started: u64,
     pub rekeys_completed: u64,
+    /// Replies to an earlier measurement that arrived during this one (not counted in it).
+    pub stale: u64,
 }
 
 fn bind_sockets(namespace: &str, local: Ipv4Addr) -> Result<(UdpSocket, UdpSocket), LoadError> {
@@ -198,6 +202,7 @@ impl Session {
                             outbound,
                             inbound,
                             current_inbound_spi: child.inbound_spi,
+                            runs: 0,
                             ike,
                             nat_t,
                             endpoint,
@@ -260,6 +265,7 @@ impl Session {
             .map(|index| {
                 let sender = Sender {
                     index,
+                    run_id: self.runs,
                     socket: self.nat_t.try_clone()?,
                     shared: Arc::clone(&shared),
                     traffic: traffic.clone(),
@@ -272,6 +278,7 @@ impl Session {
             })
             .collect::<Result<_, std::io::Error>>()?;
         let mut receiver = Receiver::new(self, traffic)?;
+        self.runs = self.runs.wrapping_add(1);
         let outcome = receiver.run(self, traffic, &shared, base, tick);
         shared.stop.store(true, Ordering::Relaxed);
         let mut send_errors = 0;
@@ -460,6 +467,7 @@ impl Shared {
 /// One sender thread: seals probes of its flows and sends them.
 struct Sender {
     index: usize,
+    run_id: u32,
     socket: UdpSocket,
     shared: Arc<Shared>,
     traffic: Traffic,
@@ -565,6 +573,7 @@ impl Sender {
     ) -> bool {
         let flow_seq = self.shared.sent_per_flow[flow as usize].fetch_add(1, Ordering::Relaxed) + 1;
         let probe = Probe {
+            run: self.run_id,
             flow,
             seq: flow_seq,
             sent_ns: self.base.elapsed().as_nanos() as u64,
@@ -598,6 +607,9 @@ struct Receiver {
     current_inbound_spi: u32,
     /// Replay rejections counted before this measurement.
     replay_before: u64,
+    /// The id this measurement's probes carry, and replies to earlier ones that came late.
+    run_id: u32,
+    stale: u64,
 }
 
 fn replay_total(inbound: &HashMap<u32, (Sa, ReplayCounter)>) -> u64 {
@@ -615,6 +627,8 @@ impl Receiver {
             rekeys_completed: 0,
             current_inbound_spi: session.current_inbound_spi,
             replay_before: replay_total(&inbound),
+            run_id: session.runs,
+            stale: 0,
             inbound,
         })
     }
@@ -717,6 +731,10 @@ impl Receiver {
         let Some(probe) = wire::read_probe(inner) else {
             return Ok(());
         };
+        if probe.run != self.run_id {
+            self.stale += 1;
+            return Ok(());
+        }
         let Some(flow) = self.flows.get_mut(probe.flow as usize) else {
             return Ok(());
         };
@@ -777,6 +795,7 @@ impl Receiver {
             open_failures: self.open_failures,
             rekeys_started: self.rekeys_started,
             rekeys_completed: self.rekeys_completed,
+            stale: self.stale,
         }
     }
 }

@@ -546,6 +546,7 @@ fn point(
         replay_rejected_at_gateway: replays,
         unknown_spi: outcome.unknown_spi,
         open_failures: outcome.open_failures,
+        stale_replies: outcome.stale,
         rekeys_started: outcome.rekeys_started,
         rekeys_completed: outcome.rekeys_completed,
         gateway_cpu_seconds: ticks as f64 / tck.max(1) as f64,

@@ -42,6 +42,8 @@ pub struct Point {
     pub replay_rejected_at_gateway: Option<u64>,
     pub unknown_spi: u64,
     pub open_failures: u64,
+    /// Replies to the previous point that arrived during this one (not counted here).
+    pub stale_replies: u64,
     pub rekeys_started: u64,
     pub rekeys_completed: u64,
     pub gateway_cpu_seconds: f64,
@@ -561,6 +563,7 @@ mod tests {
             replay_rejected_at_gateway: None,
             unknown_spi: 0,
             open_failures: 0,
+            stale_replies: 0,
             rekeys_started: 0,
             rekeys_completed: 0,
             gateway_cpu_seconds: 0.0,

@@ -6,8 +6,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const UDP_HEADER_LEN: usize = 8;
-/// Flow id (4), flow sequence number (8), send time in ns since the run's start (8).
-pub const PROBE_LEN: usize = 20;
+/// Measurement id (4), flow id (4), flow sequence number (8), send time in ns since the
+/// measurement's start (8).
+pub const PROBE_LEN: usize = 24;
 /// The smallest inner packet that holds a probe.
 pub const MIN_PACKET: usize = IPV4_HEADER_LEN + UDP_HEADER_LEN + PROBE_LEN;
 const UDP: u8 = 17;
@@ -15,6 +16,8 @@ const UDP: u8 = 17;
 /// What a probe carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
+    /// Which measurement sent it: a late reply to an earlier one must not count in this one.
+    pub run: u32,
     pub flow: u32,
     pub seq: u64,
     pub sent_ns: u64,
@@ -44,9 +47,10 @@ pub fn write_probe(
     udp[4..6].copy_from_slice(&((len - IPV4_HEADER_LEN) as u16).to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
     let body = &mut udp[UDP_HEADER_LEN..];
-    body[0..4].copy_from_slice(&probe.flow.to_be_bytes());
-    body[4..12].copy_from_slice(&probe.seq.to_be_bytes());
-    body[12..20].copy_from_slice(&probe.sent_ns.to_be_bytes());
+    body[0..4].copy_from_slice(&probe.run.to_be_bytes());
+    body[4..8].copy_from_slice(&probe.flow.to_be_bytes());
+    body[8..16].copy_from_slice(&probe.seq.to_be_bytes());
+    body[16..24].copy_from_slice(&probe.sent_ns.to_be_bytes());
     // The filler bytes stay whatever they were: ESP encrypts them anyway.
     Ok(())
 }
@@ -59,9 +63,10 @@ pub fn read_probe(packet: &[u8]) -> Option<Probe> {
     }
     let body = packet.get(header_len + UDP_HEADER_LEN..header_len + UDP_HEADER_LEN + PROBE_LEN)?;
     Some(Probe {
-        flow: u32::from_be_bytes(body[0..4].try_into().ok()?),
-        seq: u64::from_be_bytes(body[4..12].try_into().ok()?),
-        sent_ns: u64::from_be_bytes(body[12..20].try_into().ok()?),
+        run: u32::from_be_bytes(body[0..4].try_into().ok()?),
+        flow: u32::from_be_bytes(body[4..8].try_into().ok()?),
+        seq: u64::from_be_bytes(body[8..16].try_into().ok()?),
+        sent_ns: u64::from_be_bytes(body[16..24].try_into().ok()?),
     })
 }
 
@@ -109,6 +114,7 @@ mod tests {
     fn a_probe_survives_the_round_trip() {
         let mut buf = [0u8; 1500];
         let probe = Probe {
+            run: 3,
             flow: 7,
             seq: 1 << 40,
             sent_ns: 123_456_789,
