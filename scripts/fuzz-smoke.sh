@@ -40,9 +40,15 @@ started=$SECONDS
 # Phase 1: build each fuzz crate (cargo uses every core for one crate at a time).
 runs=()
 for dir in $fuzz_dirs; do
+    if ! targets=$(cd "$dir" && cargo fuzz list) || [[ -z "$targets" ]]; then
+        failures+=("$dir (cargo fuzz list names no target)")
+        continue
+    fi
     selected=()
-    for t in $(cd "$dir" && cargo fuzz list); do
-        [[ "$dir:$t" == *"$only"* ]] && selected+=("$t")
+    for t in $targets; do
+        if [[ "$dir:$t" == *"$only"* ]]; then
+            selected+=("$t")
+        fi
     done
     [[ ${#selected[@]} -eq 0 ]] && continue
     echo "== build $dir ($((SECONDS - started)) s)"
