@@ -346,7 +346,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         };
         let (facility, sas, paths) = (&self.facility, &mut self.sas, &mut own.paths);
         let Some(flow) = open_frame(&mut frame, |bytes, range| {
-            paths.inbound(facility, sas, Ingress::External, bytes, range)
+            paths.inbound_at(facility, sas, Ingress::External, bytes, range, now_us)
         }) else {
             return;
         };
@@ -744,7 +744,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         }
         let (target, sas) = (&mut self.target, &mut self.sas);
         let Some(flow) = open_frame(&mut frame, |bytes, range| {
-            target.inbound(sas, ingress, bytes, range)
+            target.inbound_at(sas, ingress, bytes, range, now_us)
         }) else {
             return;
         };
