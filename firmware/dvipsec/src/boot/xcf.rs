@@ -602,6 +602,12 @@ mod tests {
         stranger.set_read_timeout(Some(WAIT)).unwrap();
         let mut byte = [0u8; 1];
         assert_eq!(stranger.read(&mut byte).unwrap_or(0), 0, "stream closed");
+        // The acceptor may close the stream a moment before it counts the refusal.
+        let deadline = Instant::now() + WAIT;
+        while b.counters().rejected.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "refusal not counted");
+            std::thread::sleep(POLL);
+        }
         assert_eq!(b.counters().rejected.load(Ordering::Relaxed), 1);
     }
 
