@@ -26,6 +26,8 @@ const STATE_FILE: &str = "state";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `down` gives a node to shut down cleanly before killing it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The MTU of the XCF network's links.
+const XCF_MTU: &str = "9000";
 /// The name of a node's port that sits on the XCF network (as `dvipsec boot` expects it).
 const XCF_PORT_NAME: &str = "xcf";
 /// The line `dvipsec boot` logs once it holds everything.
@@ -228,6 +230,12 @@ fn plug(ns: &str, inner: &str, hub: &str, outer: &str, bridge: &str) -> Result<(
     ip(&[
         "-n", ns, "link", "add", inner, "type", "veth", "peer", "name", outer, "netns", hub,
     ])?;
+    if bridge == "br-xcf" {
+        // The XCF network carries the distributor's GRE (24 bytes more than the peer's
+        // packets): jumbo frames, as a cluster interconnect has.
+        ip(&["-n", ns, "link", "set", inner, "mtu", XCF_MTU])?;
+        ip(&["-n", hub, "link", "set", outer, "mtu", XCF_MTU])?;
+    }
     ip(&["-n", hub, "link", "set", outer, "master", bridge])?;
     ip(&["-n", hub, "link", "set", outer, "up"])?;
     ip(&["-n", ns, "link", "set", inner, "up"])?;
