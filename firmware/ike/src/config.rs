@@ -160,6 +160,10 @@ pub struct EndpointConfig {
     /// (counted in `Stats::half_open_global_drops`). Keep it above `cookie_threshold`, or
     /// cookies are never demanded.
     pub max_half_open: usize,
+    /// Peer addresses with which ESP always goes in UDP (the site's `nat_t: force`): our
+    /// NAT_DETECTION_SOURCE_IP hash is made not to match, so both ends see a NAT (RFC 7296
+    /// section 2.23 allows this), move to port 4500 and encapsulate.
+    pub force_udp_encap: Vec<std::net::IpAddr>,
 }
 
 impl EndpointConfig {
@@ -174,6 +178,7 @@ impl EndpointConfig {
             // cookies start, and no further even when it answers them.
             max_half_open_per_peer: 64,
             max_half_open: 1024,
+            force_udp_encap: Vec::new(),
         }
     }
 }

@@ -164,11 +164,13 @@ impl Endpoint {
         })
     }
 
-    fn timing(&self) -> Timing {
+    /// The settings of an IKE SA with the peer at `remote`.
+    fn timing(&self, remote: IpAddr) -> Timing {
         Timing {
             retransmit_base: self.config.retransmit_base,
             retransmit_limit: self.config.retransmit_limit,
             half_open_timeout: self.config.half_open_timeout,
+            force_udp_encap: self.config.force_udp_encap.contains(&remote),
         }
     }
 
@@ -186,7 +188,7 @@ impl Endpoint {
             .iter()
             .position(|p| p.name == peer_name)
             .ok_or_else(|| IkeError::UnknownPeer(peer_name.to_owned()))?;
-        let timing = self.timing();
+        let timing = self.timing(remote.ip());
         let sa = IkeSa::initiate(
             now,
             index,
@@ -370,7 +372,7 @@ impl Endpoint {
             self.refuse_init(header, from, to, notify::INVALID_KE_PAYLOAD, group);
             return Ok(());
         }
-        let sa = respond_to_init(now, &incoming, offer, self.timing(), &mut self.out)?;
+        let sa = respond_to_init(now, &incoming, offer, self.timing(from.ip()), &mut self.out)?;
         let local_spi = sa.local_spi();
         self.half_open.insert((header.spi_i, from), local_spi);
         self.sas.insert(local_spi, sa);

@@ -525,6 +525,31 @@ fn nat_in_front_of_the_initiator_moves_both_to_port_4500() {
     assert_eq!(child_b.local.port(), 4500);
 }
 
+/// `nat_t: force` on either side: no NAT on the wire, yet both ends see one, move to port 4500
+/// and put ESP in UDP; without it (the test above without a NAT) they do not.
+#[test]
+fn forced_udp_encapsulation_works_from_either_side_without_a_nat() {
+    for forcing_responder in [true, false] {
+        let mut a_config = EndpointConfig::new(vec![initiator_peer()]);
+        let mut b_config = EndpointConfig::new(vec![responder_peer()]);
+        if forcing_responder {
+            b_config.force_udp_encap = vec![addr(INITIATOR).ip()];
+        } else {
+            a_config.force_udp_encap = vec![addr(RESPONDER).ip()];
+        }
+        let mut pair = Pair::with_configs(a_config, b_config);
+        let (a, b) = establish(&mut pair);
+        assert_children_match(&a, &b);
+        let (child_a, child_b) = (children(&a)[0], children(&b)[0]);
+        assert!(child_a.udp_encapsulation && child_b.udp_encapsulation);
+        assert_eq!(child_a.remote.port(), 4500);
+        assert_eq!(child_b.local.port(), 4500);
+    }
+    let mut plain = Pair::new(initiator_peer(), responder_peer());
+    let (a, _) = establish(&mut plain);
+    assert!(!children(&a)[0].udp_encapsulation);
+}
+
 #[test]
 fn cookies_are_demanded_under_load_and_honoured() {
     let mut b_config = EndpointConfig::new(vec![responder_peer()]);

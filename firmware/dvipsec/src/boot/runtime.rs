@@ -234,7 +234,15 @@ fn distributor_side(inputs: &RuntimeInputs<'_>) -> Result<DistributorSide, Runti
         )?);
     }
     let peers: Vec<PeerConfig> = dvipas.iter().flat_map(|d| d.peers.clone()).collect();
-    let endpoint = Endpoint::new(EndpointConfig::new(peers))?;
+    let mut config = EndpointConfig::new(peers);
+    // `nat_t: force`: ESP in UDP with these peers even with no NAT between.
+    config.force_udp_encap = view
+        .peers
+        .iter()
+        .filter(|p| p.nat_t == dvipsec_config::NatTraversal::Force)
+        .map(|p| p.address)
+        .collect();
+    let endpoint = Endpoint::new(config)?;
     let region = SharedOwner::default();
     if let Some(owner) = &inputs.region {
         region.set(owner.clone());

@@ -90,7 +90,12 @@ impl IkeSa {
             }));
         }
         payloads.push(Payload::Nonce(self.ni.clone()));
-        payloads.extend(nat_payloads(self.spi_i, 0, self.local, self.remote));
+        payloads.extend(nat_payloads(
+            self.spi_i,
+            0,
+            self.advertised_source(),
+            self.remote,
+        ));
         let bytes = build_plain(self.header(Exchange::IkeSaInit, false, 0), &payloads);
         self.init_request = bytes.clone();
         self.next_request_id = 1;
@@ -198,10 +203,20 @@ impl IkeSa {
         );
         self.nr = nr;
         self.init_response = incoming.bytes.to_vec();
-        self.nat_detected = nat_between(incoming).unwrap_or(false);
+        self.nat_detected = self.timing.force_udp_encap || nat_between(incoming).unwrap_or(false);
         self.dh = None;
         self.state = State::AuthSent;
         Ok(())
+    }
+
+    /// The source address our NAT_DETECTION_SOURCE_IP hash covers: our own, or port 0 of it
+    /// when ESP must go in UDP anyway, so the peer sees a NAT (RFC 7296 section 2.23).
+    fn advertised_source(&self) -> SocketAddr {
+        if self.timing.force_udp_encap {
+            SocketAddr::new(self.local.ip(), 0)
+        } else {
+            self.local
+        }
     }
 
     /// RFC 7296 2.23: after a NAT is detected the initiator moves to port 4500.
@@ -253,7 +268,7 @@ pub(crate) fn respond_to_init(
         derive_ike_keys(&suite, &seed, &ni, &nr, spi_i, spi_r)
             .map_err(|_| Discard::UnexpectedMessage)?,
     );
-    sa.nat_detected = nat_between(incoming).unwrap_or(false);
+    sa.nat_detected = timing.force_udp_encap || nat_between(incoming).unwrap_or(false);
     let mut payloads = vec![
         Payload::Sa(vec![suite.proposal(offer.proposal_number, Vec::new())]),
         Payload::Ke(KePayload {
@@ -262,7 +277,12 @@ pub(crate) fn respond_to_init(
         }),
         Payload::Nonce(nr.clone()),
     ];
-    payloads.extend(nat_payloads(spi_i, spi_r, sa.local, sa.remote));
+    payloads.extend(nat_payloads(
+        spi_i,
+        spi_r,
+        sa.advertised_source(),
+        sa.remote,
+    ));
     let bytes = build_plain(sa.header(Exchange::IkeSaInit, true, 0), &payloads);
     sa.ni = ni;
     sa.nr = nr;

@@ -56,6 +56,9 @@ pub(crate) struct Timing {
     pub retransmit_base: Duration,
     pub retransmit_limit: u32,
     pub half_open_timeout: Duration,
+    /// ESP goes in UDP with this peer even when no NAT is found (see
+    /// [`crate::EndpointConfig::force_udp_encap`]).
+    pub force_udp_encap: bool,
 }
 
 /// What our outstanding request was for.
