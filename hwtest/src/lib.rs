@@ -8,4 +8,6 @@
 
 pub mod netns;
 pub mod preflight;
+pub mod swan_peer;
+pub mod takeover;
 pub mod topology;

@@ -198,7 +198,7 @@ impl Drop for Dvipsec {
 /// `up` records a namespace before creating it and removes what it recorded when it fails:
 /// started while another `topology up` of the same site holds the names, it would delete
 /// that one's namespaces. So any namespace with the site's prefix stops the run here.
-fn refuse_if_in_use(names: &Names) -> Result<(), GatewayError> {
+pub(super) fn refuse_if_in_use(names: &Names) -> Result<(), GatewayError> {
     let existing =
         dvipsec_hwtest::netns::list_namespaces().map_err(|e| GatewayError::Setup(e.to_string()))?;
     let prefix = format!("{}-", names.prefix());
@@ -213,7 +213,7 @@ fn refuse_if_in_use(names: &Names) -> Result<(), GatewayError> {
 }
 
 /// `dvipsec` next to this program (cargo puts both in one target directory), else on PATH.
-fn firmware_binary() -> PathBuf {
+pub(super) fn firmware_binary() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("dvipsec")))

@@ -11,6 +11,7 @@ mod loadgen;
 mod report;
 mod stats;
 mod strongswan;
+mod takeover;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -45,7 +46,11 @@ pub enum Scenario {
     Scaling,
     /// Child SA rekeys through our IKE while traffic runs.
     Rekey,
-    /// Distributor takeover under load.
+    /// Distributor takeover under load, strongSwan as the peer: MVS1 (DVA1's owner) is
+    /// killed, MVS4 takes over; writes detection, takeover and traffic-gap figures and ESP
+    /// sequence reuse to result.json (no report.html). A site without a backup for DVA1 is
+    /// run with MVS4 made its backup (written to OUT/site.yaml). --seconds is the traffic
+    /// after the kill.
     Takeover,
     /// Random loss on the XCF network (nftables in the hub namespace); dvipsec only.
     XcfLoss,
@@ -67,7 +72,7 @@ pub struct RunArgs {
     /// The dvipsec site to bring up (default hwtest/sites/figure4-netns.yaml).
     #[arg(long, value_name = "FILE")]
     site: Option<PathBuf>,
-    /// Seconds per measurement point.
+    /// Seconds per measurement point (takeover: seconds of traffic after the kill).
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Where result.json, report.html and the gateways' logs go.
@@ -100,8 +105,8 @@ struct Plan {
 
 pub fn run(args: RunArgs) -> ExitCode {
     if args.scenario == Scenario::Takeover {
-        eprintln!("dvipsec-hwtest run takeover: not available: failover not built yet");
-        return ExitCode::from(EXIT_NOT_AVAILABLE);
+        let site = args.site.as_deref().unwrap_or(Path::new(DEFAULT_SITE));
+        return takeover::run(site, &args.out, args.seconds);
     }
     match execute(&args) {
         Ok(code) => code,
