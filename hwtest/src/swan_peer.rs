@@ -312,21 +312,21 @@ socks = []
 for _ in range(16):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((src, 0)); s.setblocking(False); socks.append(s)
-start = time.time(); sent = echoed = 0; last = start; gap = 0.0; i = 0
-while time.time() - start < seconds:
+start = time.monotonic(); sent = echoed = 0; last = start; gap = 0.0; i = 0
+while time.monotonic() - start < seconds:
     socks[i % 16].sendto(b"steady-%d" % i, (dst, 60)); sent += 1; i += 1
-    deadline = time.time() + 0.005
+    deadline = time.monotonic() + 0.005
     while True:
-        left = deadline - time.time()
+        left = deadline - time.monotonic()
         if left <= 0: break
         ready, _, _ = select.select(socks, [], [], left)
         for s in ready:
             try:
-                s.recv(4096); echoed += 1; now = time.time()
+                s.recv(4096); echoed += 1; now = time.monotonic()
                 gap = max(gap, now - last); last = now
             except BlockingIOError:
                 pass
-gap = max(gap, time.time() - last)
+gap = max(gap, time.monotonic() - last)
 print("sent=%d echoed=%d gap_ms=%d" % (sent, echoed, int(gap * 1000)))
 "#;
 
