@@ -16,6 +16,8 @@ use crossbeam_queue::ArrayQueue;
 pub const ESP_UDP_TUNNEL_IPV4_HEADROOM: usize = 20 + 8 + 8 + 8;
 /// Tailroom ESP adds behind the payload: up to 16 bytes of padding and trailer, and a 16-byte ICV.
 pub const ESP_TAILROOM: usize = 16 + 16;
+/// An outer IPv4 header and a GRE header.
+const GRE_OVER_IPV4: usize = 20 + 4;
 /// Largest buffer (headroom + data room + tailroom) a pool accepts: offsets are kept in `u32`
 /// but no link carries more than a jumbo frame.
 pub const MAX_BUFFER_SIZE: usize = 64 * 1024;
@@ -61,6 +63,14 @@ impl BufLayout {
             data_room: 1514,
             tailroom: ESP_TAILROOM,
         }
+    }
+
+    /// The same for a port on the XCF network, whose frames are full-size peer packets with
+    /// the distributor's outer IPv4 and GRE headers (24 bytes) in front.
+    pub fn esp_over_gre_ipv4() -> Self {
+        let mut layout = Self::esp_udp_tunnel_ipv4();
+        layout.data_room += GRE_OVER_IPV4;
+        layout
     }
 
     /// Bytes reserved in front of a freshly received or allocated frame.

@@ -27,6 +27,9 @@ use super::neighbours;
 use super::plane::{self, OwnedNow, Plane};
 use super::runtime::{DistributorSide, Runtime};
 
+/// The longest a box waits at boot for the others before deciding who owns what.
+const STARTUP_GRACE: Duration = Duration::from_secs(5);
+
 impl Runtime {
     /// Membership timers and events, the takeover decision, and its actions.
     pub(super) fn run_failover(&mut self, now: Instant, elapsed: Duration) {
@@ -34,6 +37,9 @@ impl Runtime {
         while let Some(event) = self.membership.poll_event() {
             log_membership(&self.node, &event);
             self.follow_member(&event);
+        }
+        if !self.cluster_assembled(elapsed) {
+            return;
         }
         let Some(side) = self.distributor.as_mut() else {
             return;
@@ -46,6 +52,19 @@ impl Runtime {
         {
             self.carry_out(action, now, elapsed);
         }
+    }
+
+    /// Whether ownership may be decided: every other box has been heard, or the boot grace
+    /// passed. Boxes of a site boot seconds apart (ARP, ports); deciding after only one
+    /// takeover timeout would let a backup that booted first take a DVIPA from its owner.
+    fn cluster_assembled(&self, elapsed: Duration) -> bool {
+        let grace = (self.membership.config().silence_limit() * 4).max(STARTUP_GRACE);
+        elapsed >= grace
+            || self
+                .site
+                .iter()
+                .filter(|v| v.node != self.node)
+                .all(|v| self.membership.is_alive(&v.node))
     }
 
     /// A target that failed gets no new connections from this box's distributor, and its

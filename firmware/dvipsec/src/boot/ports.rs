@@ -127,7 +127,9 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
         PortDriver::Dpdk => open_dpdk(config, port, driver),
         PortDriver::AfPacket => {
             let iface = interface(config, &port, driver)?;
-            AfPacketPort::open(&AfPacketConfig::new(iface))
+            let mut af_packet = AfPacketConfig::new(iface);
+            af_packet.layout = layout(config);
+            AfPacketPort::open(&af_packet)
                 .map(OpenPort::AfPacket)
                 .map_err(|source| PortError::AfPacket { port, source })
         }
@@ -135,6 +137,7 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
             let iface = interface(config, &port, driver)?;
             let mut xdp = AfXdpConfig::new(iface);
             xdp.queue = config.queue.as_deref().copied().unwrap_or(0);
+            xdp.layout = layout(config);
             // ARP, IKE and the XCF streams stay with the kernel.
             xdp.steering = dvipsec_ports::Steering::IpsecOnly;
             AfXdpPort::open(&xdp)
@@ -181,8 +184,9 @@ fn open_dpdk(
         None => dvipsec_dpdk::Eal::init(dvipsec_dpdk::Eal::args_from_site(&eal_args, &vdevs))
             .map_err(dpdk_error)?,
     };
-    let ethdev = dvipsec_dpdk::EthdevPort::open(eal, &dvipsec_dpdk::EthdevConfig::new(&device))
-        .map_err(dpdk_error)?;
+    let mut ethdev_config = dvipsec_dpdk::EthdevConfig::new(&device);
+    ethdev_config.layout = layout(config);
+    let ethdev = dvipsec_dpdk::EthdevPort::open(eal, &ethdev_config).map_err(dpdk_error)?;
     Ok(OpenPort::Dpdk(ethdev, kernel_iface))
 }
 
@@ -197,6 +201,15 @@ fn open_dpdk(
         driver,
         reason: "this build has no DPDK backend (build with `--features dpdk`)",
     })
+}
+
+/// Buffers for the port's frames: the XCF port's carry the distributor's GRE too.
+fn layout(config: &PortConfig) -> BufLayout {
+    if *config.name == super::plane::XCF_PORT_NAME {
+        BufLayout::esp_over_gre_ipv4()
+    } else {
+        BufLayout::esp_udp_tunnel_ipv4()
+    }
 }
 
 fn interface<'a>(
