@@ -55,6 +55,19 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     assert!(echoed > sent / 2, "traffic did not come back: {line}");
     assert!(detection_ms < 1000.0, "detection took {detection_ms:.0} ms");
     assert!(gap_ms < 2000, "traffic stopped for {gap_ms} ms");
+    // The DCT was rebuilt from the targets' reports: MVS2's flows went back to MVS2.
+    let restored = log_of(&site, "MVS4")
+        .lines()
+        .filter(|l| l.contains("connections restored") && l.contains("target=MVS2"))
+        .filter_map(|l| l.split("restored=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        restored > 0,
+        "MVS4 restored none of MVS2's connections:\n{}",
+        log_of(&site, "MVS4")
+    );
     let swan_log = charon.log();
     assert!(
         !swan_log.contains("verification failed"),

@@ -197,6 +197,21 @@ impl Distributor {
         }
     }
 
+    /// Puts a connection a target reported (CONN_REPORT after a takeover) back in the DCT, so
+    /// it keeps its target without a new SYN. False when the target is unknown or the DCT full.
+    pub fn restore(&mut self, key: FlowKey, xcf_address: Ipv4Addr, now_us: u64) -> bool {
+        let Some(id) = self
+            .config
+            .targets
+            .iter()
+            .find(|t| t.xcf_address == xcf_address)
+            .map(|t| t.id)
+        else {
+            return false;
+        };
+        self.dct.restore(key, id, now_us).is_ok()
+    }
+
     /// Marks the target at `xcf_address` failed (`down`) or back. A failed target's
     /// connections end (its DCT entries go) and new ones go to the others. Returns the entries
     /// ended.
@@ -547,6 +562,23 @@ mod tests {
         let other = tcp(&mut b, PEER_INNER, 1001, 60, SYN, 20);
         assert_ne!(forwarded_to(dispatch(&mut b, &other, 20)), Some(target));
         assert_eq!(b.distributor.counters().peeked, 10);
+    }
+
+    #[test]
+    fn a_restored_connection_keeps_its_target_without_a_syn() {
+        let mut b = bench();
+        let key = FlowKey {
+            src: IpAddr::V4(PEER_INNER),
+            dst: IpAddr::V4(DVIPA),
+            protocol: proto::TCP,
+            src_port: 1000,
+            dst_port: 60,
+        };
+        let second = Ipv4Addr::new(10, 9, 0, 11);
+        assert!(!b.distributor.restore(key, Ipv4Addr::new(10, 9, 0, 99), 0));
+        assert!(b.distributor.restore(key, second, 0));
+        let ack = tcp(&mut b, PEER_INNER, 1000, 60, ACK_ONLY, 1);
+        assert_eq!(forwarded_to(dispatch(&mut b, &ack, 1)), Some(TargetId(1)));
     }
 
     #[test]

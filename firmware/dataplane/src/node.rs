@@ -520,6 +520,62 @@ pub struct TargetNode<P, S, F> {
     pub pending_released: u64,
     /// Held packets dropped because no SA arrived in time.
     pub pending_timeouts: u64,
+    /// The connections this box serves (what CONN_REPORT tells a new distributor).
+    connections: ConnectionTable,
+}
+
+/// One connection a target served: the inner 5-tuple as the peer sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServedConnection {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The most connections a target remembers for CONN_REPORT; past it new ones are not
+/// remembered (they are placed anew by a new distributor) and nothing is allocated.
+const CONNECTIONS_REMEMBERED: usize = 4096;
+
+/// Connections served, with when each was last seen. Sized once: no allocation per packet.
+#[derive(Debug)]
+struct ConnectionTable {
+    seen: std::collections::HashMap<ServedConnection, u64>,
+}
+
+impl Default for ConnectionTable {
+    fn default() -> Self {
+        ConnectionTable {
+            seen: std::collections::HashMap::with_capacity(CONNECTIONS_REMEMBERED),
+        }
+    }
+}
+
+impl ConnectionTable {
+    fn seen(&mut self, flow: &Flow, now_us: u64) {
+        let key = ServedConnection {
+            src: flow.src,
+            dst: flow.dst,
+            protocol: flow.protocol,
+            src_port: flow.src_port,
+            dst_port: flow.dst_port,
+        };
+        if let Some(last) = self.seen.get_mut(&key) {
+            *last = now_us;
+        } else if self.seen.len() < CONNECTIONS_REMEMBERED {
+            self.seen.insert(key, now_us);
+        }
+    }
+
+    /// Those to `dvipa` seen within `idle_us`; older ones are forgotten on the way.
+    fn recent(&self, dvipa: IpAddr, now_us: u64, idle_us: u64) -> Vec<ServedConnection> {
+        self.seen
+            .iter()
+            .filter(|(c, last)| c.dst == dvipa && now_us.saturating_sub(**last) <= idle_us)
+            .map(|(c, _)| *c)
+            .collect()
+    }
 }
 
 /// Packets an application sent before any SA covered them, held while NEWCONN runs.
@@ -594,6 +650,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
             newconn_timeout_us: 5_000_000,
             pending_released: 0,
             pending_timeouts: 0,
+            connections: ConnectionTable::default(),
         }
     }
 
@@ -610,6 +667,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
     /// Takes the NEWCONN requests raised since the last call.
     pub fn take_newconn_requests(&mut self) -> std::vec::Drain<'_, NewconnRequest> {
         self.newconn.drain(..)
+    }
+
+    /// The connections to `dvipa` this box served within the last `idle_us` before `now_us`:
+    /// (peer-side address and port, DVIPA port, protocol).
+    pub fn connections(&self, dvipa: IpAddr, now_us: u64, idle_us: u64) -> Vec<ServedConnection> {
+        self.connections.recent(dvipa, now_us, idle_us)
     }
 
     /// Packets waiting for an SA.
@@ -748,6 +811,7 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> TargetNode<P, S, F> {
         }) else {
             return;
         };
+        self.connections.seen(&flow, now_us);
         if self.echo && flow.dst_port == ECHO_PORT && flow.protocol == 17 {
             self.echo_back(frame, now_us);
         } else {

@@ -19,14 +19,18 @@ use std::time::{Duration, Instant};
 
 use dvipsec_cf::RegionOwner;
 use dvipsec_cluster::takeover::MoveReason;
+use dvipsec_cluster::wire::{Connection, Flow};
 use dvipsec_cluster::MembershipEvent;
 use dvipsec_cluster::TakeoverAction;
+use dvipsec_dataplane::dct::FlowKey;
 
 use super::ike_socket::IKE_PORT;
 use super::neighbours;
 use super::plane::{self, OwnedNow, Plane};
 use super::runtime::{DistributorSide, Runtime};
 
+/// A connection a target has not served for this long is not reported to a new distributor.
+const CONNECTION_IDLE_US: u64 = 60_000_000;
 /// The longest a box waits at boot for the others before deciding who owns what.
 const STARTUP_GRACE: Duration = Duration::from_secs(5);
 
@@ -126,11 +130,7 @@ impl Runtime {
                 dvipa,
                 target,
                 flows,
-            } => {
-                // The boxes' applications report no connections yet (the data plane keeps no
-                // per-flow state for UDP); a flow that reappears is placed anew.
-                tracing::info!(%dvipa, %target, flows = flows.len(), "connections reported");
-            }
+            } => self.restore_connections(&dvipa, &target, &flows, elapsed),
             TakeoverAction::Rebuilt {
                 dvipa,
                 connections,
@@ -284,12 +284,77 @@ impl Runtime {
         let Some(core) = self.target.as_mut() else {
             return;
         };
+        let mut changes = Vec::new();
         while let Some(change) = core.poll_owner_change() {
+            changes.push(change);
+        }
+        for change in changes {
             tracing::info!(dvipa = %change.dvipa, distributor = %change.distributor, epoch = change.cf_epoch, switched = change.switched, "DVIPA has a new distributor");
-            if let Err(error) = core.report_connections(&change.dvipa, Vec::new(), now) {
-                tracing::warn!(dvipa = %change.dvipa, %error, "CONN_REPORT not sent");
+            let held = self.held_connections(&change.dvipa, now);
+            let count = held.len();
+            let Some(core) = self.target.as_mut() else {
+                return;
+            };
+            match core.report_connections(&change.dvipa, held, now) {
+                Ok(()) => {
+                    tracing::info!(dvipa = %change.dvipa, connections = count, "CONN_REPORT sent")
+                }
+                Err(error) => tracing::warn!(dvipa = %change.dvipa, %error, "CONN_REPORT not sent"),
             }
         }
+    }
+
+    /// The connections to `dvipa` this box's data plane served lately, as CONN_REPORT says them.
+    fn held_connections(&self, dvipa: &str, now: Duration) -> Vec<Connection> {
+        let Some(address) = self
+            .served()
+            .iter()
+            .find(|(n, _)| n == dvipa)
+            .map(|(_, a)| *a)
+        else {
+            return Vec::new();
+        };
+        let Some(Plane::Target(node)) = self.plane.as_ref() else {
+            return Vec::new();
+        };
+        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        node.connections(address, now_us, CONNECTION_IDLE_US)
+            .into_iter()
+            .map(|c| Connection {
+                flow: Flow {
+                    local: c.dst,
+                    remote: c.src,
+                    protocol: c.protocol,
+                    local_port: c.dst_port,
+                    remote_port: c.src_port,
+                },
+            })
+            .collect()
+    }
+
+    /// Puts the connections `target` reported back in the DCT: they keep their target.
+    fn restore_connections(&mut self, dvipa: &str, target: &str, flows: &[Flow], now: Duration) {
+        let Ok(address) = plane::xcf_of(&self.site, target) else {
+            return;
+        };
+        let Some(Plane::Distributor(node)) = self.plane.as_mut() else {
+            return;
+        };
+        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        let restored = flows
+            .iter()
+            .filter(|f| {
+                let key = FlowKey {
+                    src: f.remote,
+                    dst: f.local,
+                    protocol: f.protocol,
+                    src_port: f.remote_port,
+                    dst_port: f.local_port,
+                };
+                node.distributor.restore(key, address, now_us)
+            })
+            .count();
+        tracing::info!(%dvipa, %target, reported = flows.len(), restored, "connections restored");
     }
 
     /// The region's holder said where it is; a newer epoch replaces the handle.
