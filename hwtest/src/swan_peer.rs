@@ -92,7 +92,7 @@ impl Charon {
     /// Writes the configuration into `dir` and starts charon in `ns`; returns once its vici
     /// socket is there.
     pub fn start(ns: &str, dir: &Path, psk: &str) -> Result<Charon, SwanError> {
-        std::fs::write(dir.join("strongswan.conf"), strongswan_conf(dir))
+        std::fs::write(dir.join("strongswan.conf"), charon_conf(dir, true))
             .map_err(io_error("write strongswan.conf"))?;
         let conf = Zeroizing::new(swanctl_conf(psk));
         std::fs::write(dir.join("swanctl.conf"), conf.as_bytes())
@@ -187,8 +187,17 @@ pub fn wait_until(
     Ok(())
 }
 
-pub fn strongswan_conf(dir: &Path) -> String {
+/// charon's configuration for one instance in `dir` (vici socket and log there). With
+/// `host_to_host` the tunnel may carry traffic between the IKE addresses themselves
+/// (kernel-libipsec's `allow_peer_ts`, with the fwmarks that keep charon's own packets out of
+/// the tunnel), as with a DVIPA whose selector is the DVIPA.
+pub fn charon_conf(dir: &Path, host_to_host: bool) -> String {
     let d = dir.display();
+    let plugins = if host_to_host {
+        "    kernel-libipsec {\n      allow_peer_ts = yes\n    }\n    socket-default {\n      fwmark = 0x42\n    }\n    kernel-netlink {\n      fwmark = !0x42\n    }\n"
+    } else {
+        "    kernel-libipsec {\n      allow_peer_ts = no\n    }\n"
+    };
     format!(
         "charon {{
   load_modular = no
@@ -198,16 +207,7 @@ pub fn strongswan_conf(dir: &Path) -> String {
     vici {{
       socket = unix://{d}/charon.vici
     }}
-    kernel-libipsec {{
-      allow_peer_ts = yes
-    }}
-    socket-default {{
-      fwmark = 0x42
-    }}
-    kernel-netlink {{
-      fwmark = !0x42
-    }}
-  }}
+{plugins}  }}
   filelog {{
     main {{
       path = {d}/charon.log

@@ -197,16 +197,19 @@ impl Distributor {
         }
     }
 
-    /// Puts a connection a target reported (CONN_REPORT after a takeover) back in the DCT, so
-    /// it keeps its target without a new SYN. False when the target is unknown or the DCT full.
-    pub fn restore(&mut self, key: FlowKey, xcf_address: Ipv4Addr, now_us: u64) -> bool {
-        let Some(id) = self
-            .config
+    /// The target whose XCF address is `xcf_address`.
+    fn target_at(&self, xcf_address: Ipv4Addr) -> Option<TargetId> {
+        self.config
             .targets
             .iter()
             .find(|t| t.xcf_address == xcf_address)
             .map(|t| t.id)
-        else {
+    }
+
+    /// Puts a connection a target reported (CONN_REPORT after a takeover) back in the DCT, so
+    /// it keeps its target without a new SYN. False when the target is unknown or the DCT full.
+    pub fn restore(&mut self, key: FlowKey, xcf_address: Ipv4Addr, now_us: u64) -> bool {
+        let Some(id) = self.target_at(xcf_address) else {
             return false;
         };
         self.dct.restore(key, id, now_us).is_ok()
@@ -216,13 +219,7 @@ impl Distributor {
     /// connections end (its DCT entries go) and new ones go to the others. Returns the entries
     /// ended.
     pub fn set_target_down(&mut self, xcf_address: Ipv4Addr, down: bool) -> usize {
-        let Some(id) = self
-            .config
-            .targets
-            .iter()
-            .find(|t| t.xcf_address == xcf_address)
-            .map(|t| t.id)
-        else {
+        let Some(id) = self.target_at(xcf_address) else {
             return 0;
         };
         self.down.retain(|d| *d != id);

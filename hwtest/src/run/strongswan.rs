@@ -217,8 +217,11 @@ impl StrongSwan {
     fn start_charon(&mut self) -> Result<(), GatewayError> {
         let conf = self.dir.join("strongswan.conf");
         let _ = std::fs::remove_file(self.dir.join("charon.vici"));
-        std::fs::write(&conf, strongswan_conf(&self.dir, self.gateway_ns.name()))
-            .map_err(|e| setup("writing strongswan.conf", e))?;
+        std::fs::write(
+            &conf,
+            dvipsec_hwtest::swan_peer::charon_conf(&self.dir, false),
+        )
+        .map_err(|e| setup("writing strongswan.conf", e))?;
         let swanctl_conf = self.dir.join("swanctl.conf");
         std::fs::write(&swanctl_conf, swanctl_conf_text(&self.psk))
             .map_err(|e| setup("writing swanctl.conf", e))?;
@@ -345,42 +348,6 @@ fn fresh_psk() -> Result<Vec<u8>, GatewayError> {
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
         .into_bytes())
-}
-
-fn strongswan_conf(dir: &Path, ns: &str) -> String {
-    let d = dir.display();
-    format!(
-        "charon {{
-  load_modular = no
-  load = random nonce kdf openssl aes sha1 sha2 hmac gcm curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_routes = yes
-  plugins {{
-    vici {{
-      socket = unix://{d}/charon.vici
-    }}
-    kernel-libipsec {{
-      allow_peer_ts = no
-    }}
-  }}
-  filelog {{
-    main {{
-      path = {d}/charon.log
-      append = no
-      flush_line = yes
-      default = 1
-      ike = 1
-      esp = 1
-    }}
-  }}
-  syslog {{
-    identifier = charon-{ns}
-    daemon {{
-      default = -1
-    }}
-  }}
-}}
-"
-    )
 }
 
 fn swanctl_conf_text(psk: &[u8]) -> String {
