@@ -12,7 +12,7 @@
 //! with acquire and written with release ordering, through atomics placed over the mapping.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -553,6 +553,12 @@ fn bind_to(fd: libc::c_int, index: u32) -> io::Result<()> {
 }
 
 impl PacketPort for AfPacketPort {
+    /// The socket polls readable once the kernel hands a receive block (AF_PACKET) or ring
+    /// entry (AF_XDP) to us.
+    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.socket.as_fd())
+    }
+
     fn name(&self) -> &str {
         &self.interface
     }

@@ -22,6 +22,7 @@ pub use af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort, Steering};
 pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};
 pub use fabric::{wire, FabricConfig, FabricError, FabricPort, Mac, SwitchBuilder};
+pub use poll::{wait_any_readable, MAX_WAIT_FDS};
 pub use port::{Burst, PacketPort};
 
 // Polling loops own their ports and buffers on pinned cores, so all of them must move

@@ -13,6 +13,7 @@
 //! go back to the kernel at once and a loop may hold a frame as long as it likes; handing out
 //! UMEM frames themselves as buffers would save that copy but is not done.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use crate::buf::{BufLayout, PacketBuf, Pool};
@@ -133,6 +134,12 @@ pub trait PacketPort {
 
     /// The port's live counters, shareable with other threads.
     fn stats(&self) -> &Arc<PortStats>;
+
+    /// A descriptor that polls readable when frames wait to be received, so an idle loop can
+    /// block instead of spinning; `None` for a port that can only be polled (DPDK, the fabric).
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// A snapshot of the port's counters.
     fn counters(&self) -> PortCounters {

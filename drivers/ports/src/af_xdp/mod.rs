@@ -17,7 +17,7 @@ pub use bpf::Steering;
 mod ring;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -444,6 +444,12 @@ impl AfXdpPort {
 }
 
 impl PacketPort for AfXdpPort {
+    /// The socket polls readable once the kernel hands a receive block (AF_PACKET) or ring
+    /// entry (AF_XDP) to us.
+    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.socket.as_fd())
+    }
+
     fn name(&self) -> &str {
         &self.interface
     }

@@ -7,6 +7,7 @@
 //! ICMP unreachable.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use dvipsec_ike::{Endpoint, Transmit};
@@ -85,6 +86,13 @@ impl IkeSockets {
             nat_t: bind(SocketAddr::new(address, NAT_T_PORT))?,
         });
         Ok(())
+    }
+
+    /// Every socket's descriptor, for an idle loop to block on.
+    pub fn readiness_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.sockets
+            .iter()
+            .flat_map(|s| [s.ike.as_fd(), s.nat_t.as_fd()])
     }
 
     /// Closes the sockets of `address` (the DVIPA moved away).

@@ -8,6 +8,7 @@
 //! socket on each port's kernel interface.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use dvipsec_config::{NodeView, PortConfig, PortSet};
@@ -20,7 +21,7 @@ use dvipsec_dataplane::poll::PollNode;
 use dvipsec_dataplane::sa_table::{LifesizeSink, ShadowSaTable};
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
-use dvipsec_ports::{AfPacketConfig, AfPacketPort};
+use dvipsec_ports::{AfPacketConfig, AfPacketPort, PacketPort};
 
 use super::facility::AttachedRegion;
 use super::neighbours::{self, NeighbourError};
@@ -78,6 +79,20 @@ impl Plane {
             }
             Plane::Target(node) => node.poll(now_us),
             Plane::Idle(_) => 0,
+        }
+    }
+
+    /// What an idle round may block on: the descriptors of the ports this plane reads (a
+    /// distributor reads only its external port; an idle plane reads none). `None` when a port
+    /// it reads has no descriptor (DPDK): then the loop must keep polling.
+    pub fn readiness_fds(&self) -> Option<Vec<BorrowedFd<'_>>> {
+        match self {
+            Plane::Distributor(node) => Some(vec![node.external_port().readiness_fd()?]),
+            Plane::Target(node) => Some(vec![
+                node.external_port().readiness_fd()?,
+                node.xcf_port().readiness_fd()?,
+            ]),
+            Plane::Idle(_) => Some(Vec::new()),
         }
     }
 

@@ -108,6 +108,10 @@ impl PacketPort for OpenPort {
     fn stats(&self) -> &Arc<PortStats> {
         each_backend!(self, port => port.stats())
     }
+
+    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        each_backend!(self, port => port.readiness_fd())
+    }
 }
 
 /// Opens every port in order; the ones already open are closed again when one fails.

@@ -38,7 +38,7 @@ use crate::lifesize_sink::CoreSink;
 const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the CF region's holder tells the other boxes its epoch and incarnation.
 const CF_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
-/// The pause of an idle round (nothing received): keeps an idle box off the CPU.
+/// The longest pause of an idle round (nothing received): keeps an idle box off the CPU.
 const IDLE_PAUSE: Duration = Duration::from_micros(500);
 /// The replay window of an SA whose policy names none.
 const DEFAULT_REPLAY_WINDOW: u32 = 128;
@@ -446,8 +446,29 @@ impl Runtime {
     pub fn run(&mut self, xcf: &XcfManager, stop: impl Fn() -> bool) {
         while !stop() {
             if !self.round(xcf) {
-                std::thread::sleep(IDLE_PAUSE);
+                self.wait_for_input();
             }
+        }
+    }
+
+    /// An idle round's pause: blocks until a port the plane reads or an IKE socket has
+    /// something, for at most [`IDLE_PAUSE`] (XCF frames and control requests arrive through
+    /// threads and wait that long at most). A plane with a port that has no descriptor (DPDK)
+    /// sleeps the pause instead.
+    fn wait_for_input(&self) {
+        let plane_fds = match self.plane.as_ref() {
+            Some(plane) => plane.readiness_fds(),
+            None => Some(Vec::new()),
+        };
+        let Some(mut fds) = plane_fds else {
+            std::thread::sleep(IDLE_PAUSE);
+            return;
+        };
+        if let Some(side) = self.distributor.as_ref() {
+            fds.extend(side.sockets.readiness_fds());
+        }
+        if dvipsec_ports::wait_any_readable(&fds, IDLE_PAUSE).is_err() {
+            std::thread::sleep(IDLE_PAUSE);
         }
     }
 
