@@ -349,6 +349,13 @@ impl Sa {
         }
     }
 
+    /// The full sequence number of an inbound packet whose header carries `seq_lo`: with ESN the
+    /// high half is inferred from this SA's window (RFC 4303 appendix A2), as [`Sa::peek`] does.
+    /// For callers of [`crate::peek_burst_flows`], which reports only the low half.
+    pub fn infer_sequence(&self, seq_lo: u32) -> u64 {
+        self.full_seq(seq_lo)
+    }
+
     pub(crate) fn full_seq(&self, seq_lo: u32) -> u64 {
         if self.params.esn {
             self.replay.infer_esn(seq_lo)

@@ -95,6 +95,9 @@ pub trait SaTable {
     /// Inbound lookup by (SPI, protocol, outer source address), as peek and decap do it.
     fn inbound(&mut self, spi: u32, protocol: IpsecProtocol, src: IpAddr)
         -> Option<&mut InboundSa>;
+    /// [`SaTable::inbound`] for reading only: the distributor holds the SAs of a whole burst at
+    /// once while it peeks them together.
+    fn inbound_shared(&self, spi: u32, protocol: IpsecProtocol, src: IpAddr) -> Option<&InboundSa>;
     /// Whether an inbound SA with this SPI and protocol exists for any source. A packet naming
     /// it from a source that [`SaTable::inbound`] does not find is spoofed, not merely unknown.
     fn knows_inbound_spi(&self, spi: u32, protocol: IpsecProtocol) -> bool;
@@ -470,6 +473,10 @@ impl SaTable for ShadowSaTable {
         src: IpAddr,
     ) -> Option<&mut InboundSa> {
         self.inbound.get_mut(&(spi, protocol_number(protocol), src))
+    }
+
+    fn inbound_shared(&self, spi: u32, protocol: IpsecProtocol, src: IpAddr) -> Option<&InboundSa> {
+        self.inbound.get(&(spi, protocol_number(protocol), src))
     }
 
     fn knows_inbound_spi(&self, spi: u32, protocol: IpsecProtocol) -> bool {
