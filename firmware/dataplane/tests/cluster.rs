@@ -915,3 +915,64 @@ fn what_the_distributor_box_serves_itself_counts_toward_lifesize() {
     }
     assert_eq!(targets.reports, 0);
 }
+
+#[test]
+fn stages_count_every_packet_through_them_and_their_time() {
+    let (mut bed, _dir) = site(TestbedConfig::default());
+    // Nothing received yet: polling empty ports counts nothing.
+    bed.settle(0, 5);
+    assert_eq!(bed.distributor.stage_costs(), Default::default());
+    for conn in 0..20u16 {
+        assert!(bed.peer.send_udp(
+            Testbed::peer_socket(43_000 + conn),
+            Testbed::dvipa_socket(60),
+            b"timed"
+        ));
+    }
+    bed.settle(10, 20);
+    let forward = bed.distributor.stage_costs().forward;
+    assert_eq!(forward.packets, 20);
+    assert!(forward.nanoseconds > 0);
+    // The distributor has no forwarding work left to time once the burst is gone.
+    bed.settle(20, 5);
+    assert_eq!(bed.distributor.stage_costs().forward, forward);
+    let decap: u64 = bed
+        .targets
+        .iter()
+        .map(|t| t.stage_costs().decap.packets)
+        .sum();
+    let encap: u64 = bed
+        .targets
+        .iter()
+        .map(|t| t.stage_costs().encap.packets)
+        .sum();
+    assert_eq!((decap, encap), (20, 20));
+    for target in &bed.targets {
+        let costs = target.stage_costs();
+        assert_eq!(costs.forward, Default::default(), "targets forward nothing");
+        if costs.decap.packets > 0 {
+            assert!(costs.decap.nanoseconds > 0 && costs.encap.nanoseconds > 0);
+        }
+    }
+    assert_eq!(bed.peer.take_received().len(), 20);
+    // A datagram for an application (port 7000, not the echo service): decapsulated, not
+    // answered, so not encapsulated.
+    assert!(bed.peer.send_udp(
+        Testbed::peer_socket(44_000),
+        Testbed::dvipa_socket(7000),
+        b"to the application"
+    ));
+    bed.settle(30, 20);
+    let decap: u64 = bed
+        .targets
+        .iter()
+        .map(|t| t.stage_costs().decap.packets)
+        .sum();
+    let encap: u64 = bed
+        .targets
+        .iter()
+        .map(|t| t.stage_costs().encap.packets)
+        .sum();
+    assert_eq!((decap, encap), (21, 20));
+    assert_eq!(bed.distributor.stage_costs().forward.packets, 21);
+}
