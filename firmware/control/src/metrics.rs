@@ -71,6 +71,18 @@ pub struct DropMetric {
     pub count: u64,
 }
 
+/// Time and packets of one stage of a node's packet path (see
+/// `dvipsec_dataplane::node::StageCosts`): their quotient is the stage's cost per packet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StageMetric {
+    /// "forward" (distributor), "decap" or "encap" (target).
+    pub stage: String,
+    /// Nanoseconds spent in the stage.
+    pub nanoseconds: u64,
+    /// Packets through it.
+    pub packets: u64,
+}
+
 /// Everything one node reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetricsSnapshot {
@@ -84,6 +96,8 @@ pub struct MetricsSnapshot {
     pub cores: Vec<CoreMetric>,
     /// Drops by cause.
     pub drops: Vec<DropMetric>,
+    /// Per-stage costs of the packet path.
+    pub stages: Vec<StageMetric>,
     /// CF operations by name.
     pub cf_operations: Vec<(String, u64)>,
     /// Lifesize reports sent to the CF (None: the node does not count them; not rendered).
@@ -134,6 +148,12 @@ struct DropLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    node: String,
+    stage: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CfLabels {
     node: String,
     op: String,
@@ -150,6 +170,8 @@ struct Families {
     port_drops: Family<PortDropLabels, Counter>,
     core_packets: Family<CoreLabels, Counter>,
     drops: Family<DropLabels, Counter>,
+    stage_nanoseconds: Family<StageLabels, Counter>,
+    stage_packets: Family<StageLabels, Counter>,
     cf_operations: Family<CfLabels, Counter>,
     lifesize_reports: Family<NodeLabels, Counter>,
     rekeys: Family<NodeLabels, Counter>,
@@ -168,6 +190,8 @@ impl Families {
             port_drops: Family::default(),
             core_packets: Family::default(),
             drops: Family::default(),
+            stage_nanoseconds: Family::default(),
+            stage_packets: Family::default(),
             cf_operations: Family::default(),
             lifesize_reports: Family::default(),
             rekeys: Family::default(),
@@ -210,6 +234,16 @@ impl Families {
             "drops",
             "Packets dropped by stage and cause",
             f.drops.clone(),
+        );
+        registry.register(
+            "stage_nanoseconds",
+            "Nanoseconds spent in a stage of the packet path (timed per burst)",
+            f.stage_nanoseconds.clone(),
+        );
+        registry.register(
+            "stage_packets",
+            "Packets through a stage of the packet path",
+            f.stage_packets.clone(),
         );
         registry.register(
             "cf_operations",
@@ -277,6 +311,18 @@ impl Families {
                 cause: drop.cause.clone(),
             };
             self.drops.get_or_create(&labels).inc_by(drop.count);
+        }
+        for stage in &snapshot.stages {
+            let labels = StageLabels {
+                node: node(),
+                stage: stage.stage.clone(),
+            };
+            self.stage_nanoseconds
+                .get_or_create(&labels)
+                .inc_by(stage.nanoseconds);
+            self.stage_packets
+                .get_or_create(&labels)
+                .inc_by(stage.packets);
         }
         for (op, count) in &snapshot.cf_operations {
             let labels = CfLabels {
@@ -472,6 +518,11 @@ mod tests {
                 cause: "replay".into(),
                 count: 8,
             }],
+            stages: vec![StageMetric {
+                stage: "decap".into(),
+                nanoseconds: 13,
+                packets: 14,
+            }],
             cf_operations: vec![("fetch_add".into(), 9)],
             lifesize_reports: Some(10),
             rekeys: Some(11),
@@ -492,6 +543,8 @@ mod tests {
             "dvipsec_lifesize_reports_total{node=\"t0\"} 10",
             "dvipsec_rekeys_total{node=\"t0\"} 11",
             "dvipsec_takeovers_total{node=\"t0\"} 12",
+            "dvipsec_stage_nanoseconds_total{node=\"t0\",stage=\"decap\"} 13",
+            "dvipsec_stage_packets_total{node=\"t0\",stage=\"decap\"} 14",
             "# TYPE dvipsec_drops counter",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
@@ -507,5 +560,50 @@ mod tests {
             text.contains("dvipsec_rekeys_total{node=\"t0\"} 11"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stage_costs_render_per_node_and_stage() {
+        let stage = |stage: &str, nanoseconds, packets| StageMetric {
+            stage: stage.into(),
+            nanoseconds,
+            packets,
+        };
+        let distributor = MetricsSnapshot {
+            node: "d".into(),
+            stages: vec![stage("forward", 3_200, 32)],
+            ..MetricsSnapshot::default()
+        };
+        let target = MetricsSnapshot {
+            node: "t1".into(),
+            stages: vec![stage("decap", 6_400, 32), stage("encap", 7_000, 31)],
+            ..MetricsSnapshot::default()
+        };
+        let text = render(&[distributor, target]);
+        // A family's samples come in no set order: compare them sorted.
+        let mut samples: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dvipsec_stage_"))
+            .collect();
+        samples.sort_unstable();
+        assert_eq!(
+            samples,
+            [
+                "dvipsec_stage_nanoseconds_total{node=\"d\",stage=\"forward\"} 3200",
+                "dvipsec_stage_nanoseconds_total{node=\"t1\",stage=\"decap\"} 6400",
+                "dvipsec_stage_nanoseconds_total{node=\"t1\",stage=\"encap\"} 7000",
+                "dvipsec_stage_packets_total{node=\"d\",stage=\"forward\"} 32",
+                "dvipsec_stage_packets_total{node=\"t1\",stage=\"decap\"} 32",
+                "dvipsec_stage_packets_total{node=\"t1\",stage=\"encap\"} 31",
+            ],
+            "{text}"
+        );
+        for family in ["dvipsec_stage_nanoseconds", "dvipsec_stage_packets"] {
+            assert!(
+                text.lines()
+                    .any(|l| l == format!("# TYPE {family} counter")),
+                "{family} not declared a counter:\n{text}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Building blocks of the reports a box gives: one SA of a data-plane table as an [`SaEntry`]
 //! (never its keys), a packet port as a [`LinkStatus`] and its [`PortMetric`], the names the
-//! listings use for the ESP engine's enums, the data plane's drops as metrics, its DCT as a
+//! listings use for the ESP engine's enums, the data plane's drops and stage costs as metrics,
+//! its DCT as a
 //! listing and CF slots as `cf show` entries. The testbed handler, the demo's boxes and the
 //! booted box share them.
 
@@ -9,13 +10,13 @@ use std::net::IpAddr;
 use dvipsec_cf::{CfError, Lifesize, SequenceFacility, SlotId};
 use dvipsec_dataplane::dct::Dct;
 use dvipsec_dataplane::distributor::{Distributor, DropCause};
-use dvipsec_dataplane::node::NodeCounters;
+use dvipsec_dataplane::node::{NodeCounters, StageCost, StageCosts};
 use dvipsec_dataplane::sa_table::{InboundSa, OutboundSa, ShadowSaTable, TrafficSelector};
 use dvipsec_dataplane::target::{TargetCounters, TargetDrop};
 use dvipsec_esp::{Direction, IpsecProtocol, LifetimeState, Mode, Sa};
 use dvipsec_ports::PacketPort;
 
-use crate::metrics::{DropMetric, PortMetric, SaMetric};
+use crate::metrics::{DropMetric, PortMetric, SaMetric, StageMetric};
 use crate::protocol::{CfSlot, DctFlow, DctReport, LifetimeLeft, LinkStatus, SaEntry, SaLocation};
 
 /// `Debug` names of causes (`UnknownSa`) as metric labels (`unknown_sa`).
@@ -327,6 +328,27 @@ pub fn node_drops(counters: NodeCounters) -> Vec<DropMetric> {
     )
 }
 
+fn stage_metric(stage: &str, cost: StageCost) -> StageMetric {
+    StageMetric {
+        stage: stage.into(),
+        nanoseconds: cost.nanoseconds,
+        packets: cost.packets,
+    }
+}
+
+/// A distributor node's stage: forwarding.
+pub fn distributor_stages(costs: StageCosts) -> Vec<StageMetric> {
+    vec![stage_metric("forward", costs.forward)]
+}
+
+/// A target node's stages: decapsulation and encapsulation.
+pub fn target_stages(costs: StageCosts) -> Vec<StageMetric> {
+    vec![
+        stage_metric("decap", costs.decap),
+        stage_metric("encap", costs.encap),
+    ]
+}
+
 /// A target's drops, by cause.
 pub fn target_drops(counters: &TargetCounters) -> Vec<DropMetric> {
     TargetDrop::ALL
@@ -383,6 +405,30 @@ mod tests {
                 ("node".into(), "no_room_or_route".into(), 2),
                 ("node".into(), "local_overflow".into(), 3),
             ]
+        );
+    }
+
+    #[test]
+    fn each_role_reports_its_own_stages() {
+        let cost = |nanoseconds, packets| StageCost {
+            nanoseconds,
+            packets,
+        };
+        let costs = StageCosts {
+            forward: cost(1, 2),
+            decap: cost(3, 4),
+            encap: cost(5, 6),
+        };
+        let flat = |stages: Vec<StageMetric>| -> Vec<(String, u64, u64)> {
+            stages
+                .into_iter()
+                .map(|s| (s.stage, s.nanoseconds, s.packets))
+                .collect()
+        };
+        assert_eq!(flat(distributor_stages(costs)), [("forward".into(), 1, 2)]);
+        assert_eq!(
+            flat(target_stages(costs)),
+            [("decap".into(), 3, 4), ("encap".into(), 5, 6)]
         );
     }
 }

@@ -24,7 +24,8 @@ use crate::protocol::{
     LinkStatus, PeerStatus, Role, SaEntry, SaListReport, SaLocation, StatusReport, TakeoverReport,
 };
 use crate::report::{
-    cf_slot, distributor_drops, node_drops, port_status, sa_entry, sa_metric, target_drops, SaView,
+    cf_slot, distributor_drops, distributor_stages, node_drops, port_status, sa_entry, sa_metric,
+    target_drops, target_stages, SaView,
 };
 
 /// Which box of the testbed a handler speaks for.
@@ -152,6 +153,7 @@ impl TestbedHandler {
                 });
                 snapshot.drops = distributor_drops(&node.distributor);
                 snapshot.drops.extend(node_drops(node.counters()));
+                snapshot.stages = distributor_stages(node.stage_costs());
                 list_sas(&mut node.sas, SaLocation::Sad)
             }
             Some(i) => {
@@ -163,6 +165,7 @@ impl TestbedHandler {
                 });
                 snapshot.drops = target_drops(&counters);
                 snapshot.drops.extend(node_drops(target.counters()));
+                snapshot.stages = target_stages(target.stage_costs());
                 list_sas(&mut target.sas, SaLocation::Shadow)
             }
         };

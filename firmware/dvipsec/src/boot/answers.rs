@@ -13,14 +13,16 @@ use dvipsec_cluster::membership::MemberState;
 use dvipsec_cluster::wire::SaInstall;
 use dvipsec_config::NodeView;
 use dvipsec_control::keys::{ExportedSa, KeyExport};
-use dvipsec_control::metrics::{self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric};
+use dvipsec_control::metrics::{
+    self, CoreMetric, DropMetric, MetricsSnapshot, PortMetric, StageMetric,
+};
 use dvipsec_control::protocol::{
     CfReport, ConnEntry, ConnListReport, DctReport, DvipaRelation, DvipaStatus, IkeListReport,
     LinkStatus, MetricsText, PeerStatus, Role, SaListReport, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
-    dct_report, distributor_drops, held_cf_slots, node_drops, port_status, prefix_text, sa_metric,
-    stage_drops, target_drops,
+    dct_report, distributor_drops, distributor_stages, held_cf_slots, node_drops, port_status,
+    prefix_text, sa_metric, stage_drops, target_drops, target_stages,
 };
 use dvipsec_control::{ControlError, Request, Response};
 use dvipsec_ike::wire::TrafficSelector;
@@ -441,6 +443,15 @@ fn exported_sa(install: &SaInstall) -> ExportedSa {
     exported(install, dvipa)
 }
 
+/// The data plane's stage costs: a distributor's forwarding, a target's decap and encap.
+fn plane_stages(plane: &Plane) -> Vec<StageMetric> {
+    match plane {
+        Plane::Distributor(node) => distributor_stages(node.stage_costs()),
+        Plane::Target(node) => target_stages(node.stage_costs()),
+        Plane::Idle(_) => Vec::new(),
+    }
+}
+
 /// The data plane's packets and drops: (packets handled, drops by cause).
 fn plane_counts(plane: &Plane) -> (u64, Vec<DropMetric>) {
     match plane {
@@ -513,6 +524,7 @@ fn snapshot(runtime: &Runtime) -> MetricsSnapshot {
             packets,
         }],
         drops,
+        stages: runtime.plane().map(plane_stages).unwrap_or_default(),
         cf_operations: runtime.facility().operations(),
         lifesize_reports,
         rekeys: Some(counters.rekeys),

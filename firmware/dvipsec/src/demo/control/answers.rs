@@ -17,7 +17,8 @@ use dvipsec_control::protocol::{
     IkeListReport, LinkStatus, PeerStatus, Role, SaListReport, StatusReport, TakeoverReport,
 };
 use dvipsec_control::report::{
-    dct_report, distributor_drops, held_cf_slots, node_drops, port_status, sa_metric, target_drops,
+    dct_report, distributor_drops, distributor_stages, held_cf_slots, node_drops, port_status,
+    sa_metric, target_drops, target_stages,
 };
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -352,6 +353,9 @@ impl<'s> NodeBoxes<'s> {
             snapshot
                 .drops
                 .extend(node_drops(distributor.node.counters()));
+            snapshot
+                .stages
+                .extend(distributor_stages(distributor.node.stage_costs()));
             // Reports the distributor received from its targets.
             snapshot.lifesize_reports = Some(distributor.core.counters().lifesize_reports);
             snapshot.rekeys = Some(self.owned().map(|p| p.rekeys).sum());
@@ -363,6 +367,9 @@ impl<'s> NodeBoxes<'s> {
             packets += counters.inbound_packets + counters.outbound_packets;
             snapshot.drops.extend(target_drops(&counters));
             snapshot.drops.extend(node_drops(target.node.counters()));
+            snapshot
+                .stages
+                .extend(target_stages(target.node.stage_costs()));
             // A box that is also a target counts the reports it sent.
             let sent = target.core.counters().lifesize_messages_sent;
             snapshot.lifesize_reports = Some(snapshot.lifesize_reports.unwrap_or(0) + sent);
