@@ -13,6 +13,7 @@ use dvipsec_hwtest::topology::{self, Names, Resource, TopologyOptions};
 use dvipsec_ike::Identity;
 use zeroize::Zeroizing;
 
+use super::costs::{self, PartWork};
 use super::cpu;
 use super::loadgen::PeerSpec;
 use super::strongswan::{GatewayError, ECHO_PORT};
@@ -150,19 +151,39 @@ impl Dvipsec {
 }
 
 impl Dvipsec {
-    /// Inbound packets the site's replay windows refused so far, summed over the nodes'
-    /// metrics (`dvipsec_drops_total` with cause `replay`); `None` when a node does not answer.
-    pub fn replay_drops(&self) -> Option<u64> {
+    /// Every node's metrics exposition; `None` when a node does not answer.
+    fn expositions(&self) -> Option<Vec<String>> {
         self.control_sockets
             .iter()
             .map(|socket| {
                 let mut client = ControlClient::connect(socket).ok()?;
                 match client.request(Request::Metrics).ok()? {
-                    Response::Metrics(metrics) => Some(replay_drops_in(&metrics.text)),
+                    Response::Metrics(metrics) => Some(metrics.text),
                     _ => None,
                 }
             })
-            .sum()
+            .collect()
+    }
+
+    /// Inbound packets the site's replay windows refused so far, summed over the nodes'
+    /// metrics (`dvipsec_drops_total` with cause `replay`); `None` when a node does not answer.
+    pub fn replay_drops(&self) -> Option<u64> {
+        Some(
+            self.expositions()?
+                .iter()
+                .map(|text| replay_drops_in(text))
+                .sum(),
+        )
+    }
+
+    /// Each node's ESP packets and stage costs so far, from its metrics (empty when a node
+    /// does not answer).
+    pub fn work_by_node(&self) -> BTreeMap<String, PartWork> {
+        self.expositions()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|text| costs::parts_from_exposition(text))
+            .collect()
     }
 }
 

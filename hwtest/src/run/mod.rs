@@ -5,6 +5,7 @@
 //! IKEv2 initiator, runs the scenario's measurements with the same traffic on each, and
 //! writes `result.json` and `report.html` into `--out`.
 
+mod costs;
 mod cpu;
 mod dvipsec;
 mod loadgen;
@@ -293,6 +294,11 @@ trait Gateway {
     fn replay_failures(&self) -> Option<u64> {
         None
     }
+    /// ESP packets and stage costs so far of each part of the gateway (named as in
+    /// `cpu_parts`), where the gateway reports them.
+    fn work_by_part(&self) -> BTreeMap<String, costs::PartWork> {
+        BTreeMap::new()
+    }
     /// The largest inner packet the gateway carries whole, if it has such a limit.
     fn max_inner(&self) -> Option<usize> {
         None
@@ -326,6 +332,9 @@ impl Gateway for strongswan::StrongSwan {
     fn in_process_ticks(&self) -> u64 {
         strongswan::StrongSwan::echo_ticks(self)
     }
+    fn work_by_part(&self) -> BTreeMap<String, costs::PartWork> {
+        strongswan::StrongSwan::work_by_part(self)
+    }
 }
 
 impl Gateway for dvipsec::Dvipsec {
@@ -340,6 +349,9 @@ impl Gateway for dvipsec::Dvipsec {
     }
     fn replay_failures(&self) -> Option<u64> {
         self.replay_drops()
+    }
+    fn work_by_part(&self) -> BTreeMap<String, costs::PartWork> {
+        self.work_by_node()
     }
 }
 
@@ -445,6 +457,7 @@ fn measure_point(
     let own_before = own_ticks(gateway);
     let esp_before = gateway.esp_packets();
     let replays_before = gateway.replay_failures();
+    let work_before = gateway.work_by_part();
     let progress = context.progress;
     let outcome = session.run(&plan.traffic, &|elapsed| {
         progress.set_position(done_ms + elapsed.as_millis() as u64);
@@ -469,6 +482,15 @@ fn measure_point(
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
+    let work: BTreeMap<String, costs::PartWork> = gateway
+        .work_by_part()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = work_before.get(&name).cloned().unwrap_or_default();
+            let during = after.since(&before);
+            (name, during)
+        })
+        .collect();
     let mut point = point(plan, &outcome, ticks, esp, replays);
     point.note = note;
     let tck = cpu::clock_ticks_per_second().max(1) as f64;
@@ -478,6 +500,8 @@ fn measure_point(
         .collect();
     point.generator_cpu_seconds =
         generator_ticks as f64 / cpu::clock_ticks_per_second().max(1) as f64;
+    let hz = cpu::cpu_mhz().map(|mhz| mhz * 1e6);
+    point.costs = costs::costs(&point.gateway_cpu_seconds_by_part, &work, hz);
     Ok(point)
 }
 
@@ -558,6 +582,7 @@ fn point(
         generator_cpu_seconds: 0.0,
         gateway_cpu_seconds_by_part: BTreeMap::new(),
         cycles_per_packet: cycles,
+        costs: costs::Costs::default(),
         gateway_esp_packets: esp,
         per_flow: outcome.flows.clone(),
         note: None,
@@ -568,6 +593,32 @@ fn point(
             .map(|(ns, fraction)| (ns as f64 / 1000.0, fraction))
             .collect(),
     }
+}
+
+/// The point's cost figures, when the gateway reported any.
+fn print_costs(name: &str, p: &Point) {
+    let costs = &p.costs;
+    if costs.cycles_per_esp_packet_by_part.is_empty() && costs.stage_ns_per_packet.is_empty() {
+        return;
+    }
+    let list = |map: &BTreeMap<String, f64>, digits: usize| {
+        map.iter()
+            .map(|(k, v)| format!("{k} {v:.digits$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{name:<10} {:<26} cycles/ESP pkt by part [{}] ESP core {} stage ns/pkt [{}] forward/decap {}",
+        p.label,
+        list(&costs.cycles_per_esp_packet_by_part, 0),
+        costs
+            .esp_core_cycles_per_packet
+            .map_or("-".into(), |c| format!("{c:.0}")),
+        list(&costs.stage_ns_per_packet, 1),
+        costs
+            .forward_over_decap
+            .map_or("-".into(), |r| format!("{r:.3}")),
+    );
 }
 
 fn print_summary(result: &RunResult) {
@@ -594,15 +645,18 @@ fn print_summary(result: &RunResult) {
                 p.gateway_cpu_seconds,
                 p.generator_cpu_seconds,
             );
+            print_costs(name, p);
         }
     }
     for (name, list) in &result.ratio_vs_strongswan {
         for r in list {
+            let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
             println!(
-                "ratio {name}/strongswan {:<26} pps {} Gbit/s {}",
+                "ratio {name}/strongswan {:<26} pps {} Gbit/s {} ESP core capacity {}",
                 r.label,
-                r.pps.map_or("-".into(), |v| format!("{v:.2}")),
-                r.gbps.map_or("-".into(), |v| format!("{v:.2}"))
+                show(r.pps),
+                show(r.gbps),
+                show(r.esp_core_capacity)
             );
         }
     }

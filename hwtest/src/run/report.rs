@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
+use super::costs::Costs;
 use super::stats::{FlowStats, Percentiles};
 
 /// How the cycles-per-packet figures are computed (also written into the JSON).
@@ -53,6 +54,9 @@ pub struct Point {
     /// The gateway's CPU time by part: strongSwan's `charon` and `echo`, dvipsec's nodes.
     pub gateway_cpu_seconds_by_part: BTreeMap<String, f64>,
     pub cycles_per_packet: Option<f64>,
+    /// Where the CPU went: per part, the ESP core, and the boxes' own stage costs.
+    #[serde(flatten)]
+    pub costs: Costs,
     /// The gateway's own ESP counters (in, out), where it has them.
     pub gateway_esp_packets: Option<(u64, u64)>,
     pub per_flow: Vec<FlowStats>,
@@ -102,6 +106,9 @@ pub struct Ratio {
     pub gbps: Option<f64>,
     /// strongSwan's cycles per packet over the system's (above 1: the system is cheaper).
     pub cycles_per_packet: Option<f64>,
+    /// ESP packets one ESP core handles per CPU-second, the system's over strongSwan's
+    /// (charon's cycles per ESP packet over a dvipsec target's).
+    pub esp_core_capacity: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +149,20 @@ impl Goal {
             met: measured.map(|m| m >= bound),
         }
     }
+
+    fn at_most(
+        goal: &'static str,
+        required: &'static str,
+        bound: f64,
+        measured: Option<f64>,
+    ) -> Self {
+        Goal {
+            goal,
+            required,
+            measured,
+            met: measured.map(|m| m <= bound),
+        }
+    }
 }
 
 /// The goals the measured points of `systems` can be checked against (none without dvipsec).
@@ -154,16 +175,33 @@ pub fn goals(
     };
     let points = dvipsec.points();
     let mut goals = Vec::new();
-    let at_1420 = ratios
+    let ratio_1420 = ratios
         .get("dvipsec")
-        .and_then(|list| list.iter().find(|r| r.label == "1420 B"))
-        .and_then(|r| r.gbps);
-    if at_1420.is_some() {
+        .and_then(|list| list.iter().find(|r| r.label == "1420 B"));
+    if let Some(at_1420) = ratio_1420 {
         goals.push(Goal::at_least(
-            "dvipsec throughput over strongSwan's at 1420 B",
+            "dvipsec throughput over strongSwan's at 1420 B (generator-limited here)",
             ">= 10",
             10.0,
-            at_1420,
+            at_1420.gbps,
+        ));
+        goals.push(Goal::at_least(
+            "ESP packets per CPU-second of one dvipsec target over charon's, 1420 B",
+            ">= 10",
+            10.0,
+            at_1420.esp_core_capacity,
+        ));
+    }
+    let forward_over_decap = points
+        .iter()
+        .filter(|p| (p.packet_size - 1420.0).abs() < 0.5)
+        .find_map(|p| p.costs.forward_over_decap);
+    if forward_over_decap.is_some() {
+        goals.push(Goal::at_most(
+            "distributor forward stage over target decap stage, per packet at 1420 B",
+            "<= 0.10",
+            0.10,
+            forward_over_decap,
         ));
     }
     let gbps_of = |label: &str| points.iter().find(|p| p.label == label).map(|p| p.gbps);
@@ -183,6 +221,11 @@ pub fn goals(
         met: Some(drops == 0),
     });
     goals
+}
+
+/// Theirs over ours: for costs, where less is better.
+fn inverse_ratio(ours: Option<f64>, theirs: Option<f64>) -> Option<f64> {
+    ratio(theirs?, ours?)
 }
 
 fn ratio(ours: f64, theirs: f64) -> Option<f64> {
@@ -207,11 +250,14 @@ pub fn ratios(systems: &BTreeMap<String, SystemResult>) -> BTreeMap<String, Vec<
                         label: point.label.clone(),
                         pps: ratio(point.pps, other.pps),
                         gbps: ratio(point.gbps, other.gbps),
-                        cycles_per_packet: match (point.cycles_per_packet, other.cycles_per_packet)
-                        {
-                            (Some(ours), Some(theirs)) => ratio(theirs, ours),
-                            _ => None,
-                        },
+                        cycles_per_packet: inverse_ratio(
+                            point.cycles_per_packet,
+                            other.cycles_per_packet,
+                        ),
+                        esp_core_capacity: inverse_ratio(
+                            point.costs.esp_core_cycles_per_packet,
+                            other.costs.esp_core_cycles_per_packet,
+                        ),
                     })
                 })
                 .collect();
@@ -269,6 +315,7 @@ fn html(result: &RunResult) -> Result<String, String> {
         result.machine.cores
     );
     summary_tables(&mut page, result);
+    cost_tables(&mut page, result);
     ratio_table(&mut page, result);
     goal_table(&mut page, result);
     let distinct_sizes = |s: &[Series]| s.iter().any(|(_, p)| p.len() > 1);
@@ -364,6 +411,48 @@ fn summary_tables(page: &mut String, result: &RunResult) {
     }
 }
 
+/// Per point: each part's cycles per ESP packet, the ESP core's, and the boxes' stage costs.
+fn cost_tables(page: &mut String, result: &RunResult) {
+    for (name, system) in &result.systems {
+        let points = system.points();
+        if points.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            page,
+            "<h3>{name}: where the CPU goes</h3>\n<table><tr><th>point</th>\
+             <th>cycles per ESP packet, by part</th><th>ESP core cycles/pkt</th>\
+             <th>stage ns/pkt</th><th>forward / decap</th></tr>"
+        );
+        let show =
+            |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+        for p in points {
+            let parts: Vec<String> = p
+                .costs
+                .cycles_per_esp_packet_by_part
+                .iter()
+                .map(|(part, cycles)| format!("{} {cycles:.0}", escape(part)))
+                .collect();
+            let stages: Vec<String> = p
+                .costs
+                .stage_ns_per_packet
+                .iter()
+                .map(|(stage, ns)| format!("{} {ns:.1}", escape(stage)))
+                .collect();
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.label),
+                parts.join(", "),
+                show(p.costs.esp_core_cycles_per_packet, 0),
+                stages.join(", "),
+                show(p.costs.forward_over_decap, 3),
+            );
+        }
+        page.push_str("</table>\n");
+    }
+}
+
 fn goal_table(page: &mut String, result: &RunResult) {
     if result.goals.is_empty() {
         return;
@@ -396,17 +485,18 @@ fn ratio_table(page: &mut String, result: &RunResult) {
     for (name, list) in &result.ratio_vs_strongswan {
         let _ = writeln!(
             page,
-            "<h2>{name} / strongswan</h2>\n<table><tr><th>point</th><th>pps</th><th>Gbit/s</th><th>cycles (strongSwan / {name})</th></tr>"
+            "<h2>{name} / strongswan</h2>\n<table><tr><th>point</th><th>pps</th><th>Gbit/s</th><th>cycles (strongSwan / {name})</th><th>ESP core capacity ({name} / strongSwan)</th></tr>"
         );
         let show = |v: Option<f64>| v.map_or("-".into(), |r| format!("{r:.2}x"));
         for r in list {
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&r.label),
                 show(r.pps),
                 show(r.gbps),
-                show(r.cycles_per_packet)
+                show(r.cycles_per_packet),
+                show(r.esp_core_capacity)
             );
         }
         page.push_str("</table>\n");
@@ -570,6 +660,7 @@ mod tests {
             generator_cpu_seconds: 0.0,
             gateway_cpu_seconds_by_part: BTreeMap::new(),
             cycles_per_packet: Some(1000.0),
+            costs: Costs::default(),
             gateway_esp_packets: None,
             per_flow: Vec::new(),
             note: None,
@@ -584,18 +675,27 @@ mod tests {
             ike_setup_ms: 1.0,
             points,
         };
+        let mut swan_1420 = point("1420 B", 1420.0, 0.2);
+        swan_1420.costs.esp_core_cycles_per_packet = Some(30_000.0);
         systems.insert(
             "strongswan".to_string(),
-            measured(vec![point("64 B", 64.0, 0.1), point("1420 B", 1420.0, 0.2)]),
+            measured(vec![point("64 B", 64.0, 0.1), swan_1420]),
         );
-        systems.insert(
-            "dvipsec".to_string(),
-            measured(vec![point("1420 B", 1420.0, 2.0)]),
-        );
+        let mut ours = point("1420 B", 1420.0, 2.0);
+        ours.costs.esp_core_cycles_per_packet = Some(5_000.0);
+        ours.costs.forward_over_decap = Some(0.125);
+        ours.costs
+            .stage_ns_per_packet
+            .insert("forward".into(), 25.0);
+        systems.insert("dvipsec".to_string(), measured(vec![ours]));
         let table = ratios(&systems);
         let goals = goals(&systems, &table);
         assert_eq!(goals[0].measured, Some(10.0));
         assert_eq!(goals[0].met, Some(true));
+        assert_eq!(goals[1].measured, Some(6.0), "30k over 5k cycles");
+        assert_eq!(goals[1].met, Some(false));
+        assert_eq!(goals[2].measured, Some(0.125));
+        assert_eq!(goals[2].met, Some(false), "forward above a tenth of decap");
         assert_eq!(
             goals.last().map(|g| g.met),
             Some(Some(true)),
@@ -622,6 +722,7 @@ mod tests {
         };
         let page = html(&result).expect("html");
         assert_eq!(page.matches("<svg").count(), 3, "size, CDF, cycles");
+        assert!(page.contains("forward 25.0"), "stage costs are tabled");
         let json = serde_json::to_value(&result).expect("json");
         assert_eq!(json["systems"]["dvipsec"]["status"], "measured");
         assert!(json["ratio_vs_strongswan"]["dvipsec"][0]["gbps"].is_number());

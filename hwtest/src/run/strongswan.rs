@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use dvipsec_ike::Identity;
 use zeroize::Zeroizing;
 
+use super::costs::PartWork;
 use super::cpu;
 use super::loadgen::PeerSpec;
 use dvipsec_hwtest::netns::{join_with_veth, Netns};
@@ -311,6 +312,18 @@ impl StrongSwan {
                 .sum()
         };
         Some((sum("packets-in="), sum("packets-out=")))
+    }
+
+    /// charon's ESP packets (in and out) as the work of the part that does its ESP.
+    pub fn work_by_part(&self) -> BTreeMap<String, PartWork> {
+        let Some((esp_in, esp_out)) = self.esp_packets() else {
+            return BTreeMap::new();
+        };
+        let charon = PartWork {
+            esp_packets: esp_in + esp_out,
+            stages: BTreeMap::new(),
+        };
+        BTreeMap::from([("charon".to_string(), charon)])
     }
 
     /// Packets charon's replay window refused so far, from its log.
