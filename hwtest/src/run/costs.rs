@@ -126,6 +126,22 @@ pub struct Costs {
     pub stage_ns_per_packet: BTreeMap<String, f64>,
     /// The distributor's forward stage over the targets' decap stage, per packet.
     pub forward_over_decap: Option<f64>,
+    /// `esp_core_cycles_per_packet` counting user-space time only: on veths most of a box's
+    /// CPU is the kernel's (its syscalls and the receiving side's softirq work).
+    pub esp_core_user_cycles_per_packet: Option<f64>,
+}
+
+impl Costs {
+    /// Fills in the user-space figure from each part's user-space CPU seconds.
+    pub fn add_user_space(
+        &mut self,
+        user_seconds: &BTreeMap<String, f64>,
+        work: &BTreeMap<String, PartWork>,
+        cycles_per_second: Option<f64>,
+    ) {
+        self.esp_core_user_cycles_per_packet = esp_core(user_seconds, work)
+            .and_then(|(seconds, packets)| Some(seconds * cycles_per_second? / packets as f64));
+    }
 }
 
 /// The costs of a point from each part's CPU seconds and work during it; `cycles_per_second`
@@ -167,6 +183,7 @@ pub fn costs(
             .and_then(|(seconds, packets)| Some(cycles_of(seconds)? / packets as f64)),
         stage_ns_per_packet,
         forward_over_decap,
+        esp_core_user_cycles_per_packet: None,
     }
 }
 
@@ -241,6 +258,10 @@ mod tests {
         assert_eq!(costs.stage_ns_per_packet[DECAP], 500.0);
         assert_eq!(costs.forward_over_decap, Some(0.04));
         assert_eq!(costs.cycles_per_esp_packet_by_part.len(), 2);
+        let mut costs = costs;
+        let user = BTreeMap::from([("MVS2".to_string(), 0.0004)]);
+        costs.add_user_space(&user, &work, Some(1e9));
+        assert_eq!(costs.esp_core_user_cycles_per_packet, Some(500.0));
     }
 
     #[test]

@@ -8,20 +8,32 @@
 
 use std::process::Command;
 
-/// `utime + stime` of the stat line `text`, in clock ticks.
-pub fn ticks_of_stat(text: &str) -> Option<u64> {
+/// `(utime, stime)` of the stat line `text`, in clock ticks.
+fn user_and_system_of_stat(text: &str) -> Option<(u64, u64)> {
     // The command name (field 2) is in parentheses and may hold spaces: count from its end.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
+}
+
+/// `utime + stime` of the stat line `text`, in clock ticks.
+pub fn ticks_of_stat(text: &str) -> Option<u64> {
+    user_and_system_of_stat(text).map(|(user, system)| user + system)
 }
 
 /// CPU ticks used so far by process `pid` (all its threads), if it still exists.
 pub fn process_ticks(pid: u32) -> Option<u64> {
     ticks_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The user-space part of [`process_ticks`]: what the kernel spent for the process (its
+/// syscalls, and on veths the receiving side's softirq work it triggers) left out.
+pub fn process_user_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    user_and_system_of_stat(&text).map(|(user, _)| user)
 }
 
 /// CPU ticks used so far by thread `tid` of this process.
@@ -72,12 +84,17 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         let line = "1234 (charon (x) y) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 9 0 100";
         assert_eq!(ticks_of_stat(line), Some(325));
+        assert_eq!(user_and_system_of_stat(line), Some((250, 75)));
         assert_eq!(ticks_of_stat("garbage"), None);
     }
 
     #[test]
     fn this_process_and_thread_have_stat_lines() {
         assert!(process_ticks(std::process::id()).is_some());
+        assert!(
+            process_user_ticks(std::process::id()) <= process_ticks(std::process::id()),
+            "user time is a part of the total"
+        );
         let tid = current_tid().expect("tid");
         assert!(thread_ticks(tid).is_some());
     }

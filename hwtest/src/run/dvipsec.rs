@@ -136,13 +136,22 @@ impl Dvipsec {
 
     /// CPU ticks used so far by each `dvipsec boot` process of the site, by node name.
     pub fn cpu_parts(&self) -> BTreeMap<String, u64> {
+        self.ticks_by_node(cpu::process_ticks)
+    }
+
+    /// The user-space part of [`Dvipsec::cpu_parts`].
+    pub fn user_cpu_parts(&self) -> BTreeMap<String, u64> {
+        self.ticks_by_node(cpu::process_user_ticks)
+    }
+
+    fn ticks_by_node(&self, ticks_of: fn(u32) -> Option<u64>) -> BTreeMap<String, u64> {
         topology::recorded(&self.run_dir)
             .unwrap_or_default()
             .iter()
             .filter_map(|r| match r {
                 Resource::Process(pid) => Some((
                     node_of(*pid).unwrap_or(format!("pid {pid}")),
-                    cpu::process_ticks(*pid)?,
+                    ticks_of(*pid)?,
                 )),
                 _ => None,
             })

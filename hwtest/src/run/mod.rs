@@ -288,6 +288,10 @@ trait Gateway {
     fn peer_spec(&self) -> PeerSpec;
     /// CPU ticks used so far by each part of the gateway (process or thread), by name.
     fn cpu_parts(&self) -> BTreeMap<String, u64>;
+    /// The user-space part of `cpu_parts`, where the gateway's processes can be read.
+    fn user_cpu_parts(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
     fn esp_packets(&self) -> Option<(u64, u64)> {
         None
     }
@@ -320,6 +324,9 @@ impl Gateway for strongswan::StrongSwan {
     fn cpu_parts(&self) -> BTreeMap<String, u64> {
         strongswan::StrongSwan::cpu_parts(self)
     }
+    fn user_cpu_parts(&self) -> BTreeMap<String, u64> {
+        strongswan::StrongSwan::user_cpu_parts(self)
+    }
     fn esp_packets(&self) -> Option<(u64, u64)> {
         strongswan::StrongSwan::esp_packets(self)
     }
@@ -346,6 +353,9 @@ impl Gateway for dvipsec::Dvipsec {
     }
     fn cpu_parts(&self) -> BTreeMap<String, u64> {
         dvipsec::Dvipsec::cpu_parts(self)
+    }
+    fn user_cpu_parts(&self) -> BTreeMap<String, u64> {
+        dvipsec::Dvipsec::user_cpu_parts(self)
     }
     fn replay_failures(&self) -> Option<u64> {
         self.replay_drops()
@@ -454,6 +464,7 @@ fn measure_point(
     let (plan, note) = fit_to(gateway, plan);
     let plan = &plan;
     let parts_before = gateway.cpu_parts();
+    let user_before = gateway.user_cpu_parts();
     let own_before = own_ticks(gateway);
     let esp_before = gateway.esp_packets();
     let replays_before = gateway.replay_failures();
@@ -462,15 +473,9 @@ fn measure_point(
     let outcome = session.run(&plan.traffic, &|elapsed| {
         progress.set_position(done_ms + elapsed.as_millis() as u64);
     })?;
-    let parts: BTreeMap<String, u64> = gateway
-        .cpu_parts()
-        .into_iter()
-        .map(|(name, after)| {
-            let before = parts_before.get(&name).copied().unwrap_or(0);
-            (name, after.saturating_sub(before))
-        })
-        .collect();
+    let parts = ticks_since(&parts_before, gateway.cpu_parts());
     let ticks = parts.values().sum();
+    let user_parts = ticks_since(&user_before, gateway.user_cpu_parts());
     let generator_ticks = own_ticks(gateway).saturating_sub(own_before);
     let esp = match (esp_before, gateway.esp_packets()) {
         (Some((in0, out0)), Some((in1, out1))) => {
@@ -501,8 +506,27 @@ fn measure_point(
     point.generator_cpu_seconds =
         generator_ticks as f64 / cpu::clock_ticks_per_second().max(1) as f64;
     let hz = cpu::cpu_mhz().map(|mhz| mhz * 1e6);
+    let user_seconds = user_parts
+        .into_iter()
+        .map(|(name, ticks)| (name, ticks as f64 / tck))
+        .collect();
     point.costs = costs::costs(&point.gateway_cpu_seconds_by_part, &work, hz);
+    point.costs.add_user_space(&user_seconds, &work, hz);
     Ok(point)
+}
+
+/// Each part's ticks between `before` and `after`.
+fn ticks_since(
+    before: &BTreeMap<String, u64>,
+    after: BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .into_iter()
+        .map(|(name, now)| {
+            let then = before.get(&name).copied().unwrap_or(0);
+            (name, now.saturating_sub(then))
+        })
+        .collect()
 }
 
 /// CPU ticks of this process that belong to the load generator.
@@ -608,11 +632,14 @@ fn print_costs(name: &str, p: &Point) {
             .join(", ")
     };
     println!(
-        "{name:<10} {:<26} cycles/ESP pkt by part [{}] ESP core {} stage ns/pkt [{}] forward/decap {}",
+        "{name:<10} {:<26} cycles/ESP pkt by part [{}] ESP core {} (user {}) stage ns/pkt [{}] forward/decap {}",
         p.label,
         list(&costs.cycles_per_esp_packet_by_part, 0),
         costs
             .esp_core_cycles_per_packet
+            .map_or("-".into(), |c| format!("{c:.0}")),
+        costs
+            .esp_core_user_cycles_per_packet
             .map_or("-".into(), |c| format!("{c:.0}")),
         list(&costs.stage_ns_per_packet, 1),
         costs
@@ -652,11 +679,12 @@ fn print_summary(result: &RunResult) {
         for r in list {
             let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
             println!(
-                "ratio {name}/strongswan {:<26} pps {} Gbit/s {} ESP core capacity {}",
+                "ratio {name}/strongswan {:<26} pps {} Gbit/s {} ESP core capacity {} (user-space CPU {})",
                 r.label,
                 show(r.pps),
                 show(r.gbps),
-                show(r.esp_core_capacity)
+                show(r.esp_core_capacity),
+                show(r.esp_core_user_capacity)
             );
         }
     }

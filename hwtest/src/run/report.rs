@@ -109,6 +109,8 @@ pub struct Ratio {
     /// ESP packets one ESP core handles per CPU-second, the system's over strongSwan's
     /// (charon's cycles per ESP packet over a dvipsec target's).
     pub esp_core_capacity: Option<f64>,
+    /// The same counting user-space CPU only.
+    pub esp_core_user_capacity: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +259,10 @@ pub fn ratios(systems: &BTreeMap<String, SystemResult>) -> BTreeMap<String, Vec<
                         esp_core_capacity: inverse_ratio(
                             point.costs.esp_core_cycles_per_packet,
                             other.costs.esp_core_cycles_per_packet,
+                        ),
+                        esp_core_user_capacity: inverse_ratio(
+                            point.costs.esp_core_user_cycles_per_packet,
+                            other.costs.esp_core_user_cycles_per_packet,
                         ),
                     })
                 })
@@ -421,7 +427,7 @@ fn cost_tables(page: &mut String, result: &RunResult) {
         let _ = writeln!(
             page,
             "<h3>{name}: where the CPU goes</h3>\n<table><tr><th>point</th>\
-             <th>cycles per ESP packet, by part</th><th>ESP core cycles/pkt</th>\
+             <th>cycles per ESP packet, by part</th><th>ESP core cycles/pkt</th><th>ESP core user-space cycles/pkt</th>\
              <th>stage ns/pkt</th><th>forward / decap</th></tr>"
         );
         let show =
@@ -441,10 +447,11 @@ fn cost_tables(page: &mut String, result: &RunResult) {
                 .collect();
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&p.label),
                 parts.join(", "),
                 show(p.costs.esp_core_cycles_per_packet, 0),
+                show(p.costs.esp_core_user_cycles_per_packet, 0),
                 stages.join(", "),
                 show(p.costs.forward_over_decap, 3),
             );
@@ -485,18 +492,19 @@ fn ratio_table(page: &mut String, result: &RunResult) {
     for (name, list) in &result.ratio_vs_strongswan {
         let _ = writeln!(
             page,
-            "<h2>{name} / strongswan</h2>\n<table><tr><th>point</th><th>pps</th><th>Gbit/s</th><th>cycles (strongSwan / {name})</th><th>ESP core capacity ({name} / strongSwan)</th></tr>"
+            "<h2>{name} / strongswan</h2>\n<table><tr><th>point</th><th>pps</th><th>Gbit/s</th><th>cycles (strongSwan / {name})</th><th>ESP core capacity ({name} / strongSwan)</th><th>the same, user-space CPU</th></tr>"
         );
         let show = |v: Option<f64>| v.map_or("-".into(), |r| format!("{r:.2}x"));
         for r in list {
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&r.label),
                 show(r.pps),
                 show(r.gbps),
                 show(r.cycles_per_packet),
-                show(r.esp_core_capacity)
+                show(r.esp_core_capacity),
+                show(r.esp_core_user_capacity)
             );
         }
         page.push_str("</table>\n");

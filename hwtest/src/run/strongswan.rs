@@ -296,6 +296,17 @@ impl StrongSwan {
         ])
     }
 
+    /// charon's user-space CPU ticks so far (the echo thread is left out: it is not ESP).
+    pub fn user_cpu_parts(&self) -> BTreeMap<String, u64> {
+        let charon = self
+            .charon
+            .as_ref()
+            .and_then(|c| cpu::process_user_ticks(c.id()));
+        charon
+            .map(|ticks| BTreeMap::from([("charon".to_string(), ticks)]))
+            .unwrap_or_default()
+    }
+
     /// CPU ticks of the echo thread (it runs in this process).
     pub fn echo_ticks(&self) -> u64 {
         self.echo.as_ref().map_or(0, Echo::ticks)

@@ -40,6 +40,9 @@ const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
 const CF_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
 /// The longest pause of an idle round (nothing received): keeps an idle box off the CPU.
 const IDLE_PAUSE: Duration = Duration::from_micros(500);
+/// While packets keep arriving, the work besides the data plane (IKE, XCF, failover, the
+/// control socket) runs at most this often, so its bookkeeping is not paid per packet.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_micros(100);
 /// The replay window of an SA whose policy names none.
 const DEFAULT_REPLAY_WINDOW: u32 = 128;
 
@@ -138,6 +141,7 @@ pub struct Runtime {
     pub(super) region_path: Option<PathBuf>,
     pub(super) counters: RuntimeCounters,
     last_lifesize: Instant,
+    last_housekeeping: Instant,
     /// The data plane's cipher engine (a cryptodev); `None`: software.
     provider: Option<Box<dyn AeadProvider>>,
     /// Requests from the box's control socket.
@@ -313,6 +317,7 @@ impl Runtime {
             region_path: inputs.region_path,
             counters: RuntimeCounters::default(),
             last_lifesize: now,
+            last_housekeeping: now,
             provider: inputs.provider,
             control: None,
         };
@@ -427,7 +432,16 @@ impl Runtime {
         if let Some(plane) = self.plane.as_mut() {
             busy |= plane.poll(now_us) > 0;
         }
-        busy |= self.run_ike(now);
+        if busy && now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {
+            return true;
+        }
+        self.last_housekeeping = now;
+        busy | self.housekeeping(xcf, now, elapsed)
+    }
+
+    /// Everything besides the data plane; returns whether IKE or XCF received anything.
+    fn housekeeping(&mut self, xcf: &XcfManager, now: Instant, elapsed: Duration) -> bool {
+        let mut busy = self.run_ike(now);
         self.forward_newconn_requests(elapsed);
         if now.duration_since(self.last_lifesize) >= LIFESIZE_INTERVAL {
             self.last_lifesize = now;
