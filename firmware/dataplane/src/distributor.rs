@@ -345,8 +345,9 @@ impl Distributor {
         // pair found, only as a placeholder for the slots past `to_peek`.
         let mut pairs: Option<[(&Sa, &[u8]); DISPATCH_BURST]> = None;
         let mut to_peek = 0;
+        let mut last = None;
         for (index, (&packet, decision)) in packets.iter().zip(out.iter_mut()).enumerate() {
-            match find_sa(sas, packet) {
+            match find_sa(sas, packet, &mut last) {
                 Ok((entry, outer_dst)) => {
                     let pair = (&entry.sa, packet);
                     pairs.get_or_insert([pair; DISPATCH_BURST])[to_peek] = pair;
@@ -480,15 +481,30 @@ const NOT_PEEKED: EspError = EspError::Truncated {
     len: 0,
 };
 
+/// The SA a burst's previous packet found, by (SPI, outer source).
+type LastSa<'t> = Option<(u32, IpAddr, &'t InboundSa)>;
+
 /// The checks before peek: the outer headers, then the SA by (SPI, protocol, source). The SA
-/// entry and the outer destination, or the decision for a packet that goes no further.
+/// entry and the outer destination, or the decision for a packet that goes no further. A burst
+/// mostly holds runs of one SA's packets: `last` spares the table lookup (a keyed hash, a third
+/// of the dispatch's time) for a packet with the previous one's SPI and source. The table does
+/// not change during a burst, so the answer is the lookup's.
 fn find_sa<'t, T: SaTable + ?Sized>(
     sas: &'t T,
     packet: &[u8],
+    last: &mut LastSa<'t>,
 ) -> Result<(&'t InboundSa, IpAddr), Decision> {
     let outer = locate_esp_spi(packet)?;
+    if let Some((spi, src, entry)) = *last {
+        if spi == outer.spi && src == outer.src {
+            return Ok((entry, outer.dst));
+        }
+    }
     match sas.inbound_shared(outer.spi, IpsecProtocol::Esp, outer.src) {
-        Some(entry) => Ok((entry, outer.dst)),
+        Some(entry) => {
+            *last = Some((outer.spi, outer.src, entry));
+            Ok((entry, outer.dst))
+        }
         None if sas.knows_inbound_spi(outer.spi, IpsecProtocol::Esp) => {
             Err(Decision::Drop(DropCause::WrongSource))
         }
