@@ -59,6 +59,22 @@ pub enum Scenario {
     ReplayStress,
 }
 
+/// The kernel port drivers a site can be switched between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PortDriver {
+    AfPacket,
+    AfXdp,
+}
+
+impl PortDriver {
+    fn site_name(self) -> &'static str {
+        match self {
+            PortDriver::AfPacket => "af_packet",
+            PortDriver::AfXdp => "af_xdp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Systems {
     Strongswan,
@@ -92,6 +108,10 @@ pub struct RunArgs {
     /// The largest number of flows in `scaling` (default: the site's targets).
     #[arg(long)]
     max_flows: Option<u32>,
+    /// Run dvipsec's kernel ports on this driver instead of the site's (the site is copied to
+    /// OUT/site.yaml with every `driver: af_packet` or `af_xdp` line changed).
+    #[arg(long, value_enum)]
+    port_driver: Option<PortDriver>,
     /// Percent of XCF frames `xcf-loss` drops.
     #[arg(long, default_value_t = 5)]
     xcf_loss_percent: u8,
@@ -123,6 +143,10 @@ fn execute(args: &RunArgs) -> Result<ExitCode, String> {
         .site
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SITE));
+    let site = match args.port_driver {
+        Some(driver) => with_port_driver(&site, &args.out, driver)?,
+        None => site,
+    };
     let plans = plans(args, site_targets(&site));
     let systems = chosen_systems(args.system);
     let total_ms = plans.len() as u64 * args.seconds * 1000 * systems.len() as u64;
@@ -400,6 +424,46 @@ fn measure_dvipsec(context: &Context, plans: &[Plan]) -> SystemResult {
         }
     }
     measure(context, &gateway, plans)
+}
+
+/// Writes `text`, the site `site` changed, as OUT/site.yaml, with its relative `file:`
+/// references made absolute so they still point next to the original.
+fn write_site_copy(site: &Path, out: &Path, text: &str) -> Result<PathBuf, String> {
+    let base = absolute(site)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let file = out.join("site.yaml");
+    std::fs::write(&file, dvipsec_hwtest::takeover::absolute_files(text, &base))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(file)
+}
+
+/// The site with its kernel ports on `driver`, written to OUT/site.yaml.
+fn with_port_driver(site: &Path, out: &Path, driver: PortDriver) -> Result<PathBuf, String> {
+    let text =
+        std::fs::read_to_string(site).map_err(|e| format!("site {}: {e}", site.display()))?;
+    write_site_copy(site, out, &switch_port_drivers(&text, driver))
+}
+
+/// Every `driver: af_packet` or `driver: af_xdp` line of a site changed to `driver`.
+fn switch_port_drivers(text: &str, driver: PortDriver) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let indent = &body[..body.len() - body.trim_start().len()];
+        match body.trim() {
+            "driver: af_packet" | "driver: af_xdp" => {
+                out.push_str(indent);
+                out.push_str("driver: ");
+                out.push_str(driver.site_name());
+                out.push_str(&line[body.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -687,5 +751,45 @@ fn print_summary(result: &RunResult) {
                 show(r.esp_core_user_capacity)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_config::SiteConfig;
+
+    #[test]
+    fn switching_drivers_changes_only_kernel_port_lines() {
+        let text = "ports:\n  - name: ext\n    driver: af_packet\n  - name: d\n    driver: dpdk\n# driver: af_packet in a comment\n  - name: xcf\n    driver: af_xdp\r\n";
+        let switched = switch_port_drivers(text, PortDriver::AfXdp);
+        assert_eq!(
+            switched,
+            "ports:\n  - name: ext\n    driver: af_xdp\n  - name: d\n    driver: dpdk\n# driver: af_packet in a comment\n  - name: xcf\n    driver: af_xdp\r\n"
+        );
+        assert_eq!(
+            switch_port_drivers(&switched, PortDriver::AfPacket)
+                .matches("af_packet")
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn the_default_site_on_af_xdp_still_loads_with_its_secrets() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let site = root.join(DEFAULT_SITE);
+        let out = std::env::temp_dir().join(format!("dvh-driver-{}", std::process::id()));
+        let written = with_port_driver(&site, &out, PortDriver::AfXdp).expect("site copy");
+        let config = SiteConfig::load(&written).expect("the copy loads");
+        let text = std::fs::read_to_string(&written).expect("read");
+        assert!(!text.contains("af_packet"), "{text}");
+        for peer in &config.peers {
+            assert!(
+                peer.psk.read(&out).is_ok(),
+                "the PSK file is found from the copy"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&out);
     }
 }

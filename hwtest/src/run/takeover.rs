@@ -10,12 +10,12 @@ use std::time::Duration;
 use dvipsec_config::SiteConfig;
 use dvipsec_hwtest::preflight::running_as_root;
 use dvipsec_hwtest::swan_peer::{self, connect_site};
-use dvipsec_hwtest::takeover::{self, absolute_files, Figures, Scene};
+use dvipsec_hwtest::takeover::{self, Figures, Scene};
 use dvipsec_hwtest::topology::{self, Names, TopologyOptions};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{absolute, EXIT_NOT_AVAILABLE};
+use super::{absolute, write_site_copy, EXIT_NOT_AVAILABLE};
 
 /// The peer the scenario's strongSwan plays (its identities are in its configuration).
 const PEER: &str = "branch-a";
@@ -153,14 +153,7 @@ fn prepare_site(site: &Path, out: &Path) -> Result<(PathBuf, bool), String> {
     } else {
         text
     };
-    let base = absolute(site)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let file = out.join("site.yaml");
-    std::fs::write(&file, absolute_files(&text, &base))
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok((file, add_backup))
+    Ok((write_site_copy(site, out, &text)?, add_backup))
 }
 
 /// Tears the topology down whatever happens.
