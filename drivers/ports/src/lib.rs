@@ -17,7 +17,7 @@ pub mod netns;
 mod poll;
 pub mod port;
 
-pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort};
+pub use af_packet::{AfPacketConfig, AfPacketError, AfPacketPort, RxRing};
 pub use af_xdp::{AfXdpConfig, AfXdpError, AfXdpPort, Steering};
 pub use buf::{BufError, BufLayout, PacketBuf, Pool};
 pub use counters::{DropCause, PortCounters, PortStats};

@@ -131,8 +131,8 @@ fn open(config: &PortConfig) -> Result<OpenPort, PortError> {
         PortDriver::Dpdk => open_dpdk(config, port, driver),
         PortDriver::AfPacket => {
             let iface = interface(config, &port, driver)?;
-            let mut af_packet = AfPacketConfig::new(iface);
-            af_packet.layout = layout(config);
+            // Receive and transmit slots follow the layout: the XCF port's frames carry GRE.
+            let af_packet = AfPacketConfig::new(iface).with_layout(layout(config));
             AfPacketPort::open(&af_packet)
                 .map(OpenPort::AfPacket)
                 .map_err(|source| PortError::AfPacket { port, source })
