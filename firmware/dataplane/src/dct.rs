@@ -30,38 +30,57 @@ pub struct FlowKey {
     pub dst_port: u16,
 }
 
-/// The most bytes [`FlowKey::pack`] writes: two tagged IPv6 addresses, protocol and ports.
-const PACKED_KEY: usize = 2 * (1 + 16) + 1 + 2 + 2;
+/// The most words [`FlowKey::words`] gives: the tags, protocol and ports, then two IPv6
+/// addresses of two words each.
+const KEY_WORDS: usize = 5;
 
 impl FlowKey {
-    /// The key as one byte string, each address after its family's tag (so the bytes tell the
-    /// key apart from any other), and its length.
-    fn pack(&self, bytes: &mut [u8; PACKED_KEY]) -> usize {
-        let mut at = 0;
-        for address in [self.src, self.dst] {
-            let (tag, octets): (u8, &[u8]) = match &address {
-                IpAddr::V4(v4) => (4, &v4.octets()),
-                IpAddr::V6(v6) => (6, &v6.octets()),
-            };
-            bytes[at] = tag;
-            bytes[at + 1..at + 1 + octets.len()].copy_from_slice(octets);
-            at += 1 + octets.len();
-        }
-        bytes[at] = self.protocol;
-        bytes[at + 1..at + 3].copy_from_slice(&self.src_port.to_be_bytes());
-        bytes[at + 3..at + 5].copy_from_slice(&self.dst_port.to_be_bytes());
-        at + 5
+    /// The key as whole 64-bit words, and how many: first the addresses' family tags with the
+    /// protocol and ports, then the addresses (both IPv4 ones in one word). The first word says
+    /// how the rest is laid out, so the words tell the key apart from any other.
+    #[inline]
+    fn words(&self) -> ([u64; KEY_WORDS], usize) {
+        let tag = |address: &IpAddr| match address {
+            IpAddr::V4(_) => 4u64,
+            IpAddr::V6(_) => 6u64,
+        };
+        let mut words = [0u64; KEY_WORDS];
+        words[0] = tag(&self.src) << 56
+            | tag(&self.dst) << 48
+            | u64::from(self.protocol) << 32
+            | u64::from(self.src_port) << 16
+            | u64::from(self.dst_port);
+        let count = match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                words[1] = u64::from(src.to_bits()) << 32 | u64::from(dst.to_bits());
+                2
+            }
+            (src, dst) => {
+                for (at, address) in [(1, src), (3, dst)] {
+                    let bits = match address {
+                        IpAddr::V4(v4) => u128::from(v4.to_bits()),
+                        IpAddr::V6(v6) => v6.to_bits(),
+                    };
+                    words[at] = (bits >> 64) as u64;
+                    words[at + 1] = bits as u64;
+                }
+                KEY_WORDS
+            }
+        };
+        (words, count)
     }
 }
 
-/// One write of the packed key. The table keeps the standard keyed hash (forged 5-tuples from
-/// peek must not be able to aim at one bucket), which pays per write call: the derived hash
-/// made one per field and address part, a third of the distributor's dispatch time.
+/// The key as whole words, built in registers: a keyed hash pays per write call (the derived
+/// hash made one per field and address part), and a key first packed byte by byte into memory
+/// and then read back as words stalled each lookup on the reload.
 impl Hash for FlowKey {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut bytes = [0u8; PACKED_KEY];
-        let len = self.pack(&mut bytes);
-        state.write(&bytes[..len]);
+        let (words, count) = self.words();
+        for word in &words[..count] {
+            state.write_u64(*word);
+        }
     }
 }
 
@@ -141,10 +160,24 @@ pub enum DctError {
     },
 }
 
+/// The DCT's hash: aHash, keyed at random for each table (its default `runtime-rng` seeds the
+/// keys from the OS).
+///
+/// The keys are attacker-chosen: peek output is unauthenticated and CTR mode lets an on-path
+/// sender flip inner header bits at will, so the hash must keep forged 5-tuples from aiming at
+/// one bucket. aHash is a keyed hash that its authors design and maintain for exactly this
+/// (DoS resistance in in-memory hash maps, not a MAC); its output never leaves the box, so the
+/// keys can only be probed through timing. The standard SipHash-1-3 is the stronger PRF; aHash
+/// took about 5 ns a packet (of some 115) off the distributor's forward stage (BENCHMARKS.md).
+/// foldhash was not taken: its authors advise against it where an attacker may study the
+/// program to build colliding inputs. Whatever the hash, the table is bounded and a full table
+/// is a counted drop.
+pub type FlowHasher = ahash::RandomState;
+
 /// The distributed connection table.
 #[derive(Debug)]
 pub struct Dct {
-    entries: HashMap<FlowKey, Entry>,
+    entries: HashMap<FlowKey, Entry, FlowHasher>,
     config: DctConfig,
     counters: DctCounters,
 }
@@ -153,7 +186,7 @@ impl Dct {
     /// An empty table; its storage for `config.capacity` entries is allocated here, once.
     pub fn new(config: DctConfig) -> Self {
         Dct {
-            entries: HashMap::with_capacity(config.capacity),
+            entries: HashMap::with_capacity_and_hasher(config.capacity, FlowHasher::new()),
             config,
             counters: DctCounters::default(),
         }
@@ -305,10 +338,9 @@ mod tests {
 
     const SEC: u64 = 1_000_000;
 
-    fn packed(key: &FlowKey) -> Vec<u8> {
-        let mut bytes = [0u8; PACKED_KEY];
-        let len = key.pack(&mut bytes);
-        bytes[..len].to_vec()
+    fn packed(key: &FlowKey) -> Vec<u64> {
+        let (words, count) = key.words();
+        words[..count].to_vec()
     }
 
     #[test]
@@ -350,7 +382,9 @@ mod tests {
             }
         }
         assert_eq!(packed(&base), packed(&key(1000)));
-        assert_eq!(packed(&v6).len(), PACKED_KEY);
+        assert_eq!(packed(&v6).len(), KEY_WORDS);
+        assert_eq!(packed(&mixed).len(), KEY_WORDS);
+        assert_eq!(packed(&base).len(), 2);
     }
 
     fn key(port: u16) -> FlowKey {

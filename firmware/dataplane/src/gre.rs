@@ -7,6 +7,7 @@
 //! (0x0800 IPv4, 0x86DD IPv6). Parsing is checked: every failure is an error naming the field and
 //! its offset, never a panic, whatever the bytes.
 
+use crate::wire::{Mac, ETHERNET_LEN, ETHERTYPE_IPV4};
 use dvipsec_esp::ip::{self, Family};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
@@ -230,6 +231,79 @@ pub fn write_encap(
     Ok(())
 }
 
+/// Bytes a forwarded frame gets in front of the peer's packet: Ethernet, outer IPv4 and GRE.
+pub const FORWARD_OVERHEAD: usize = ETHERNET_LEN + ENCAP_OVERHEAD;
+
+/// The headers a distributor puts in front of every packet it forwards to one target
+/// (Ethernet, outer IPv4, GRE), made once per target: per packet only the total length, the
+/// header checksum and the GRE protocol type change, so [`EncapTemplate::write`] copies the
+/// template and patches those, with the checksum updated from the template's sum (RFC 1624)
+/// instead of summed again over the header it just wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapTemplate {
+    /// The target's XCF address (the outer destination).
+    pub dst: Ipv4Addr,
+    head: [u8; FORWARD_OVERHEAD],
+    /// Ones' complement sum of the outer IPv4 header with zero total length and checksum.
+    partial_sum: u32,
+}
+
+impl EncapTemplate {
+    /// The headers from `src` (MAC `src_mac`) to `dst` (MAC `dst_mac`) on the XCF network.
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, src_mac: Mac, dst_mac: Mac) -> Self {
+        let mut head = [0u8; FORWARD_OVERHEAD];
+        head[..6].copy_from_slice(&dst_mac);
+        head[6..12].copy_from_slice(&src_mac);
+        head[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ipv4 = &mut head[ETHERNET_LEN..ETHERNET_LEN + OUTER_IPV4_LEN];
+        ipv4[0] = 0x45;
+        ipv4[6] = 0x40; // don't fragment
+        ipv4[8] = DEFAULT_TTL;
+        ipv4[9] = IPPROTO_GRE;
+        ipv4[12..16].copy_from_slice(&src.octets());
+        ipv4[16..20].copy_from_slice(&dst.octets());
+        let partial_sum = u32::from(ip::ones_complement_sum(ipv4, 0));
+        let mut gre_header = [0u8; GRE_HEADER_LEN];
+        write_header(&mut gre_header, Family::V4);
+        head[ETHERNET_LEN + OUTER_IPV4_LEN..].copy_from_slice(&gre_header);
+        EncapTemplate {
+            dst,
+            head,
+            partial_sum,
+        }
+    }
+
+    /// Writes the headers into `head` (right in front of the payload) for a `payload_len`-byte
+    /// IP packet of `family`: the same bytes as [`wire::write_ethernet`] and [`write_encap`].
+    ///
+    /// [`wire::write_ethernet`]: crate::wire::write_ethernet
+    pub fn write(
+        &self,
+        head: &mut [u8; FORWARD_OVERHEAD],
+        family: Family,
+        payload_len: usize,
+    ) -> Result<(), GreError> {
+        let total16 = payload_len
+            .checked_add(ENCAP_OVERHEAD)
+            .and_then(|total| u16::try_from(total).ok())
+            .ok_or(GreError::TooLarge(payload_len))?;
+        let mut sum = self.partial_sum + u32::from(total16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        // Built on the stack and stored with one copy: the frame's headroom is usually not in
+        // cache, and reading it back (as summing the header there did) waits for the line.
+        let mut out = self.head;
+        let ipv4 = ETHERNET_LEN;
+        out[ipv4 + 2..ipv4 + 4].copy_from_slice(&total16.to_be_bytes());
+        out[ipv4 + 10..ipv4 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        if family == Family::V6 {
+            out[FORWARD_OVERHEAD - 2..].copy_from_slice(&PROTO_IPV6.to_be_bytes());
+        }
+        *head = out;
+        Ok(())
+    }
+}
+
 /// The family of the IP packet `payload` (by its version nibble).
 pub fn family_of(payload: &[u8]) -> Option<Family> {
     match payload.first().map(|b| b >> 4) {
@@ -346,6 +420,63 @@ mod tests {
             }
             assert!(decapsulate(&cut).is_err(), "length {len}");
         }
+    }
+
+    /// What the forward path wrote before templates: Ethernet, then `write_encap`.
+    fn headers_written_field_by_field(
+        template: (Ipv4Addr, Ipv4Addr, Mac, Mac),
+        family: Family,
+        len: usize,
+    ) -> [u8; FORWARD_OVERHEAD] {
+        let (src, dst, src_mac, dst_mac) = template;
+        let mut out = [0u8; FORWARD_OVERHEAD];
+        let (ethernet, encap) = out.split_at_mut(ETHERNET_LEN);
+        crate::wire::write_ethernet(ethernet.try_into().unwrap(), dst_mac, src_mac, Family::V4);
+        write_encap(encap.try_into().unwrap(), src, dst, family, len).unwrap();
+        out
+    }
+
+    #[test]
+    fn template_writes_the_same_headers_as_building_them() {
+        let ends = [
+            (Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 10)),
+            (
+                Ipv4Addr::new(255, 255, 255, 254),
+                Ipv4Addr::new(255, 255, 0, 255),
+            ),
+            (Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(0, 0, 0, 1)),
+        ];
+        let (src_mac, dst_mac) = ([2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x20]);
+        for (src, dst) in ends {
+            let template = EncapTemplate::new(src, dst, src_mac, dst_mac);
+            assert_eq!(template.dst, dst);
+            // Lengths whose sums carry into the top bits as well as ordinary ones.
+            let lengths = [0, 1, 20, 1420, 1500, 40_000, 65_511];
+            for (family, len) in [Family::V4, Family::V6]
+                .into_iter()
+                .flat_map(|f| lengths.map(|l| (f, l)))
+            {
+                let mut head = [0xa5u8; FORWARD_OVERHEAD];
+                template.write(&mut head, family, len).unwrap();
+                let expected =
+                    headers_written_field_by_field((src, dst, src_mac, dst_mac), family, len);
+                assert_eq!(head, expected, "{src} -> {dst}, {family:?}, {len} bytes");
+                let ipv4 = &head[ETHERNET_LEN..ETHERNET_LEN + OUTER_IPV4_LEN];
+                assert_eq!(ip::ones_complement_sum(ipv4, 0), 0xffff);
+            }
+        }
+    }
+
+    #[test]
+    fn template_refuses_what_does_not_fit_in_ipv4() {
+        let any = Ipv4Addr::LOCALHOST;
+        let template = EncapTemplate::new(any, any, [0; 6], [0; 6]);
+        let mut head = [0u8; FORWARD_OVERHEAD];
+        assert_eq!(
+            template.write(&mut head, Family::V4, 65_512),
+            Err(GreError::TooLarge(65_512))
+        );
+        assert_eq!(head, [0u8; FORWARD_OVERHEAD], "nothing written on refusal");
     }
 
     #[test]

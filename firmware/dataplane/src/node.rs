@@ -7,7 +7,7 @@
 use crate::app::{Datagram, SocketId, Sockets, ECHO_PORT};
 use crate::distributor::{Decision, Distributor, DropCause, LocalReason};
 use crate::frame::{in_storage, narrow};
-use crate::gre::{self, ENCAP_OVERHEAD};
+use crate::gre::{self, EncapTemplate, FORWARD_OVERHEAD};
 use crate::poll::{LoopStats, PollNode};
 use crate::sa_table::{LifesizeSink, SaTable};
 use crate::target::{Delivery, Ingress, Outgoing, Target, TargetConfig, TargetDrop, TargetPaths};
@@ -255,8 +255,9 @@ pub struct DistributorNode<P, S, F> {
     pub facility: F,
     external: P,
     xcf: P,
-    xcf_mac: Mac,
-    target_macs: Neighbours,
+    /// The forward headers to each target with a known MAC, made once (the XCF addresses and
+    /// MACs are fixed for the node's life).
+    forward_headers: Vec<EncapTemplate>,
     rx: Burst,
     to_xcf: Burst,
     local: Burst,
@@ -312,13 +313,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         local_queue: usize,
     ) -> Self {
         DistributorNode {
-            distributor,
             sas,
             facility,
             external,
+            forward_headers: forward_headers(&distributor, xcf_mac, &target_macs),
+            distributor,
             xcf,
-            xcf_mac,
-            target_macs,
             rx: Burst::with_capacity(BURST),
             to_xcf: Burst::with_capacity(BURST),
             local: Burst::with_capacity(local_queue),
@@ -510,32 +510,56 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
     }
 
     fn forward(&mut self, frame: PacketBuf, target: Ipv4Addr) {
-        let Some(mac) = self.target_macs.lookup(IpAddr::V4(target)) else {
+        let Some(headers) = self
+            .forward_headers
+            .iter()
+            .find(|h| h.dst == target)
+            .copied()
+        else {
             self.counters.no_room_or_route += 1;
             return;
         };
-        let Some(mut frame) = self.with_headroom(frame, ENCAP_OVERHEAD + ETHERNET_LEN) else {
+        let Some(mut frame) = self.with_headroom(frame, FORWARD_OVERHEAD) else {
             self.counters.no_room_or_route += 1;
             return;
         };
-        let source = self.distributor.xcf_address();
         let Some(family) = gre::family_of(frame.data()) else {
             self.counters.not_ip += 1;
             return;
         };
         let len = frame.len();
         let wrapped = frame
-            .prepend(ENCAP_OVERHEAD)
+            .prepend(FORWARD_OVERHEAD)
             .ok()
-            .and_then(|head| <&mut [u8; ENCAP_OVERHEAD]>::try_from(head).ok())
-            .map(|head| gre::write_encap(head, source, target, family, len).is_ok())
-            .unwrap_or(false);
-        if !wrapped || !prepend_ethernet(&mut frame, mac, self.xcf_mac, Family::V4) {
+            .and_then(|head| <&mut [u8; FORWARD_OVERHEAD]>::try_from(head).ok())
+            .is_some_and(|head| headers.write(head, family, len).is_ok());
+        if !wrapped {
             self.counters.no_room_or_route += 1;
             return;
         }
         push_or_flush(&mut self.xcf, &mut self.to_xcf, frame);
     }
+}
+
+/// The forward headers from the distributor's XCF port to every target whose MAC is known.
+fn forward_headers(
+    distributor: &Distributor,
+    xcf_mac: Mac,
+    target_macs: &Neighbours,
+) -> Vec<EncapTemplate> {
+    target_macs
+        .entries
+        .iter()
+        .filter_map(|(address, mac)| match address {
+            IpAddr::V4(target) => Some(EncapTemplate::new(
+                distributor.xcf_address(),
+                *target,
+                xcf_mac,
+                *mac,
+            )),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
