@@ -75,7 +75,7 @@ fn with_control(text: String, sockets: &Path) -> String {
     }
     // A byte lifetime small enough that the targets report their use (each 5% of it) while
     // the test runs, and large enough that nothing rekeys.
-    let window = "        replay_window: 128\n";
+    let window = "        replay_window: 1024\n";
     assert!(text.contains(window));
     text.replacen(
         window,

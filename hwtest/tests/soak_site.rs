@@ -38,12 +38,12 @@ fn soak_seconds() -> u64 {
 /// The site with MVS4 as DVA1's backup and a packet-count lifetime on the child SAs.
 fn soak_site(text: String) -> String {
     let text = with_backup(text);
-    let policy = "        replay_window: 128";
+    let policy = "        replay_window: 1024";
     assert!(text.contains(policy));
     text.replacen(
         policy,
         &format!(
-            "        replay_window: 128\n        lifetime:\n          packets: {{ soft: {SOFT_PACKETS}, hard: {HARD_PACKETS} }}"
+            "        replay_window: 1024\n        lifetime:\n          packets: {{ soft: {SOFT_PACKETS}, hard: {HARD_PACKETS} }}"
         ),
         1,
     )
