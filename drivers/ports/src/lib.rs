@@ -2,9 +2,9 @@
 //!
 //! Owns the `PacketPort` trait, the preallocated buffer pools with headroom and tailroom for
 //! sealing ESP in place, per-port counters, the in-memory fabric that joins boxes inside one
-//! process, and the kernel backends: AF_PACKET (TPACKET_V3 rings) and AF_XDP. Unsafe code
-//! (mmap rings, raw sockets, bpf calls, namespace switching) lives here, each block with its
-//! `// SAFETY:` reasoning.
+//! process, and the kernel backends: AF_PACKET (TPACKET_V2 frame or V3 block rings) and
+//! AF_XDP. Unsafe code (mmap rings, raw sockets, bpf calls, namespace switching) lives here,
+//! each block with its `// SAFETY:` reasoning.
 
 pub mod af_packet;
 pub mod af_xdp;
