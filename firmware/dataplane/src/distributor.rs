@@ -24,7 +24,7 @@ use dvipsec_cf::{ReplayVerdict, SequenceFacility};
 use dvipsec_esp::classify::Protection;
 use dvipsec_esp::ip::{self, proto};
 use dvipsec_esp::{
-    classify, peek_burst_flows, Combination, EspError, IpsecProtocol, PeekFlow, Sa,
+    classify, peek_burst_flows, Combination, EspError, IpsecProtocol, Mode, PeekFlow, Sa,
     Unauthenticated, MAX_PEEK_BURST,
 };
 use std::net::{IpAddr, Ipv4Addr};
@@ -194,6 +194,57 @@ pub struct Distributor {
     counters: DistributorCounters,
     /// Targets that failed: no new connections go to them.
     down: Vec<TargetId>,
+    /// The seed's table for ESP, answered once for every combination at construction.
+    distributable: DistributableTable,
+}
+
+/// [`is_crypto_distributable`] for ESP, looked up instead of worked out per packet: the
+/// classifier is a pure function of five two-valued inputs, so 32 answers are all of it.
+#[derive(Debug, Clone)]
+struct DistributableTable([bool; 32]);
+
+impl DistributableTable {
+    fn new() -> Self {
+        let mut answers = [false; 32];
+        for (index, answer) in answers.iter_mut().enumerate() {
+            let bit = |n: usize| index & (1 << n) != 0;
+            let combination = Combination {
+                protection: Protection::Esp,
+                mode: if bit(0) {
+                    Mode::Tunnel
+                } else {
+                    Mode::Transport
+                },
+                payload_is_tcp: bit(1),
+                dvipa_in_outer: bit(2),
+                dvipa_in_inner: bit(3),
+                esp_null: bit(4),
+            };
+            debug_assert_eq!(Self::index(&combination), index);
+            *answer = is_crypto_distributable(&combination);
+        }
+        DistributableTable(answers)
+    }
+
+    fn index(combination: &Combination) -> usize {
+        // Exhaustive: a new mode must get its own place in the table.
+        let mode = match combination.mode {
+            Mode::Transport => 0,
+            Mode::Tunnel => 1,
+        };
+        mode | usize::from(combination.payload_is_tcp) << 1
+            | usize::from(combination.dvipa_in_outer) << 2
+            | usize::from(combination.dvipa_in_inner) << 3
+            | usize::from(combination.esp_null) << 4
+    }
+
+    /// The answer for an ESP combination (any other protection is worked out).
+    fn lookup(&self, combination: &Combination) -> bool {
+        if combination.protection != Protection::Esp {
+            return is_crypto_distributable(combination);
+        }
+        self.0[Self::index(combination)]
+    }
 }
 
 impl Distributor {
@@ -206,6 +257,7 @@ impl Distributor {
             config,
             counters: DistributorCounters::default(),
             down: Vec::new(),
+            distributable: DistributableTable::new(),
         }
     }
 
@@ -398,7 +450,7 @@ impl Distributor {
             dvipa_in_inner: dst == entry.dvipa,
             esp_null: !params.suite.encrypts(),
         };
-        if !is_crypto_distributable(&combination) {
+        if !self.distributable.lookup(&combination) {
             return Decision::Local(LocalReason::NotDistributable);
         }
         if !entry.selector.covers_inbound(src, dst) {
@@ -512,7 +564,9 @@ fn find_sa<'t, T: SaTable + ?Sized>(
     }
 }
 
-/// Finds the SPI of an ESP or UDP-encapsulated ESP packet, or says why there is none.
+/// Finds the SPI of an ESP or UDP-encapsulated ESP packet, or says why there is none. Inlined:
+/// returned through memory, its answer cost a stalled reload per packet.
+#[inline]
 pub(crate) fn locate_esp_spi(packet: &[u8]) -> Result<EspLocation, Decision> {
     let view = ip::parse(packet).map_err(|_| Decision::Drop(DropCause::Malformed))?;
     let packet = &packet[..view.total_len];
@@ -565,6 +619,38 @@ mod tests {
     };
     use dvipsec_cf::{RegionOwner, SlotKey};
     use dvipsec_esp::{Direction, Sa, UdpEncap};
+
+    #[test]
+    fn distributable_table_answers_as_the_classifier_does() {
+        let table = DistributableTable::new();
+        let mut seen = [0u32; 2];
+        for index in 0..32usize {
+            let bit = |n: usize| index & (1 << n) != 0;
+            for protection in [Protection::Esp, Protection::Ah, Protection::AhEsp] {
+                let combination = Combination {
+                    protection,
+                    mode: if bit(0) {
+                        Mode::Tunnel
+                    } else {
+                        Mode::Transport
+                    },
+                    payload_is_tcp: bit(1),
+                    dvipa_in_outer: bit(2),
+                    dvipa_in_inner: bit(3),
+                    esp_null: bit(4),
+                };
+                let answer = table.lookup(&combination);
+                assert_eq!(
+                    answer,
+                    is_crypto_distributable(&combination),
+                    "{combination:?}"
+                );
+                seen[usize::from(answer)] += 1;
+            }
+        }
+        // The table is not trivially one answer.
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+    }
 
     const ACK_ONLY: u8 = 0x10;
     const ACK: u8 = ACK_ONLY;

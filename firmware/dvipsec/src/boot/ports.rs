@@ -209,7 +209,14 @@ fn open_dpdk(
 
 /// Buffers for the port's frames: the XCF port's carry the distributor's GRE too.
 fn layout(config: &PortConfig) -> BufLayout {
-    if *config.name == super::plane::XCF_PORT_NAME {
+    layout_for(&config.name)
+}
+
+/// The layout of the port named `port_name`. The external port's headroom also takes the
+/// distributor's forward headers (Ethernet, outer IPv4, GRE) once the received Ethernet header
+/// is stripped, so a forwarded frame is never copied to a roomier buffer (see the test).
+fn layout_for(port_name: &str) -> BufLayout {
+    if port_name == super::plane::XCF_PORT_NAME {
         BufLayout::esp_over_gre_ipv4()
     } else {
         BufLayout::esp_udp_tunnel_ipv4()
@@ -237,5 +244,24 @@ fn driver_name(driver: PortDriver) -> &'static str {
         PortDriver::AfPacket => "af_packet",
         PortDriver::AfXdp => "af_xdp",
         PortDriver::Dpdk => "dpdk",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipsec_dataplane::gre::FORWARD_OVERHEAD;
+    use dvipsec_dataplane::wire::ETHERNET_LEN;
+
+    #[test]
+    fn external_frames_take_the_forward_headers_in_place() {
+        let external = layout_for("external");
+        assert_ne!(external, layout_for(super::super::plane::XCF_PORT_NAME));
+        // A received frame starts at the layout's headroom; the distributor strips its
+        // Ethernet header and writes Ethernet, IPv4 and GRE in front of the IP packet.
+        assert!(
+            external.headroom() + ETHERNET_LEN >= FORWARD_OVERHEAD,
+            "{external:?} would relocate every forwarded frame"
+        );
     }
 }
