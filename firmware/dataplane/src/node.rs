@@ -455,26 +455,52 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             now_us,
             &mut decisions[..count],
         );
-        let mut decided = decisions.iter();
-        for (index, frame) in rx.drain().enumerate() {
-            // The receive burst holds at most BURST frames; a frame past them is not dispatched.
-            let decision = match is_ip.get(index) {
-                Some(true) => decided.next(),
-                _ => None,
-            };
-            match decision {
-                Some(decision) => self.act(frame, *decision, now_us),
-                None => self.counters.not_ip += 1,
+        // Each frame's decision; None for one that is not IP (or past the burst's size).
+        let mut per_frame: [Option<Decision>; BURST] = [None; BURST];
+        let mut decided = decisions[..count].iter();
+        for (slot, _) in per_frame.iter_mut().zip(is_ip).filter(|(_, ip)| *ip) {
+            *slot = decided.next().copied();
+        }
+        // Frames to forward get their headers where they lie, so that below each frame is moved
+        // once, into its queue (every move of a frame through calls cost a stalled reload).
+        let mut wrapped = [Wrapped::NotForwarded; BURST];
+        for ((frame, decision), wrap) in rx.frames_mut().iter_mut().zip(per_frame).zip(&mut wrapped)
+        {
+            if let Some(Decision::Forward { xcf_address, .. }) = decision {
+                if !self.serves_itself(xcf_address) {
+                    *wrap = wrap_in_place(
+                        &self.forward_headers,
+                        &mut self.counters,
+                        frame,
+                        xcf_address,
+                    );
+                }
             }
         }
+        for (index, frame) in rx.drain().enumerate() {
+            let decision = per_frame.get(index).copied().flatten();
+            let wrap = wrapped.get(index).copied().unwrap_or(Wrapped::NotForwarded);
+            match (decision, wrap) {
+                (None, _) => self.counters.not_ip += 1,
+                (Some(_), Wrapped::Done) => push_or_flush(&mut self.xcf, &mut self.to_xcf, frame),
+                (Some(_), Wrapped::Dropped) => {}
+                (Some(Decision::Forward { xcf_address, .. }), Wrapped::NeedsRoom) => {
+                    self.forward(frame, xcf_address)
+                }
+                (Some(decision), _) => self.act(frame, decision, now_us),
+            }
+        }
+    }
+
+    /// The box is a target of its own DVIPA: it serves such flows itself, no GRE to itself.
+    fn serves_itself(&self, xcf_address: Ipv4Addr) -> bool {
+        self.own.is_some() && xcf_address == self.distributor.xcf_address()
     }
 
     fn act(&mut self, frame: PacketBuf, decision: Decision, now_us: u64) {
         match decision {
             // The box is a target of its own DVIPA: no GRE to itself, it serves the flow here.
-            Decision::Forward { xcf_address, .. }
-                if self.own.is_some() && xcf_address == self.distributor.xcf_address() =>
-            {
+            Decision::Forward { xcf_address, .. } if self.serves_itself(xcf_address) => {
                 self.defer_own(frame, now_us)
             }
             Decision::Forward { xcf_address, .. } => self.forward(frame, xcf_address),
@@ -538,6 +564,53 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             return;
         }
         push_or_flush(&mut self.xcf, &mut self.to_xcf, frame);
+    }
+}
+
+/// What [`wrap_in_place`] did to a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrapped {
+    /// Not a frame to forward: untouched.
+    NotForwarded,
+    /// Its forward headers are written: send it.
+    Done,
+    /// Too little headroom for the headers: it must be copied to a roomier buffer first.
+    NeedsRoom,
+    /// It cannot be forwarded (no route, not IP, too large): counted, to be dropped.
+    Dropped,
+}
+
+/// Writes the forward headers to `target` in front of `frame` where it lies, counting in
+/// `counters` what cannot be forwarded (the checks in the order of `DistributorNode::forward`,
+/// which a frame short of headroom still takes).
+fn wrap_in_place(
+    headers: &[EncapTemplate],
+    counters: &mut NodeCounters,
+    frame: &mut PacketBuf,
+    target: Ipv4Addr,
+) -> Wrapped {
+    let Some(headers) = headers.iter().find(|h| h.dst == target) else {
+        counters.no_room_or_route += 1;
+        return Wrapped::Dropped;
+    };
+    if frame.headroom() < FORWARD_OVERHEAD {
+        return Wrapped::NeedsRoom;
+    }
+    let Some(family) = gre::family_of(frame.data()) else {
+        counters.not_ip += 1;
+        return Wrapped::Dropped;
+    };
+    let len = frame.len();
+    let wrapped = frame
+        .prepend(FORWARD_OVERHEAD)
+        .ok()
+        .and_then(|head| <&mut [u8; FORWARD_OVERHEAD]>::try_from(head).ok())
+        .is_some_and(|head| headers.write(head, family, len).is_ok());
+    if wrapped {
+        Wrapped::Done
+    } else {
+        counters.no_room_or_route += 1;
+        Wrapped::Dropped
     }
 }
 

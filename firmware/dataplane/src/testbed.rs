@@ -70,6 +70,9 @@ pub struct TestbedConfig {
     pub dct: DctConfig,
     /// Ports' pool and ring sizes.
     pub fabric: FabricConfig,
+    /// The XCF switch's ports' when they differ from `fabric` (to give the external ports a
+    /// layout of their own).
+    pub xcf_fabric: Option<FabricConfig>,
     /// Distributors besides the testbed's own whose GRE every target also takes (a box that
     /// serves DVIPAs of several distributors).
     pub other_distributors: Vec<DistributorLink>,
@@ -83,6 +86,7 @@ impl Default for TestbedConfig {
             udp_ports: vec![crate::app::ECHO_PORT, 7000],
             dct: DctConfig::default(),
             fabric: FabricConfig::esp_default(),
+            xcf_fabric: None,
             other_distributors: Vec::new(),
         }
     }
@@ -172,7 +176,7 @@ impl Testbed {
         let mut external = SwitchBuilder::new(config.fabric)
             .port("peer", PEER_MAC)?
             .port("dist-ext", DISTRIBUTOR_MAC)?;
-        let mut xcf = SwitchBuilder::new(config.fabric)
+        let mut xcf = SwitchBuilder::new(config.xcf_fabric.unwrap_or(config.fabric))
             .port("dist-xcf", DISTRIBUTOR_XCF_MAC)?
             .port("rogue-xcf", ROGUE_XCF_MAC)?;
         for i in 0..config.targets {
