@@ -168,7 +168,7 @@ pub enum DctError {
 /// one bucket. aHash is a keyed hash that its authors design and maintain for exactly this
 /// (DoS resistance in in-memory hash maps, not a MAC); its output never leaves the box, so the
 /// keys can only be probed through timing. The standard SipHash-1-3 is the stronger PRF; aHash
-/// took about 5 ns a packet (of some 115) off the distributor's forward stage (BENCHMARKS.md).
+/// takes about 11 ns a packet (of some 83) off the distributor's forward stage (BENCHMARKS.md).
 /// foldhash was not taken: its authors advise against it where an attacker may study the
 /// program to build colliding inputs. Whatever the hash, the table is bounded and a full table
 /// is a counted drop.
