@@ -455,28 +455,8 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             now_us,
             &mut decisions[..count],
         );
-        // Each frame's decision; None for one that is not IP (or past the burst's size).
-        let mut per_frame: [Option<Decision>; BURST] = [None; BURST];
-        let mut decided = decisions[..count].iter();
-        for (slot, _) in per_frame.iter_mut().zip(is_ip).filter(|(_, ip)| *ip) {
-            *slot = decided.next().copied();
-        }
-        // Frames to forward get their headers where they lie, so that below each frame is moved
-        // once, into its queue (every move of a frame through calls cost a stalled reload).
-        let mut wrapped = [Wrapped::NotForwarded; BURST];
-        for ((frame, decision), wrap) in rx.frames_mut().iter_mut().zip(per_frame).zip(&mut wrapped)
-        {
-            if let Some(Decision::Forward { xcf_address, .. }) = decision {
-                if !self.serves_itself(xcf_address) {
-                    *wrap = wrap_in_place(
-                        &self.forward_headers,
-                        &mut self.counters,
-                        frame,
-                        xcf_address,
-                    );
-                }
-            }
-        }
+        let per_frame = per_frame(&decisions[..count], is_ip);
+        let wrapped = self.wrap_forwarded(rx, &per_frame);
         for (index, frame) in rx.drain().enumerate() {
             let decision = per_frame.get(index).copied().flatten();
             let wrap = wrapped.get(index).copied().unwrap_or(Wrapped::NotForwarded);
@@ -490,6 +470,33 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
                 (Some(decision), _) => self.act(frame, decision, now_us),
             }
         }
+    }
+
+    /// Writes the forward headers of the burst's frames to forward where they lie, so that
+    /// afterwards each frame is moved once, into its queue (every move of a frame through calls
+    /// cost a stalled reload).
+    // Inlined, as `per_frame`: returned through memory, the per-burst arrays cost 1-3 ns a packet.
+    #[inline(always)]
+    fn wrap_forwarded(
+        &mut self,
+        rx: &mut Burst,
+        per_frame: &[Option<Decision>; BURST],
+    ) -> [Wrapped; BURST] {
+        let mut wrapped = [Wrapped::NotForwarded; BURST];
+        for ((frame, decision), wrap) in rx.frames_mut().iter_mut().zip(per_frame).zip(&mut wrapped)
+        {
+            if let Some(Decision::Forward { xcf_address, .. }) = *decision {
+                if !self.serves_itself(xcf_address) {
+                    *wrap = wrap_in_place(
+                        &self.forward_headers,
+                        &mut self.counters,
+                        frame,
+                        xcf_address,
+                    );
+                }
+            }
+        }
+        wrapped
     }
 
     /// The box is a target of its own DVIPA: it serves such flows itself, no GRE to itself.
@@ -565,6 +572,18 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         }
         push_or_flush(&mut self.xcf, &mut self.to_xcf, frame);
     }
+}
+
+/// Each frame's decision, from those of its IP frames in order; None for a frame that is not
+/// IP (or past the burst's size).
+#[inline(always)]
+fn per_frame(decisions: &[Decision], is_ip: [bool; BURST]) -> [Option<Decision>; BURST] {
+    let mut per_frame = [None; BURST];
+    let mut decided = decisions.iter();
+    for (slot, _) in per_frame.iter_mut().zip(is_ip).filter(|(_, ip)| *ip) {
+        *slot = decided.next().copied();
+    }
+    per_frame
 }
 
 /// What [`wrap_in_place`] did to a frame.
