@@ -124,7 +124,8 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !again("DVIPA adopted"),
-        "the returning owner took DVA1 back"
+        "the returning owner took DVA1 back:\n{}",
+        log_again(&site, "MVS1")
     );
     assert!(
         !log_of(&site, "MVS4").contains("DVIPA released"),

@@ -241,6 +241,14 @@ impl Membership {
         self.claims = claims;
     }
 
+    /// Whether `node` is alive and its heartbeat view (with its claims) has arrived: a member
+    /// can be heard first through other frames (a CF announcement, an SA install).
+    pub fn has_view(&self, node: &str) -> bool {
+        self.members
+            .get(node)
+            .is_some_and(|m| m.state == MemberState::Alive && m.view.is_some())
+    }
+
     /// What `node`'s last heartbeat said it owns (nothing once it is down).
     pub fn claims_of(&self, node: &str) -> &[OwnerClaim] {
         match self.members.get(node) {

@@ -433,6 +433,14 @@ impl Takeover {
         let plan = state.plan.clone();
         match state.owner.clone() {
             None => {
+                // A live member whose claims have not arrived yet may own the DVIPA.
+                let unheard = plan
+                    .chain()
+                    .into_iter()
+                    .any(|node| membership.is_alive(&node) && !membership.has_view(&node));
+                if unheard {
+                    return;
+                }
                 if let Some(first) = self.first_usable(&plan, None, membership) {
                     self.move_to(dvipa, &first, MoveReason::Startup, now);
                 }

@@ -369,6 +369,27 @@ fn a_partitioned_owner_keeps_its_dvipa_and_an_isolated_node_takes_nothing() {
 }
 
 #[test]
+fn a_returning_owner_waits_for_the_claims_of_a_member_it_heard_only_through_other_frames() {
+    // MVS1 comes back; MVS5 (DVA1's owner now) reaches it first with frames that are not
+    // heartbeats, then its heartbeat claims DVA1.
+    let mut mvs1 = Node::figure4("MVS1", TakeoverConfig::default());
+    mvs1.beating.remove("MVS5");
+    for _ in 0..20 {
+        mvs1.membership.heard("MVS5", mvs1.now);
+        mvs1.run_for(100 * MS);
+    }
+    assert!(
+        !mvs1.adopted().iter().any(|(dvipa, _)| dvipa == "DVA1"),
+        "{:?}",
+        mvs1.actions
+    );
+    mvs1.claim("MVS5", "DVA1", 3);
+    mvs1.run_for(SEC);
+    assert_eq!(mvs1.core.owner("DVA1"), Some("MVS5"));
+    assert!(!mvs1.adopted().iter().any(|(dvipa, _)| dvipa == "DVA1"));
+}
+
+#[test]
 fn a_returning_owner_does_not_take_back_unless_configured() {
     // MVS1 comes back and hears MVS5 claim DVA1 in epoch 3.
     let mut mvs1 = Node::figure4("MVS1", TakeoverConfig::default());

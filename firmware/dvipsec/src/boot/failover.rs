@@ -58,9 +58,10 @@ impl Runtime {
         }
     }
 
-    /// Whether ownership may be decided: every other box has been heard, or the boot grace
-    /// passed. Boxes of a site boot seconds apart (ARP, ports); deciding after only one
-    /// takeover timeout would let a backup that booted first take a DVIPA from its owner.
+    /// Whether ownership may be decided: every other box's heartbeat view (with its claims)
+    /// has arrived, or the boot grace passed. Boxes of a site boot seconds apart (ARP, ports);
+    /// deciding after only one takeover timeout would let a backup that booted first take a
+    /// DVIPA from its owner.
     fn cluster_assembled(&self, elapsed: Duration) -> bool {
         let grace = (self.membership.config().silence_limit() * 4).max(STARTUP_GRACE);
         elapsed >= grace
@@ -68,7 +69,7 @@ impl Runtime {
                 .site
                 .iter()
                 .filter(|v| v.node != self.node)
-                .all(|v| self.membership.is_alive(&v.node))
+                .all(|v| self.membership.has_view(&v.node))
     }
 
     /// A target that failed gets no new connections from this box's distributor, and its
