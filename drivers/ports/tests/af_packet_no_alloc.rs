@@ -5,40 +5,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{can_run, frame, open_in, NsPair, A_MAC, B_MAC};
 use dvipsec_ports::{AfPacketConfig, AfPacketPort, Burst, PacketPort, RxRing};
 
-struct CountingAllocator;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// GlobalAlloc contract; we only count calls on the side.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's: `layout` has non-zero size.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with this `layout` (we forward all allocs).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees about `ptr`, `layout`, `new_size`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+use counting_alloc::allocations;
 
 fn port_in(ns: &str, interface: &str, rx_ring: RxRing) -> AfPacketPort {
     let mut config = AfPacketConfig::new(interface);
@@ -86,13 +61,13 @@ fn bursts_through_af_packet_allocate_nothing() {
         let mut burst = Burst::with_capacity(32);
         pump(&mut a, &mut b, &to_b, &mut burst);
 
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         let mut received = 0;
         for _ in 0..100 {
             received += pump(&mut a, &mut b, &to_b, &mut burst);
             received += pump(&mut b, &mut a, &to_a, &mut burst);
         }
-        let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocated = allocations() - before;
 
         assert_eq!(received, 2 * 100 * 32, "{rx_ring:?}");
         assert_eq!(

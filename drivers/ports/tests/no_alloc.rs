@@ -1,38 +1,12 @@
 //! The fabric's hot path allocates nothing: after setup, bursts through a wire and a switch
 //! (unicast and broadcast) leave the heap allocation count unchanged.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use dvipsec_ports::{wire, Burst, FabricConfig, FabricPort, PacketPort, SwitchBuilder};
 
-struct CountingAllocator;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// GlobalAlloc contract; we only count calls on the side.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's: `layout` has non-zero size.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with this `layout` (we forward all allocs).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees about `ptr`, `layout`, `new_size`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+use counting_alloc::allocations;
 
 fn frame(dst: [u8; 6]) -> [u8; 64] {
     let mut bytes = [0x5a; 64];
@@ -70,13 +44,13 @@ fn bursts_through_the_fabric_allocate_nothing() {
         panic!("three ports");
     };
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..200 {
         pump(&mut a, &mut [&mut b], [2, 0, 0, 0, 0, 0xb], &mut burst);
         pump(p0, &mut [p1, p2], [2, 0, 0, 0, 0, 1], &mut burst);
         pump(p1, &mut [p0, p2], [0xff; 6], &mut burst);
     }
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocated = allocations() - before;
 
     assert_eq!(b.counters().rx_packets, 200 * 32);
     assert_eq!(p1.counters().rx_packets, 200 * 32);

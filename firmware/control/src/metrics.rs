@@ -81,6 +81,8 @@ pub struct StageMetric {
     pub nanoseconds: u64,
     /// Packets through it.
     pub packets: u64,
+    /// Bursts timed (packets over bursts: the mean burst).
+    pub bursts: u64,
 }
 
 /// Everything one node reports.
@@ -172,6 +174,7 @@ struct Families {
     drops: Family<DropLabels, Counter>,
     stage_nanoseconds: Family<StageLabels, Counter>,
     stage_packets: Family<StageLabels, Counter>,
+    stage_bursts: Family<StageLabels, Counter>,
     cf_operations: Family<CfLabels, Counter>,
     lifesize_reports: Family<NodeLabels, Counter>,
     rekeys: Family<NodeLabels, Counter>,
@@ -192,6 +195,7 @@ impl Families {
             drops: Family::default(),
             stage_nanoseconds: Family::default(),
             stage_packets: Family::default(),
+            stage_bursts: Family::default(),
             cf_operations: Family::default(),
             lifesize_reports: Family::default(),
             rekeys: Family::default(),
@@ -244,6 +248,11 @@ impl Families {
             "stage_packets",
             "Packets through a stage of the packet path",
             f.stage_packets.clone(),
+        );
+        registry.register(
+            "stage_bursts",
+            "Bursts timed in a stage of the packet path",
+            f.stage_bursts.clone(),
         );
         registry.register(
             "cf_operations",
@@ -323,6 +332,9 @@ impl Families {
             self.stage_packets
                 .get_or_create(&labels)
                 .inc_by(stage.packets);
+            self.stage_bursts
+                .get_or_create(&labels)
+                .inc_by(stage.bursts);
         }
         for (op, count) in &snapshot.cf_operations {
             let labels = CfLabels {
@@ -522,6 +534,7 @@ mod tests {
                 stage: "decap".into(),
                 nanoseconds: 13,
                 packets: 14,
+                bursts: 15,
             }],
             cf_operations: vec![("fetch_add".into(), 9)],
             lifesize_reports: Some(10),
@@ -545,6 +558,7 @@ mod tests {
             "dvipsec_takeovers_total{node=\"t0\"} 12",
             "dvipsec_stage_nanoseconds_total{node=\"t0\",stage=\"decap\"} 13",
             "dvipsec_stage_packets_total{node=\"t0\",stage=\"decap\"} 14",
+            "dvipsec_stage_bursts_total{node=\"t0\",stage=\"decap\"} 15",
             "# TYPE dvipsec_drops counter",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
@@ -568,6 +582,7 @@ mod tests {
             stage: stage.into(),
             nanoseconds,
             packets,
+            bursts: 1,
         };
         let distributor = MetricsSnapshot {
             node: "d".into(),
@@ -589,6 +604,9 @@ mod tests {
         assert_eq!(
             samples,
             [
+                "dvipsec_stage_bursts_total{node=\"d\",stage=\"forward\"} 1",
+                "dvipsec_stage_bursts_total{node=\"t1\",stage=\"decap\"} 1",
+                "dvipsec_stage_bursts_total{node=\"t1\",stage=\"encap\"} 1",
                 "dvipsec_stage_nanoseconds_total{node=\"d\",stage=\"forward\"} 3200",
                 "dvipsec_stage_nanoseconds_total{node=\"t1\",stage=\"decap\"} 6400",
                 "dvipsec_stage_nanoseconds_total{node=\"t1\",stage=\"encap\"} 7000",
@@ -598,7 +616,11 @@ mod tests {
             ],
             "{text}"
         );
-        for family in ["dvipsec_stage_nanoseconds", "dvipsec_stage_packets"] {
+        for family in [
+            "dvipsec_stage_nanoseconds",
+            "dvipsec_stage_packets",
+            "dvipsec_stage_bursts",
+        ] {
             assert!(
                 text.lines()
                     .any(|l| l == format!("# TYPE {family} counter")),

@@ -333,6 +333,7 @@ fn stage_metric(stage: &str, cost: StageCost) -> StageMetric {
         stage: stage.into(),
         nanoseconds: cost.nanoseconds,
         packets: cost.packets,
+        bursts: cost.bursts,
     }
 }
 
@@ -413,22 +414,26 @@ mod tests {
         let cost = |nanoseconds, packets| StageCost {
             nanoseconds,
             packets,
+            bursts: 7,
         };
         let costs = StageCosts {
             forward: cost(1, 2),
             decap: cost(3, 4),
             encap: cost(5, 6),
         };
-        let flat = |stages: Vec<StageMetric>| -> Vec<(String, u64, u64)> {
+        let flat = |stages: Vec<StageMetric>| -> Vec<(String, u64, u64, u64)> {
             stages
                 .into_iter()
-                .map(|s| (s.stage, s.nanoseconds, s.packets))
+                .map(|s| (s.stage, s.nanoseconds, s.packets, s.bursts))
                 .collect()
         };
-        assert_eq!(flat(distributor_stages(costs)), [("forward".into(), 1, 2)]);
+        assert_eq!(
+            flat(distributor_stages(costs)),
+            [("forward".into(), 1, 2, 7)]
+        );
         assert_eq!(
             flat(target_stages(costs)),
-            [("decap".into(), 3, 4), ("encap".into(), 5, 6)]
+            [("decap".into(), 3, 4, 7), ("encap".into(), 5, 6, 7)]
         );
     }
 }

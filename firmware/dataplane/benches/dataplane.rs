@@ -232,6 +232,7 @@ fn grown(after: StageCost, before: StageCost) -> StageCost {
     StageCost {
         nanoseconds: after.nanoseconds - before.nanoseconds,
         packets: after.packets - before.packets,
+        bursts: after.bursts - before.bursts,
     }
 }
 

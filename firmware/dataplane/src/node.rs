@@ -171,6 +171,9 @@ pub struct StageCost {
     pub nanoseconds: u64,
     /// Packets that went through it.
     pub packets: u64,
+    /// Bursts timed: packets over bursts is the mean burst, and small bursts pay the clock
+    /// reads and the per-burst work over few packets.
+    pub bursts: u64,
 }
 
 impl StageCost {
@@ -183,6 +186,7 @@ impl StageCost {
         let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.nanoseconds = self.nanoseconds.saturating_add(spent);
         self.packets += packets as u64;
+        self.bursts += 1;
     }
 
     /// Mean nanoseconds per packet (None before the first packet).

@@ -933,6 +933,10 @@ fn stages_count_every_packet_through_them_and_their_time() {
     let forward = bed.distributor.stage_costs().forward;
     assert_eq!(forward.packets, 20);
     assert!(forward.nanoseconds > 0);
+    assert!(
+        (1..=20).contains(&forward.bursts),
+        "20 frames came in at least one burst: {forward:?}"
+    );
     // The distributor has no forwarding work left to time once the burst is gone.
     bed.settle(20, 5);
     assert_eq!(bed.distributor.stage_costs().forward, forward);
@@ -974,5 +978,11 @@ fn stages_count_every_packet_through_them_and_their_time() {
         .map(|t| t.stage_costs().encap.packets)
         .sum();
     assert_eq!((decap, encap), (21, 20));
-    assert_eq!(bed.distributor.stage_costs().forward.packets, 21);
+    let forward_after = bed.distributor.stage_costs().forward;
+    assert_eq!(forward_after.packets, 21);
+    assert_eq!(
+        forward_after.bursts,
+        forward.bursts + 1,
+        "one more burst of one"
+    );
 }

@@ -12,11 +12,17 @@ use serde::Serialize;
 pub const FORWARD: &str = "forward";
 pub const DECAP: &str = "decap";
 
-/// Nanoseconds a stage spent and the packets it handled.
+/// A stage's figures count only with at least this many packets in the point: a few stray
+/// packets (the first of a flow, a warm-up straggler) on a box that carried none of the load
+/// would otherwise stand for the stage.
+pub const MIN_STAGE_PACKETS: u64 = 1000;
+
+/// Nanoseconds a stage spent, the packets it handled and the bursts it timed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StageWork {
     pub nanoseconds: u64,
     pub packets: u64,
+    pub bursts: u64,
 }
 
 impl StageWork {
@@ -24,17 +30,25 @@ impl StageWork {
         StageWork {
             nanoseconds: self.nanoseconds.saturating_sub(before.nanoseconds),
             packets: self.packets.saturating_sub(before.packets),
+            bursts: self.bursts.saturating_sub(before.bursts),
         }
     }
 
     fn add(&mut self, other: StageWork) {
         self.nanoseconds += other.nanoseconds;
         self.packets += other.packets;
+        self.bursts += other.bursts;
     }
 
-    /// Nanoseconds per packet; `None` without packets.
+    /// Nanoseconds per packet; `None` below [`MIN_STAGE_PACKETS`].
     pub fn per_packet(self) -> Option<f64> {
-        (self.packets > 0).then(|| self.nanoseconds as f64 / self.packets as f64)
+        (self.packets >= MIN_STAGE_PACKETS).then(|| self.nanoseconds as f64 / self.packets as f64)
+    }
+
+    /// Packets per timed burst; `None` below [`MIN_STAGE_PACKETS`] or without bursts.
+    pub fn mean_burst(self) -> Option<f64> {
+        (self.packets >= MIN_STAGE_PACKETS && self.bursts > 0)
+            .then(|| self.packets as f64 / self.bursts as f64)
     }
 }
 
@@ -68,7 +82,7 @@ impl PartWork {
 }
 
 /// Each dvipsec node's work from its metrics exposition: `dvipsec_sa_packets_total` summed
-/// over its SAs, and `dvipsec_stage_{nanoseconds,packets}_total` by stage.
+/// over its SAs, and `dvipsec_stage_{nanoseconds,packets,bursts}_total` by stage.
 pub fn parts_from_exposition(text: &str) -> BTreeMap<String, PartWork> {
     let mut parts: BTreeMap<String, PartWork> = BTreeMap::new();
     for line in text.lines() {
@@ -81,15 +95,17 @@ pub fn parts_from_exposition(text: &str) -> BTreeMap<String, PartWork> {
         let part = parts.entry(node.to_owned()).or_default();
         match family {
             "dvipsec_sa_packets_total" => part.esp_packets += value,
-            "dvipsec_stage_nanoseconds_total" | "dvipsec_stage_packets_total" => {
+            "dvipsec_stage_nanoseconds_total"
+            | "dvipsec_stage_packets_total"
+            | "dvipsec_stage_bursts_total" => {
                 let Some(stage) = label(labels, "stage") else {
                     continue;
                 };
                 let work = part.stages.entry(stage.to_owned()).or_default();
-                if family == "dvipsec_stage_nanoseconds_total" {
-                    work.nanoseconds += value;
-                } else {
-                    work.packets += value;
+                match family {
+                    "dvipsec_stage_nanoseconds_total" => work.nanoseconds += value,
+                    "dvipsec_stage_packets_total" => work.packets += value,
+                    _ => work.bursts += value,
                 }
             }
             _ => {}
@@ -124,6 +140,9 @@ pub struct Costs {
     pub esp_core_cycles_per_packet: Option<f64>,
     /// Nanoseconds per packet of each stage the boxes measure, over all boxes.
     pub stage_ns_per_packet: BTreeMap<String, f64>,
+    /// Packets per timed burst of each stage: at low load bursts are small, and the per-burst
+    /// work (clock reads included) weighs on few packets.
+    pub stage_mean_burst: BTreeMap<String, f64>,
     /// The distributor's forward stage over the targets' decap stage, per packet.
     pub forward_over_decap: Option<f64>,
     /// `esp_core_cycles_per_packet` counting user-space time only: on veths most of a box's
@@ -170,6 +189,10 @@ pub fn costs(
         .iter()
         .filter_map(|(name, stage)| Some((name.clone(), stage.per_packet()?)))
         .collect();
+    let stage_mean_burst = stages
+        .iter()
+        .filter_map(|(name, stage)| Some((name.clone(), stage.mean_burst()?)))
+        .collect();
     let forward_over_decap = match (
         stage_ns_per_packet.get(FORWARD),
         stage_ns_per_packet.get(DECAP),
@@ -182,6 +205,7 @@ pub fn costs(
         esp_core_cycles_per_packet: esp_core(cpu_seconds, work)
             .and_then(|(seconds, packets)| Some(cycles_of(seconds)? / packets as f64)),
         stage_ns_per_packet,
+        stage_mean_burst,
         forward_over_decap,
         esp_core_user_cycles_per_packet: None,
     }
@@ -215,8 +239,9 @@ mod tests {
         dvipsec_sa_packets_total{node=\"MVS2\",spi=\"0x3\",direction=\"outbound\",table=\"shadow\"} 400\n\
         dvipsec_stage_nanoseconds_total{node=\"MVS1\",stage=\"forward\"} 20000\n\
         dvipsec_stage_packets_total{node=\"MVS1\",stage=\"forward\"} 1000\n\
-        dvipsec_stage_nanoseconds_total{node=\"MVS2\",stage=\"decap\"} 200000\n\
-        dvipsec_stage_packets_total{node=\"MVS2\",stage=\"decap\"} 400\n\
+        dvipsec_stage_bursts_total{node=\"MVS1\",stage=\"forward\"} 250\n\
+        dvipsec_stage_nanoseconds_total{node=\"MVS2\",stage=\"decap\"} 500000\n\
+        dvipsec_stage_packets_total{node=\"MVS2\",stage=\"decap\"} 1000\n\
         dvipsec_drops_total{node=\"MVS2\",stage=\"target\",cause=\"replay\"} 3\n";
 
     #[test]
@@ -228,10 +253,12 @@ mod tests {
             parts["MVS1"].stage(FORWARD),
             StageWork {
                 nanoseconds: 20000,
-                packets: 1000
+                packets: 1000,
+                bursts: 250
             }
         );
-        assert_eq!(parts["MVS2"].stage(DECAP).packets, 400);
+        assert_eq!(parts["MVS2"].stage(DECAP).packets, 1000);
+        assert_eq!(parts["MVS1"].stage(FORWARD).bursts, 250);
         assert!(
             !parts["MVS2"].stages.contains_key("target"),
             "drops are not stages"
@@ -257,6 +284,11 @@ mod tests {
         assert_eq!(costs.stage_ns_per_packet[FORWARD], 20.0);
         assert_eq!(costs.stage_ns_per_packet[DECAP], 500.0);
         assert_eq!(costs.forward_over_decap, Some(0.04));
+        assert_eq!(costs.stage_mean_burst[FORWARD], 4.0);
+        assert!(
+            !costs.stage_mean_burst.contains_key(DECAP),
+            "no bursts counted for decap"
+        );
         assert_eq!(costs.cycles_per_esp_packet_by_part.len(), 2);
         let mut costs = costs;
         let user = BTreeMap::from([("MVS2".to_string(), 0.0004)]);
@@ -285,6 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_with_a_few_stray_packets_stands_for_nothing() {
+        let stray = StageWork {
+            nanoseconds: 1_000_000,
+            packets: MIN_STAGE_PACKETS - 1,
+            bursts: 3,
+        };
+        assert_eq!(stray.per_packet(), None);
+        assert_eq!(stray.mean_burst(), None);
+        let work = BTreeMap::from([(
+            "MVS2".to_string(),
+            PartWork {
+                esp_packets: 0,
+                stages: BTreeMap::from([(DECAP.to_string(), stray)]),
+            },
+        )]);
+        let costs = costs(&BTreeMap::new(), &work, Some(1e9));
+        assert!(costs.stage_ns_per_packet.is_empty());
+        assert_eq!(costs.forward_over_decap, None);
+    }
+
+    #[test]
     fn a_counter_going_back_counts_as_no_work() {
         let before = PartWork {
             esp_packets: 50,
@@ -293,6 +346,7 @@ mod tests {
                 StageWork {
                     nanoseconds: 9,
                     packets: 9,
+                    bursts: 9,
                 },
             )]),
         };

@@ -696,7 +696,7 @@ fn print_costs(name: &str, p: &Point) {
             .join(", ")
     };
     println!(
-        "{name:<10} {:<26} cycles/ESP pkt by part [{}] ESP core {} (user {}) stage ns/pkt [{}] forward/decap {}",
+        "{name:<10} {:<26} cycles/ESP pkt by part [{}] ESP core {} (user {}) stage ns/pkt [{}] mean burst [{}] forward/decap {}",
         p.label,
         list(&costs.cycles_per_esp_packet_by_part, 0),
         costs
@@ -706,6 +706,7 @@ fn print_costs(name: &str, p: &Point) {
             .esp_core_user_cycles_per_packet
             .map_or("-".into(), |c| format!("{c:.0}")),
         list(&costs.stage_ns_per_packet, 1),
+        list(&costs.stage_mean_burst, 1),
         costs
             .forward_over_decap
             .map_or("-".into(), |r| format!("{r:.3}")),

@@ -428,7 +428,7 @@ fn cost_tables(page: &mut String, result: &RunResult) {
             page,
             "<h3>{name}: where the CPU goes</h3>\n<table><tr><th>point</th>\
              <th>cycles per ESP packet, by part</th><th>ESP core cycles/pkt</th><th>ESP core user-space cycles/pkt</th>\
-             <th>stage ns/pkt</th><th>forward / decap</th></tr>"
+             <th>stage ns/pkt</th><th>packets per burst</th><th>forward / decap</th></tr>"
         );
         let show =
             |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
@@ -445,14 +445,21 @@ fn cost_tables(page: &mut String, result: &RunResult) {
                 .iter()
                 .map(|(stage, ns)| format!("{} {ns:.1}", escape(stage)))
                 .collect();
+            let bursts: Vec<String> = p
+                .costs
+                .stage_mean_burst
+                .iter()
+                .map(|(stage, mean)| format!("{} {mean:.1}", escape(stage)))
+                .collect();
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&p.label),
                 parts.join(", "),
                 show(p.costs.esp_core_cycles_per_packet, 0),
                 show(p.costs.esp_core_user_cycles_per_packet, 0),
                 stages.join(", "),
+                bursts.join(", "),
                 show(p.costs.forward_over_decap, 3),
             );
         }
