@@ -202,6 +202,14 @@ pub fn decapsulate(packet: &[u8]) -> Result<Decapsulated, GreError> {
     })
 }
 
+/// The outer IPv4 total length of a GRE packet carrying `payload_len` bytes.
+fn outer_total_len(payload_len: usize) -> Result<u16, GreError> {
+    payload_len
+        .checked_add(ENCAP_OVERHEAD)
+        .and_then(|total| u16::try_from(total).ok())
+        .ok_or(GreError::TooLarge(payload_len))
+}
+
 /// Writes outer IPv4 + GRE headers into `head` (exactly [`ENCAP_OVERHEAD`] bytes, right in front
 /// of the payload) for a `payload_len`-byte IP packet of `family` from `src` to `dst`.
 pub fn write_encap(
@@ -211,10 +219,7 @@ pub fn write_encap(
     family: Family,
     payload_len: usize,
 ) -> Result<(), GreError> {
-    let total16 = payload_len
-        .checked_add(ENCAP_OVERHEAD)
-        .and_then(|total| u16::try_from(total).ok())
-        .ok_or(GreError::TooLarge(payload_len))?;
+    let total16 = outer_total_len(payload_len)?;
     let (ipv4, gre) = head.split_at_mut(OUTER_IPV4_LEN);
     ipv4.fill(0);
     ipv4[0] = 0x45;
@@ -283,10 +288,7 @@ impl EncapTemplate {
         family: Family,
         payload_len: usize,
     ) -> Result<(), GreError> {
-        let total16 = payload_len
-            .checked_add(ENCAP_OVERHEAD)
-            .and_then(|total| u16::try_from(total).ok())
-            .ok_or(GreError::TooLarge(payload_len))?;
+        let total16 = outer_total_len(payload_len)?;
         let mut sum = self.partial_sum + u32::from(total16);
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);

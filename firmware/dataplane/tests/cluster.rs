@@ -916,6 +916,14 @@ fn what_the_distributor_box_serves_itself_counts_toward_lifesize() {
     assert_eq!(targets.reports, 0);
 }
 
+/// Packets through the targets' decap and encap stages, summed over the targets.
+fn targets_decap_and_encap(bed: &Testbed) -> (u64, u64) {
+    bed.targets.iter().fold((0, 0), |(decap, encap), t| {
+        let costs = t.stage_costs();
+        (decap + costs.decap.packets, encap + costs.encap.packets)
+    })
+}
+
 #[test]
 fn stages_count_every_packet_through_them_and_their_time() {
     let (mut bed, _dir) = site(TestbedConfig::default());
@@ -940,17 +948,7 @@ fn stages_count_every_packet_through_them_and_their_time() {
     // The distributor has no forwarding work left to time once the burst is gone.
     bed.settle(20, 5);
     assert_eq!(bed.distributor.stage_costs().forward, forward);
-    let decap: u64 = bed
-        .targets
-        .iter()
-        .map(|t| t.stage_costs().decap.packets)
-        .sum();
-    let encap: u64 = bed
-        .targets
-        .iter()
-        .map(|t| t.stage_costs().encap.packets)
-        .sum();
-    assert_eq!((decap, encap), (20, 20));
+    assert_eq!(targets_decap_and_encap(&bed), (20, 20));
     for target in &bed.targets {
         let costs = target.stage_costs();
         assert_eq!(costs.forward, Default::default(), "targets forward nothing");
@@ -967,17 +965,7 @@ fn stages_count_every_packet_through_them_and_their_time() {
         b"to the application"
     ));
     bed.settle(30, 20);
-    let decap: u64 = bed
-        .targets
-        .iter()
-        .map(|t| t.stage_costs().decap.packets)
-        .sum();
-    let encap: u64 = bed
-        .targets
-        .iter()
-        .map(|t| t.stage_costs().encap.packets)
-        .sum();
-    assert_eq!((decap, encap), (21, 20));
+    assert_eq!(targets_decap_and_encap(&bed), (21, 20));
     let forward_after = bed.distributor.stage_costs().forward;
     assert_eq!(forward_after.packets, 21);
     assert_eq!(

@@ -144,12 +144,7 @@ impl Goal {
         bound: f64,
         measured: Option<f64>,
     ) -> Self {
-        Goal {
-            goal,
-            required,
-            measured,
-            met: measured.map(|m| m >= bound),
-        }
+        Goal::judged(goal, required, measured, |m| m >= bound)
     }
 
     fn at_most(
@@ -158,11 +153,20 @@ impl Goal {
         bound: f64,
         measured: Option<f64>,
     ) -> Self {
+        Goal::judged(goal, required, measured, |m| m <= bound)
+    }
+
+    fn judged(
+        goal: &'static str,
+        required: &'static str,
+        measured: Option<f64>,
+        meets: impl Fn(f64) -> bool,
+    ) -> Self {
         Goal {
             goal,
             required,
             measured,
-            met: measured.map(|m| m <= bound),
+            met: measured.map(meets),
         }
     }
 }
