@@ -649,12 +649,15 @@ impl PacketPort for AfPacketPort {
             socket: self.socket.as_raw_fd(),
             version: self.version,
         };
-        let (packets, bytes) = match &mut self.rx {
+        let before = burst.len();
+        match &mut self.rx {
             RxState::Frames(frames) => frames.receive(&ctx, burst),
             RxState::Blocks(blocks) => blocks.receive(&ctx, burst),
-        };
-        self.stats.add_rx(packets, bytes);
-        packets as usize
+        }
+        let received = &burst.frames()[before..];
+        let bytes = received.iter().map(|frame| frame.len() as u64).sum();
+        self.stats.add_rx(received.len() as u64, bytes);
+        received.len()
     }
 
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {

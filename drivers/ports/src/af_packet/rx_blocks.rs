@@ -146,9 +146,8 @@ impl BlockRx {
     }
 
     /// Moves frames of handed-over blocks into `burst` (until it is full), giving each block
-    /// back once read. Returns (frames, bytes) delivered.
-    pub(super) fn receive(&mut self, ctx: &RxContext<'_>, burst: &mut Burst) -> (u64, u64) {
-        let (mut packets, mut bytes) = (0u64, 0u64);
+    /// back once read.
+    pub(super) fn receive(&mut self, ctx: &RxContext<'_>, burst: &mut Burst) {
         while !burst.is_full() {
             let cursor = match self.cursor.or_else(|| self.open_block(ctx)) {
                 Some(cursor) if cursor.remaining > 0 => cursor,
@@ -164,13 +163,10 @@ impl BlockRx {
                 None => self.release_block(ctx.ring),
             }
             if let Some(frame) = frame {
-                packets += 1;
-                bytes += frame.len() as u64;
                 // Cannot fail: the loop runs only while the burst has room.
                 let _ = burst.push(frame);
             }
         }
-        (packets, bytes)
     }
 }
 

@@ -94,9 +94,8 @@ impl FrameRx {
     }
 
     /// Moves the frames the kernel has handed over into `burst` (until it is full), giving
-    /// each slot back at once. Returns (frames, bytes) delivered.
-    pub(super) fn receive(&mut self, ctx: &RxContext<'_>, burst: &mut Burst) -> (u64, u64) {
-        let (mut packets, mut bytes) = (0u64, 0u64);
+    /// each slot back at once.
+    pub(super) fn receive(&mut self, ctx: &RxContext<'_>, burst: &mut Burst) {
         while !burst.is_full() {
             let status = self.next_status(ctx.ring);
             if status & libc::TP_STATUS_USER == 0 {
@@ -109,13 +108,10 @@ impl FrameRx {
             let frame = ctx.deliver(slot, parse_rx_slot(slot));
             self.release_next(ctx.ring);
             if let Some(frame) = frame {
-                packets += 1;
-                bytes += frame.len() as u64;
                 // Cannot fail: the loop runs only while the burst has room.
                 let _ = burst.push(frame);
             }
         }
-        (packets, bytes)
     }
 }
 
