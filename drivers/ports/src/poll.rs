@@ -1,4 +1,5 @@
-//! Waiting for a socket to become readable, shared by the kernel backends.
+//! Waiting for sockets to become readable: a kernel backend waiting for its ring, and an idle
+//! polling loop blocking on every port and socket it reads.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
