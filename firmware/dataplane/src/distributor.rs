@@ -196,7 +196,13 @@ pub struct Distributor {
     down: Vec<TargetId>,
     /// The seed's table for ESP, answered once for every combination at construction.
     distributable: DistributableTable,
+    /// The burst peek's results, [`DISPATCH_BURST`] of them, filled once at construction: a
+    /// pass overwrites the ones it reads, instead of filling a fresh array (2 KiB) per pass.
+    peeked: Vec<PeekResult>,
 }
+
+/// What the burst peek says of one packet.
+type PeekResult = Result<Unauthenticated<PeekFlow>, EspError>;
 
 /// [`is_crypto_distributable`] for ESP, looked up instead of worked out per packet: the
 /// classifier is a pure function of five two-valued inputs, so 32 answers are all of it.
@@ -258,6 +264,7 @@ impl Distributor {
             counters: DistributorCounters::default(),
             down: Vec::new(),
             distributable: DistributableTable::new(),
+            peeked: vec![Err(NOT_PEEKED); DISPATCH_BURST],
         }
     }
 
@@ -413,8 +420,9 @@ impl Distributor {
             return;
         };
         self.counters.peeked += to_peek as u64;
-        let mut flows: [Result<Unauthenticated<PeekFlow>, EspError>; DISPATCH_BURST] =
-            std::array::from_fn(|_| Err(NOT_PEEKED));
+        // Taken out for the pass (three words moved), so that `decide` may borrow `self`. The
+        // peek writes every slot it is given, so no result of an earlier pass is read.
+        let mut flows = std::mem::take(&mut self.peeked);
         peek_burst_flows(&pairs[..to_peek], &mut flows[..to_peek]);
         for (slot, peeked) in found[..to_peek].iter().zip(&flows) {
             let Some((entry, outer_dst, index)) = *slot else {
@@ -428,6 +436,7 @@ impl Distributor {
                 *out = decision;
             }
         }
+        self.peeked = flows;
     }
 
     /// Everything after the peek, for one packet whose SA is `entry`.
@@ -525,7 +534,7 @@ impl Distributor {
     }
 }
 
-/// What a result slot holds before the burst peek writes it (never read).
+/// What a result slot holds before the burst peek first writes it (never read).
 const NOT_PEEKED: EspError = EspError::Truncated {
     layer: "not peeked",
     offset: 0,

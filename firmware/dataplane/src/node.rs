@@ -23,6 +23,10 @@ use std::time::Instant;
 
 /// Frames taken or sent per burst.
 pub const BURST: usize = 32;
+/// Received bursts of at most this many frames go through the forward stage with arrays of this
+/// size: the running boxes' bursts average 4 frames, and filling 32-entry arrays per burst cost
+/// more than a few frames' work.
+const SMALL_BURST: usize = 8;
 /// Extra room a locally built datagram leaves in front of it, so ESP with a 16-byte IV fits too.
 const SEND_SLACK: usize = 32;
 
@@ -441,12 +445,23 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
     /// the IP packets together, then acts on each decision in arrival order. Frames the box
     /// serves itself wait in `own_rx`.
     fn forward_burst(&mut self, rx: &mut Burst, now_us: u64) {
-        let mut is_ip = [false; BURST];
+        if rx.len() <= SMALL_BURST {
+            self.forward_burst_in::<SMALL_BURST>(rx, now_us);
+        } else {
+            self.forward_burst_in::<BURST>(rx, now_us);
+        }
+    }
+
+    /// [`DistributorNode::forward_burst`] with per-burst arrays of `N` entries; frames past `N`
+    /// are counted as not IP.
+    #[inline(always)]
+    fn forward_burst_in<const N: usize>(&mut self, rx: &mut Burst, now_us: u64) {
+        let mut is_ip = [false; N];
         for (frame, ip) in rx.frames_mut().iter_mut().zip(is_ip.iter_mut()) {
             *ip = strip_ethernet(frame);
         }
-        let mut decisions = [Decision::Drop(DropCause::Malformed); BURST];
-        let mut packets: [&[u8]; BURST] = [&[]; BURST];
+        let mut decisions = [Decision::Drop(DropCause::Malformed); N];
+        let mut packets: [&[u8]; N] = [&[]; N];
         let mut count = 0;
         for (frame, _) in rx.frames().iter().zip(is_ip).filter(|(_, ip)| *ip) {
             packets[count] = frame.data();
@@ -481,12 +496,12 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
     /// cost a stalled reload).
     // Inlined, as `per_frame`: returned through memory, the per-burst arrays cost 1-3 ns a packet.
     #[inline(always)]
-    fn wrap_forwarded(
+    fn wrap_forwarded<const N: usize>(
         &mut self,
         rx: &mut Burst,
-        per_frame: &[Option<Decision>; BURST],
-    ) -> [Wrapped; BURST] {
-        let mut wrapped = [Wrapped::NotForwarded; BURST];
+        per_frame: &[Option<Decision>; N],
+    ) -> [Wrapped; N] {
+        let mut wrapped = [Wrapped::NotForwarded; N];
         for ((frame, decision), wrap) in rx.frames_mut().iter_mut().zip(per_frame).zip(&mut wrapped)
         {
             if let Some(Decision::Forward { xcf_address, .. }) = *decision {
@@ -581,8 +596,8 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
 /// Each frame's decision, from those of its IP frames in order; None for a frame that is not
 /// IP (or past the burst's size).
 #[inline(always)]
-fn per_frame(decisions: &[Decision], is_ip: [bool; BURST]) -> [Option<Decision>; BURST] {
-    let mut per_frame = [None; BURST];
+fn per_frame<const N: usize>(decisions: &[Decision], is_ip: [bool; N]) -> [Option<Decision>; N] {
+    let mut per_frame = [None; N];
     let mut decided = decisions.iter();
     for (slot, _) in per_frame.iter_mut().zip(is_ip).filter(|(_, ip)| *ip) {
         *slot = decided.next().copied();
