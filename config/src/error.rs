@@ -296,6 +296,8 @@ pub enum Invalid {
     RelativeShmPath { path: String },
     #[error("lease max {max} is too large: expected 1..=1024 so that peers' replay windows hold")]
     LeaseTooLarge { max: u32 },
+    #[error("`take_back` with `moveable: when_idle` is not supported: the owner cannot tell when the backup is idle; use `moveable: immediate` or leave `take_back` out")]
+    TakeBackWhenIdle,
     #[error("takeover timeout {takeover_ms} ms must be at least twice the heartbeat interval {heartbeat_ms} ms")]
     TakeoverTooShort { takeover_ms: u32, heartbeat_ms: u32 },
     #[error("lifesize percentages must satisfy 1 <= min ({min}) <= threshold ({threshold}) <= max ({max}) <= 100")]

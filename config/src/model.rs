@@ -165,15 +165,21 @@ pub struct VipaDefine {
     pub prefix_len: Located<u8>,
     #[serde(default)]
     pub moveable: Located<Moveable>,
+    /// Whether the owner, once it is back, moves the DVIPA home from the backup that took it
+    /// over (a planned move: the connections are rebuilt from the targets' reports). Absent:
+    /// it does not, and `dvipsecctl takeover` moves it on purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_back: Option<Located<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Moveable {
-    /// MOVEABLE IMMEDIATE: the owner takes the DVIPA back as soon as it returns.
+    /// MOVEABLE IMMEDIATE: with `take_back`, the returning owner moves the DVIPA home at once.
     #[default]
     Immediate,
-    /// MOVEABLE WHENIDLE: the owner waits until the backup has no connections left.
+    /// MOVEABLE WHENIDLE: the owner would wait until the backup has no connections left. The
+    /// firmware does not track that, so validation refuses it together with `take_back`.
     WhenIdle,
 }
 

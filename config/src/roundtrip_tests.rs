@@ -458,6 +458,8 @@ fn build_dvipa(
             } else {
                 Moveable::Immediate
             }),
+            // Take-back goes with `immediate` only (validation refuses it with `when_idle`).
+            take_back: (!when_idle && index.is_multiple_of(2)).then(|| loc(true)),
         },
         owner: loc(owner),
         distribute,

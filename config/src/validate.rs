@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use crate::error::{Family, Invalid, ValidationError};
 use crate::located::{Located, Position};
 use crate::model::{
-    Action, Capability, CfBackend, CryptoProvider, DvipaConfig, Lifetime, Limit, NodeConfig,
-    PortConfig, PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute, XcfSecurity,
+    Action, Capability, CfBackend, CryptoProvider, DvipaConfig, Lifetime, Limit, Moveable,
+    NodeConfig, PortConfig, PortDriver, SequenceAllocation, SiteConfig, SpdEntry, VipaDistribute,
+    XcfSecurity,
 };
 use crate::operator::{module_path_problem, MAX_SOCKET_PATH};
 use crate::values::{max_prefix_len, DestIp, IpNet, PortSet, Protocol};
@@ -392,6 +393,11 @@ impl Validator<'_> {
                     max,
                 },
             );
+        }
+        if let Some(take_back) = dvipa.define.take_back.as_ref().filter(|t| t.value) {
+            if dvipa.define.moveable.value == Moveable::WhenIdle {
+                self.report(take_back.at, Invalid::TakeBackWhenIdle);
+            }
         }
         self.routing_node("owner", &dvipa.owner, dvipa);
         if let Some(distribute) = &dvipa.distribute {

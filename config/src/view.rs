@@ -46,6 +46,8 @@ pub struct OwnedDvipa {
     pub address: IpAddr,
     pub prefix_len: u8,
     pub moveable: Moveable,
+    /// The owner moves the DVIPA home once it is back (`define.take_back`).
+    pub take_back: bool,
     pub ports: PortSet,
     /// Target nodes, resolved from DESTIP.
     pub targets: Vec<String>,
@@ -212,6 +214,7 @@ fn owned(config: &SiteConfig, dvipa: &DvipaConfig) -> OwnedDvipa {
         address: dvipa.define.address.value,
         prefix_len: dvipa.define.prefix_len.value,
         moveable: dvipa.define.moveable.value,
+        take_back: dvipa.define.take_back.as_ref().is_some_and(|t| t.value),
         ports: distributed_ports(dvipa.distribute.as_ref()),
         targets: targets(config, dvipa.distribute.as_ref(), &dvipa.owner),
         backups: backup_chain(dvipa)

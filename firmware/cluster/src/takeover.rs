@@ -11,7 +11,7 @@
 //!   backups by rank (VIPABACKUP, higher first), ties broken by node name. DVIPAs are decided
 //!   one by one, so they may go to different backups.
 //! - MOVEABLE IMMEDIATE as the issue states it: a returning owner does not take its DVIPA back
-//!   unless [`TakeoverConfig::take_back`] says so. [`Takeover::plan_move`] moves a DVIPA on
+//!   unless its plan says so ([`DvipaPlan::take_back`], the site's `define.take_back`). [`Takeover::plan_move`] moves a DVIPA on
 //!   purpose, without breaking connections.
 //!
 //! The new owner's work comes out as [`TakeoverAction`]s in order: adopt the DVIPA in the
@@ -46,6 +46,8 @@ pub struct DvipaPlan {
     pub targets: BTreeMap<String, Vec<String>>,
     /// The IKE peers its policy names, with their addresses.
     pub peers: Vec<(String, IpAddr)>,
+    /// The owner, once it is back, moves the DVIPA home (the site's `define.take_back`).
+    pub take_back: bool,
 }
 
 impl DvipaPlan {
@@ -88,8 +90,10 @@ pub fn plans_from_views(views: &[NodeView]) -> Vec<DvipaPlan> {
                     backups: Vec::new(),
                     targets: BTreeMap::new(),
                     peers: Vec::new(),
+                    take_back: false,
                 });
             plan.home = view.node.clone();
+            plan.take_back = owned.take_back;
             plan.backups = owned.backups.clone();
             plan.peers = peers;
             plan.targets
@@ -110,8 +114,6 @@ pub fn plans_from_views(views: &[NodeView]) -> Vec<DvipaPlan> {
 /// Site-wide settings of the core (every node must use the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TakeoverConfig {
-    /// A configured owner that is back takes its DVIPA back from the backup.
-    pub take_back: bool,
     /// How long the new owner waits for CONN_REPORTs before it counts the rest as missing.
     pub rebuild_timeout: Duration,
 }
@@ -119,7 +121,6 @@ pub struct TakeoverConfig {
 impl Default for TakeoverConfig {
     fn default() -> Self {
         TakeoverConfig {
-            take_back: false,
             rebuild_timeout: Duration::from_secs(2),
         }
     }
@@ -450,7 +451,7 @@ impl Takeover {
                     self.move_to(dvipa, &next, MoveReason::OwnerFailed, now);
                 }
             }
-            Some(owner) if self.config.take_back && owner != plan.home => {
+            Some(owner) if plan.take_back && owner != plan.home => {
                 let home_up = plan.home == self.local || membership.is_alive(&plan.home);
                 let owner_up = owner == self.local || membership.is_alive(&owner);
                 if home_up && owner_up {

@@ -14,8 +14,21 @@ const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
 fn figure4_views() -> Vec<NodeView> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/figure4.yaml");
-    SiteConfig::load(&path).unwrap().node_views()
+    SiteConfig::load(figure4_path()).unwrap().node_views()
+}
+
+fn figure4_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/figure4.yaml")
+}
+
+/// Figure 4's site with `take_back: true` on DVA1 (the first DVIPA) only.
+fn figure4_views_taking_back_dva1() -> Vec<NodeView> {
+    let text = std::fs::read_to_string(figure4_path()).unwrap();
+    let first = "      moveable: immediate\n";
+    let text = text.replacen(first, &format!("{first}      take_back: true\n"), 1);
+    SiteConfig::from_str_named(&text, "figure4-take-back.yaml")
+        .unwrap()
+        .node_views()
 }
 
 fn flow(port: u16) -> Flow {
@@ -66,11 +79,15 @@ impl Node {
     }
 
     fn figure4(local: &str, config: TakeoverConfig) -> Node {
+        Node::figure4_from(local, &figure4_views(), config)
+    }
+
+    fn figure4_from(local: &str, views: &[NodeView], config: TakeoverConfig) -> Node {
         let members: Vec<&str> = ["MVS1", "MVS2", "MVS3", "MVS4", "MVS5"]
             .into_iter()
             .filter(|m| *m != local)
             .collect();
-        Node::new(local, &members, plans_from_views(&figure4_views()), config)
+        Node::new(local, &members, plans_from_views(views), config)
     }
 
     fn claim(&mut self, node: &str, dvipa: &str, cf_epoch: u64) {
@@ -152,6 +169,7 @@ fn plan(dvipa: &str, home: &str, backups: &[(&str, u32)]) -> DvipaPlan {
             .collect(),
         targets,
         peers: vec![("peer".into(), "203.0.113.9".parse().unwrap())],
+        take_back: false,
     }
 }
 
@@ -399,16 +417,15 @@ fn a_returning_owner_does_not_take_back_unless_configured() {
     assert!(mvs1.adopted().is_empty(), "{:?}", mvs1.actions);
     assert_eq!(mvs1.core.owner("DVA1"), Some("MVS5"));
 
-    let take_back = TakeoverConfig {
-        take_back: true,
-        ..TakeoverConfig::default()
-    };
-    let mut mvs1 = Node::figure4("MVS1", take_back);
+    // The site sets `take_back` on DVA1: MVS1 takes it home.
+    let views = figure4_views_taking_back_dva1();
+    let config = TakeoverConfig::default();
+    let mut mvs1 = Node::figure4_from("MVS1", &views, config);
     mvs1.claim("MVS5", "DVA1", 3);
     mvs1.run_for(3 * SEC);
     assert_eq!(mvs1.adopted(), [("DVA1".to_owned(), MoveReason::TakeBack)]);
-    // And the backup, configured alike, lets it go once the owner is up.
-    let mut mvs5 = Node::figure4("MVS5", take_back);
+    // And the backup, reading the same site, lets it go once the owner is up.
+    let mut mvs5 = Node::figure4_from("MVS5", &views, config);
     mvs5.run_for(2 * SEC);
     mvs5.beating.remove("MVS1");
     mvs5.run_for(1500 * MS);
