@@ -591,6 +591,23 @@ fn check_cf(ctl: &Ctl, log: &mut Transcript, inbound: u64, outbound: u64) {
         }
         Ok(())
     });
+    // The targets also record that use in the CF slots, where every box reads the totals.
+    eventually("lifesize in the CF slots", || {
+        let cf = ctl.json(log, "MVS1", &["cf", "show"]);
+        let slot_bytes = |spi: u64, field: &str| {
+            cf["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["spi"].as_u64() == Some(spi))
+                .filter_map(|s| s[field].as_u64())
+                .sum::<u64>()
+        };
+        if slot_bytes(inbound, "bytes_in") == 0 || slot_bytes(outbound, "bytes_out") == 0 {
+            return Err(format!("{cf}"));
+        }
+        Ok(())
+    });
 }
 
 fn check_takeover(ctl: &Ctl, log: &mut Transcript) {

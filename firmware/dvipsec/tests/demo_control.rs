@@ -433,10 +433,15 @@ fn every_command_answers_from_the_running_demo() {
         let list: SaListReport = parsed!(&mvs2, &["sa", "list"]);
         let held: BTreeSet<(u64, u32)> = list.sas.iter().map(|sa| (sa.cf_slot, sa.spi)).collect();
         let shown: BTreeSet<(u64, u32)> = cf.slots.iter().map(|s| (s.slot, s.spi)).collect();
-        if cf.epoch >= 1 && cf.slot_capacity == 256 && !held.is_empty() && held == shown {
+        // The targets record the use they report in the CF slots too.
+        let used: u64 = cf.slots.iter().map(|s| s.bytes_in + s.bytes_out).sum();
+        if cf.epoch >= 1 && cf.slot_capacity == 256 && !held.is_empty() && held == shown && used > 0
+        {
             Ok(())
         } else {
-            Err(format!("held {held:?} shown {shown:?}"))
+            Err(format!(
+                "held {held:?} shown {shown:?} lifesize bytes {used}"
+            ))
         }
     });
 

@@ -23,6 +23,7 @@ use dvipsec_cluster::{
     DistributorEvent, IkeEvent, LinkSecurity, Membership, Takeover, TargetEvent, Transmit,
 };
 use dvipsec_config::{NodeView, SiteConfig};
+use dvipsec_dataplane::sa_table::{BothSinks, FacilitySink};
 use dvipsec_esp::{AeadProvider, LifetimeLimits};
 use dvipsec_ike::{ChildSaInstalled, Endpoint, EndpointConfig, Event, IkeSaId, PeerConfig};
 
@@ -683,9 +684,15 @@ impl Runtime {
         let (Some(plane), Some(core)) = (self.plane.as_mut(), self.target.as_mut()) else {
             return;
         };
-        let mut sink = CoreSink::new(core, &self.served);
-        plane.report_lifesize(&mut sink);
-        self.counters.core_errors += sink.refused();
+        let mut to_core = CoreSink::new(core, &self.served);
+        let mut to_cf = FacilitySink::new(&self.facility);
+        plane.report_lifesize(&mut BothSinks {
+            first: &mut to_cf,
+            second: &mut to_core,
+        });
+        // A refusal by the CF (the slot was released with a retired SA) is counted by the
+        // facility's own failed-operation counter.
+        self.counters.core_errors += to_core.refused();
     }
 
     /// The region's holder tells every other box where the region is (again each interval: a

@@ -21,7 +21,7 @@ use dvipsec_dataplane::node::SendStatus;
 use dvipsec_dataplane::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
 use dvipsec_dataplane::peer::ScriptedPeer;
 use dvipsec_dataplane::poll::PollNode;
-use dvipsec_dataplane::sa_table::ShadowSaTable;
+use dvipsec_dataplane::sa_table::{BothSinks, FacilitySink, ShadowSaTable};
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
 use dvipsec_ike::{ChildSaInstalled, Event};
@@ -847,10 +847,15 @@ impl Site {
     }
 
     fn report_lifesize(&mut self) {
+        let facility = self.region.region();
         for target in &mut self.targets {
-            let mut sink = CoreSink::new(&mut target.core, &target.dvipas);
-            target.node.report_lifesize(&mut sink);
-            self.counters.lifesize_refused += sink.refused();
+            let mut to_core = CoreSink::new(&mut target.core, &target.dvipas);
+            let mut to_cf = FacilitySink::new(facility);
+            target.node.report_lifesize(&mut BothSinks {
+                first: &mut to_cf,
+                second: &mut to_core,
+            });
+            self.counters.lifesize_refused += to_core.refused() + to_cf.failures;
         }
     }
 
