@@ -28,7 +28,7 @@ pub fn run(args: BootArgs) -> ExitCode {
     };
     match boot_and_wait(&request) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ BootError::Config(_)) => {
+        Err(error @ (BootError::Config(_) | BootError::Unsupported { .. })) => {
             eprintln!("dvipsec boot: {error}");
             ExitCode::from(EXIT_BAD_CONFIG)
         }

@@ -113,6 +113,28 @@ fn a_bad_configuration_exits_2_naming_the_line() {
 }
 
 #[test]
+fn a_cf_server_backend_exits_2_naming_the_line() {
+    // A valid site for `cf serve` clients, but the boot data plane needs the mapped region: it
+    // must refuse before opening anything rather than drop every packet as a CF failure.
+    let site = write_site("netcf", "af_packet", "eth-none", "[]");
+    let shm = format!("    shm: {}", site.cf.display());
+    let text = std::fs::read_to_string(&site.file)
+        .unwrap()
+        .replace(&shm, "    network: \"127.0.0.1:7400\"");
+    std::fs::write(&site.file, text).unwrap();
+    let stderr = refused_boot(&site.file, "dist", 2);
+    let located = format!(
+        "{}:29:5: coupling_facility: `dvipsec boot` needs",
+        site.file.display()
+    );
+    assert!(stderr.contains(&located), "{stderr}");
+    assert!(
+        !stderr.contains("eth-none"),
+        "refused before the ports: {stderr}"
+    );
+}
+
+#[test]
 fn an_unknown_node_exits_2() {
     let site = write_site("nonode", "af_packet", "eth-none", "[]");
     let stderr = refused_boot(&site.file, "nobody", 2);

@@ -30,6 +30,9 @@ pub enum FacilityError {
         #[source]
         source: CfError,
     },
+    /// The site names a CF server, which the boot data plane cannot use.
+    #[error("coupling facility: the CF server at {addr} cannot back the boot data plane")]
+    Network { addr: std::net::SocketAddr },
     /// The region could not be removed at shutdown.
     #[error("coupling facility {}: cannot remove the region: {source}", path.display())]
     Remove {
@@ -45,8 +48,6 @@ pub enum CfHandle {
     Owner { owner: RegionOwner, path: PathBuf },
     /// This node uses a region someone else owns.
     User { path: PathBuf, present: bool },
-    /// The facility is a network server, not held by any node.
-    Network(std::net::SocketAddr),
 }
 
 impl fmt::Display for CfHandle {
@@ -57,7 +58,6 @@ impl fmt::Display for CfHandle {
                 let state = if *present { "present" } else { "not there yet" };
                 write!(f, "user of {} ({state})", path.display())
             }
-            CfHandle::Network(addr) => write!(f, "network facility at {addr}"),
         }
     }
 }
@@ -88,7 +88,8 @@ impl CfHandle {
 /// is a user of the region (a returning owner takes it back over through the takeover core).
 pub fn set_up(view: &NodeView) -> Result<CfHandle, FacilityError> {
     match &*view.coupling_facility.backend {
-        CfBackend::Network(addr) => Ok(CfHandle::Network(*addr)),
+        // `boot` refuses such a site before it opens anything (`refuse_unsupported`).
+        CfBackend::Network(addr) => Err(FacilityError::Network { addr: *addr }),
         CfBackend::Shm(path) if view.owns.is_empty() || path.exists() => Ok(CfHandle::User {
             present: path.exists(),
             path: path.clone(),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use dvipsec_cluster::tls::{TlsError, XcfIdentity};
 use dvipsec_cluster::LinkSecurity;
-use dvipsec_config::{ConfigError, NodeView, SiteConfig, XcfSecurity};
+use dvipsec_config::{CfBackend, ConfigError, NodeView, Position, SiteConfig, XcfSecurity};
 use xcf::{XcfError, XcfManager, XcfPeer, XcfSetup, XCF_PORT};
 
 pub use facility::{AttachedRegion, CfHandle, FacilityError};
@@ -105,6 +105,13 @@ pub enum BootError {
         #[source]
         source: control::ControlStartError,
     },
+    /// The site asks for something `boot` does not do (a valid site for other commands).
+    #[error("{file}:{at}: {what}")]
+    Unsupported {
+        file: String,
+        at: Position,
+        what: &'static str,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -164,6 +171,21 @@ impl BootedNode {
     }
 }
 
+/// Refuses, before anything is opened, a site that names a CF server: the boot data plane does
+/// per-packet CF operations (sequence numbers, replay windows) on a mapped shared-memory region
+/// and has no networked path to them. Booting anyway would drop every ESP packet as a CF failure.
+fn refuse_unsupported(site: &SiteConfig) -> Result<(), BootError> {
+    let backend = &site.coupling_facility.backend;
+    match &backend.value {
+        CfBackend::Shm(_) => Ok(()),
+        CfBackend::Network(_) => Err(BootError::Unsupported {
+            file: site.file_name().to_owned(),
+            at: backend.at,
+            what: "coupling_facility: `dvipsec boot` needs a shared-memory region (`shm: PATH`); a CF server (`network:`) serves `dvipsec cf serve` clients, not the boot data plane",
+        }),
+    }
+}
+
 /// The directory relative secret paths start from: the site file's.
 fn secrets_dir(config: &Path) -> PathBuf {
     config
@@ -176,6 +198,7 @@ fn secrets_dir(config: &Path) -> PathBuf {
 pub fn boot(request: &BootRequest) -> Result<BootedNode, BootError> {
     let site = SiteConfig::load(&request.config)?;
     let view = site.node_view(&request.node)?;
+    refuse_unsupported(&site)?;
     let node = view.node.clone();
     pin_polling_core(&view)?;
     let ports = ports::open_all(&view.ports).map_err(|source| BootError::Port {
@@ -231,7 +254,6 @@ fn start(
             Some(path.clone()),
         ),
         CfHandle::User { path, .. } => (AttachedRegion::default(), None, Some(path.clone())),
-        CfHandle::Network(_) => (AttachedRegion::default(), None, None),
     };
     let views = site.node_views();
     let plane = plane::prepare(view, &views, ports).map_err(|source| BootError::Plane {
