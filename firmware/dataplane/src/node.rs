@@ -474,8 +474,11 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
             now_us,
             &mut decisions[..count],
         );
+        let wrapped = self.wrap_forwarded(rx, &decisions[..count], is_ip);
+        if self.forward_whole_burst(rx, &wrapped) {
+            return;
+        }
         let per_frame = per_frame(&decisions[..count], is_ip);
-        let wrapped = self.wrap_forwarded(rx, &per_frame);
         for (index, frame) in rx.drain().enumerate() {
             let decision = per_frame.get(index).copied().flatten();
             let wrap = wrapped.get(index).copied().unwrap_or(Wrapped::NotForwarded);
@@ -491,6 +494,24 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
         }
     }
 
+    /// The usual burst: every frame wrapped for XCF and nothing queued before it. The burst
+    /// becomes the XCF queue as it is (two vectors swapped) instead of each frame being moved
+    /// across; the emptied queue receives the next burst.
+    #[inline(always)]
+    fn forward_whole_burst<const N: usize>(
+        &mut self,
+        rx: &mut Burst,
+        wrapped: &[Wrapped; N],
+    ) -> bool {
+        let whole = self.to_xcf.is_empty()
+            && rx.len() <= N
+            && wrapped[..rx.len()].iter().all(|w| *w == Wrapped::Done);
+        if whole {
+            std::mem::swap(rx, &mut self.to_xcf);
+        }
+        whole
+    }
+
     /// Writes the forward headers of the burst's frames to forward where they lie, so that
     /// afterwards each frame is moved once, into its queue (every move of a frame through calls
     /// cost a stalled reload).
@@ -499,12 +520,15 @@ impl<P: PacketPort, S: SaTable, F: SequenceFacility> DistributorNode<P, S, F> {
     fn wrap_forwarded<const N: usize>(
         &mut self,
         rx: &mut Burst,
-        per_frame: &[Option<Decision>; N],
+        decisions: &[Decision],
+        is_ip: [bool; N],
     ) -> [Wrapped; N] {
         let mut wrapped = [Wrapped::NotForwarded; N];
-        for ((frame, decision), wrap) in rx.frames_mut().iter_mut().zip(per_frame).zip(&mut wrapped)
-        {
-            if let Some(Decision::Forward { xcf_address, .. }) = *decision {
+        // The IP frames' decisions in order; the others have none.
+        let mut decided = decisions.iter();
+        let frames = rx.frames_mut().iter_mut().zip(is_ip).zip(&mut wrapped);
+        for ((frame, _), wrap) in frames.filter(|((_, ip), _)| *ip) {
+            if let Some(&Decision::Forward { xcf_address, .. }) = decided.next() {
                 if !self.serves_itself(xcf_address) {
                     *wrap = wrap_in_place(
                         &self.forward_headers,
