@@ -261,23 +261,30 @@ pub struct SaTableCounters {
 /// within [`SaLimits`].
 #[derive(Debug, Default)]
 pub struct ShadowSaTable {
-    inbound: HashMap<(u32, u8, IpAddr), InboundSa>,
+    inbound: HashMap<(u32, u8, IpAddr), InboundSa, SaHasher>,
     outbound: Vec<OutboundSa>,
     limits: SaLimits,
     counters: SaTableCounters,
     /// SAs per peer outer address, both directions (for the per-peer bound).
-    per_peer: HashMap<IpAddr, usize>,
+    per_peer: HashMap<IpAddr, usize, SaHasher>,
     /// Inbound SAs per (SPI, protocol), whatever their peer (for spoofed-source detection).
-    inbound_spis: HashMap<(u32, u8), usize>,
+    inbound_spis: HashMap<(u32, u8), usize, SaHasher>,
 }
 
+/// The SA tables' hash: aHash with random keys. Every packet's first lookup goes through it
+/// (the distributor's once per run of one SA in a burst, the target's per packet), and std's
+/// SipHash cost some 16 ns a lookup here. A received SPI is attacker-chosen, but only IKE puts
+/// keys in these tables (our own random SPIs, bounded by [`SaLimits`]): a forged SPI can only
+/// miss, it cannot lengthen a probe chain.
+type SaHasher = ahash::RandomState;
+
 /// One more SA under `key`.
-fn index_add<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize>, key: K) {
+fn index_add<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize, SaHasher>, key: K) {
     *index.entry(key).or_default() += 1;
 }
 
 /// One SA fewer under `key`; the key goes when none are left.
-fn index_remove<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize>, key: K) {
+fn index_remove<K: std::hash::Hash + Eq>(index: &mut HashMap<K, usize, SaHasher>, key: K) {
     if let std::collections::hash_map::Entry::Occupied(mut entry) = index.entry(key) {
         *entry.get_mut() -= 1;
         if *entry.get() == 0 {
