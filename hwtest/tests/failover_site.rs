@@ -5,6 +5,13 @@
 //! peer is captured: no (SPI, sequence number) may appear twice across the takeover, and
 //! strongSwan must log no replayed packet. Then MVS1 comes back and must not take DVA1 back.
 //! The figures (detection, takeover, traffic gap) are printed as JSON.
+//!
+//! With `define.take_back: true` on DVA1 the returning owner does take it back: MVS4 releases
+//! DVA1, MVS1 adopts it (reason TakeBack) and renegotiates with strongSwan, which is left with
+//! one established IKE SA, a new one, and keeps getting answers. The take-back's timings are
+//! printed as JSON.
+//!
+//! A target's failure is no takeover: its flows end and new flows go to the other targets.
 
 mod support;
 
@@ -13,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use dvipsec_hwtest::takeover::{self, Scene};
 use dvipsec_hwtest::topology;
+use support::site::TestSite;
 use support::swan::*;
 
 #[test]
@@ -22,7 +30,7 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     else {
         return;
     };
-    let (peer_ns, mvs1) = (site.ns("peer"), site.ns("MVS1"));
+    let peer_ns = site.ns("peer");
     // The scenario of `dvipsec-hwtest run takeover`: 3 s of traffic, the kill, 9 s more.
     let scene = Scene {
         run_dir: &site.run_dir(),
@@ -76,18 +84,7 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     // No stuck SA: strongSwan keeps exactly one established IKE SA, the backup's; the dead
     // owner's is replaced (it may linger as DELETING while strongSwan retransmits its delete
     // to an owner that no longer knows it).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let sas = charon.swanctl(&["--list-sas", "--raw"]);
-        if sas.matches("state=ESTABLISHED").count() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "strongSwan holds stale SAs:\n{sas}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    one_established_ike_sa(&charon);
 
     // No stuck SA on the targets either: MVS2 dropped the dead owner's shadow SAs.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -107,20 +104,8 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
 
     // The owner comes back (a rebooted box: the DVIPA's address is not on it) and does not
     // take DVA1 back; traffic keeps flowing through MVS4.
-    in_ns_quiet(
-        &mvs1,
-        &["ip", "addr", "del", &format!("{DVIPA}/32"), "dev", "ext0"],
-    );
-    for link in ["ext0", "xcf0"] {
-        run(&mut in_ns(&mvs1, &["ip", "link", "set", link, "up"]));
-    }
-    let back = restart(&site, "MVS1");
+    let back = come_back(&site, "MVS1");
     let again = |needle: &str| log_again(&site, "MVS1").contains(needle);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !again("node booted") {
-        assert!(Instant::now() < deadline, "MVS1 did not boot again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !again("DVIPA adopted"),
@@ -131,11 +116,7 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
         !log_of(&site, "MVS4").contains("DVIPA released"),
         "MVS4 gave DVA1 up"
     );
-    let output = run(&mut in_ns(
-        &peer_ns,
-        &["python3", "-c", STEADY_CLIENT, PEER_INNER, DVIPA, "2"],
-    ));
-    let after = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let after = steady_traffic(&peer_ns, "2");
     assert!(
         field(&after, "echoed") > 0,
         "no traffic after the return: {after}"
@@ -144,6 +125,218 @@ fn the_backup_takes_over_under_load_without_reusing_a_sequence_number() {
     drop(back);
     drop(charon);
     topology::down(&site.run_dir()).unwrap();
+}
+
+/// The test's site with DVA1's owner taking it back once it returns (`define.take_back`).
+fn with_take_back(text: String) -> String {
+    let define = "      moveable: immediate\n";
+    assert!(text.contains(define), "DVA1's define has no moveable line");
+    with_backup(text).replacen(define, &format!("{define}      take_back: true\n"), 1)
+}
+
+#[test]
+fn a_returning_owner_with_take_back_moves_dva1_home() {
+    let test = "a_returning_owner_with_take_back_moves_dva1_home";
+    let Some(ConnectedSite { site, charon }) = ConnectedSite::connect(test, "b", with_take_back)
+    else {
+        return;
+    };
+    let peer_ns = site.ns("peer");
+
+    // The owner dies and leaves the networks; the backup takes DVA1 and serves the peer.
+    let killed = Instant::now();
+    kill_box(&site, "MVS1");
+    wait_for_log(&site, "MVS4", "DVIPA adopted");
+    let adopted_ms = killed.elapsed().as_millis();
+    let through_backup = answered_within(&peer_ns, Duration::from_secs(10));
+    assert!(
+        field(&through_backup, "echoed") > 0,
+        "no traffic through MVS4: {through_backup}"
+    );
+    let backup_sa = newest_ike_sa(&charon);
+
+    // The owner comes back and takes DVA1 home: MVS4 lets it go.
+    let started = Instant::now();
+    let back = come_back(&site, "MVS1");
+    let booted_ms = started.elapsed().as_millis();
+    wait_for_line(&site, "MVS1-again", &["DVIPA adopted", "reason=TakeBack"]);
+    let took_back_ms = started.elapsed().as_millis();
+    wait_for_line(&site, "MVS4", &["DVIPA released", "dvipa=DVA1", "to=MVS1"]);
+    // Every target follows the owner (TAKEOVER reached it) and reports its connections.
+    for target in ["MVS2", "MVS4"] {
+        wait_for_line(
+            &site,
+            target,
+            &["new distributor", "distributor=MVS1", "switched=true"],
+        );
+    }
+    wait_for_line(
+        &site,
+        "MVS1-again",
+        &["DVIPA serving after takeover", "missing=[]"],
+    );
+    let rebuilt_ms = started.elapsed().as_millis();
+
+    // The peer is served by the owner again, through every target, over a new IKE SA, and
+    // only that one is left.
+    answered_within(&peer_ns, Duration::from_secs(10));
+    let answered_ms = started.elapsed().as_millis();
+    let after = steady_traffic(&peer_ns, "2");
+    let (sent, echoed) = (field(&after, "sent"), field(&after, "echoed"));
+    assert!(
+        echoed * 10 >= sent * 9,
+        "traffic after the take-back lost more than a tenth: {after}"
+    );
+    let home_sa = one_established_ike_sa(&charon);
+    assert_ne!(
+        home_sa, backup_sa,
+        "strongSwan still uses the IKE SA it had with MVS4"
+    );
+    assert!(
+        !charon.log().contains("verification failed"),
+        "strongSwan saw a replayed or bad sequence number"
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "take_back",
+            "backup_adopted_ms": adopted_ms,
+            "owner_booted_ms": booted_ms,
+            "owner_took_back_ms": took_back_ms,
+            "targets_rebuilt_ms": rebuilt_ms,
+            "answered_again_ms": answered_ms,
+            "steady_after": after,
+        })
+    );
+
+    drop(back);
+    drop(charon);
+    topology::down(&site.run_dir()).unwrap();
+}
+
+/// SIGKILLs `node`'s `dvipsec boot` and takes its links down: the box is gone.
+fn kill_box(site: &TestSite, node: &str) {
+    let target = boot_pid(&site.pids(), node);
+    run(Command::new("kill").args(["-KILL", &target.to_string()]));
+    let ns = site.ns(node);
+    for link in ["ext0", "xcf0"] {
+        run(&mut in_ns(&ns, &["ip", "link", "set", link, "down"]));
+    }
+}
+
+/// A killed box returns as a rebooted one would (the DVIPA's address is not on it, its links
+/// and its route to the peer are up) and runs `dvipsec boot` again; returns once it logged
+/// that it booted.
+fn come_back(site: &TestSite, node: &str) -> Restarted {
+    let ns = site.ns(node);
+    in_ns_quiet(
+        &ns,
+        &["ip", "addr", "del", &format!("{DVIPA}/32"), "dev", "ext0"],
+    );
+    for link in ["ext0", "xcf0"] {
+        run(&mut in_ns(&ns, &["ip", "link", "set", link, "up"]));
+    }
+    // Taking ext0 down flushed the route to the peer that the topology gave every box; a
+    // rebooted box has it again, and its IKE needs it to renegotiate.
+    run(&mut in_ns(
+        &ns,
+        &["ip", "route", "replace", PEER_OUTER, "dev", "ext0"],
+    ));
+    let back = restart(site, node);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_again(site, node).contains("node booted") {
+        assert!(Instant::now() < deadline, "{node} did not boot again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    back
+}
+
+/// The peer's steady client for `seconds`; its `sent= echoed= gap_ms=` line.
+fn steady_traffic(peer_ns: &str, seconds: &str) -> String {
+    let output = run(&mut in_ns(
+        peer_ns,
+        &["python3", "-c", STEADY_CLIENT, PEER_INNER, DVIPA, seconds],
+    ));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// One-second steady runs until one is answered (a new owner renegotiates first) or `limit`
+/// passed; the last run's line.
+fn answered_within(peer_ns: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let line = steady_traffic(peer_ns, "1");
+        if field(&line, "echoed") > 0 || Instant::now() >= deadline {
+            return line;
+        }
+    }
+}
+
+/// Waits (up to 10 s) until strongSwan holds exactly one established IKE SA; its initiator
+/// SPI. A replaced SA may linger as DELETING while strongSwan retransmits its delete to a box
+/// that no longer knows it.
+fn one_established_ike_sa(charon: &Charon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = charon.swanctl(&["--list-sas", "--raw"]);
+        if sas.matches("state=ESTABLISHED").count() == 1 {
+            return established_spi(&sas)
+                .unwrap_or_else(|| panic!("no initiator-spi in strongSwan's SA:\n{sas}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strongSwan holds stale SAs:\n{sas}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The initiator SPI of the established IKE SA strongSwan made last.
+fn newest_ike_sa(charon: &Charon) -> String {
+    let sas = charon.swanctl(&["--list-sas", "--raw"]);
+    sas.lines()
+        .filter(|sa| raw_value(sa, "state") == Some("ESTABLISHED"))
+        .max_by_key(|sa| raw_value(sa, "uniqueid").and_then(|id| id.parse::<u64>().ok()))
+        .and_then(|sa| raw_value(sa, "initiator-spi"))
+        .unwrap_or_else(|| panic!("no established IKE SA:\n{sas}"))
+        .to_owned()
+}
+
+/// The initiator SPI of the established IKE SA in `swanctl --list-sas --raw` output.
+fn established_spi(sas: &str) -> Option<String> {
+    let established = sas
+        .lines()
+        .find(|sa| raw_value(sa, "state") == Some("ESTABLISHED"))?;
+    raw_value(established, "initiator-spi").map(str::to_owned)
+}
+
+/// The first `key=value` of one IKE SA's line of `swanctl --list-sas --raw` (the IKE SA's
+/// own keys come before its child SAs'; a key follows a space or a brace).
+fn raw_value<'a>(sa: &'a str, key: &str) -> Option<&'a str> {
+    let pattern = format!("{key}=");
+    let starts_a_key = |at: usize| at > 0 && matches!(sa.as_bytes()[at - 1], b' ' | b'{');
+    let (at, _) = sa
+        .match_indices(&pattern)
+        .find(|(at, _)| starts_a_key(*at))?;
+    sa[at + pattern.len()..].split([' ', '}']).next()
+}
+
+/// Waits (up to 10 s) until the log `name` (a node, or `NODE-again` for a restarted one) has a
+/// line with all of `needles`.
+fn wait_for_line(site: &TestSite, name: &str, needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log =
+            std::fs::read_to_string(site.run_dir().join(format!("{name}.log"))).unwrap_or_default();
+        if log.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s log has no line with {needles:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// How many of `flows` fresh flows (one datagram each, retried for a few seconds) are answered.
@@ -182,13 +375,7 @@ fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
     assert_eq!(field(&before, "answered"), 12, "{before}");
 
     // MVS2 dies and leaves the networks.
-    let pids = site.pids();
-    let target = boot_pid(&pids, "MVS2");
-    run(Command::new("kill").args(["-KILL", &target.to_string()]));
-    let mvs2 = site.ns("MVS2");
-    for link in ["ext0", "xcf0"] {
-        run(&mut in_ns(&mvs2, &["ip", "link", "set", link, "down"]));
-    }
+    kill_box(&site, "MVS2");
     wait_for_log(&site, "MVS1", "target out of the distribution");
     assert!(
         log_of(&site, "MVS1").contains("target_node=MVS2"),
@@ -202,4 +389,19 @@ fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
     assert!(!log_of(&site, "MVS4").contains("DVIPA adopted"));
     drop(charon);
     topology::down(&site.run_dir()).unwrap();
+}
+
+#[test]
+fn swanctl_raw_lines_give_the_ike_sas_own_keys() {
+    let sas = concat!(
+        "list-sa event {dva1 {uniqueid=2 version=2 state=ESTABLISHED ",
+        "initiator-spi=3863c4edfc96bdb7 child-sas {app-2 {uniqueid=5 state=INSTALLED}}}}\n",
+        "list-sa event {dva1 {uniqueid=1 state=DELETING initiator-spi=804f2070229abe71}}\n",
+        "list-sas reply {}",
+    );
+    let first = sas.lines().next().unwrap_or_default();
+    assert_eq!(raw_value(first, "uniqueid"), Some("2"));
+    assert_eq!(raw_value(first, "state"), Some("ESTABLISHED"));
+    assert_eq!(raw_value(first, "spi"), None);
+    assert_eq!(established_spi(sas).as_deref(), Some("3863c4edfc96bdb7"));
 }
