@@ -271,14 +271,15 @@ fn distributor_side(inputs: &RuntimeInputs<'_>) -> Result<DistributorSide, Runti
     })
 }
 
-/// A new incarnation for each start of a core: the process id and the time, so a restarted
-/// box is told apart from the one before.
+/// A new incarnation for each start of a core: the start time in nanoseconds. The link and
+/// membership cores take a smaller incarnation than the one they know for a stale sender, so
+/// a restarted box's must be larger than the one before (mixing in the process id made it
+/// smaller about half the time, and the others then refused every frame of the new box).
 fn incarnation() -> u64 {
-    let nanos = std::time::SystemTime::now()
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    (u64::from(std::process::id()) << 40) ^ nanos
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 impl Runtime {
@@ -971,4 +972,29 @@ pub fn summary(runtime: &Runtime) -> Vec<(&'static str, u64)> {
         ("ike_sent", ike.sent),
         ("ike_send_errors", ike.send_errors),
     ]
+}
+
+#[cfg(test)]
+mod incarnation_tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn nanos_now() -> u128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    }
+
+    /// The other boxes refuse a smaller incarnation than the one they know as stale, so a
+    /// later start must have a larger one whatever its process id: it is the start time.
+    #[test]
+    fn an_incarnation_is_the_time_the_core_started() {
+        let before = nanos_now();
+        let incarnation = u128::from(super::incarnation());
+        let after = nanos_now();
+        assert!(
+            (before..=after).contains(&incarnation),
+            "{incarnation} is not between {before} and {after}"
+        );
+    }
 }
