@@ -212,16 +212,29 @@ pub fn fix_ipv4_checksum(packet: &mut [u8]) {
     packet[10..12].copy_from_slice(&(!sum).to_be_bytes());
 }
 
-/// The folded 16-bit ones' complement sum of `data`, added to `initial`.
+/// The folded 16-bit ones' complement sum of `data` (as big-endian 16-bit words, an odd last
+/// byte padded with zero), added to `initial`.
+///
+/// The data is summed four bytes at a time in the machine's byte order and the folded sum
+/// swapped once: the ones' complement sum does not depend on byte order or on how the words are
+/// grouped before folding (RFC 1071, section 2). Word by word in network order it was the
+/// largest single cost of turning a 1400-byte datagram around.
 pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = u64::from(initial);
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
+    let mut words = data.chunks_exact(4);
+    // Each word is below 2^32: a u64 holds the sum of far more than any packet's words.
+    let mut native: u64 = (&mut words)
+        .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+        .sum();
+    let mut last = [0u8; 4];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    native += u64::from(u32::from_ne_bytes(last));
+    // In network order: swapped on a little-endian machine, as it is on a big-endian one.
+    let data_sum = u16::from_be(fold(native));
+    fold(u64::from(data_sum) + u64::from(initial))
+}
+
+/// Folds a sum of 16-bit words to 16 bits with end-around carries.
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
