@@ -59,17 +59,21 @@ impl Runtime {
     }
 
     /// Whether ownership may be decided: every other box's heartbeat view (with its claims)
-    /// has arrived, or the boot grace passed. Boxes of a site boot seconds apart (ARP, ports);
-    /// deciding after only one takeover timeout would let a backup that booted first take a
-    /// DVIPA from its owner.
-    fn cluster_assembled(&self, elapsed: Duration) -> bool {
-        let grace = (self.membership.config().silence_limit() * 4).max(STARTUP_GRACE);
-        elapsed >= grace
-            || self
-                .site
-                .iter()
-                .filter(|v| v.node != self.node)
-                .all(|v| self.membership.has_view(&v.node))
+    /// has arrived once, or the boot grace passed. Boxes of a site boot seconds apart (ARP,
+    /// ports); deciding after only one takeover timeout would let a backup that booted first
+    /// take a DVIPA from its owner. Once assembled it stays so: a box that fails later (its view
+    /// gone) must not hold a takeover back until the grace ends.
+    fn cluster_assembled(&mut self, elapsed: Duration) -> bool {
+        if !self.assembled {
+            let grace = (self.membership.config().silence_limit() * 4).max(STARTUP_GRACE);
+            self.assembled = elapsed >= grace
+                || self
+                    .site
+                    .iter()
+                    .filter(|v| v.node != self.node)
+                    .all(|v| self.membership.has_view(&v.node));
+        }
+        self.assembled
     }
 
     /// A target that failed gets no new connections from this box's distributor, and its

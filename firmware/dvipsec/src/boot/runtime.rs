@@ -134,6 +134,9 @@ pub struct Runtime {
     pub(super) plane: Option<Plane>,
     pub(super) neighbourhood: Option<Neighbourhood>,
     pub(super) membership: Membership,
+    /// Every box was heard once (or the boot grace passed): ownership is decided from then on,
+    /// also while a box that has since failed is missing.
+    pub(super) assembled: bool,
     pub(super) distributor: Option<DistributorSide>,
     pub(super) target: Option<dvipsec_cluster::Target>,
     /// Served DVIPAs (also those served after a takeover): name and address.
@@ -312,6 +315,7 @@ impl Runtime {
             plane,
             neighbourhood,
             membership: Membership::for_view(view, incarnation(), Duration::ZERO),
+            assembled: false,
             distributor,
             target,
             served,
