@@ -11,8 +11,8 @@
 //!   backups by rank (VIPABACKUP, higher first), ties broken by node name. DVIPAs are decided
 //!   one by one, so they may go to different backups.
 //! - MOVEABLE IMMEDIATE as the issue states it: a returning owner does not take its DVIPA back
-//!   unless its plan says so ([`DvipaPlan::take_back`], the site's `define.take_back`). [`Takeover::plan_move`] moves a DVIPA on
-//!   purpose, without breaking connections.
+//!   unless its plan says so ([`DvipaPlan::take_back`], the site's `define.take_back`).
+//!   [`Takeover::plan_move`] moves a DVIPA on purpose, without breaking connections.
 //!
 //! The new owner's work comes out as [`TakeoverAction`]s in order: adopt the DVIPA in the
 //! distributor, fence the CF (new epoch), then announce the address, send TAKEOVER to the
