@@ -11,7 +11,9 @@
 //!   backups by rank (VIPABACKUP, higher first), ties broken by node name. DVIPAs are decided
 //!   one by one, so they may go to different backups.
 //! - MOVEABLE IMMEDIATE as the issue states it: a returning owner does not take its DVIPA back
-//!   unless its plan says so ([`DvipaPlan::take_back`], the site's `define.take_back`).
+//!   unless its plan says so ([`DvipaPlan::take_back`], the site's `define.take_back`). Then
+//!   the owner takes it over from the holder it heard claim it, and the holder lets go when
+//!   it hears the owner's newer claim.
 //!   [`Takeover::plan_move`] moves a DVIPA on purpose, without breaking connections.
 //!
 //! The new owner's work comes out as [`TakeoverAction`]s in order: adopt the DVIPA in the
@@ -451,10 +453,13 @@ impl Takeover {
                     self.move_to(dvipa, &next, MoveReason::OwnerFailed, now);
                 }
             }
-            Some(owner) if plan.take_back && owner != plan.home => {
-                let home_up = plan.home == self.local || membership.is_alive(&plan.home);
-                let owner_up = owner == self.local || membership.is_alive(&owner);
-                if home_up && owner_up {
+            // Only the owner decides to take its DVIPA back, once it heard who holds it; its
+            // fence (a new epoch) and then its claim make the holder let go (`follow_claims`).
+            // A holder that let go as soon as it heard the owner could do so before the owner
+            // heard its claim: the owner, hearing no claim, started the DVIPA afresh (Startup:
+            // no fence, no renegotiation) while the peers' SAs had died with the holder's.
+            Some(owner) if plan.take_back && plan.home == self.local && owner != self.local => {
+                if membership.is_alive(&owner) {
                     self.move_to(dvipa, &plan.home, MoveReason::TakeBack, now);
                 }
             }

@@ -424,18 +424,67 @@ fn a_returning_owner_does_not_take_back_unless_configured() {
     mvs1.claim("MVS5", "DVA1", 3);
     mvs1.run_for(3 * SEC);
     assert_eq!(mvs1.adopted(), [("DVA1".to_owned(), MoveReason::TakeBack)]);
-    // And the backup, reading the same site, lets it go once the owner is up.
-    let mut mvs5 = Node::figure4_from("MVS5", &views, config);
-    mvs5.run_for(2 * SEC);
-    mvs5.beating.remove("MVS1");
-    mvs5.run_for(1500 * MS);
-    mvs5.fence("DVA1", 3);
-    mvs5.take_actions();
+    // And the backup, reading the same site, lets it go once the owner claims it.
+    let mut mvs5 = backup_holding_dva1(&views);
     mvs5.beating.insert("MVS1".into(), Vec::new());
+    mvs5.run_for(300 * MS);
+    mvs5.claim("MVS1", "DVA1", 4);
     mvs5.run_for(300 * MS);
     assert!(mvs5.actions.contains(&TakeoverAction::Release {
         dvipa: "DVA1".into(),
         to: "MVS1".into()
+    }));
+    assert_eq!(mvs5.core.owner("DVA1"), Some("MVS1"));
+    assert!(mvs5.core.claims().iter().all(|c| c.dvipa != "DVA1"));
+}
+
+/// MVS5 of `views` after MVS1 failed: it took DVA1 over in epoch 3 and serves it; MVS1 is
+/// silent. Its actions so far are taken.
+fn backup_holding_dva1(views: &[NodeView]) -> Node {
+    let mut mvs5 = Node::figure4_from("MVS5", views, TakeoverConfig::default());
+    mvs5.run_for(2 * SEC);
+    mvs5.beating.remove("MVS1");
+    mvs5.run_for(1500 * MS);
+    mvs5.fence("DVA1", 3);
+    mvs5.run_for(3 * SEC);
+    mvs5.take_actions();
+    assert!(mvs5.core.is_serving("DVA1"));
+    mvs5
+}
+
+#[test]
+fn a_backup_keeps_claiming_until_the_returning_owner_with_take_back_claims() {
+    // MVS1 is back and MVS5 hears it before MVS1 heard MVS5's claim (XCF streams come up
+    // in either order). Were MVS5 to let DVA1 go now, MVS1 would hear no claim at all and
+    // start DVA1 afresh, without fence or renegotiation: MVS5 must keep claiming it.
+    let views = figure4_views_taking_back_dva1();
+    let mut mvs5 = backup_holding_dva1(&views);
+    mvs5.beating.insert("MVS1".into(), Vec::new());
+    mvs5.run_for(2 * SEC);
+    assert!(
+        !mvs5
+            .actions
+            .iter()
+            .any(|a| matches!(a, TakeoverAction::Release { .. })),
+        "{:?}",
+        mvs5.actions
+    );
+    assert_eq!(mvs5.core.owner("DVA1"), Some("MVS5"));
+    assert_eq!(
+        mvs5.core.claims(),
+        [OwnerClaim {
+            dvipa: "DVA1".into(),
+            cf_epoch: 3
+        }]
+    );
+
+    // MVS1, once it hears that claim, takes DVA1 back with a fence (not as a fresh start).
+    let mut mvs1 = Node::figure4_from("MVS1", &views, TakeoverConfig::default());
+    mvs1.claim("MVS5", "DVA1", 3);
+    mvs1.run_for(2 * SEC);
+    assert_eq!(mvs1.adopted(), [("DVA1".to_owned(), MoveReason::TakeBack)]);
+    assert!(mvs1.actions.contains(&TakeoverAction::FenceCf {
+        dvipa: "DVA1".into()
     }));
 }
 

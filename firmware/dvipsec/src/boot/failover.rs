@@ -423,6 +423,11 @@ impl Runtime {
             return;
         };
         let owned = self.owned_now();
+        // Only these two keep the plane they had, and its SAs.
+        let kept = matches!(
+            (&plane, owned.is_empty()),
+            (Plane::Distributor(_), false) | (Plane::Target(_), true)
+        );
         let result = match (plane, owned.is_empty()) {
             (Plane::Distributor(mut node), false) => {
                 plane::redistribute(&mut node, &self.site, &near, &owned)
@@ -460,6 +465,9 @@ impl Runtime {
                     }
                 }
                 self.plane = Some(plane);
+                if !kept {
+                    self.install_held_shadows();
+                }
             }
             Err(error) => tracing::error!(%error, "the data plane cannot take its new role"),
         }

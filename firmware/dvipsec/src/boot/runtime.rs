@@ -893,6 +893,20 @@ impl Runtime {
         })
     }
 
+    /// A data plane built for a new role starts empty: it gets every shadow SA the target
+    /// core holds. A box that let a DVIPA go may hold the new owner's SAs already (they came
+    /// while it still owned the DVIPA, so none went into the old plane).
+    pub(super) fn install_held_shadows(&mut self) {
+        let held = self
+            .target
+            .as_ref()
+            .map(|core| core.all_sas())
+            .unwrap_or_default();
+        for sa in &held {
+            self.install_shadow(sa);
+        }
+    }
+
     /// The target core holds `sa`: the data plane builds it (a box that owns the DVIPA
     /// installed it already when IKE made it).
     fn install_shadow(&mut self, sa: &SaRef) {
