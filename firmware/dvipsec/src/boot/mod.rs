@@ -374,7 +374,9 @@ fn join_xcf(site: &SiteConfig, view: &NodeView) -> Result<XcfManager, BootError>
         listen,
         peers,
         tls,
-        backoff: xcf::Backoff::default(),
+        backoff: xcf::Backoff::up_to(std::time::Duration::from_millis(u64::from(
+            view.xcf_link.takeover_timeout_ms.value,
+        ))),
     };
     XcfManager::start(setup).map_err(|source| BootError::Xcf { node, source })
 }

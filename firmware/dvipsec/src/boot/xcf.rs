@@ -28,6 +28,8 @@ pub const XCF_PORT: u16 = 7410;
 const POLL: Duration = Duration::from_millis(20);
 /// How long a TLS handshake or a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest dial: an XCF LAN answers a SYN within a millisecond, a busy box within a few.
+const MIN_DIAL: Duration = Duration::from_millis(100);
 
 /// Why the manager could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +73,14 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
+impl Backoff {
+    /// Delays from 100 ms doubling up to `limit`, the site's takeover timeout: a box that
+    /// returns is dialled within about the time its failure took to notice (with a 2 s
+    /// ceiling a returning target went unheard for up to 2 s after it listened again).
+    pub fn up_to(limit: Duration) -> Self {
         Backoff {
-            first: Duration::from_millis(100),
-            max: Duration::from_secs(2),
+            first: Duration::from_millis(100).min(limit),
+            max: limit,
         }
     }
 }
@@ -320,8 +325,13 @@ impl PeerWorker {
         while !self.shared.stop.load(Ordering::Relaxed) {
             let Some(stream) = self.connect() else {
                 self.drop_queued();
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(self.shared.backoff.max);
+                // Only a failed dial backs off. An acceptor waits in `connect` for the stream
+                // the acceptor thread hands over; sleeping besides would leave a returning
+                // caller unheard for up to the longest delay.
+                if self.dials {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(self.shared.backoff.max);
+                }
                 continue;
             };
             delay = self.shared.backoff.first;
@@ -365,8 +375,15 @@ impl PeerWorker {
         };
         let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         socket.bind(&SocketAddr::new(self.shared.local_ip, 0).into())?;
-        socket.connect_timeout(&self.peer.addr.into(), CONNECT_TIMEOUT)?;
+        socket.connect_timeout(&self.peer.addr.into(), self.dial_timeout())?;
         Ok(socket.into())
+    }
+
+    /// No longer than the longest redial delay: a box that is away leaves the SYN unanswered
+    /// and the kernel would send it again only after a second, the next dial comes sooner.
+    /// Not under [`MIN_DIAL`] either, however short the site's takeover timeout.
+    fn dial_timeout(&self) -> Duration {
+        self.shared.backoff.max.clamp(MIN_DIAL, CONNECT_TIMEOUT)
     }
 
     /// Frames queued while there is no stream cannot wait for one: the cores resend what
@@ -592,6 +609,75 @@ mod tests {
         assert_eq!(deliver(&a, "a", "b", &b).0, "a");
         assert!(a.counters().connected.load(Ordering::Relaxed) >= 2);
         assert!(a.counters().broken.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[test]
+    fn an_acceptor_takes_a_late_callers_stream_at_once() {
+        let (a_addr, b_addr) = (free_addr("127.0.6.1"), free_addr("127.0.6.2"));
+        // "b" accepts from "a". Its dial backoff is long: waiting for a caller must not sleep
+        // through it (a restarted box was heard 1.6 s after its boot).
+        let mut b_setup = setup("b", b_addr, &[("a", a_addr)], false);
+        b_setup.backoff = Backoff {
+            first: Duration::from_secs(2),
+            max: Duration::from_secs(2),
+        };
+        let b = XcfManager::start(b_setup).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let a = XcfManager::start(setup("a", a_addr, &[("b", b_addr)], false)).unwrap();
+        let started = Instant::now();
+        deliver(&a, "a", "b", &b);
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(600),
+            "the acceptor took the stream after {waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_dial_to_a_box_that_drops_syns_gives_up_within_the_longest_delay() {
+        let (a_addr, b_addr) = (free_addr("127.0.7.1"), free_addr("127.0.7.2"));
+        // "b" is away: its listener's one-place queue is full, so the kernel drops SYNs.
+        let away =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        away.bind(&b_addr.into()).unwrap();
+        away.listen(0).unwrap();
+        let filler = connect_from([127, 0, 7, 9], b_addr);
+        let a = XcfManager::start(setup("a", a_addr, &[("b", b_addr)], false)).unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        // "b" is back. A dial still waiting for its SYN's answer would be answered only at
+        // the kernel's next retransmission (3 s after the first SYN).
+        let (first, _) = away.accept().unwrap();
+        drop((first, filler));
+        let back = Instant::now();
+        away.set_nonblocking(true).unwrap();
+        let deadline = back + WAIT;
+        let from = loop {
+            if let Ok((_, from)) = away.accept() {
+                break from;
+            }
+            assert!(Instant::now() < deadline, "a never dialled again");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let waited = back.elapsed();
+        assert_eq!(from.as_socket().map(|s| s.ip()), Some(a_addr.ip()));
+        // Test backoff: at most 200 ms, so a dial every 400 ms at worst.
+        assert!(
+            waited < Duration::from_millis(600),
+            "a dialled again {waited:?} after b was back"
+        );
+        drop(a);
+    }
+
+    #[test]
+    fn backoff_follows_the_takeover_timeout() {
+        let site = Backoff::up_to(Duration::from_millis(500));
+        assert_eq!(site.first, Duration::from_millis(100));
+        assert_eq!(site.max, Duration::from_millis(500));
+        let short = Backoff::up_to(Duration::from_millis(40));
+        assert_eq!(
+            (short.first, short.max),
+            (Duration::from_millis(40), Duration::from_millis(40))
+        );
     }
 
     #[test]
