@@ -12,11 +12,15 @@
 //! printed as JSON.
 //!
 //! A target's failure is no takeover: its flows end and new flows go to the other targets.
+//! When the failed target boots again it gets the SAs again and serves new flows: its
+//! timings (kill to down, restart to SAs installed, restart to its first answer) are printed
+//! as JSON.
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dvipsec_hwtest::takeover::{self, Scene};
 use dvipsec_hwtest::topology;
@@ -363,6 +367,15 @@ for i in range(flows):
 print("answered=%d flows=%d" % (answered, flows))
 "#;
 
+/// `flows` fresh flows from the peer; the `answered= flows=` line of [`FRESH_FLOWS`].
+fn fresh_flows(peer_ns: &str, flows: &str) -> String {
+    let output = run(&mut in_ns(
+        peer_ns,
+        &["python3", "-c", FRESH_FLOWS, PEER_INNER, DVIPA, flows],
+    ));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 #[test]
 fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
     let test = "a_failed_target_loses_its_flows_and_new_ones_go_to_the_others";
@@ -370,13 +383,7 @@ fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
         return;
     };
     let peer_ns = site.ns("peer");
-    let fresh = |flows: &str| {
-        let output = run(&mut in_ns(
-            &peer_ns,
-            &["python3", "-c", FRESH_FLOWS, PEER_INNER, DVIPA, flows],
-        ));
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let fresh = |flows: &str| fresh_flows(&peer_ns, flows);
     let before = fresh("12");
     assert_eq!(field(&before, "answered"), 12, "{before}");
 
@@ -395,6 +402,166 @@ fn a_failed_target_loses_its_flows_and_new_ones_go_to_the_others() {
     assert!(!log_of(&site, "MVS4").contains("DVIPA adopted"));
     drop(charon);
     topology::down(&site.run_dir()).unwrap();
+}
+
+/// MVS2's place among the site's nodes: the hub names its external veth h1e0.
+const MVS2_INDEX: usize = 1;
+
+#[test]
+fn a_restarted_target_gets_the_sas_again_and_serves_new_flows() {
+    let test = "a_restarted_target_gets_the_sas_again_and_serves_new_flows";
+    let Some(ConnectedSite { site, charon }) = ConnectedSite::connect(test, "r", |t| t) else {
+        return;
+    };
+    assert_eq!(NODES[MVS2_INDEX], "MVS2");
+    let peer_ns = site.ns("peer");
+    let before = fresh_flows(&peer_ns, "12");
+    assert_eq!(field(&before, "answered"), 12, "{before}");
+    let ike_sa = one_established_ike_sa(&charon);
+
+    // MVS2 dies and leaves the networks; MVS1 stops choosing it.
+    let killed = Instant::now();
+    kill_box(&site, "MVS2");
+    wait_for_line(
+        &site,
+        "MVS1",
+        &["target out of the distribution", "target_node=MVS2"],
+    );
+    let down_ms = killed.elapsed().as_millis();
+
+    // What leaves MVS2's external port from now on: its answers (outbound ESP leaves the
+    // target's own interface, not the distributor's).
+    let pcap = site.dir.path().join("mvs2-esp.pcap");
+    let capture = start_capture(&site.ns("hub"), MVS2_INDEX, &pcap);
+    wait_for_file(&pcap);
+
+    // MVS2 boots again: MVS1 hears the new incarnation and sends it the SAs it holds.
+    let restarted_at = SystemTime::now();
+    let started = Instant::now();
+    let back = come_back(&site, "MVS2");
+    let booted_ms = started.elapsed().as_millis();
+    wait_for_line(
+        &site,
+        "MVS1",
+        &["target up", "target_node=MVS2", "restarted=true"],
+    );
+    let noticed_ms = started.elapsed().as_millis();
+    for direction in ["direction=Inbound", "direction=Outbound"] {
+        wait_for_line(&site, "MVS2-again", &["shadow SA installed", direction]);
+    }
+    let installed_ms = started.elapsed().as_millis();
+    // MVS1 dials MVS2 (its name sorts first) and MVS2 accepts: it must be heard soon after it
+    // listens again, not after a long redial delay (a waiting acceptor's backoff held it
+    // unheard for 1.6 s, MVS1's 2 s redial ceiling for up to 2 s more).
+    let booted = logged_at(&log_again(&site, "MVS2"), &["node booted"]);
+    let noticed = logged_at(
+        &log_of(&site, "MVS1"),
+        &["target up", "target_node=MVS2", "restarted=true"],
+    );
+    // Seconds of the day: a restart just before midnight UTC wraps.
+    let heard_ms = ((noticed - booted).rem_euclid(86_400.0) * 1000.0).round() as i64;
+    assert!(
+        heard_ms < 1200,
+        "MVS1 heard MVS2 {heard_ms} ms after it booted again"
+    );
+
+    // New flows go round the targets again, MVS2 among them, and every one is answered.
+    let after = fresh_flows(&peer_ns, "24");
+    let answered_at = started.elapsed().as_millis();
+    assert_eq!(field(&after, "answered"), 24, "{after}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop(capture);
+    let from_mvs2 = esp_times(&pcap);
+    let first_answer_ms = from_mvs2.first().map(|at| {
+        let restart = restarted_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        ((at - restart) * 1000.0).round() as u64
+    });
+    let Some(first_answer_ms) = first_answer_ms else {
+        panic!(
+            "MVS2 answered none of the new flows ({after}):\n{}",
+            log_again(&site, "MVS2")
+        );
+    };
+
+    // The peer saw nothing wrong and kept its one IKE SA: a target's return renegotiates
+    // nothing.
+    assert!(
+        !charon.log().contains("verification failed"),
+        "strongSwan saw a replayed or bad sequence number"
+    );
+    assert_eq!(
+        one_established_ike_sa(&charon),
+        ike_sa,
+        "strongSwan changed its IKE SA"
+    );
+    assert!(!log_of(&site, "MVS4").contains("DVIPA adopted"));
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "target_restart",
+            "kill_to_down_ms": down_ms,
+            "restart_to_booted_ms": booted_ms,
+            "restart_to_noticed_ms": noticed_ms,
+            "booted_to_heard_ms": heard_ms,
+            "restart_to_sas_installed_ms": installed_ms,
+            "restart_to_first_answer_by_mvs2_ms": first_answer_ms,
+            "restart_to_flows_done_ms": answered_at,
+            "esp_from_mvs2": from_mvs2.len(),
+            "fresh_after": after,
+        })
+    );
+
+    drop(back);
+    drop(charon);
+    topology::down(&site.run_dir()).unwrap();
+}
+
+/// Waits (up to 15 s) until tshark wrote the capture file's header, and a moment more.
+fn wait_for_file(file: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "tshark did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Seconds since midnight UTC of the first line of `log` with all of `needles`, from its
+/// RFC 3339 timestamp (`...THH:MM:SS.ffffffZ`); the boxes share the host's clock.
+fn logged_at(log: &str, needles: &[&str]) -> f64 {
+    let line = log
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?}:\n{log}"));
+    let time = line
+        .split_whitespace()
+        .next()
+        .and_then(|stamp| stamp.split('T').nth(1))
+        .unwrap_or_else(|| panic!("no timestamp: {line}"));
+    time.trim_end_matches('Z')
+        .split(':')
+        .map(|part| {
+            part.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad time: {line}"))
+        })
+        .fold(0.0, |seconds, part| seconds * 60.0 + part)
+}
+
+/// The capture times (seconds since the epoch) of the packets in `file`, in order.
+fn esp_times(file: &Path) -> Vec<f64> {
+    let output = run(Command::new("tshark").arg("-r").arg(file).args([
+        "-T",
+        "fields",
+        "-e",
+        "frame.time_epoch",
+    ]));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .collect()
 }
 
 #[test]
