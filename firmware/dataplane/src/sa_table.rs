@@ -161,22 +161,6 @@ pub trait LifesizeSink {
     fn report(&mut self, report: LifesizeReport);
 }
 
-/// Hands each report to two sinks: a box records its use in the CF (the slot's totals, what
-/// `cf show` reads) and tells the distributor's IKE over XCF (what starts a rekey).
-pub struct BothSinks<'a> {
-    /// The first sink.
-    pub first: &'a mut dyn LifesizeSink,
-    /// The second sink.
-    pub second: &'a mut dyn LifesizeSink,
-}
-
-impl LifesizeSink for BothSinks<'_> {
-    fn report(&mut self, report: LifesizeReport) {
-        self.first.report(report);
-        self.second.report(report);
-    }
-}
-
 /// A sink that sums reports per (SPI, direction); for tests and tables.
 #[derive(Debug, Default, Clone)]
 pub struct SummingSink {

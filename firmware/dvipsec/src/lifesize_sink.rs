@@ -1,11 +1,11 @@
-//! The lifesize counts a box's data path reports, handed to the box's cluster target core,
-//! which batches them into LIFESIZE messages for the distributor. Shared by `boot` (one box)
-//! and the demo (every simulated target).
+//! The lifesize counts a box's data path reports: added to the SAs' CF slots, and handed to
+//! the box's cluster target core, which batches them into LIFESIZE messages for the
+//! distributor. Shared by `boot` (one box) and the demo (every simulated target).
 
 use std::net::IpAddr;
 
 use dvipsec_cluster::wire::{SaRef, WireDirection};
-use dvipsec_dataplane::sa_table::{LifesizeReport, LifesizeSink};
+use dvipsec_dataplane::sa_table::{FacilitySink, LifesizeReport, LifesizeSink};
 
 /// A sink that names each reported SA by its DVIPA's name (the core keys SAs by name, the data
 /// path by address) and counts the reports it could not place.
@@ -53,6 +53,44 @@ impl LifesizeSink for CoreSink<'_> {
         {
             self.refused += 1;
         }
+    }
+}
+
+/// Where a box's data path reports go: the CF slot's totals (what `cf show` reads) and the
+/// box's target core (LIFESIZE to the distributor's IKE, what starts a rekey).
+pub struct CfAndCoreSink<'a, F: ?Sized> {
+    cf: FacilitySink<'a, F>,
+    core: CoreSink<'a>,
+}
+
+impl<'a, F: dvipsec_cf::SequenceFacility + ?Sized> CfAndCoreSink<'a, F> {
+    /// A sink into `facility` and `core` for the DVIPAs in `served` (name, address).
+    pub fn new(
+        facility: &'a F,
+        core: &'a mut dvipsec_cluster::Target,
+        served: &'a [(String, IpAddr)],
+    ) -> Self {
+        CfAndCoreSink {
+            cf: FacilitySink::new(facility),
+            core: CoreSink::new(core, served),
+        }
+    }
+
+    /// Reports the core could not place ([`CoreSink::refused`]).
+    pub fn refused_by_core(&self) -> u64 {
+        self.core.refused()
+    }
+
+    /// Reports the CF refused (a slot released with a retired SA, a fenced handle).
+    pub fn refused_by_cf(&self) -> u64 {
+        self.cf.failures
+    }
+}
+
+impl<F: dvipsec_cf::SequenceFacility + ?Sized> LifesizeSink for CfAndCoreSink<'_, F> {
+    fn report(&mut self, report: LifesizeReport) {
+        self.cf.report(report);
+        self.core.report(report);
     }
 }
 

@@ -23,7 +23,6 @@ use dvipsec_cluster::{
     DistributorEvent, IkeEvent, LinkSecurity, Membership, Takeover, TargetEvent, Transmit,
 };
 use dvipsec_config::{NodeView, SiteConfig};
-use dvipsec_dataplane::sa_table::{BothSinks, FacilitySink};
 use dvipsec_esp::{AeadProvider, LifetimeLimits};
 use dvipsec_ike::{ChildSaInstalled, Endpoint, EndpointConfig, Event, IkeSaId, PeerConfig};
 
@@ -33,7 +32,7 @@ use super::facility::AttachedRegion;
 use super::ike_socket::IkeSockets;
 use super::plane::{Neighbourhood, Plane};
 use super::xcf::XcfManager;
-use crate::lifesize_sink::CoreSink;
+use crate::lifesize_sink::CfAndCoreSink;
 
 /// How often targets hand their SA counts to the cluster core.
 const LIFESIZE_INTERVAL: Duration = Duration::from_millis(50);
@@ -689,15 +688,11 @@ impl Runtime {
         let (Some(plane), Some(core)) = (self.plane.as_mut(), self.target.as_mut()) else {
             return;
         };
-        let mut to_core = CoreSink::new(core, &self.served);
-        let mut to_cf = FacilitySink::new(&self.facility);
-        plane.report_lifesize(&mut BothSinks {
-            first: &mut to_cf,
-            second: &mut to_core,
-        });
+        let mut sink = CfAndCoreSink::new(&self.facility, core, &self.served);
+        plane.report_lifesize(&mut sink);
         // A refusal by the CF (the slot was released with a retired SA) is counted by the
         // facility's own failed-operation counter.
-        self.counters.core_errors += to_core.refused();
+        self.counters.core_errors += sink.refused_by_core();
     }
 
     /// The region's holder tells every other box where the region is (again each interval: a

@@ -7,7 +7,7 @@ use super::convert::{child_pair, peer_sas};
 use super::facility::{CfOps, CountingFacility};
 use super::ike::{KeyExchange, Parties};
 use crate::boot::child::{data_plane_sa, data_plane_selector};
-use crate::lifesize_sink::CoreSink;
+use crate::lifesize_sink::CfAndCoreSink;
 use dvipsec_cf::{LeasePolicy, Region, RegionOwner, SlotId};
 use dvipsec_cluster::cf::CfSlots;
 use dvipsec_cluster::sim::Network;
@@ -21,7 +21,7 @@ use dvipsec_dataplane::node::SendStatus;
 use dvipsec_dataplane::node::{DistributorLink, DistributorNode, Neighbours, TargetNode};
 use dvipsec_dataplane::peer::ScriptedPeer;
 use dvipsec_dataplane::poll::PollNode;
-use dvipsec_dataplane::sa_table::{BothSinks, FacilitySink, ShadowSaTable};
+use dvipsec_dataplane::sa_table::ShadowSaTable;
 use dvipsec_dataplane::target::{Target, TargetConfig};
 use dvipsec_dataplane::wire::Mac;
 use dvipsec_ike::{ChildSaInstalled, Event};
@@ -849,13 +849,9 @@ impl Site {
     fn report_lifesize(&mut self) {
         let facility = self.region.region();
         for target in &mut self.targets {
-            let mut to_core = CoreSink::new(&mut target.core, &target.dvipas);
-            let mut to_cf = FacilitySink::new(facility);
-            target.node.report_lifesize(&mut BothSinks {
-                first: &mut to_cf,
-                second: &mut to_core,
-            });
-            self.counters.lifesize_refused += to_core.refused() + to_cf.failures;
+            let mut sink = CfAndCoreSink::new(facility, &mut target.core, &target.dvipas);
+            target.node.report_lifesize(&mut sink);
+            self.counters.lifesize_refused += sink.refused_by_core() + sink.refused_by_cf();
         }
     }
 
